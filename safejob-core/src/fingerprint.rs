@@ -1,0 +1,170 @@
+//! Fingerprints of a job's parameters.
+
+use std::fmt;
+
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::key::{DigestParseError, decode_hex32, encode_hex};
+
+/// SHA-256 of a job's parameters.
+///
+/// A key reused with different parameters is a *key conflict*: every store compares the stored
+/// fingerprint with the one given on every path, including replays of finished keys. A job with
+/// no fingerprint matches only rows stored without one.
+///
+/// [`Fingerprint::of`] hashes a canonical JSON form (object keys sorted, no white space), so the
+/// field order of a struct or map never changes the fingerprint.
+///
+/// ```
+/// use safejob_core::Fingerprint;
+/// use serde_json::json;
+///
+/// let a = Fingerprint::of(&json!({"amount": 500, "currency": "EUR"}))?;
+/// let b = Fingerprint::of(&json!({"currency": "EUR", "amount": 500}))?;
+/// assert_eq!(a, b);
+/// assert_ne!(a, Fingerprint::of(&json!({"amount": 501, "currency": "EUR"}))?);
+/// # Ok::<(), safejob_core::FingerprintError>(())
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint([u8; 32]);
+
+/// The parameters could not be turned into JSON to be fingerprinted.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot fingerprint job parameters: {source}")]
+pub struct FingerprintError {
+    #[from]
+    source: serde_json::Error,
+}
+
+impl Fingerprint {
+    /// Fingerprints any serializable value through its canonical JSON form.
+    pub fn of<T: Serialize + ?Sized>(params: &T) -> Result<Self, FingerprintError> {
+        let value = serde_json::to_value(params)?;
+        let mut canonical = String::new();
+        write_canonical(&value, &mut canonical);
+        Ok(Self::of_bytes(canonical.as_bytes()))
+    }
+
+    /// Fingerprints raw bytes (already canonical parameters, a request body, ...).
+    pub fn of_bytes(bytes: &[u8]) -> Self {
+        Self(Sha256::digest(bytes).into())
+    }
+
+    /// Wraps 32 stored bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// Parses 64 hex characters.
+    pub fn from_hex(hex: &str) -> Result<Self, DigestParseError> {
+        decode_hex32(hex).map(Self)
+    }
+
+    /// The 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// All 64 lowercase hex characters.
+    pub fn to_hex(&self) -> String {
+        encode_hex(&self.0)
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut hex = self.to_hex();
+        hex.truncate(12);
+        write!(f, "Fingerprint({hex})")
+    }
+}
+
+/// Writes JSON with object keys sorted, whatever map type serde_json was built with
+/// (its `preserve_order` feature, enabled anywhere in a build, would otherwise change the text).
+fn write_canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                write_canonical(v, out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(v, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn field_order_does_not_matter_but_values_do() {
+        let mut m1 = HashMap::new();
+        let mut m2 = HashMap::new();
+        for i in 0..50 {
+            m1.insert(format!("k{i}"), i);
+        }
+        for i in (0..50).rev() {
+            m2.insert(format!("k{i}"), i);
+        }
+        assert_eq!(Fingerprint::of(&m1).unwrap(), Fingerprint::of(&m2).unwrap());
+        let nested_a = json!({"x": {"b": [1, {"d": 1, "c": 2}], "a": null}});
+        let nested_b = json!({"x": {"a": null, "b": [1, {"c": 2, "d": 1}]}});
+        assert_eq!(
+            Fingerprint::of(&nested_a).unwrap(),
+            Fingerprint::of(&nested_b).unwrap()
+        );
+        assert_ne!(
+            Fingerprint::of(&json!([1, 2])).unwrap(),
+            Fingerprint::of(&json!([2, 1])).unwrap()
+        );
+    }
+
+    #[test]
+    fn canonical_text_is_stable() {
+        let mut s = String::new();
+        write_canonical(&json!({"b": "x\"y", "a": [true, 1.5]}), &mut s);
+        assert_eq!(s, r#"{"a":[true,1.5],"b":"x\"y"}"#);
+    }
+
+    #[test]
+    fn unserializable_parameters_are_a_typed_error() {
+        let mut bad = HashMap::new();
+        bad.insert(vec![1u8], 1);
+        let err = Fingerprint::of(&bad).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("cannot fingerprint job parameters")
+        );
+    }
+
+    #[test]
+    fn hex_round_trip() {
+        let f = Fingerprint::of_bytes(b"p");
+        assert_eq!(Fingerprint::from_hex(&f.to_hex()).unwrap(), f);
+    }
+}

@@ -1,0 +1,217 @@
+//! The job trait and the contexts its two halves run in.
+
+use std::{any::Any, time::Duration, time::Instant};
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::{
+    Fingerprint, FingerprintError, IdempotencyKey, KeyError, Outcome,
+    store::{Lease, LeaseStore, Renewed, StoreError},
+};
+
+/// A unit of work that must succeed at most once per idempotency key.
+///
+/// * [`perform`](SafeJob::perform) is the retry-safe part: it may run several times across
+///   attempts (after a crash, a lost lease or a retryable error), so it must only do things that
+///   are safe to repeat — computing, reading, calling APIs that take an idempotency key.
+/// * [`on_succeeded_once`](SafeJob::on_succeeded_once) holds the irreversible effects. It runs only
+///   in the worker whose finalize won, and never automatically a second time.
+///
+/// ```
+/// use safejob_core::{EffectsContext, IdempotencyKey, KeyError, Outcome, PerformContext, SafeJob};
+///
+/// struct SendReceipt { order: u64 }
+///
+/// impl SafeJob for SendReceipt {
+///     type Error = std::io::Error;
+///     fn key(&self) -> Result<IdempotencyKey, KeyError> {
+///         IdempotencyKey::from_parts(["receipt", &self.order.to_string()])
+///     }
+///     fn perform(&self, _ctx: &mut PerformContext<'_>) -> Result<Outcome, Self::Error> {
+///         Ok(Outcome::json(serde_json::json!({"order": self.order})))
+///     }
+///     fn on_succeeded_once(&self, _ctx: &mut EffectsContext<'_>) -> Result<(), Self::Error> {
+///         // send the e-mail here
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait SafeJob {
+    /// The job's own error type.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// The idempotency key: equal keys are the same piece of work.
+    fn key(&self) -> Result<IdempotencyKey, KeyError>;
+
+    /// Fingerprint of the parameters; a reused key with other parameters is a key conflict.
+    /// Defaults to none.
+    fn fingerprint(&self) -> Result<Option<Fingerprint>, FingerprintError> {
+        Ok(None)
+    }
+
+    /// Lease length for this job; defaults to the runner's.
+    fn lease_ttl(&self) -> Option<Duration> {
+        None
+    }
+
+    /// The retry-safe work. May renew the lease through `ctx` while it runs.
+    fn perform(&self, ctx: &mut PerformContext<'_>) -> Result<Outcome, Self::Error>;
+
+    /// The irreversible effects, run once, by the winner, after the key is finalized succeeded
+    /// (or inside the finalize transaction in transactional mode). Defaults to nothing.
+    fn on_succeeded_once(&self, ctx: &mut EffectsContext<'_>) -> Result<(), Self::Error> {
+        let _ = ctx;
+        Ok(())
+    }
+}
+
+/// A renewal from inside `perform` did not extend the lease.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RenewError {
+    /// Our fence was superseded (the lease expired and another worker took it), or the row is no
+    /// longer running. Stop working: this attempt can no longer finalize.
+    #[error("lease lost: fence {fence} was superseded")]
+    LeaseLost {
+        /// The fence this attempt held.
+        fence: u64,
+    },
+    /// The store could not be asked.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What `perform` sees: the key, the attempt, and its lease, which it may renew.
+pub struct PerformContext<'a> {
+    key: &'a IdempotencyKey,
+    store: &'a dyn LeaseStore,
+    lease: Lease,
+    ttl: Duration,
+    last_renewed: Instant,
+    lost: bool,
+}
+
+impl<'a> PerformContext<'a> {
+    pub(crate) fn new(
+        key: &'a IdempotencyKey,
+        store: &'a dyn LeaseStore,
+        lease: Lease,
+        ttl: Duration,
+    ) -> Self {
+        Self {
+            key,
+            store,
+            lease,
+            ttl,
+            last_renewed: Instant::now(),
+            lost: false,
+        }
+    }
+
+    pub(crate) fn into_parts(self) -> (Lease, bool) {
+        (self.lease, self.lost)
+    }
+
+    /// The key being worked on.
+    pub fn key(&self) -> &IdempotencyKey {
+        self.key
+    }
+
+    /// The attempt number, from 1.
+    pub fn attempt(&self) -> u32 {
+        self.lease.attempt
+    }
+
+    /// The fence token of this attempt: pass it to downstream systems that can reject stale
+    /// writers.
+    pub fn fence(&self) -> u64 {
+        self.lease.fence
+    }
+
+    /// When the lease ends, by the store clock, as of the last grant or renewal.
+    pub fn lease_expires_at(&self) -> DateTime<Utc> {
+        self.lease.expires_at
+    }
+
+    /// Whether a renewal found the lease lost.
+    pub fn lease_lost(&self) -> bool {
+        self.lost
+    }
+
+    /// Extends the lease to the store's now + TTL.
+    pub fn renew(&mut self) -> Result<DateTime<Utc>, RenewError> {
+        match self.store.renew(&self.lease, self.ttl)? {
+            Renewed::Extended(until) => {
+                self.lease.expires_at = until;
+                self.last_renewed = Instant::now();
+                tracing::trace!(key = %self.key.digest(), fence = self.lease.fence, %until, "lease renewed");
+                Ok(until)
+            }
+            Renewed::Stale => {
+                self.lost = true;
+                tracing::warn!(key = %self.key.digest(), fence = self.lease.fence, "lease lost during perform");
+                Err(RenewError::LeaseLost {
+                    fence: self.lease.fence,
+                })
+            }
+        }
+    }
+
+    /// Renews when a third of the TTL has passed since the last grant or renewal; call it often
+    /// from a long loop. The local monotonic clock only decides *when to ask*; the store decides
+    /// whether the lease is still ours.
+    pub fn keep_alive(&mut self) -> Result<(), RenewError> {
+        if self.lost {
+            return Err(RenewError::LeaseLost {
+                fence: self.lease.fence,
+            });
+        }
+        if self.last_renewed.elapsed() >= self.ttl / 3 {
+            self.renew()?;
+        }
+        Ok(())
+    }
+}
+
+/// What `on_succeeded_once` sees.
+pub struct EffectsContext<'a> {
+    pub(crate) key: &'a IdempotencyKey,
+    pub(crate) attempt: u32,
+    pub(crate) fence: u64,
+    pub(crate) result: Option<&'a Value>,
+    pub(crate) tx: Option<&'a mut dyn Any>,
+}
+
+impl EffectsContext<'_> {
+    /// The key that succeeded.
+    pub fn key(&self) -> &IdempotencyKey {
+        self.key
+    }
+
+    /// The attempt that won.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The winning fence: a stable, unique number for this key's success.
+    pub fn fence(&self) -> u64 {
+        self.fence
+    }
+
+    /// The result `perform` stored.
+    pub fn result(&self) -> Option<&Value> {
+        self.result
+    }
+
+    /// Whether the effects run inside the finalize transaction.
+    pub fn is_transactional(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// The finalize transaction's handle, in transactional mode, if it is a `T` (for the diesel
+    /// stores: their connection type; for the memory store: [`crate::memory::MemoryTx`]).
+    pub fn transaction<T: Any>(&mut self) -> Option<&mut T> {
+        self.tx.as_deref_mut().and_then(|tx| tx.downcast_mut::<T>())
+    }
+}
