@@ -74,3 +74,8 @@ pub use policy::{FailurePolicy, FinalFailure, NeverFinalize};
 pub use report::{Disposition, Report, RunError, TtlError, disposition};
 pub use runner::{ConfigError, EffectsMode, Recovery, Runner, RunnerBuilder};
 pub use store::{EffectsState, JobRecord, JobState, LeaseStore, ListFilter, ListQuery, StoreError};
+
+/// The README's Rust examples, compiled and run as doctests so they stay in step with the code.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
