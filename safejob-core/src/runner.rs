@@ -391,7 +391,19 @@ impl Runner {
         let finalized = self
             .store
             .finalize_succeeded(lease, result, attempt.ttl, Some(&mut hook));
-        match self.settle(attempt, finalized)? {
+        let settled = self.settle(attempt, finalized);
+        if let Some(panic) = panicked {
+            // The hook panicked, so the store rolled the finalize back. The panic belongs to the
+            // caller, after the lease is released.
+            if matches!(settled, Ok(Finalized::EffectsAborted)) {
+                self.release(
+                    attempt,
+                    "transactional effects panicked; finalize rolled back",
+                );
+            }
+            resume_unwind(panic);
+        }
+        match settled? {
             Finalized::Committed => {
                 info!(
                     attempt = lease.attempt,
@@ -406,9 +418,6 @@ impl Runner {
                     attempt,
                     "transactional effects failed; finalize rolled back",
                 );
-                if let Some(panic) = panicked {
-                    resume_unwind(panic);
-                }
                 match failed {
                     Some(source) => Err(RunError::EffectsRolledBack {
                         source,
@@ -481,17 +490,14 @@ impl Runner {
             tx: None,
         };
         let ran = catch_unwind(AssertUnwindSafe(|| job.on_succeeded_once(&mut ctx)));
-        let (outcome, message) = match &ran {
-            Ok(Ok(())) => (EffectsOutcome::Done, String::new()),
-            Ok(Err(error)) => (EffectsOutcome::InDoubt { error: "" }, error.to_string()),
-            Err(_) => (
-                EffectsOutcome::InDoubt { error: "" },
-                "on_succeeded_once panicked".to_owned(),
-            ),
+        let failure = match &ran {
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => Some(error.to_string()),
+            Err(_) => Some("on_succeeded_once panicked".to_owned()),
         };
-        let outcome = match outcome {
-            EffectsOutcome::InDoubt { .. } => EffectsOutcome::InDoubt { error: &message },
-            done => done,
+        let outcome = match &failure {
+            None => EffectsOutcome::Done,
+            Some(error) => EffectsOutcome::InDoubt { error },
         };
         match self.store.finish_effects(lease, outcome) {
             Ok(FenceCheck::Applied) => {}
@@ -511,7 +517,7 @@ impl Runner {
                 Ok(())
             }
             Ok(Err(source)) => {
-                warn!(fence = lease.fence, error = %message, "effects failed: in doubt");
+                warn!(fence = lease.fence, error = %source, "effects failed: in doubt");
                 Err(RunError::EffectsInDoubt {
                     digest: *key.digest(),
                     source,
