@@ -2,10 +2,17 @@
 //!
 //! Prove that jobs run exactly once: a manual clock, effect probes and assertions, the
 //! `LeaseStore` conformance suite every store must pass, and a torture harness.
-
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod assert;
+pub mod clock;
 pub mod conformance;
+pub mod memory;
+pub mod probe;
 
+pub use assert::*;
+pub use clock::ManualClock;
 pub use conformance::StoreHarness;
+pub use memory::MemoryHarness;
+pub use probe::EffectProbe;
