@@ -137,7 +137,12 @@ impl fmt::Display for ExactlyOnceViolation {
             self.checked
         )?;
         for offender in self.offenders.iter().take(MAX_LISTED) {
-            write!(f, "\n  key {}: {}", offender.digest.short(), offender.problem)?;
+            write!(
+                f,
+                "\n  key {}: {}",
+                offender.digest.short(),
+                offender.problem
+            )?;
         }
         if self.offenders.len() > MAX_LISTED {
             write!(f, "\n  ... and {} more", self.offenders.len() - MAX_LISTED)?;
@@ -178,7 +183,12 @@ fn verdict(
 ) -> Result<(), ExactlyOnceViolation> {
     let offenders: Vec<Offender> = keys
         .iter()
-        .filter_map(|d| problem(d).map(|problem| Offender { digest: *d, problem }))
+        .filter_map(|d| {
+            problem(d).map(|problem| Offender {
+                digest: *d,
+                problem,
+            })
+        })
         .collect();
     if keys.is_empty() || !offenders.is_empty() {
         return Err(ExactlyOnceViolation {

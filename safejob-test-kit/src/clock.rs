@@ -60,7 +60,9 @@ impl ManualClock {
     pub fn advance(&self, by: Duration) -> DateTime<Utc> {
         let mut now = self.lock();
         let step = chrono::Duration::from_std(by).unwrap_or(chrono::Duration::MAX);
-        *now = now.checked_add_signed(step).unwrap_or(DateTime::<Utc>::MAX_UTC);
+        *now = now
+            .checked_add_signed(step)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
         *now
     }
 
@@ -104,7 +106,10 @@ mod tests {
         clock.set(start);
         assert_eq!(Clock::now(&clock), start);
         assert_eq!(clock.advance(Duration::MAX), DateTime::<Utc>::MAX_UTC);
-        assert_eq!(clock.advance(Duration::from_secs(1)), DateTime::<Utc>::MAX_UTC);
+        assert_eq!(
+            clock.advance(Duration::from_secs(1)),
+            DateTime::<Utc>::MAX_UTC
+        );
     }
 
     #[test]

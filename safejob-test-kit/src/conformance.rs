@@ -99,7 +99,10 @@ impl<'h> Case<'h> {
 
     #[track_caller]
     fn fail(&self, what: fmt::Arguments<'_>) -> ! {
-        panic!("lease store conformance case `{}` failed: {what}", self.name)
+        panic!(
+            "lease store conformance case `{}` failed: {what}",
+            self.name
+        )
     }
 
     #[track_caller]
@@ -216,7 +219,13 @@ impl<'h> Case<'h> {
 
     /// Checks that `found` lies within `[lo + ttl, hi + ttl]`, give or take the slack.
     #[track_caller]
-    fn expect_expiry(&self, what: &str, found: DateTime<Utc>, lo: DateTime<Utc>, hi: DateTime<Utc>) {
+    fn expect_expiry(
+        &self,
+        what: &str,
+        found: DateTime<Utc>,
+        lo: DateTime<Utc>,
+        hi: DateTime<Utc>,
+    ) {
         let ttl = chrono::Duration::from_std(TTL).unwrap_or_default();
         let (lo, hi) = (lo + ttl - slack(), hi + ttl + slack());
         ensure!(
@@ -362,9 +371,24 @@ pub fn fresh_acquire_grants_fence_one(harness: &dyn StoreHarness) {
     let lease = case.grant(key, fingerprint(1), "w1");
     let after = case.now();
     ensure!(case, lease.digest == key, "lease digest {}", lease.digest);
-    ensure!(case, lease.fence == 1, "fresh lease fence {} != 1", lease.fence);
-    ensure!(case, lease.attempt == 1, "fresh lease attempt {} != 1", lease.attempt);
-    ensure!(case, lease.owner == "w1", "fresh lease owner {:?}", lease.owner);
+    ensure!(
+        case,
+        lease.fence == 1,
+        "fresh lease fence {} != 1",
+        lease.fence
+    );
+    ensure!(
+        case,
+        lease.attempt == 1,
+        "fresh lease attempt {} != 1",
+        lease.attempt
+    );
+    ensure!(
+        case,
+        lease.owner == "w1",
+        "fresh lease owner {:?}",
+        lease.owner
+    );
     case.expect_expiry("lease expiry", lease.expires_at, before, after);
 
     let row = case.row(key);
@@ -376,15 +400,30 @@ pub fn fresh_acquire_grants_fence_one(harness: &dyn StoreHarness) {
         row.fence,
         row.attempts
     );
-    ensure!(case, row.owner.as_deref() == Some("w1"), "owner {:?}", row.owner);
-    ensure!(case, row.fingerprint == fingerprint(1), "fingerprint {:?}", row.fingerprint);
+    ensure!(
+        case,
+        row.owner.as_deref() == Some("w1"),
+        "owner {:?}",
+        row.owner
+    );
+    ensure!(
+        case,
+        row.fingerprint == fingerprint(1),
+        "fingerprint {:?}",
+        row.fingerprint
+    );
     case.expect_near("row expiry", row.lease_expires_at, lease.expires_at);
     ensure!(
         case,
         row.result.is_none() && row.failure.is_none() && row.finalized_at.is_none(),
         "a fresh row has no result, failure or finalized_at: {row:?}"
     );
-    ensure!(case, row.effects == EffectsState::None, "effects {:?}", row.effects);
+    ensure!(
+        case,
+        row.effects == EffectsState::None,
+        "effects {:?}",
+        row.effects
+    );
     ensure!(
         case,
         row.created_at >= before - slack() && row.created_at <= after + slack(),
@@ -400,10 +439,24 @@ pub fn replay_of_succeeded_returns_result(harness: &dyn StoreHarness) {
     let lease = case.grant(key, fingerprint(1), "w1");
     let result = json!({"receipt": "r-1", "cents": 250});
     let finalized = case.finalize(&lease, Some(&result));
-    ensure!(case, finalized == Finalized::Committed, "finalize: {finalized:?}");
+    ensure!(
+        case,
+        finalized == Finalized::Committed,
+        "finalize: {finalized:?}"
+    );
     let row = case.row(key);
-    ensure!(case, row.state == JobState::Succeeded, "state {}", row.state);
-    ensure!(case, row.result.as_ref() == Some(&result), "result {:?}", row.result);
+    ensure!(
+        case,
+        row.state == JobState::Succeeded,
+        "state {}",
+        row.state
+    );
+    ensure!(
+        case,
+        row.result.as_ref() == Some(&result),
+        "result {:?}",
+        row.result
+    );
     ensure!(case, row.finalized_at.is_some(), "finalized_at not set");
     match case.acquire(key, fingerprint(1), "w2") {
         Acquired::AlreadySucceeded(replayed) => ensure!(
@@ -411,7 +464,9 @@ pub fn replay_of_succeeded_returns_result(harness: &dyn StoreHarness) {
             replayed.result.as_ref() == Some(&result) && replayed.state == JobState::Succeeded,
             "replayed row {replayed:?}"
         ),
-        other => case.fail(format_args!("duplicate acquire: expected AlreadySucceeded, got {other:?}")),
+        other => case.fail(format_args!(
+            "duplicate acquire: expected AlreadySucceeded, got {other:?}"
+        )),
     }
     case.expect_unchanged("a replayed acquire", &row);
 }
@@ -424,9 +479,19 @@ pub fn replay_of_failed_returns_failure(harness: &dyn StoreHarness) {
     case.fail_row(&lease);
     let row = case.row(key);
     ensure!(case, row.state == JobState::Failed, "state {}", row.state);
-    ensure!(case, row.failure == Some(failure()), "failure {:?}", row.failure);
+    ensure!(
+        case,
+        row.failure == Some(failure()),
+        "failure {:?}",
+        row.failure
+    );
     ensure!(case, row.finalized_at.is_some(), "finalized_at not set");
-    ensure!(case, row.result.is_none(), "a failed row has a result: {:?}", row.result);
+    ensure!(
+        case,
+        row.result.is_none(),
+        "a failed row has a result: {:?}",
+        row.result
+    );
     match case.acquire(key, fingerprint(1), "w2") {
         Acquired::AlreadyFailed(replayed) => ensure!(
             case,
@@ -434,7 +499,9 @@ pub fn replay_of_failed_returns_failure(harness: &dyn StoreHarness) {
             "replayed failure {:?}",
             replayed.failure
         ),
-        other => case.fail(format_args!("duplicate acquire: expected AlreadyFailed, got {other:?}")),
+        other => case.fail(format_args!(
+            "duplicate acquire: expected AlreadyFailed, got {other:?}"
+        )),
     }
     case.expect_unchanged("a replayed acquire", &row);
 }
@@ -456,7 +523,9 @@ pub fn busy_while_held(harness: &dyn StoreHarness) {
                     lease.expires_at
                 );
             }
-            other => case.fail(format_args!("acquire of a held key: expected Busy, got {other:?}")),
+            other => case.fail(format_args!(
+                "acquire of a held key: expected Busy, got {other:?}"
+            )),
         }
         if step == 0 {
             case.expect_unchanged("a busy acquire", &row);
@@ -511,14 +580,25 @@ pub fn zombie_writes_rejected_after_takeover(harness: &dyn StoreHarness) {
         case.store
             .finalize_succeeded(&zombie, Some(&json!(1)), TTL, Some(&mut hook)),
     );
-    ensure!(case, f == Finalized::Stale, "zombie finalize with hook: {f:?}");
+    ensure!(
+        case,
+        f == Finalized::Stale,
+        "zombie finalize with hook: {f:?}"
+    );
     ensure!(case, !hook_ran, "a stale finalize ran its effects hook");
     case.expect_unchanged("a zombie finalize_succeeded", &row);
     let f = case.finalize(&zombie, None);
     ensure!(case, f == Finalized::Stale, "zombie finalize: {f:?}");
     case.expect_unchanged("a zombie finalize_succeeded", &row);
-    let f = case.ok("finalize_failed", case.store.finalize_failed(&zombie, &failure()));
-    ensure!(case, f == FenceCheck::Stale, "zombie finalize_failed: {f:?}");
+    let f = case.ok(
+        "finalize_failed",
+        case.store.finalize_failed(&zombie, &failure()),
+    );
+    ensure!(
+        case,
+        f == FenceCheck::Stale,
+        "zombie finalize_failed: {f:?}"
+    );
     case.expect_unchanged("a zombie finalize_failed", &row);
     let r = case.ok("renew", case.store.renew(&zombie, TTL));
     ensure!(case, r == Renewed::Stale, "zombie renew: {r:?}");
@@ -543,14 +623,24 @@ pub fn zombie_effects_rejected_after_claim(harness: &dyn StoreHarness) {
     case.advance(PAST_TTL);
     let recovery = match case.claim(key, fingerprint(1), "recoverer") {
         EffectsClaim::Claimed(lease, _) => lease,
-        other => case.fail(format_args!("claim of pending effects past their window: {other:?}")),
+        other => case.fail(format_args!(
+            "claim of pending effects past their window: {other:?}"
+        )),
     };
     let row = case.row(key);
     let r = case.finish(&winner, EffectsOutcome::Done);
-    ensure!(case, r == FenceCheck::Stale, "superseded finish_effects: {r:?}");
+    ensure!(
+        case,
+        r == FenceCheck::Stale,
+        "superseded finish_effects: {r:?}"
+    );
     case.expect_unchanged("a superseded finish_effects", &row);
     let r = case.finish(&recovery, EffectsOutcome::Done);
-    ensure!(case, r == FenceCheck::Applied, "recovery finish_effects: {r:?}");
+    ensure!(
+        case,
+        r == FenceCheck::Applied,
+        "recovery finish_effects: {r:?}"
+    );
 }
 
 /// A release hands the key back at once (no waiting for expiry) and records the error.
@@ -558,10 +648,22 @@ pub fn release_lets_next_acquire_in(harness: &dyn StoreHarness) {
     let case = Case::new("release_lets_next_acquire_in", harness);
     let key = case.key("k");
     let first = case.grant(key, fingerprint(1), "w1");
-    let r = case.ok("release", case.store.release(&first, Some("gateway timeout")));
-    ensure!(case, r == FenceCheck::Applied, "release by the holder: {r:?}");
+    let r = case.ok(
+        "release",
+        case.store.release(&first, Some("gateway timeout")),
+    );
+    ensure!(
+        case,
+        r == FenceCheck::Applied,
+        "release by the holder: {r:?}"
+    );
     let row = case.row(key);
-    ensure!(case, row.state == JobState::Released, "state after release {}", row.state);
+    ensure!(
+        case,
+        row.state == JobState::Released,
+        "state after release {}",
+        row.state
+    );
     ensure!(
         case,
         row.last_error.as_deref() == Some("gateway timeout"),
@@ -599,7 +701,11 @@ pub fn renew_extends_lease(harness: &dyn StoreHarness) {
         old.is_some_and(|old| until > old),
         "renewal did not extend: {old:?} -> {until}"
     );
-    case.expect_near("row expiry after renew", case.row(key).lease_expires_at, until);
+    case.expect_near(
+        "row expiry after renew",
+        case.row(key).lease_expires_at,
+        until,
+    );
     case.advance(Duration::from_secs(25)); // past the original expiry, not the renewed one
     match case.acquire(key, fingerprint(1), "w2") {
         Acquired::Busy { .. } => {}
@@ -643,7 +749,11 @@ pub fn fingerprint_conflict_on_every_path(harness: &dyn StoreHarness) {
     case.advance(PAST_TTL);
     conflict(held, "running-expired");
     let lease2 = case.grant(held, fingerprint(1), "w1");
-    ensure!(case, lease2.fence == lease.fence + 1, "takeover after conflicts {lease2:?}");
+    ensure!(
+        case,
+        lease2.fence == lease.fence + 1,
+        "takeover after conflicts {lease2:?}"
+    );
     let r = case.ok("release", case.store.release(&lease2, None));
     ensure!(case, r == FenceCheck::Applied, "release: {r:?}");
     conflict(held, "released");
@@ -670,12 +780,20 @@ pub fn fingerprint_conflict_on_every_path(harness: &dyn StoreHarness) {
     let lease = case.grant(doubt, fingerprint(1), "w1");
     case.succeed(&lease);
     let r = case.finish(&lease, EffectsOutcome::InDoubt { error: "smtp down" });
-    ensure!(case, r == FenceCheck::Applied, "finish_effects in doubt: {r:?}");
+    ensure!(
+        case,
+        r == FenceCheck::Applied,
+        "finish_effects in doubt: {r:?}"
+    );
     let row = case.row(doubt);
     for given in [fingerprint(2), None] {
         match case.claim(doubt, given, "recoverer") {
             EffectsClaim::KeyConflict { stored, .. } => {
-                ensure!(case, stored == fingerprint(1), "claim conflict stored {stored:?}")
+                ensure!(
+                    case,
+                    stored == fingerprint(1),
+                    "claim conflict stored {stored:?}"
+                )
             }
             other => case.fail(format_args!(
                 "claim_effects with fingerprint {given:?}: expected KeyConflict, got {other:?}"
@@ -685,7 +803,10 @@ pub fn fingerprint_conflict_on_every_path(harness: &dyn StoreHarness) {
     }
     ensure!(
         case,
-        matches!(case.claim(doubt, fingerprint(1), "recoverer"), EffectsClaim::Claimed(..)),
+        matches!(
+            case.claim(doubt, fingerprint(1), "recoverer"),
+            EffectsClaim::Claimed(..)
+        ),
         "claim_effects with the right fingerprint after conflicts was not granted"
     );
 }
@@ -703,17 +824,37 @@ pub fn terminal_states_are_immutable(harness: &dyn StoreHarness) {
         };
         let f = case.ok(
             "finalize_succeeded",
-            case.store.finalize_succeeded(lease, None, TTL, Some(&mut hook)),
+            case.store
+                .finalize_succeeded(lease, None, TTL, Some(&mut hook)),
         );
-        ensure!(case, f == Finalized::Stale && !hook_ran, "finalize_succeeded (hook) on a {what} row: {f:?}");
+        ensure!(
+            case,
+            f == Finalized::Stale && !hook_ran,
+            "finalize_succeeded (hook) on a {what} row: {f:?}"
+        );
         let f = case.finalize(lease, Some(&json!("again")));
-        ensure!(case, f == Finalized::Stale, "finalize_succeeded on a {what} row: {f:?}");
-        let f = case.ok("finalize_failed", case.store.finalize_failed(lease, &failure()));
-        ensure!(case, f == FenceCheck::Stale, "finalize_failed on a {what} row: {f:?}");
+        ensure!(
+            case,
+            f == Finalized::Stale,
+            "finalize_succeeded on a {what} row: {f:?}"
+        );
+        let f = case.ok(
+            "finalize_failed",
+            case.store.finalize_failed(lease, &failure()),
+        );
+        ensure!(
+            case,
+            f == FenceCheck::Stale,
+            "finalize_failed on a {what} row: {f:?}"
+        );
         let r = case.ok("renew", case.store.renew(lease, TTL));
         ensure!(case, r == Renewed::Stale, "renew on a {what} row: {r:?}");
         let r = case.ok("release", case.store.release(lease, Some("x")));
-        ensure!(case, r == FenceCheck::Stale, "release on a {what} row: {r:?}");
+        ensure!(
+            case,
+            r == FenceCheck::Stale,
+            "release on a {what} row: {r:?}"
+        );
         case.expect_unchanged(&format!("a fenced write on a {what} row"), &row);
         case.advance(PAST_TTL);
         let a = case.acquire(lease.digest, fingerprint(1), "late");
@@ -721,7 +862,11 @@ pub fn terminal_states_are_immutable(harness: &dyn StoreHarness) {
             "succeeded" => matches!(a, Acquired::AlreadySucceeded(_)),
             _ => matches!(a, Acquired::AlreadyFailed(_)),
         };
-        ensure!(case, replayed, "acquire of a {what} row after its expiry: {a:?}");
+        ensure!(
+            case,
+            replayed,
+            "acquire of a {what} row after its expiry: {a:?}"
+        );
         case.expect_unchanged(&format!("an acquire of a {what} row"), &row);
     };
 
@@ -732,7 +877,11 @@ pub fn terminal_states_are_immutable(harness: &dyn StoreHarness) {
     // The effects bookkeeping may still move, under the right fence, once.
     let before = case.row(succeeded);
     let r = case.finish(&lease, EffectsOutcome::Done);
-    ensure!(case, r == FenceCheck::Applied, "finish_effects by the winner: {r:?}");
+    ensure!(
+        case,
+        r == FenceCheck::Applied,
+        "finish_effects by the winner: {r:?}"
+    );
     let after = case.row(succeeded);
     ensure!(
         case,
@@ -754,9 +903,17 @@ pub fn terminal_states_are_immutable(harness: &dyn StoreHarness) {
     refuse_all(&lease, "failed");
     let row = case.row(failed);
     let r = case.finish(&lease, EffectsOutcome::Done);
-    ensure!(case, r == FenceCheck::Stale, "finish_effects on a failed row: {r:?}");
+    ensure!(
+        case,
+        r == FenceCheck::Stale,
+        "finish_effects on a failed row: {r:?}"
+    );
     let c = case.claim(failed, fingerprint(1), "recoverer");
-    ensure!(case, matches!(c, EffectsClaim::NotInDoubt(_)), "claim_effects on a failed row: {c:?}");
+    ensure!(
+        case,
+        matches!(c, EffectsClaim::NotInDoubt(_)),
+        "claim_effects on a failed row: {c:?}"
+    );
     case.expect_unchanged("effects calls on a failed row", &row);
 }
 
@@ -766,8 +923,7 @@ pub fn racing_acquires_grant_exactly_one(harness: &dyn StoreHarness) {
     let case = Case::new("racing_acquires_grant_exactly_one", harness);
     let key = case.key("k");
     let owners: Vec<String> = (0..RACERS).map(|i| format!("racer-{i}")).collect();
-    let mut expected_fence = 1;
-    for round in ["fresh", "released", "expired"] {
+    for (expected_fence, round) in (1..).zip(["fresh", "released", "expired"]) {
         let answers = race(&case.store, |store, i| {
             store.acquire(&AcquireRequest {
                 digest: key,
@@ -791,14 +947,17 @@ pub fn racing_acquires_grant_exactly_one(harness: &dyn StoreHarness) {
             granted.len()
         );
         let lease = &granted[0];
-        ensure!(case, lease.fence == expected_fence, "{round} grant {lease:?}");
+        ensure!(
+            case,
+            lease.fence == expected_fence,
+            "{round} grant {lease:?}"
+        );
         let row = case.row(key);
         ensure!(
             case,
             row.fence == lease.fence && row.owner.as_deref() == Some(lease.owner.as_str()),
             "row after the race {row:?} vs winner {lease:?}"
         );
-        expected_fence += 1;
         match round {
             "fresh" => {
                 let r = case.ok("release", case.store.release(lease, None));
@@ -845,24 +1004,39 @@ pub fn effects_pending_until_finished(harness: &dyn StoreHarness) {
     case.succeed(&lease);
     let after = case.now();
     let row = case.row(key);
-    ensure!(case, row.effects == EffectsState::Pending, "effects after finalize {:?}", row.effects);
+    ensure!(
+        case,
+        row.effects == EffectsState::Pending,
+        "effects after finalize {:?}",
+        row.effects
+    );
     match row.lease_expires_at {
         Some(t) => case.expect_expiry("effects window", t, before, after),
         None => case.fail(format_args!("a pending row has no effects window: {row:?}")),
     }
     ensure!(
         case,
-        row.finalized_at.is_some_and(|t| t >= before - slack() && t <= after + slack()),
+        row.finalized_at
+            .is_some_and(|t| t >= before - slack() && t <= after + slack()),
         "finalized_at {:?}",
         row.finalized_at
     );
     let mine = BTreeSet::from([key]);
     let listed = case.list_mine(ListFilter::EffectsInDoubt, &mine);
-    ensure!(case, listed.is_empty(), "pending effects within their window listed in doubt");
+    ensure!(
+        case,
+        listed.is_empty(),
+        "pending effects within their window listed in doubt"
+    );
     let r = case.finish(&lease, EffectsOutcome::Done);
     ensure!(case, r == FenceCheck::Applied, "finish_effects: {r:?}");
     let row = case.row(key);
-    ensure!(case, row.effects == EffectsState::Done, "effects {:?}", row.effects);
+    ensure!(
+        case,
+        row.effects == EffectsState::Done,
+        "effects {:?}",
+        row.effects
+    );
     case.advance(PAST_TTL);
     let listed = case.list_mine(ListFilter::EffectsInDoubt, &mine);
     ensure!(case, listed.is_empty(), "done effects listed in doubt");
@@ -875,7 +1049,11 @@ pub fn effects_in_doubt_are_listed(harness: &dyn StoreHarness) {
     let lease = case.grant(key, fingerprint(1), "w1");
     case.succeed(&lease);
     let r = case.finish(&lease, EffectsOutcome::InDoubt { error: "smtp down" });
-    ensure!(case, r == FenceCheck::Applied, "finish_effects in doubt: {r:?}");
+    ensure!(
+        case,
+        r == FenceCheck::Applied,
+        "finish_effects in doubt: {r:?}"
+    );
     let row = case.row(key);
     ensure!(
         case,
@@ -885,7 +1063,11 @@ pub fn effects_in_doubt_are_listed(harness: &dyn StoreHarness) {
     let listed = case.list_mine(ListFilter::EffectsInDoubt, &BTreeSet::from([key]));
     ensure!(case, listed.contains(&key), "in-doubt effects not listed");
     let r = case.finish(&lease, EffectsOutcome::Done);
-    ensure!(case, r == FenceCheck::Stale, "finish_effects after in doubt: {r:?}");
+    ensure!(
+        case,
+        r == FenceCheck::Stale,
+        "finish_effects after in doubt: {r:?}"
+    );
     case.expect_unchanged("a finish_effects on in-doubt effects", &row);
 }
 
@@ -898,9 +1080,17 @@ pub fn pending_effects_past_window_are_in_doubt(harness: &dyn StoreHarness) {
     case.advance(PAST_TTL);
     let row = case.row(key);
     let now = case.now();
-    ensure!(case, row.effects_in_doubt(now), "pending past the window: {row:?} at {now}");
+    ensure!(
+        case,
+        row.effects_in_doubt(now),
+        "pending past the window: {row:?} at {now}"
+    );
     let listed = case.list_mine(ListFilter::EffectsInDoubt, &BTreeSet::from([key]));
-    ensure!(case, listed.contains(&key), "pending effects past their window not listed in doubt");
+    ensure!(
+        case,
+        listed.contains(&key),
+        "pending effects past their window not listed in doubt"
+    );
 }
 
 /// `claim_effects` claims only succeeded rows whose effects are in doubt, with fence + 1.
@@ -910,13 +1100,19 @@ pub fn claim_effects_only_in_doubt(harness: &dyn StoreHarness) {
         let row = case.row(key);
         match case.claim(key, fingerprint(1), "recoverer") {
             EffectsClaim::NotInDoubt(r) => ensure!(case, r.digest == key, "NotInDoubt row {r:?}"),
-            other => case.fail(format_args!("claim_effects on a {what} row: expected NotInDoubt, got {other:?}")),
+            other => case.fail(format_args!(
+                "claim_effects on a {what} row: expected NotInDoubt, got {other:?}"
+            )),
         }
         case.expect_unchanged(&format!("claim_effects on a {what} row"), &row);
     };
     let missing = case.key("missing");
     let c = case.claim(missing, fingerprint(1), "recoverer");
-    ensure!(case, c == EffectsClaim::Missing, "claim_effects on a missing key: {c:?}");
+    ensure!(
+        case,
+        c == EffectsClaim::Missing,
+        "claim_effects on a missing key: {c:?}"
+    );
 
     let running = case.key("running");
     let lease = case.grant(running, fingerprint(1), "w1");
@@ -967,14 +1163,26 @@ pub fn claim_effects_only_in_doubt(harness: &dyn StoreHarness) {
     ensure!(case, row.fence == claim.fence, "claimed row {row:?}");
     not_in_doubt(doubt, "claimed");
     let r = case.finish(&lease, EffectsOutcome::Done);
-    ensure!(case, r == FenceCheck::Stale, "finish_effects by the superseded winner: {r:?}");
+    ensure!(
+        case,
+        r == FenceCheck::Stale,
+        "finish_effects by the superseded winner: {r:?}"
+    );
     let r = case.finish(&claim, EffectsOutcome::Done);
-    ensure!(case, r == FenceCheck::Applied, "finish_effects by the claim: {r:?}");
+    ensure!(
+        case,
+        r == FenceCheck::Applied,
+        "finish_effects by the claim: {r:?}"
+    );
 
     // The pending row turns claimable once its window ends.
     case.advance(PAST_TTL);
     let c = case.claim(pending, fingerprint(1), "recoverer");
-    ensure!(case, matches!(c, EffectsClaim::Claimed(..)), "claim of pending effects past their window: {c:?}");
+    ensure!(
+        case,
+        matches!(c, EffectsClaim::Claimed(..)),
+        "claim of pending effects past their window: {c:?}"
+    );
 }
 
 /// Of many threads racing to claim one key's in-doubt effects, exactly one wins.
@@ -1002,9 +1210,18 @@ pub fn racing_effect_claims_one_wins(harness: &dyn StoreHarness) {
             other => case.fail(format_args!("racing claim_effects: {other:?}")),
         }
     }
-    ensure!(case, claimed == 1, "{RACERS} racing claims: {claimed} won, expected exactly 1");
+    ensure!(
+        case,
+        claimed == 1,
+        "{RACERS} racing claims: {claimed} won, expected exactly 1"
+    );
     let row = case.row(key);
-    ensure!(case, row.fence == lease.fence + 1, "fence after the race {}", row.fence);
+    ensure!(
+        case,
+        row.fence == lease.fence + 1,
+        "fence after the race {}",
+        row.fence
+    );
 }
 
 /// A transactional hook that returns `Ok` commits with the finalize: succeeded, effects done.
@@ -1020,10 +1237,19 @@ pub fn transactional_hook_commits(harness: &dyn StoreHarness) {
     let result = json!({"ledger": 1});
     let f = case.ok(
         "finalize_succeeded",
-        case.store.finalize_succeeded(&lease, Some(&result), TTL, Some(&mut hook)),
+        case.store
+            .finalize_succeeded(&lease, Some(&result), TTL, Some(&mut hook)),
     );
-    ensure!(case, f == Finalized::Committed, "finalize with an Ok hook: {f:?}");
-    ensure!(case, calls == 1, "the hook ran {calls} times, expected once");
+    ensure!(
+        case,
+        f == Finalized::Committed,
+        "finalize with an Ok hook: {f:?}"
+    );
+    ensure!(
+        case,
+        calls == 1,
+        "the hook ran {calls} times, expected once"
+    );
     let row = case.row(key);
     ensure!(
         case,
@@ -1051,8 +1277,16 @@ pub fn transactional_hook_error_rolls_back(harness: &dyn StoreHarness) {
         case.store
             .finalize_succeeded(&lease, Some(&json!({"ledger": 1})), TTL, Some(&mut hook)),
     );
-    ensure!(case, f == Finalized::EffectsAborted, "finalize with a failing hook: {f:?}");
-    ensure!(case, calls == 1, "the hook ran {calls} times, expected once");
+    ensure!(
+        case,
+        f == Finalized::EffectsAborted,
+        "finalize with a failing hook: {f:?}"
+    );
+    ensure!(
+        case,
+        calls == 1,
+        "the hook ran {calls} times, expected once"
+    );
     case.expect_unchanged("a rolled-back transactional finalize", &row);
     case.succeed(&lease);
 }
@@ -1088,9 +1322,16 @@ pub fn list_filters_and_paging(harness: &dyn StoreHarness) {
     let expect = |filter: ListFilter, want: &[KeyDigest]| {
         let found = case.list_mine(filter, &mine);
         let want: BTreeSet<KeyDigest> = want.iter().copied().collect();
-        ensure!(case, found == want, "list({filter:?}) returned {found:?}, expected {want:?}");
+        ensure!(
+            case,
+            found == want,
+            "list({filter:?}) returned {found:?}, expected {want:?}"
+        );
     };
-    expect(ListFilter::All, &[expired, running, released, done, doubt, failed]);
+    expect(
+        ListFilter::All,
+        &[expired, running, released, done, doubt, failed],
+    );
     expect(ListFilter::State(JobState::Running), &[expired, running]);
     expect(ListFilter::State(JobState::Released), &[released]);
     expect(ListFilter::State(JobState::Succeeded), &[done, doubt]);
@@ -1099,14 +1340,23 @@ pub fn list_filters_and_paging(harness: &dyn StoreHarness) {
     expect(ListFilter::ExpiredLeases, &[expired]);
 
     let rows = case.ok("list", case.store.list(&ListQuery::new(ListFilter::All, 0)));
-    ensure!(case, rows.is_empty(), "list with limit 0 returned {} rows", rows.len());
+    ensure!(
+        case,
+        rows.is_empty(),
+        "list with limit 0 returned {} rows",
+        rows.len()
+    );
 }
 
 /// `get` of a key that was never acquired is `None`, not an error.
 pub fn get_missing_is_none(harness: &dyn StoreHarness) {
     let case = Case::new("get_missing_is_none", harness);
     let found = case.ok("get", case.store.get(&case.key("never")));
-    ensure!(case, found.is_none(), "get of a missing key returned {found:?}");
+    ensure!(
+        case,
+        found.is_none(),
+        "get of a missing key returned {found:?}"
+    );
 }
 
 /// Calls `$callback!` with every case name; the one list the macro, [`CASES`] and [`run_all`]
@@ -1181,8 +1431,11 @@ macro_rules! lease_store_conformance {
     };
 }
 
+/// A conformance case and its name.
+pub type NamedCase = (&'static str, fn(&dyn StoreHarness));
+
 /// Every case, by name, in the order [`run_all`] runs them.
-pub const CASES: &[(&str, fn(&dyn StoreHarness))] =
+pub const CASES: &[NamedCase] =
     crate::__lease_store_conformance_cases!(__lease_store_conformance_table!());
 
 /// Runs every case in sequence on one harness (each case uses its own keys, so sharing a store

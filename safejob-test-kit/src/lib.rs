@@ -10,9 +10,11 @@ pub mod clock;
 pub mod conformance;
 pub mod memory;
 pub mod probe;
+pub mod torture;
 
 pub use assert::*;
 pub use clock::ManualClock;
 pub use conformance::StoreHarness;
 pub use memory::MemoryHarness;
 pub use probe::EffectProbe;
+pub use torture::{CrashPoint, Torture, TortureFailure, TortureReport};
