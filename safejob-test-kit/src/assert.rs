@@ -424,3 +424,176 @@ where
         panic!("{error}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Arc, time::Duration};
+
+    use safejob_core::{
+        Fingerprint, MemoryStore,
+        store::{AcquireRequest, Acquired, EffectsOutcome, Lease},
+    };
+
+    use super::*;
+    use crate::ManualClock;
+
+    fn key(text: &str) -> IdempotencyKey {
+        IdempotencyKey::new(text).unwrap()
+    }
+
+    fn grant(store: &MemoryStore, k: &IdempotencyKey) -> Lease {
+        let req = AcquireRequest {
+            digest: *k.digest(),
+            fingerprint: None::<Fingerprint>,
+            owner: "w",
+            ttl: Duration::from_secs(30),
+        };
+        match store.acquire(&req).unwrap() {
+            Acquired::Granted(lease) => lease,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn exactly_once_lists_offenders_by_digest_prefix_in_order() {
+        let probe = EffectProbe::new();
+        let (a, b, k1) = (key("a"), key("b"), key("k1"));
+        probe.record(&a);
+        probe.record(&b);
+        probe.record(&b);
+        let err = check_exactly_once(&probe, [&b, &a, &k1, &b]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "exactly once: 2 of 3 keys violated\n  \
+             key 3e23e8160039: effects ran 2 times, expected 1\n  \
+             key 6ab9f1eb8f7d: effects ran 0 times, expected 1"
+        );
+        assert_eq!(err.checked, 3);
+        assert_eq!(err.offenders[0].digest, *b.digest());
+    }
+
+    #[test]
+    fn at_most_once_tolerates_zero_but_not_two() {
+        let probe = EffectProbe::new();
+        let (a, b) = (key("a"), key("b"));
+        probe.record(&a);
+        assert_eq!(check_at_most_once(&probe, [&a, &b]), Ok(()));
+        probe.record(&a);
+        assert_eq!(
+            check_at_most_once(&probe, vec![a.clone(), b])
+                .unwrap_err()
+                .to_string(),
+            "at most once: 1 of 2 keys violated\n  key ca978112ca1b: effects ran 2 times, expected at most 1"
+        );
+    }
+
+    #[test]
+    fn an_empty_key_list_proves_nothing_and_says_so() {
+        let probe = EffectProbe::new();
+        let none: [&IdempotencyKey; 0] = [];
+        assert_eq!(
+            check_exactly_once(&probe, none).unwrap_err().to_string(),
+            "exactly once: no keys given, nothing was checked"
+        );
+    }
+
+    #[test]
+    fn long_lists_are_cut_after_twenty() {
+        let probe = EffectProbe::new();
+        let keys: Vec<_> = (0..25).map(|i| key(&format!("k{i}"))).collect();
+        let text = check_exactly_once(&probe, &keys).unwrap_err().to_string();
+        assert_eq!(text.lines().count(), 1 + 20 + 1);
+        assert!(text.ends_with("\n  ... and 5 more"), "{text}");
+        assert!(text.starts_with("exactly once: 25 of 25 keys violated\n"));
+    }
+
+    #[test]
+    fn store_checks_read_the_rows() {
+        let clock = Arc::new(ManualClock::default());
+        let store = MemoryStore::with_clock(clock.clone());
+        let (done, doubt, running, failed, missing) =
+            (key("a"), key("b"), key("k1"), key("k2"), key("refund:1"));
+        let lease = grant(&store, &done);
+        store
+            .finalize_succeeded(&lease, None, Duration::from_secs(30), None)
+            .unwrap();
+        store.finish_effects(&lease, EffectsOutcome::Done).unwrap();
+        let lease = grant(&store, &doubt);
+        store
+            .finalize_succeeded(&lease, None, Duration::from_secs(30), None)
+            .unwrap();
+        grant(&store, &running);
+        let lease = grant(&store, &failed);
+        store
+            .finalize_failed(&lease, &safejob_core::FinalFailure::new("x", "y"))
+            .unwrap();
+
+        assert!(check_succeeded(&store, [&done]).is_ok());
+        let all = [&done, &doubt, &running, &failed, &missing];
+        assert_eq!(
+            check_succeeded(&store, all).unwrap_err().to_string(),
+            "succeeded: 4 of 5 keys violated\n  \
+             key 3e23e8160039: effects are pending, expected done\n  \
+             key 6ab9f1eb8f7d: state is running, expected succeeded\n  \
+             key 015f7e6bc5ae: state is failed, expected succeeded\n  \
+             key aa8e684c5fd9: no row in the store"
+        );
+        assert_eq!(
+            check_settled(&store, all).unwrap_err().to_string(),
+            "settled: 2 of 5 keys violated\n  \
+             key 6ab9f1eb8f7d: state is running, expected succeeded or failed\n  \
+             key aa8e684c5fd9: no row in the store"
+        );
+        assert_eq!(
+            check_effects_in_doubt(&store, [&done, &doubt])
+                .unwrap_err()
+                .to_string(),
+            "effects in doubt: 2 of 2 keys violated\n  \
+             key ca978112ca1b: effects are done, expected in doubt\n  \
+             key 3e23e8160039: effects are pending, expected in doubt"
+        );
+        // Past the effects window, pending effects are in doubt.
+        clock.advance(Duration::from_secs(31));
+        assert!(check_effects_in_doubt(&store, [&doubt]).is_ok());
+        assert_eq!(
+            check_succeeded(&store, [&doubt]).unwrap_err().to_string(),
+            "succeeded: 1 of 1 key violated\n  key 3e23e8160039: effects are in doubt"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "exactly once: 1 of 1 key violated\n  \
+                               key ca978112ca1b: effects ran 0 times, expected 1")]
+    fn assert_exactly_once_panics_with_the_message() {
+        assert_exactly_once(&EffectProbe::new(), [key("a")]);
+    }
+
+    #[test]
+    #[should_panic(expected = "at most once: 1 of 1 key violated")]
+    fn assert_at_most_once_panics_with_the_message() {
+        let probe = EffectProbe::new();
+        probe.record(&key("a"));
+        probe.record(&key("a"));
+        assert_at_most_once(&probe, [key("a")]);
+    }
+
+    #[test]
+    #[should_panic(
+        expected = "settled: 1 of 1 key violated\n  key ca978112ca1b: no row in the store"
+    )]
+    fn assert_settled_panics_with_the_message() {
+        assert_settled(&MemoryStore::new(), [key("a")]);
+    }
+
+    #[test]
+    #[should_panic(expected = "succeeded: 1 of 1 key violated")]
+    fn assert_succeeded_panics_with_the_message() {
+        assert_succeeded(&MemoryStore::new(), [key("a")]);
+    }
+
+    #[test]
+    #[should_panic(expected = "effects in doubt: 1 of 1 key violated")]
+    fn assert_effects_in_doubt_panics_with_the_message() {
+        assert_effects_in_doubt(&MemoryStore::new(), [key("a")]);
+    }
+}
