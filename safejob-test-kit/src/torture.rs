@@ -23,8 +23,9 @@
 //!   (visible, not lost). With [`EffectsMode::Transactional`] no key may be in doubt at all.
 //!
 //! The fault plan comes from a seed: the same seed gives the same crashes and pauses at the same
-//! dispatches (thread interleaving still varies). Every failure prints the seed; set
-//! `SAFEJOB_TORTURE_SEED` to replay it.
+//! dispatches (thread interleaving still varies; with one thread the whole run repeats). Every
+//! failure prints the seed. A run given no seed takes `SAFEJOB_TORTURE_SEED` when it is set, so
+//! a failure of a randomly seeded run can be replayed without editing the test.
 //!
 //! ```
 //! use safejob_core::*;
@@ -546,8 +547,8 @@ impl fmt::Debug for Torture<'_> {
 impl<'h> Torture<'h> {
     /// A run on `harness`'s store, with the defaults: 100 keys, 4 duplicates, 4 threads, crash
     /// rate 0.1 at every [`CrashPoint`], pause rate 0.01, a 30 s TTL, after-commit effects,
-    /// [`NeverFinalize`], no failed keys allowed, 16 recovery rounds at most, and a seed from
-    /// `SAFEJOB_TORTURE_SEED` or the time.
+    /// [`NeverFinalize`], no failed keys allowed, 16 recovery rounds at most, and no seed (see
+    /// [`seed`](Self::seed)).
     pub fn new(harness: &'h dyn StoreHarness) -> Self {
         Self {
             harness,
@@ -605,7 +606,9 @@ impl<'h> Torture<'h> {
         self
     }
 
-    /// The seed of the fault plan. `SAFEJOB_TORTURE_SEED`, when set, overrides it.
+    /// The seed of the fault plan. Without one, the seed comes from `SAFEJOB_TORTURE_SEED` when
+    /// it is set (to replay a failure), and from the time otherwise; either way, every failure
+    /// prints it.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
         self
@@ -663,23 +666,21 @@ impl<'h> Torture<'h> {
     }
 
     fn choose_seed(&self) -> Result<u64, TortureFailure> {
-        if let Ok(text) = std::env::var(SEED_ENV) {
-            let text = text.trim();
-            let parsed = match text.strip_prefix("0x") {
-                Some(hex) => u64::from_str_radix(hex, 16),
-                None => text.parse(),
-            };
-            return parsed.map_err(|_| TortureFailure::Config {
-                reason: format!("{SEED_ENV}={text:?} is not a u64 (decimal or 0x-hex)"),
-            });
+        if let Some(seed) = self.seed {
+            return Ok(seed);
         }
-        Ok(self.seed.unwrap_or_else(|| {
-            let nanos = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or_default();
-            SplitMix64(nanos ^ u64::from(std::process::id())).next()
-        }))
+        match std::env::var(SEED_ENV) {
+            Ok(text) => parse_seed(&text).ok_or_else(|| TortureFailure::Config {
+                reason: format!("{SEED_ENV}={text:?} is not a u64 (decimal or 0x-hex)"),
+            }),
+            Err(_) => {
+                let nanos = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or_default();
+                Ok(SplitMix64(nanos ^ u64::from(std::process::id())).next())
+            }
+        }
     }
 
     /// Runs the torture: builds one job per key index with `make_job`, dispatches them with
@@ -1010,6 +1011,15 @@ impl SplitMix64 {
     /// Uniform in `0..n` (n > 0; the tiny modulo bias does not matter here).
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
+    }
+}
+
+/// Parses a seed written in decimal or as `0x`-prefixed hex.
+fn parse_seed(text: &str) -> Option<u64> {
+    let text = text.trim();
+    match text.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => text.parse().ok(),
     }
 }
 
@@ -1412,6 +1422,15 @@ impl FailurePolicy for SharedPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seeds_parse_in_decimal_and_hex() {
+        assert_eq!(parse_seed("42"), Some(42));
+        assert_eq!(parse_seed(" 0x5afe\n"), Some(0x5afe));
+        assert_eq!(parse_seed("0xzz"), None);
+        assert_eq!(parse_seed("-1"), None);
+        assert_eq!(parse_seed(""), None);
+    }
 
     #[test]
     fn splitmix_is_reproducible_and_spread() {
