@@ -1,1 +1,85 @@
-//! placeholder
+//! # safejob-diesel
+//!
+//! safejob's [`LeaseStore`](safejob_core::LeaseStore) on SQLite (the default, compiled in),
+//! PostgreSQL and MySQL/MariaDB, through diesel and an r2d2 pool. One type, [`DieselStore`],
+//! chosen at run time by the URL: `sqlite://path/to/file.db`, `postgres://…`, `mysql://…`.
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! # let url = format!("sqlite://{}", dir.path().join("jobs.db").display());
+//! use std::sync::Arc;
+//! use safejob_core::{IdempotencyKey, KeyError, Outcome, PerformContext, Report, Runner, SafeJob};
+//! use safejob_diesel::DieselStore;
+//!
+//! struct Charge { order: u64 }
+//!
+//! impl SafeJob for Charge {
+//!     type Error = std::io::Error;
+//!     fn key(&self) -> Result<IdempotencyKey, KeyError> {
+//!         IdempotencyKey::from_parts(["charge", &self.order.to_string()])
+//!     }
+//!     fn perform(&self, _ctx: &mut PerformContext<'_>) -> Result<Outcome, Self::Error> {
+//!         Ok(Outcome::json(serde_json::json!({"charged": self.order})))
+//!     }
+//! }
+//!
+//! let store = DieselStore::connect(&url)?; // e.g. "sqlite://target/jobs.db"
+//! store.migrate()?;                        // creates safe_jobs; a no-op once done
+//! let runner = Runner::builder(Arc::new(store)).build()?;
+//! assert!(matches!(runner.run(&Charge { order: 7 })?, Report::Succeeded { .. }));
+//! assert!(matches!(runner.run(&Charge { order: 7 })?, Report::AlreadySucceeded { .. }));
+//! # Ok(()) }
+//! ```
+//!
+//! ## Backends
+//!
+//! | feature | URL | needs |
+//! |---|---|---|
+//! | `sqlite` (default) | `sqlite://file.db` | nothing: libsqlite3 is bundled |
+//! | `postgres` | `postgres://user@host/db` | libpq (Debian: `libpq-dev`) |
+//! | `mysql` | `mysql://user@host/db`, `mariadb://…` | libmysqlclient (Debian: `libmariadb-dev-compat`) |
+//!
+//! A URL for a backend that is compiled out is [`ConnectError::BackendNotCompiled`], naming the
+//! feature to enable.
+//!
+//! ## What each primitive costs
+//!
+//! A fresh key costs one statement to acquire (`INSERT … ON CONFLICT DO NOTHING RETURNING` on
+//! PostgreSQL and SQLite, `INSERT … RETURNING` on MariaDB; plain MySQL reads its expiry back
+//! with a second) and one to finalize (a fenced `UPDATE`). Every fenced write checks that it
+//! matched exactly one row or none. Lease expiry is computed and compared by the database clock
+//! inside the statements. Statements are prepared once per connection and reused.
+//!
+//! ## Transactional effects
+//!
+//! With `EffectsMode::Transactional`, `on_succeeded_once` runs inside the finalize transaction;
+//! reach its connection with [`TransactionExt::diesel_connection`].
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+#[cfg(not(any(feature = "sqlite", feature = "postgres", feature = "mysql")))]
+compile_error!("safejob-diesel needs at least one backend feature: sqlite, postgres or mysql");
+
+mod error;
+mod migrate;
+#[cfg(feature = "mysql")]
+mod mysql;
+mod ops;
+mod pool;
+#[cfg(feature = "postgres")]
+mod postgres;
+mod sql;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+mod stmt;
+mod store;
+mod tx;
+mod url;
+
+pub use error::{BoxError, ConnectError, MigrateError};
+pub use pool::{ConnectionRef, SetupHook, SqliteSynchronous};
+pub use store::{DieselStore, DieselStoreBuilder};
+pub use tx::{TransactionExt, TxError};
+pub use url::BackendKind;

@@ -1,0 +1,607 @@
+//! The `LeaseStore` primitives, written once over any [`StoreConnection`].
+//!
+//! Each primitive is one statement on the common path: a fresh acquire tries its `INSERT`
+//! first (no `SELECT` before it), and every fenced write is one conditional `UPDATE` whose
+//! matched-row count must be exactly 0 (stale) or 1 (applied). Existing rows are judged by
+//! `safejob_core::store::classify_existing`, so every backend answers exactly like the memory
+//! store; a takeover or effects claim is then a CAS on the fence and state that were read, so a
+//! row that changed in between is simply read again.
+
+use std::{
+    any::Any,
+    panic::{AssertUnwindSafe, catch_unwind, resume_unwind},
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use diesel::{
+    QueryResult,
+    connection::{AnsiTransactionManager, TransactionManager},
+    result::{DatabaseErrorKind, Error as DieselError},
+};
+use safejob_core::{
+    FinalFailure, Fingerprint, KeyDigest,
+    store::{
+        AcquireRequest, Acquired, EffectsClaim, EffectsOutcome, EffectsState, FenceCheck,
+        Finalized, JobRecord, JobState, Lease, ListFilter, ListQuery, Renewed, StoreError,
+        TxEffects,
+    },
+};
+use serde_json::Value;
+
+use crate::{
+    error::{ErrorContext, is_connection_lost, is_retryable},
+    pool::{PooledConn, StoreConnection},
+    sql::Statements,
+    stmt::{Bind, GrantRow, RawRow, Stmt},
+};
+
+/// How many times a deadlock or lock-wait timeout is retried before it is reported.
+const MAX_RETRIES: u32 = 6;
+/// How many times acquire / claim re-read a row that changed between read and CAS.
+const MAX_ROUNDS: u32 = 64;
+
+/// What every primitive needs besides its connection.
+pub(crate) struct Ctx<'a> {
+    pub(crate) sql: std::sync::Arc<Statements>,
+    pub(crate) errors: &'a ErrorContext,
+}
+
+/// Runs `f`, retrying deadlocks and lock-wait timeouts with a short, growing backoff (they roll
+/// the statement back entirely, so a retry is safe), and marking the connection broken when it
+/// was lost.
+fn run<C: StoreConnection, T>(
+    c: &mut PooledConn<C>,
+    mut f: impl FnMut(&mut C) -> QueryResult<T>,
+) -> QueryResult<T> {
+    let mut attempt = 0;
+    loop {
+        match f(&mut c.conn) {
+            Err(e) if is_retryable(&e) && attempt < MAX_RETRIES => {
+                tracing::debug!(error = %e, attempt, "safejob-diesel: retrying after a lock conflict");
+                std::thread::sleep(backoff(attempt));
+                attempt += 1;
+            }
+            Err(e) => {
+                if is_connection_lost(&e) {
+                    c.broken = true;
+                }
+                return Err(e);
+            }
+            ok => return ok,
+        }
+    }
+}
+
+/// 1, 2, 4 … ms plus up to 1 ms of jitter, so colliding workers do not collide again.
+fn backoff(attempt: u32) -> Duration {
+    let jitter = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() % 1_000_000);
+    Duration::from_millis(1 << attempt.min(6)) + Duration::from_nanos(u64::from(jitter))
+}
+
+fn ttl_us(ttl: Duration) -> Result<i64, StoreError> {
+    i64::try_from(ttl.as_micros())
+        .ok()
+        .filter(|us| *us <= 366 * 24 * 3600 * 1_000_000)
+        .ok_or_else(|| StoreError::backend(format!("lease ttl {ttl:?} is out of range")))
+}
+
+fn instant(us: i64, digest: &[u8]) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_micros(us).ok_or_else(|| corrupt(digest, format!("timestamp {us}")))
+}
+
+fn corrupt(digest: &[u8], detail: impl Into<String>) -> StoreError {
+    let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    StoreError::CorruptRow {
+        digest: hex,
+        detail: detail.into(),
+    }
+}
+
+/// Exactly one row, or none: anything else means the primary key is not what the store thinks.
+fn one_or_none(n: usize, digest: &[u8]) -> Result<bool, StoreError> {
+    match n {
+        0 => Ok(false),
+        1 => Ok(true),
+        n => Err(corrupt(digest, format!("a fenced write matched {n} rows"))),
+    }
+}
+
+/// A stored row as the core sees it, with the database's now from the same statement.
+fn record(row: RawRow) -> Result<(JobRecord, DateTime<Utc>), StoreError> {
+    let d = row.digest.as_slice();
+    let digest: [u8; 32] = d
+        .try_into()
+        .map_err(|_| corrupt(d, format!("digest is {} bytes, not 32", d.len())))?;
+    let fingerprint = match &row.fingerprint {
+        None => None,
+        Some(f) => Some(Fingerprint::from_bytes(f.as_slice().try_into().map_err(
+            |_| corrupt(d, format!("fingerprint is {} bytes, not 32", f.len())),
+        )?)),
+    };
+    let state: JobState = row.state.parse().map_err(|e| corrupt(d, format!("{e}")))?;
+    let effects: EffectsState = row
+        .effects
+        .parse()
+        .map_err(|e| corrupt(d, format!("{e}")))?;
+    let fence = u64::try_from(row.fence).map_err(|_| corrupt(d, format!("fence {}", row.fence)))?;
+    let attempts = u32::try_from(row.attempts)
+        .map_err(|_| corrupt(d, format!("attempts {}", row.attempts)))?;
+    let result = match &row.result {
+        None => None,
+        Some(text) => Some(
+            serde_json::from_str::<Value>(text)
+                .map_err(|e| corrupt(d, format!("result is not JSON: {e}")))?,
+        ),
+    };
+    let failure = match &row.failure {
+        None => None,
+        Some(text) => Some(
+            serde_json::from_str::<FinalFailure>(text)
+                .map_err(|e| corrupt(d, format!("failure is not a FinalFailure: {e}")))?,
+        ),
+    };
+    let opt_instant = |us: Option<i64>| us.map(|us| instant(us, d)).transpose();
+    let record = JobRecord {
+        digest: KeyDigest::from_bytes(digest),
+        fingerprint,
+        state,
+        fence,
+        attempts,
+        owner: row.owner,
+        lease_expires_at: opt_instant(row.expires_us)?,
+        result,
+        failure,
+        last_error: row.last_error,
+        effects,
+        created_at: instant(row.created_us, d)?,
+        updated_at: instant(row.updated_us, d)?,
+        finalized_at: opt_instant(row.finalized_us)?,
+    };
+    Ok((record, instant(row.now_us, d)?))
+}
+
+fn lease(digest: KeyDigest, owner: &str, grant: &GrantRow) -> Result<Lease, StoreError> {
+    let d = digest.as_bytes();
+    Ok(Lease {
+        digest,
+        fence: u64::try_from(grant.fence).map_err(|_| corrupt(d, "negative fence"))?,
+        attempt: u32::try_from(grant.attempts).map_err(|_| corrupt(d, "attempts out of range"))?,
+        owner: owner.to_owned(),
+        expires_at: instant(grant.expires_us, d)?,
+    })
+}
+
+fn fence(lease: &Lease) -> Result<i64, StoreError> {
+    i64::try_from(lease.fence).map_err(|_| StoreError::backend("fence out of range"))
+}
+
+impl Ctx<'_> {
+    fn err(&self, e: DieselError) -> StoreError {
+        self.errors.store_error(e)
+    }
+
+    pub(crate) fn now<C: StoreConnection>(
+        &self,
+        c: &mut PooledConn<C>,
+    ) -> Result<DateTime<Utc>, StoreError> {
+        let stmt = Stmt::new(&self.sql.now, vec![]);
+        let rows = run(c, |conn| conn.micros(&stmt)).map_err(|e| self.err(e))?;
+        let us = rows
+            .first()
+            .ok_or_else(|| StoreError::backend("SELECT of the database clock returned no row"))?
+            .us;
+        instant(us, &[])
+    }
+
+    fn select_row<C: StoreConnection>(
+        &self,
+        c: &mut PooledConn<C>,
+        digest: &[u8],
+    ) -> Result<Option<(JobRecord, DateTime<Utc>)>, StoreError> {
+        let stmt = Stmt::new(&self.sql.select_row, vec![Bind::Bytes(digest)]);
+        let rows = run(c, |conn| conn.rows(&stmt)).map_err(|e| self.err(e))?;
+        rows.into_iter().next().map(record).transpose()
+    }
+
+    /// The grant of a row just inserted or taken over, on backends without `UPDATE … RETURNING`.
+    /// `None` if the fence moved on already (the lease was taken over in between).
+    fn grant_of<C: StoreConnection>(
+        &self,
+        c: &mut PooledConn<C>,
+        digest: &[u8],
+        fence: i64,
+    ) -> Result<Option<GrantRow>, StoreError> {
+        let stmt = Stmt::new(
+            &self.sql.grant_of,
+            vec![Bind::Bytes(digest), Bind::Int(fence)],
+        );
+        let rows = run(c, |conn| conn.grants(&stmt)).map_err(|e| self.err(e))?;
+        Ok(rows.into_iter().next())
+    }
+
+    /// A grant whose expiry could not be read back because the lease was already taken over:
+    /// the lease is lost, and every fenced write with it will say so.
+    fn lost_grant(&self, fence: i64, now: DateTime<Utc>) -> GrantRow {
+        GrantRow {
+            fence,
+            attempts: 0,
+            expires_us: now.timestamp_micros(),
+        }
+    }
+
+    pub(crate) fn acquire<C: StoreConnection>(
+        &self,
+        c: &mut PooledConn<C>,
+        req: &AcquireRequest<'_>,
+    ) -> Result<Acquired, StoreError> {
+        let digest = req.digest.as_bytes().as_slice();
+        let fingerprint = req.fingerprint.as_ref().map(|f| f.as_bytes().as_slice());
+        let ttl = ttl_us(req.ttl)?;
+        for _ in 0..MAX_ROUNDS {
+            // 1. Just try the insert: the common case (a fresh key) ends here, in one statement.
+            let insert = Stmt::new(
+                &self.sql.insert,
+                vec![
+                    Bind::Bytes(digest),
+                    Bind::OptBytes(fingerprint),
+                    Bind::Text(req.owner),
+                    Bind::Int(ttl),
+                ],
+            );
+            let inserted = if self.sql.returning {
+                run(c, |conn| conn.grants(&insert)).map(|rows| rows.into_iter().next())
+            } else {
+                match run(c, |conn| conn.exec(&insert)) {
+                    Ok(n) if one_or_none(n, digest)? => match self.grant_of(c, digest, 1)? {
+                        Some(grant) => Ok(Some(grant)),
+                        None => Ok(Some(self.lost_grant(1, self.now(c)?))),
+                    },
+                    Ok(_) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            };
+            match inserted {
+                Ok(Some(grant)) => {
+                    return Ok(Acquired::Granted(lease(req.digest, req.owner, &grant)?));
+                }
+                Ok(None) => {}
+                // MySQL / MariaDB (no ON CONFLICT): the key exists.
+                Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {}
+                Err(e) => return Err(self.err(e)),
+            }
+
+            // 2. The key exists: read it and let the core decide.
+            let Some((row, now)) = self.select_row(c, digest)? else {
+                continue; // deleted in between (an operator?): insert again
+            };
+            if let Some(answer) = Acquired::from_existing(&row, req.fingerprint, now) {
+                return Ok(answer);
+            }
+
+            // 3. Take it over, only if it is still what we read (same fence, same state, lease
+            //    still dead by the database clock).
+            let row_fence = i64::try_from(row.fence).map_err(|_| corrupt(digest, "fence"))?;
+            let takeover = Stmt::new(
+                &self.sql.takeover,
+                vec![
+                    Bind::Text(req.owner),
+                    Bind::Int(ttl),
+                    Bind::Bytes(digest),
+                    Bind::Int(row_fence),
+                    Bind::Text(row.state.as_str()),
+                ],
+            );
+            let granted = if self.sql.returning {
+                run(c, |conn| conn.grants(&takeover))
+                    .map_err(|e| self.err(e))?
+                    .into_iter()
+                    .next()
+            } else {
+                let n = run(c, |conn| conn.exec(&takeover)).map_err(|e| self.err(e))?;
+                if one_or_none(n, digest)? {
+                    let new_fence = row_fence + 1;
+                    Some(match self.grant_of(c, digest, new_fence)? {
+                        Some(grant) => grant,
+                        None => self.lost_grant(new_fence, now),
+                    })
+                } else {
+                    None
+                }
+            };
+            if let Some(grant) = granted {
+                return Ok(Acquired::Granted(lease(req.digest, req.owner, &grant)?));
+            }
+            // Someone else changed the row first: read it again.
+        }
+        Err(StoreError::backend(
+            "acquire: the row kept changing between read and takeover; try again",
+        ))
+    }
+
+    pub(crate) fn renew<C: StoreConnection>(
+        &self,
+        c: &mut PooledConn<C>,
+        lease: &Lease,
+        ttl: Duration,
+    ) -> Result<Renewed, StoreError> {
+        let digest = lease.digest.as_bytes().as_slice();
+        let fence = fence(lease)?;
+        let stmt = Stmt::new(
+            &self.sql.renew,
+            vec![
+                Bind::Int(ttl_us(ttl)?),
+                Bind::Bytes(digest),
+                Bind::Int(fence),
+            ],
+        );
+        let expires_us = if self.sql.returning {
+            let rows = run(c, |conn| conn.micros(&stmt)).map_err(|e| self.err(e))?;
+            one_or_none(rows.len(), digest)?;
+            rows.first().map(|r| r.us)
+        } else {
+            let n = run(c, |conn| conn.exec(&stmt)).map_err(|e| self.err(e))?;
+            if !one_or_none(n, digest)? {
+                return Ok(Renewed::Stale);
+            }
+            let read = Stmt::new(
+                &self.sql.expiry_of,
+                vec![Bind::Bytes(digest), Bind::Int(fence)],
+            );
+            let rows = run(c, |conn| conn.micros(&read)).map_err(|e| self.err(e))?;
+            // Empty: taken over between the two statements; the lease is lost after all.
+            rows.first().map(|r| r.us)
+        };
+        Ok(match expires_us {
+            Some(us) => Renewed::Extended(instant(us, digest)?),
+            None => Renewed::Stale,
+        })
+    }
+
+    pub(crate) fn finalize_succeeded<C: StoreConnection>(
+        &self,
+        c: &mut PooledConn<C>,
+        lease: &Lease,
+        result: Option<&Value>,
+        effects_ttl: Duration,
+        hook: Option<&mut TxEffects<'_>>,
+    ) -> Result<Finalized, StoreError> {
+        let digest = lease.digest.as_bytes().as_slice();
+        let result = result
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(StoreError::backend)?;
+        let effects = if hook.is_some() {
+            EffectsState::Done
+        } else {
+            EffectsState::Pending
+        };
+        let stmt = Stmt::new(
+            &self.sql.finalize_succeeded,
+            vec![
+                Bind::OptText(result.as_deref()),
+                Bind::Text(effects.as_str()),
+                Bind::Int(ttl_us(effects_ttl)?),
+                Bind::Bytes(digest),
+                Bind::Int(fence(lease)?),
+            ],
+        );
+        let Some(hook) = hook else {
+            // One statement in autocommit. A connection lost while it ran leaves its outcome
+            // unknown: that is an ambiguous commit, which the runner resolves by fence.
+            let n = run(c, |conn| conn.exec(&stmt)).map_err(|e| self.errors.write_error(e))?;
+            return Ok(if one_or_none(n, digest)? {
+                Finalized::Committed
+            } else {
+                Finalized::Stale
+            });
+        };
+        self.finalize_with_hook(c, &stmt, digest, hook)
+    }
+
+    /// The fenced state change, then the hook, in one transaction on one connection.
+    fn finalize_with_hook<C: StoreConnection>(
+        &self,
+        c: &mut PooledConn<C>,
+        stmt: &Stmt<'_>,
+        digest: &[u8],
+        hook: &mut TxEffects<'_>,
+    ) -> Result<Finalized, StoreError> {
+        // The transaction as a whole is retried on a deadlock before the hook runs; the hook's
+        // own statements are its business (an error there aborts, and the runner retries).
+        let begin_and_update = |conn: &mut C| -> QueryResult<usize> {
+            conn.begin_write()?;
+            match conn.exec(stmt) {
+                Ok(n) => Ok(n),
+                Err(e) => {
+                    let _ = AnsiTransactionManager::rollback_transaction(conn);
+                    Err(e)
+                }
+            }
+        };
+        let n = run(c, begin_and_update).map_err(|e| self.err(e))?;
+        if !one_or_none(n, digest).inspect_err(|_| c.rollback())? {
+            c.rollback();
+            return Ok(Finalized::Stale);
+        }
+        let ran = catch_unwind(AssertUnwindSafe(|| hook(&mut c.conn as &mut dyn Any)));
+        match ran {
+            Err(panic) => {
+                // Roll back, and never pool this connection again whatever state it is in.
+                c.rollback();
+                c.broken = true;
+                resume_unwind(panic);
+            }
+            Ok(Err(_aborted)) => {
+                c.rollback();
+                Ok(Finalized::EffectsAborted)
+            }
+            Ok(Ok(())) => match AnsiTransactionManager::commit_transaction(&mut c.conn) {
+                Ok(()) => Ok(Finalized::Committed),
+                Err(e) => {
+                    // A failed COMMIT leaves the connection in an unknown state: discard it.
+                    c.broken = true;
+                    Err(self.errors.write_error(e))
+                }
+            },
+        }
+    }
+
+    fn fenced_write<C: StoreConnection>(
+        &self,
+        c: &mut PooledConn<C>,
+        stmt: &Stmt<'_>,
+        digest: &[u8],
+    ) -> Result<FenceCheck, StoreError> {
+        let n = run(c, |conn| conn.exec(stmt)).map_err(|e| self.err(e))?;
+        Ok(if one_or_none(n, digest)? {
+            FenceCheck::Applied
+        } else {
+            FenceCheck::Stale
+        })
+    }
+
+    pub(crate) fn finalize_failed<C: StoreConnection>(
+        &self,
+        c: &mut PooledConn<C>,
+        lease: &Lease,
+        failure: &FinalFailure,
+    ) -> Result<FenceCheck, StoreError> {
+        let digest = lease.digest.as_bytes().as_slice();
+        let failure = serde_json::to_string(failure).map_err(StoreError::backend)?;
+        let stmt = Stmt::new(
+            &self.sql.finalize_failed,
+            vec![
+                Bind::Text(&failure),
+                Bind::Bytes(digest),
+                Bind::Int(fence(lease)?),
+            ],
+        );
+        self.fenced_write(c, &stmt, digest)
+    }
+
+    pub(crate) fn release<C: StoreConnection>(
+        &self,
+        c: &mut PooledConn<C>,
+        lease: &Lease,
+        error: Option<&str>,
+    ) -> Result<FenceCheck, StoreError> {
+        let digest = lease.digest.as_bytes().as_slice();
+        let stmt = Stmt::new(
+            &self.sql.release,
+            vec![
+                Bind::OptText(error),
+                Bind::Bytes(digest),
+                Bind::Int(fence(lease)?),
+            ],
+        );
+        self.fenced_write(c, &stmt, digest)
+    }
+
+    pub(crate) fn finish_effects<C: StoreConnection>(
+        &self,
+        c: &mut PooledConn<C>,
+        lease: &Lease,
+        outcome: EffectsOutcome<'_>,
+    ) -> Result<FenceCheck, StoreError> {
+        let digest = lease.digest.as_bytes().as_slice();
+        let (effects, error) = match outcome {
+            EffectsOutcome::Done => (EffectsState::Done, None),
+            EffectsOutcome::InDoubt { error } => (EffectsState::InDoubt, Some(error)),
+        };
+        let stmt = Stmt::new(
+            &self.sql.finish_effects,
+            vec![
+                Bind::Text(effects.as_str()),
+                Bind::OptText(error),
+                Bind::Bytes(digest),
+                Bind::Int(fence(lease)?),
+            ],
+        );
+        self.fenced_write(c, &stmt, digest)
+    }
+
+    pub(crate) fn claim_effects<C: StoreConnection>(
+        &self,
+        c: &mut PooledConn<C>,
+        req: &AcquireRequest<'_>,
+    ) -> Result<EffectsClaim, StoreError> {
+        let digest = req.digest.as_bytes().as_slice();
+        let ttl = ttl_us(req.ttl)?;
+        for _ in 0..MAX_ROUNDS {
+            let Some((row, now)) = self.select_row(c, digest)? else {
+                return Ok(EffectsClaim::Missing);
+            };
+            if row.fingerprint != req.fingerprint {
+                return Ok(EffectsClaim::KeyConflict {
+                    stored: row.fingerprint,
+                    given: req.fingerprint,
+                });
+            }
+            if !row.effects_in_doubt(now) {
+                return Ok(EffectsClaim::NotInDoubt(row));
+            }
+            let row_fence = i64::try_from(row.fence).map_err(|_| corrupt(digest, "fence"))?;
+            let claim = Stmt::new(
+                &self.sql.claim_effects,
+                vec![
+                    Bind::Text(req.owner),
+                    Bind::Int(ttl),
+                    Bind::Bytes(digest),
+                    Bind::Int(row_fence),
+                ],
+            );
+            let n = run(c, |conn| conn.exec(&claim)).map_err(|e| self.err(e))?;
+            if one_or_none(n, digest)? {
+                let Some((row, _)) = self.select_row(c, digest)? else {
+                    return Ok(EffectsClaim::Missing);
+                };
+                let lease = Lease {
+                    digest: req.digest,
+                    fence: row.fence,
+                    attempt: row.attempts,
+                    owner: req.owner.to_owned(),
+                    expires_at: row.lease_expires_at.unwrap_or(now),
+                };
+                return Ok(EffectsClaim::Claimed(lease, row));
+            }
+        }
+        Err(StoreError::backend(
+            "claim_effects: the row kept changing between read and claim; try again",
+        ))
+    }
+
+    pub(crate) fn get<C: StoreConnection>(
+        &self,
+        c: &mut PooledConn<C>,
+        digest: &KeyDigest,
+    ) -> Result<Option<JobRecord>, StoreError> {
+        Ok(self.select_row(c, digest.as_bytes())?.map(|(row, _)| row))
+    }
+
+    pub(crate) fn list<C: StoreConnection>(
+        &self,
+        c: &mut PooledConn<C>,
+        query: &ListQuery,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        let (index, state) = match query.filter {
+            ListFilter::All => (0, None),
+            ListFilter::State(state) => (1, Some(state.as_str())),
+            ListFilter::EffectsInDoubt => (2, None),
+            ListFilter::ExpiredLeases => (3, None),
+        };
+        let after = query.after.as_ref().map(|d| d.as_bytes().as_slice());
+        let sql = &self.sql.list[index][usize::from(after.is_some())];
+        let mut binds = Vec::with_capacity(3);
+        binds.extend(state.map(Bind::Text));
+        binds.extend(after.map(Bind::Bytes));
+        binds.push(Bind::Int(i64::try_from(query.limit).unwrap_or(i64::MAX)));
+        let stmt = Stmt::new(sql, binds);
+        let rows = run(c, |conn| conn.rows(&stmt)).map_err(|e| self.err(e))?;
+        rows.into_iter()
+            .map(|row| record(row).map(|(row, _)| row))
+            .collect()
+    }
+}

@@ -1,0 +1,279 @@
+//! The SQL of every primitive, written once and rendered per dialect.
+//!
+//! The statements differ only in how each database tells time and whether it has `RETURNING`,
+//! so each is a template with `{now}` (the database clock), `{expiry}` (the database clock plus a
+//! bound TTL in microseconds: the only `?` inside it), and `{us:column}` / `{now_us}` (a timestamp
+//! as integer microseconds since the epoch, so all three backends read rows alike). Lease expiry
+//! is never computed from the worker's clock.
+//!
+//! Tests cannot move a database's clock, so a store can be given a clock offset
+//! ([`DieselStore::advance_clock_for_tests`](crate::DieselStore::advance_clock_for_tests)); the
+//! statements are then rendered again with the offset written into every `{now}`. In production
+//! the offset is 0 and `{now}` is the bare database clock.
+
+/// How one backend spells time and which statement forms it has.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Dialect {
+    /// The database's current time, plus a test offset in microseconds (0 in production).
+    now: fn(i64) -> String,
+    /// The database's current time (plus the offset) plus `?` microseconds.
+    expiry: fn(i64) -> String,
+    /// A timestamp expression as integer microseconds since the Unix epoch (`{}` is the
+    /// expression).
+    to_us: &'static str,
+    /// `UPDATE … RETURNING` and `INSERT … ON CONFLICT DO NOTHING RETURNING` (PostgreSQL, SQLite).
+    pub(crate) returning: bool,
+}
+
+#[cfg(feature = "sqlite")]
+fn sqlite_modifier(offset_us: i64) -> String {
+    if offset_us == 0 {
+        String::new()
+    } else {
+        format!(", '{:+.6} seconds'", offset_us as f64 / 1e6)
+    }
+}
+
+#[cfg(feature = "sqlite")]
+pub(crate) const SQLITE: Dialect = Dialect {
+    // SQLite's 'now' is fixed for the duration of one sqlite3_step, so every use in a statement
+    // agrees. Stored as fixed-width UTC text: text order is time order.
+    now: |off| {
+        format!(
+            "strftime('%Y-%m-%d %H:%M:%f', 'now'{})",
+            sqlite_modifier(off)
+        )
+    },
+    expiry: |off| {
+        format!(
+            "strftime('%Y-%m-%d %H:%M:%f', 'now'{}, printf('%+.3f seconds', ? / 1000000.0))",
+            sqlite_modifier(off)
+        )
+    },
+    to_us: "(CAST(ROUND((julianday({}) - 2440587.5) * 86400000.0) AS INTEGER) * 1000)",
+    returning: true,
+};
+
+#[cfg(feature = "postgres")]
+pub(crate) const POSTGRES: Dialect = Dialect {
+    // now() is the transaction's start: one value per statement in autocommit, and one value for
+    // the whole transactional finalize.
+    now: |off| match off {
+        0 => "now()".to_owned(),
+        off => format!("(now() + interval '{off} microseconds')"),
+    },
+    expiry: |off| {
+        format!(
+            "({} + CAST(? AS float8) * interval '1 microsecond')",
+            (POSTGRES.now)(off)
+        )
+    },
+    to_us: "CAST(extract(epoch FROM {}) * 1000000 AS int8)",
+    returning: true,
+};
+
+/// MySQL and MariaDB: `DATETIME(6)` written from `UTC_TIMESTAMP(6)` so that the session time zone
+/// never matters. MySQL has no `RETURNING`; MariaDB ≥ 10.5 has `INSERT … RETURNING`, but not for
+/// server-prepared statements (libmariadb reports no result metadata for it: diesel fails with
+/// "No metadata exists"), so both read a new grant back with a second statement.
+#[cfg(feature = "mysql")]
+pub(crate) const MYSQL: Dialect = Dialect {
+    now: |off| match off {
+        0 => "UTC_TIMESTAMP(6)".to_owned(),
+        off => format!("(UTC_TIMESTAMP(6) + INTERVAL {off} MICROSECOND)"),
+    },
+    expiry: |off| format!("({} + INTERVAL ? MICROSECOND)", (MYSQL.now)(off)),
+    to_us: "TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', {})",
+    returning: false,
+};
+
+/// Every statement of one store, rendered once at construction. Binds are listed after each.
+#[derive(Debug)]
+pub(crate) struct Statements {
+    pub(crate) returning: bool,
+    /// Database now. No binds.
+    pub(crate) now: String,
+    /// Fresh acquire: digest, fingerprint, owner, ttl_us. With `returning`, returns a `GrantRow`
+    /// when it inserted and nothing on a duplicate; without, a duplicate is a unique violation.
+    pub(crate) insert: String,
+    /// The grant of the row just inserted or taken over (no-`RETURNING` backends): digest, fence.
+    pub(crate) grant_of: String,
+    /// The whole row and now: digest.
+    pub(crate) select_row: String,
+    /// Takeover CAS: owner, ttl_us, digest, fence, state. Returns a `GrantRow` with
+    /// `returning`.
+    pub(crate) takeover: String,
+    /// Renew CAS: ttl_us, digest, fence. Returns the new expiry with `returning`.
+    pub(crate) renew: String,
+    /// The expiry after a renew (no-`RETURNING` backends): digest, fence.
+    pub(crate) expiry_of: String,
+    /// Finalize-succeeded CAS: result, effects, ttl_us, digest, fence.
+    pub(crate) finalize_succeeded: String,
+    /// Finalize-failed CAS: failure, digest, fence.
+    pub(crate) finalize_failed: String,
+    /// Release CAS: last_error, digest, fence.
+    pub(crate) release: String,
+    /// Finish-effects CAS: effects, last_error (NULL keeps it), digest, fence.
+    pub(crate) finish_effects: String,
+    /// Claim-effects CAS: owner, ttl_us, digest, fence.
+    pub(crate) claim_effects: String,
+    /// Listings, by filter (all, state, in doubt, expired) × with/without a cursor.
+    pub(crate) list: [[String; 2]; 4],
+}
+
+const COLS: &str = "digest, fingerprint, state, fence, attempts, owner, \
+    {us:lease_expires_at} AS expires_us, result, failure, last_error, effects, \
+    {us:created_at} AS created_us, {us:updated_at} AS updated_us, \
+    {us:finalized_at} AS finalized_us, {now_us} AS now_us";
+
+/// A running row whose lease is no longer live (`JobRecord::lease_live` negated).
+const LEASE_DEAD: &str = "(lease_expires_at IS NULL OR lease_expires_at <= {now})";
+
+/// `JobRecord::effects_in_doubt`, in SQL.
+const IN_DOUBT: &str = "state = 'succeeded' AND (effects = 'in_doubt' OR (effects = 'pending' \
+    AND (lease_expires_at IS NULL OR lease_expires_at <= {now})))";
+
+impl Statements {
+    /// The statements of dialect `d`, reading the database clock plus `offset_us` (0 except in
+    /// tests that move time).
+    pub(crate) fn render(d: &Dialect, offset_us: i64) -> Self {
+        let r = |template: &str| render(d, offset_us, template);
+        let grant_returning = "RETURNING fence, attempts, {us:lease_expires_at} AS expires_us";
+        let insert = {
+            let base = "INSERT INTO safe_jobs (digest, fingerprint, state, fence, attempts, owner, \
+                lease_expires_at, effects, created_at, updated_at) \
+                VALUES (?, ?, 'running', 1, 1, ?, {expiry}, 'none', {now}, {now})";
+            if d.returning {
+                // A duplicate is no error (and no server log line).
+                r(&format!(
+                    "{base} ON CONFLICT (digest) DO NOTHING {grant_returning}"
+                ))
+            } else {
+                // MySQL: a duplicate is a unique violation; `grant_of` reads the expiry.
+                r(base)
+            }
+        };
+        let returning = |sql: &str, ret: &str| {
+            if d.returning {
+                r(&format!("{sql} {ret}"))
+            } else {
+                r(sql)
+            }
+        };
+        let list = |filter: &str| {
+            [
+                r(&format!(
+                    "SELECT {COLS} FROM safe_jobs WHERE {filter} ORDER BY digest LIMIT ?"
+                )),
+                r(&format!(
+                    "SELECT {COLS} FROM safe_jobs WHERE {filter} AND digest > ? \
+                     ORDER BY digest LIMIT ?"
+                )),
+            ]
+        };
+        Self {
+            returning: d.returning,
+            now: r("SELECT {now_us} AS us"),
+            insert,
+            grant_of: r(
+                "SELECT fence, attempts, {us:lease_expires_at} AS expires_us \
+                 FROM safe_jobs WHERE digest = ? AND fence = ? AND lease_expires_at IS NOT NULL",
+            ),
+            select_row: r(&format!("SELECT {COLS} FROM safe_jobs WHERE digest = ?")),
+            takeover: returning(
+                &format!(
+                    "UPDATE safe_jobs SET state = 'running', fence = fence + 1, \
+                     attempts = attempts + 1, owner = ?, lease_expires_at = {{expiry}}, \
+                     updated_at = {{now}} \
+                     WHERE digest = ? AND fence = ? AND state = ? \
+                     AND (state = 'released' OR {LEASE_DEAD})"
+                ),
+                grant_returning,
+            ),
+            renew: returning(
+                "UPDATE safe_jobs SET lease_expires_at = {expiry}, updated_at = {now} \
+                 WHERE digest = ? AND fence = ? AND state = 'running'",
+                "RETURNING {us:lease_expires_at} AS us",
+            ),
+            expiry_of: r("SELECT {us:lease_expires_at} AS us FROM safe_jobs \
+                 WHERE digest = ? AND fence = ? AND state = 'running'"),
+            finalize_succeeded: r("UPDATE safe_jobs SET state = 'succeeded', result = ?, \
+                 effects = ?, lease_expires_at = {expiry}, updated_at = {now}, \
+                 finalized_at = {now} \
+                 WHERE digest = ? AND fence = ? AND state = 'running'"),
+            finalize_failed: r("UPDATE safe_jobs SET state = 'failed', failure = ?, \
+                 lease_expires_at = NULL, updated_at = {now}, finalized_at = {now} \
+                 WHERE digest = ? AND fence = ? AND state = 'running'"),
+            release: r(
+                "UPDATE safe_jobs SET state = 'released', lease_expires_at = NULL, \
+                 last_error = ?, updated_at = {now} \
+                 WHERE digest = ? AND fence = ? AND state = 'running'",
+            ),
+            finish_effects: r("UPDATE safe_jobs SET effects = ?, \
+                 last_error = COALESCE(?, last_error), updated_at = {now} \
+                 WHERE digest = ? AND fence = ? AND state = 'succeeded' \
+                 AND effects = 'pending'"),
+            claim_effects: r(&format!(
+                "UPDATE safe_jobs SET fence = fence + 1, effects = 'pending', owner = ?, \
+                 lease_expires_at = {{expiry}}, updated_at = {{now}} \
+                 WHERE digest = ? AND fence = ? AND {IN_DOUBT}"
+            )),
+            list: [
+                list("1 = 1"),
+                list("state = ?"),
+                list(IN_DOUBT),
+                list(&format!("state = 'running' AND {LEASE_DEAD}")),
+            ],
+        }
+    }
+}
+
+fn render(d: &Dialect, offset_us: i64, template: &str) -> String {
+    let now = (d.now)(offset_us);
+    let mut out = template
+        .replace("{now_us}", &d.to_us.replace("{}", &now))
+        .replace("{expiry}", &(d.expiry)(offset_us))
+        .replace("{now}", &now);
+    for col in [
+        "lease_expires_at",
+        "created_at",
+        "updated_at",
+        "finalized_at",
+    ] {
+        out = out.replace(&format!("{{us:{col}}}"), &d.to_us.replace("{}", col));
+    }
+    debug_assert!(!out.contains("{us:"), "unrendered placeholder in {out}");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn sqlite_statements_render_completely() {
+        let s = Statements::render(&SQLITE, 0);
+        assert!(
+            s.insert
+                .contains("ON CONFLICT (digest) DO NOTHING RETURNING")
+        );
+        assert_eq!(s.insert.matches('?').count(), 4);
+        assert_eq!(s.takeover.matches('?').count(), 5);
+        assert!(!s.select_row.contains('{'));
+        let later = Statements::render(&SQLITE, 31_000_000);
+        assert!(
+            later.now.contains("'now', '+31.000000 seconds'"),
+            "{}",
+            later.now
+        );
+    }
+
+    #[cfg(feature = "mysql")]
+    #[test]
+    fn mysql_has_no_returning() {
+        let s = Statements::render(&MYSQL, 0);
+        assert!(!s.insert.contains("RETURNING"));
+        assert!(!s.renew.contains("RETURNING"));
+    }
+}

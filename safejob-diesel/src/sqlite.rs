@@ -1,0 +1,36 @@
+//! SQLite: WAL, a busy timeout, `synchronous=FULL` unless the builder opts into NORMAL, and write
+//! transactions begun `IMMEDIATE`.
+
+use diesel::{
+    QueryResult, SqliteConnection,
+    connection::{AnsiTransactionManager, SimpleConnection},
+};
+
+use crate::pool::{ConnectionRef, PoolOptions, SqliteSynchronous, StoreConnection, run_statements};
+
+impl StoreConnection for SqliteConnection {
+    fn init(&mut self, options: &PoolOptions) -> QueryResult<()> {
+        let synchronous = match options.synchronous {
+            SqliteSynchronous::Full => "FULL",
+            SqliteSynchronous::Normal => "NORMAL",
+        };
+        // busy_timeout first: switching to WAL briefly needs an exclusive lock, and other pooled
+        // connections may be opening at the same moment.
+        self.batch_execute(&format!(
+            "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous};",
+            options.busy_timeout.as_millis().min(i32::MAX as u128)
+        ))
+    }
+
+    fn as_ref(&mut self) -> ConnectionRef<'_> {
+        ConnectionRef::Sqlite(self)
+    }
+
+    fn begin_write(&mut self) -> QueryResult<()> {
+        // What diesel's `immediate_transaction` does, without the closure: the write lock is taken
+        // at BEGIN (waiting up to busy_timeout), so no statement inside can hit SQLITE_BUSY_SNAPSHOT.
+        AnsiTransactionManager::begin_transaction_sql(self, "BEGIN IMMEDIATE")
+    }
+
+    run_statements!();
+}

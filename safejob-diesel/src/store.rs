@@ -1,0 +1,435 @@
+//! [`DieselStore`]: one store type for every backend, chosen at run time from the URL.
+
+use std::{
+    fmt,
+    sync::{Arc, PoisonError, RwLock},
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use safejob_core::{
+    FinalFailure, KeyDigest,
+    store::{
+        AcquireRequest, Acquired, EffectsClaim, EffectsOutcome, FenceCheck, Finalized, JobRecord,
+        Lease, LeaseStore, ListQuery, Renewed, StoreError, TxEffects,
+    },
+};
+use serde_json::Value;
+
+use crate::{
+    error::{ConnectError, ErrorContext},
+    ops::Ctx,
+    pool::{
+        ConnectFailure, ConnectionRef, Manager, PoolOptions, SetupHook, SqliteSynchronous,
+        StoreConnection, TracingErrors,
+    },
+    sql::{Dialect, Statements},
+    url::{BackendKind, DatabaseUrl},
+};
+
+type Pool<C> = r2d2::Pool<Manager<C>>;
+
+pub(crate) enum Pools {
+    #[cfg(feature = "sqlite")]
+    Sqlite(Pool<diesel::SqliteConnection>),
+    #[cfg(feature = "postgres")]
+    Postgres(Pool<diesel::PgConnection>),
+    #[cfg(feature = "mysql")]
+    Mysql(Pool<diesel::MysqlConnection>),
+}
+
+/// A [`LeaseStore`] on SQLite, PostgreSQL or MySQL/MariaDB through diesel and an r2d2 pool.
+///
+/// Cheap to share: wrap it in an `Arc` and hand it to any number of runners and threads.
+/// `Debug` shows the backend, host and database, never the password.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let path = dir.path().join("jobs.db");
+/// use std::time::Duration;
+/// use safejob_diesel::DieselStore;
+///
+/// let store = DieselStore::builder(&format!("sqlite://{}", path.display()))
+///     .max_size(4)
+///     .connection_timeout(Duration::from_secs(2))
+///     .build()?;
+/// store.migrate()?;
+/// # Ok(()) }
+/// ```
+pub struct DieselStore {
+    pub(crate) pools: Pools,
+    kind: BackendKind,
+    dialect: Dialect,
+    /// The statements, and the test clock offset (µs) they were rendered with.
+    sql: RwLock<(i64, Arc<Statements>)>,
+    errors: ErrorContext,
+    connection_timeout: Duration,
+}
+
+impl fmt::Debug for DieselStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DieselStore")
+            .field("backend", &self.kind)
+            .field("target", &self.errors.target)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`DieselStore`] with pool and connection options.
+///
+/// Defaults: 10 connections at most, 1 kept idle, 10 s to wait for a free connection, idle
+/// connections closed after 10 min and every connection after 30 min, no test query on check-out
+/// (it would double the round trips of every primitive; a connection that failed is discarded
+/// when it comes back instead), SQLite `busy_timeout` 5 s and `synchronous=FULL`.
+#[must_use]
+pub struct DieselStoreBuilder {
+    url: String,
+    options: PoolOptions,
+}
+
+impl fmt::Debug for DieselStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DieselStoreBuilder").finish_non_exhaustive()
+    }
+}
+
+impl DieselStoreBuilder {
+    /// The most connections the pool opens. Defaults to 10.
+    pub fn max_size(mut self, max_size: u32) -> Self {
+        self.options.max_size = max_size;
+        self
+    }
+
+    /// How many idle connections the pool keeps open. Defaults to 1.
+    pub fn min_idle(mut self, min_idle: u32) -> Self {
+        self.options.min_idle = Some(min_idle);
+        self
+    }
+
+    /// How long a primitive waits for a free connection before `StoreError::PoolExhausted`.
+    /// Defaults to 10 seconds.
+    pub fn connection_timeout(mut self, timeout: Duration) -> Self {
+        self.options.connection_timeout = timeout;
+        self
+    }
+
+    /// Close connections idle this long (`None`: never). Defaults to 10 minutes.
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.options.idle_timeout = timeout;
+        self
+    }
+
+    /// Close connections this old (`None`: never). Defaults to 30 minutes.
+    pub fn max_lifetime(mut self, lifetime: Option<Duration>) -> Self {
+        self.options.max_lifetime = lifetime;
+        self
+    }
+
+    /// Run a test query on every check-out. Defaults to `false`: it costs a round trip per
+    /// primitive, and connections that failed are already discarded when they come back.
+    pub fn test_on_check_out(mut self, test: bool) -> Self {
+        self.options.test_on_check_out = test;
+        self
+    }
+
+    /// SQLite: how long a writer waits for the write lock. Defaults to 5 seconds.
+    pub fn sqlite_busy_timeout(mut self, timeout: Duration) -> Self {
+        self.options.busy_timeout = timeout;
+        self
+    }
+
+    /// SQLite: the `synchronous` pragma. Defaults to [`SqliteSynchronous::Full`]; see
+    /// [`SqliteSynchronous::Normal`] for what opting out costs.
+    pub fn sqlite_synchronous(mut self, synchronous: SqliteSynchronous) -> Self {
+        self.options.synchronous = synchronous;
+        self
+    }
+
+    /// Runs `setup` on every new connection, after the store's own setup: set a PostgreSQL
+    /// `search_path`, a MySQL session variable, a SQLite pragma.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let url = format!("sqlite://{}", dir.path().join("jobs.db").display());
+    /// use safejob_diesel::DieselStore;
+    ///
+    /// let store = DieselStore::builder(&url)
+    ///     .on_connect(|conn| conn.batch_execute("PRAGMA cache_size = -8000"))
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn on_connect(
+        mut self,
+        setup: impl Fn(&mut ConnectionRef<'_>) -> diesel::QueryResult<()> + Send + Sync + 'static,
+    ) -> Self {
+        let hook: SetupHook = Arc::new(setup);
+        self.options.setup = Some(hook);
+        self
+    }
+
+    /// Parses the URL, opens one connection (so an unreachable database or a failing setup is
+    /// reported now, with its cause) and builds the pool.
+    pub fn build(self) -> Result<DieselStore, ConnectError> {
+        let url = DatabaseUrl::parse(&self.url)?;
+        let options = self.options;
+        if options.max_size == 0 || options.min_idle.is_some_and(|m| m > options.max_size) {
+            return Err(ConnectError::InvalidPool {
+                reason: format!(
+                    "max_size must be at least 1 and min_idle at most max_size (got {} and {:?})",
+                    options.max_size, options.min_idle
+                ),
+            });
+        }
+        let errors = ErrorContext {
+            target: url.display.clone(),
+            hint: url.migrate_hint(),
+            secrets: url.secrets.clone(),
+        };
+        let connection_timeout = options.connection_timeout;
+        let (pools, dialect): (Pools, Dialect) = match url.kind {
+            #[cfg(feature = "sqlite")]
+            BackendKind::Sqlite => {
+                let (pool, _) = pool::<diesel::SqliteConnection>(&url, &options)?;
+                (Pools::Sqlite(pool), crate::sql::SQLITE)
+            }
+            #[cfg(feature = "postgres")]
+            BackendKind::Postgres => {
+                let (pool, _) = pool::<diesel::PgConnection>(&url, &options)?;
+                (Pools::Postgres(pool), crate::sql::POSTGRES)
+            }
+            #[cfg(feature = "mysql")]
+            BackendKind::Mysql => {
+                let (pool, _) = pool::<diesel::MysqlConnection>(&url, &options)?;
+                (Pools::Mysql(pool), crate::sql::MYSQL)
+            }
+            #[allow(unreachable_patterns)]
+            other => {
+                return Err(ConnectError::BackendNotCompiled {
+                    backend: other.as_str(),
+                    feature: other.as_str(),
+                });
+            }
+        };
+        Ok(DieselStore {
+            pools,
+            kind: url.kind,
+            sql: RwLock::new((0, Arc::new(Statements::render(&dialect, 0)))),
+            dialect,
+            errors,
+            connection_timeout,
+        })
+    }
+}
+
+/// Opens one connection directly (for a precise error), then builds the pool without waiting.
+fn pool<C: StoreConnection>(
+    url: &DatabaseUrl,
+    options: &PoolOptions,
+) -> Result<(Pool<C>, C), ConnectError> {
+    let manager = Manager::<C>::new(
+        url.connect.clone(),
+        url.display.clone(),
+        url.secrets.clone(),
+        options.clone(),
+    );
+    let first = manager.open().map_err(|e| match e {
+        ConnectFailure::Connect(source) => ConnectError::Unreachable {
+            target: manager.target().to_owned(),
+            source,
+        },
+        ConnectFailure::Setup(source) => ConnectError::Setup {
+            target: manager.target().to_owned(),
+            source,
+        },
+    })?;
+    let pool = r2d2::Pool::builder()
+        .max_size(options.max_size)
+        .min_idle(options.min_idle)
+        .connection_timeout(options.connection_timeout)
+        .idle_timeout(options.idle_timeout)
+        .max_lifetime(options.max_lifetime)
+        .test_on_check_out(options.test_on_check_out)
+        .error_handler(Box::new(TracingErrors))
+        .build_unchecked(manager);
+    Ok((pool, first))
+}
+
+/// Runs `$body` with `$conn` bound to a pooled connection of whichever backend the store has.
+macro_rules! with_conn {
+    ($store:expr, $conn:ident => $body:expr) => {
+        match &$store.pools {
+            #[cfg(feature = "sqlite")]
+            Pools::Sqlite(pool) => {
+                let mut guard = $store.checkout(pool)?;
+                let $conn = &mut *guard;
+                $body
+            }
+            #[cfg(feature = "postgres")]
+            Pools::Postgres(pool) => {
+                let mut guard = $store.checkout(pool)?;
+                let $conn = &mut *guard;
+                $body
+            }
+            #[cfg(feature = "mysql")]
+            Pools::Mysql(pool) => {
+                let mut guard = $store.checkout(pool)?;
+                let $conn = &mut *guard;
+                $body
+            }
+        }
+    };
+}
+
+impl DieselStore {
+    /// A store on `url` with the default pool options; see [`DieselStore::builder`].
+    ///
+    /// URLs: `sqlite://path/to/file.db` (`sqlite:///absolute/path.db`), `postgres://…` or
+    /// `postgresql://…`, `mysql://…` or `mariadb://…`. In-memory SQLite is refused: each pooled
+    /// connection would see its own empty database.
+    pub fn connect(url: &str) -> Result<Self, ConnectError> {
+        Self::builder(url).build()
+    }
+
+    /// A builder for a store on `url`.
+    pub fn builder(url: &str) -> DieselStoreBuilder {
+        DieselStoreBuilder {
+            url: url.to_owned(),
+            options: PoolOptions::default(),
+        }
+    }
+
+    /// Which database this store runs on.
+    pub fn backend(&self) -> BackendKind {
+        self.kind
+    }
+
+    /// The store's database as messages show it: backend, user, host, port and database,
+    /// never the password.
+    pub fn target(&self) -> &str {
+        &self.errors.target
+    }
+
+    pub(crate) fn ctx(&self) -> Ctx<'_> {
+        let sql = self
+            .sql
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .1
+            .clone();
+        Ctx {
+            sql,
+            errors: &self.errors,
+        }
+    }
+
+    pub(crate) fn checkout<C: StoreConnection>(
+        &self,
+        pool: &Pool<C>,
+    ) -> Result<r2d2::PooledConnection<Manager<C>>, StoreError> {
+        pool.get().map_err(|e| {
+            // r2d2 appends the last connection error, if there was one, after a colon.
+            let text = e.to_string();
+            match text.split_once(": ") {
+                Some((_, cause)) => StoreError::Unreachable {
+                    target: self.errors.target.clone(),
+                    source: Box::new(self.errors.secrets.scrub(cause)),
+                },
+                None => StoreError::PoolExhausted {
+                    waited: self.connection_timeout,
+                },
+            }
+        })
+    }
+
+    /// Runs `f` on one of the store's pooled connections: for the statements of your own that
+    /// belong next to the store (a baseline benchmark, an operator query). If `f` leaves a
+    /// transaction open, the connection is discarded rather than pooled.
+    pub fn with_connection<R>(
+        &self,
+        f: impl FnOnce(&mut ConnectionRef<'_>) -> R,
+    ) -> Result<R, StoreError> {
+        with_conn!(self, conn => Ok(f(&mut conn.conn.as_ref())))
+    }
+
+    /// Makes `by` pass on this store's clock: from now on every statement of this store reads
+    /// the database clock plus the total advanced so far. A testing aid (the database's own clock
+    /// cannot be moved, and nothing should sleep to let a lease expire); it affects this
+    /// `DieselStore` only, not other stores or processes on the same database. Production code
+    /// never calls it, and then the clock is the database's, unchanged.
+    pub fn advance_clock_for_tests(&self, by: Duration) {
+        let by = i64::try_from(by.as_micros()).unwrap_or(i64::MAX);
+        let mut sql = self.sql.write().unwrap_or_else(PoisonError::into_inner);
+        let offset = sql.0.saturating_add(by);
+        *sql = (offset, Arc::new(Statements::render(&self.dialect, offset)));
+    }
+}
+
+impl LeaseStore for DieselStore {
+    fn now(&self) -> Result<DateTime<Utc>, StoreError> {
+        let ctx = self.ctx();
+        with_conn!(self, conn => ctx.now(conn))
+    }
+
+    fn acquire(&self, req: &AcquireRequest<'_>) -> Result<Acquired, StoreError> {
+        let ctx = self.ctx();
+        with_conn!(self, conn => ctx.acquire(conn, req))
+    }
+
+    fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Renewed, StoreError> {
+        let ctx = self.ctx();
+        with_conn!(self, conn => ctx.renew(conn, lease, ttl))
+    }
+
+    fn finalize_succeeded(
+        &self,
+        lease: &Lease,
+        result: Option<&Value>,
+        effects_ttl: Duration,
+        hook: Option<&mut TxEffects<'_>>,
+    ) -> Result<Finalized, StoreError> {
+        let ctx = self.ctx();
+        with_conn!(self, conn => ctx.finalize_succeeded(conn, lease, result, effects_ttl, hook))
+    }
+
+    fn finalize_failed(
+        &self,
+        lease: &Lease,
+        failure: &FinalFailure,
+    ) -> Result<FenceCheck, StoreError> {
+        let ctx = self.ctx();
+        with_conn!(self, conn => ctx.finalize_failed(conn, lease, failure))
+    }
+
+    fn release(&self, lease: &Lease, error: Option<&str>) -> Result<FenceCheck, StoreError> {
+        let ctx = self.ctx();
+        with_conn!(self, conn => ctx.release(conn, lease, error))
+    }
+
+    fn finish_effects(
+        &self,
+        lease: &Lease,
+        outcome: EffectsOutcome<'_>,
+    ) -> Result<FenceCheck, StoreError> {
+        let ctx = self.ctx();
+        with_conn!(self, conn => ctx.finish_effects(conn, lease, outcome))
+    }
+
+    fn claim_effects(&self, req: &AcquireRequest<'_>) -> Result<EffectsClaim, StoreError> {
+        let ctx = self.ctx();
+        with_conn!(self, conn => ctx.claim_effects(conn, req))
+    }
+
+    fn get(&self, digest: &KeyDigest) -> Result<Option<JobRecord>, StoreError> {
+        let ctx = self.ctx();
+        with_conn!(self, conn => ctx.get(conn, digest))
+    }
+
+    fn list(&self, query: &ListQuery) -> Result<Vec<JobRecord>, StoreError> {
+        let ctx = self.ctx();
+        with_conn!(self, conn => ctx.list(conn, query))
+    }
+}
+
+pub(crate) use with_conn;

@@ -1,0 +1,220 @@
+//! Which backend a database URL names, and how to show it without its password.
+
+use std::path::PathBuf;
+
+use crate::error::{ConnectError, Secrets};
+
+/// The database kinds a [`DieselStore`](crate::DieselStore) can run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BackendKind {
+    /// SQLite (feature `sqlite`, the default).
+    Sqlite,
+    /// PostgreSQL (feature `postgres`).
+    Postgres,
+    /// MySQL or MariaDB (feature `mysql`).
+    Mysql,
+}
+
+impl BackendKind {
+    /// `sqlite`, `postgres` or `mysql`: also the cargo feature and the migrations folder.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+            Self::Mysql => "mysql",
+        }
+    }
+
+    /// Whether this backend is compiled in.
+    pub fn is_compiled(self) -> bool {
+        match self {
+            Self::Sqlite => cfg!(feature = "sqlite"),
+            Self::Postgres => cfg!(feature = "postgres"),
+            Self::Mysql => cfg!(feature = "mysql"),
+        }
+    }
+}
+
+/// A parsed database URL.
+#[derive(Debug, Clone)]
+pub(crate) struct DatabaseUrl {
+    pub(crate) kind: BackendKind,
+    /// What the driver is given: a file path for SQLite, a URL for the others.
+    pub(crate) connect: String,
+    /// What messages show: backend, user, host, port, database, never a password or query.
+    pub(crate) display: String,
+    pub(crate) secrets: Secrets,
+}
+
+impl DatabaseUrl {
+    pub(crate) fn parse(url: &str) -> Result<Self, ConnectError> {
+        let Some((scheme, rest)) = url.split_once(':') else {
+            return Err(ConnectError::MalformedUrl {
+                reason: "no scheme: expected e.g. sqlite://path/to/file.db or \
+                         postgres://user@host/db"
+                    .into(),
+            });
+        };
+        let kind = match scheme.to_ascii_lowercase().as_str() {
+            "sqlite" => BackendKind::Sqlite,
+            "postgres" | "postgresql" => BackendKind::Postgres,
+            "mysql" | "mariadb" => BackendKind::Mysql,
+            _ => {
+                return Err(ConnectError::UnsupportedScheme {
+                    scheme: scheme.chars().take(40).collect(),
+                });
+            }
+        };
+        if !kind.is_compiled() {
+            return Err(ConnectError::BackendNotCompiled {
+                backend: kind.as_str(),
+                feature: kind.as_str(),
+            });
+        }
+        match kind {
+            BackendKind::Sqlite => Self::sqlite(rest),
+            BackendKind::Postgres | BackendKind::Mysql => Self::network(kind, url),
+        }
+    }
+
+    fn sqlite(rest: &str) -> Result<Self, ConnectError> {
+        let path = rest.strip_prefix("//").unwrap_or(rest);
+        let path = path.split_once('?').map_or(path, |(p, _)| p);
+        if path.is_empty() {
+            return Err(ConnectError::MalformedUrl {
+                reason: "sqlite URL has no file path: expected sqlite://path/to/file.db".into(),
+            });
+        }
+        if path == ":memory:" || rest.contains("mode=memory") {
+            return Err(ConnectError::InMemorySqlite);
+        }
+        Ok(Self {
+            kind: BackendKind::Sqlite,
+            connect: PathBuf::from(path).to_string_lossy().into_owned(),
+            display: format!("sqlite://{path}"),
+            secrets: Secrets::default(),
+        })
+    }
+
+    fn network(kind: BackendKind, url: &str) -> Result<Self, ConnectError> {
+        let parsed = url::Url::parse(url).map_err(|e| ConnectError::MalformedUrl {
+            reason: e.to_string(),
+        })?;
+        let host = match parsed.host_str() {
+            Some(host) if !host.is_empty() => host.to_owned(),
+            _ => {
+                return Err(ConnectError::MalformedUrl {
+                    reason: format!("{} URL has no host", kind.as_str()),
+                });
+            }
+        };
+        let mut words = Vec::new();
+        if let Some(password) = parsed.password() {
+            words.push(password.to_owned());
+            if let Ok(decoded) = url::form_urlencoded::parse(format!("p={password}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .ok_or(())
+            {
+                words.push(decoded);
+            }
+        }
+        for (name, value) in parsed.query_pairs() {
+            if name.eq_ignore_ascii_case("password") {
+                words.push(value.into_owned());
+            }
+        }
+        let user = match parsed.username() {
+            "" => String::new(),
+            user => format!("{user}@"),
+        };
+        let port = parsed.port().map(|p| format!(":{p}")).unwrap_or_default();
+        let display = format!("{}://{user}{host}{port}{}", kind.as_str(), parsed.path());
+        let mut connect = url.to_owned();
+        if kind == BackendKind::Mysql && parsed.scheme().eq_ignore_ascii_case("mariadb") {
+            // diesel's MySQL client accepts only the mysql scheme; MariaDB speaks the same protocol.
+            connect = format!("mysql{}", &url[parsed.scheme().len()..]);
+        }
+        Ok(Self {
+            kind,
+            connect,
+            display,
+            secrets: Secrets::new(words),
+        })
+    }
+
+    /// How to create the table, for [`safejob_core::StoreError::MissingTable`].
+    pub(crate) fn migrate_hint(&self) -> &'static str {
+        match self.kind {
+            BackendKind::Sqlite => {
+                "call DieselStore::migrate() or run \
+                 `diesel migration run --migration-dir migrations/sqlite`"
+            }
+            BackendKind::Postgres => {
+                "call DieselStore::migrate() or run \
+                 `diesel migration run --migration-dir migrations/postgres`"
+            }
+            BackendKind::Mysql => {
+                "call DieselStore::migrate() or run \
+                 `diesel migration run --migration-dir migrations/mysql`"
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schemes_are_recognised_or_refused() {
+        assert!(matches!(
+            DatabaseUrl::parse("oracle://x/y"),
+            Err(ConnectError::UnsupportedScheme { scheme }) if scheme == "oracle"
+        ));
+        assert!(matches!(
+            DatabaseUrl::parse("no-scheme-here"),
+            Err(ConnectError::MalformedUrl { .. })
+        ));
+        assert!(matches!(
+            DatabaseUrl::parse("sqlite::memory:"),
+            Err(ConnectError::InMemorySqlite)
+        ));
+        assert!(matches!(
+            DatabaseUrl::parse("sqlite://"),
+            Err(ConnectError::MalformedUrl { .. })
+        ));
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn sqlite_paths() {
+        let u = DatabaseUrl::parse("sqlite://target/x.db").unwrap();
+        assert_eq!(u.connect, "target/x.db");
+        let u = DatabaseUrl::parse("sqlite:///tmp/x.db").unwrap();
+        assert_eq!(u.connect, "/tmp/x.db");
+        let u = DatabaseUrl::parse("sqlite:jobs.db").unwrap();
+        assert_eq!(u.connect, "jobs.db");
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    #[test]
+    fn a_backend_compiled_out_names_its_feature() {
+        let err = DatabaseUrl::parse("postgres://u@h/db").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "postgres support is not compiled in: enable the `postgres` feature of safejob-diesel"
+        );
+    }
+
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn display_drops_the_password_and_query() {
+        let u = DatabaseUrl::parse("postgresql://app:s3cr%40t@db.example:5433/jobs?password=q1")
+            .unwrap();
+        assert_eq!(u.display, "postgres://app@db.example:5433/jobs");
+        let scrubbed = u.secrets.scrub("x s3cr%40t s3cr@t q1 y").0;
+        assert_eq!(scrubbed, "x *** *** *** y");
+    }
+}
