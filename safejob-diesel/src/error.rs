@@ -182,6 +182,8 @@ pub(crate) fn is_missing_table(error: &DieselError) -> bool {
 pub(crate) fn is_connection_lost(error: &DieselError) -> bool {
     match error {
         DieselError::BrokenTransactionManager => true,
+        // diesel tries a rollback after a failed COMMIT; it is the COMMIT's failure that counts.
+        DieselError::RollbackErrorOnCommit { commit_error, .. } => is_connection_lost(commit_error),
         DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => true,
         DieselError::DatabaseError(_, info) => {
             let m = info.message();
@@ -208,5 +210,64 @@ pub(crate) fn is_retryable(error: &DieselError) -> bool {
                 || m.contains("deadlock detected")
         }
         None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db_error(kind: DatabaseErrorKind, message: &str) -> DieselError {
+        DieselError::DatabaseError(kind, Box::new(message.to_owned()))
+    }
+
+    #[test]
+    fn deadlocks_and_lock_waits_are_retried() {
+        // MySQL 1213 (diesel maps it) and 1205 (it does not), PostgreSQL 40P01.
+        assert!(is_retryable(&db_error(
+            DatabaseErrorKind::SerializationFailure,
+            "Deadlock found when trying to get lock; try restarting transaction"
+        )));
+        assert!(is_retryable(&db_error(
+            DatabaseErrorKind::Unknown,
+            "Lock wait timeout exceeded; try restarting transaction"
+        )));
+        assert!(is_retryable(&db_error(
+            DatabaseErrorKind::Unknown,
+            "deadlock detected"
+        )));
+        assert!(!is_retryable(&db_error(
+            DatabaseErrorKind::UniqueViolation,
+            "Duplicate entry"
+        )));
+    }
+
+    #[test]
+    fn lost_connections_are_recognised_through_a_failed_rollback() {
+        let lost = db_error(DatabaseErrorKind::Unknown, "Server has gone away");
+        assert!(is_connection_lost(&lost));
+        let on_commit = DieselError::RollbackErrorOnCommit {
+            rollback_error: Box::new(db_error(DatabaseErrorKind::Unknown, "Server has gone away")),
+            commit_error: Box::new(lost),
+        };
+        assert!(is_connection_lost(&on_commit));
+        assert!(!is_connection_lost(&db_error(
+            DatabaseErrorKind::Unknown,
+            "syntax error"
+        )));
+    }
+
+    #[test]
+    fn missing_tables_are_recognised_on_each_backend() {
+        for message in [
+            "no such table: safe_jobs",
+            "relation \"safe_jobs\" does not exist",
+            "Table 'test.safe_jobs' doesn't exist",
+        ] {
+            assert!(
+                is_missing_table(&db_error(DatabaseErrorKind::Unknown, message)),
+                "{message}"
+            );
+        }
     }
 }

@@ -20,7 +20,7 @@ use std::{
 };
 
 use safejob_core::LeaseStore;
-use safejob_diesel::{BackendKind, DieselStore, DieselStoreBuilder};
+use safejob_diesel::{BackendKind, ConnectionRef, DieselStore, DieselStoreBuilder};
 use safejob_test_kit::StoreHarness;
 
 /// One test's database and its store.
@@ -81,18 +81,93 @@ impl TestDb {
     /// A builder on this test's database (same file / schema / database), for a second store
     /// with other pool options.
     pub fn builder(&self) -> DieselStoreBuilder {
-        let builder = DieselStore::builder(&self.url);
-        match &self.schema {
-            Some(schema) => {
-                let set = format!("SET search_path TO {schema}");
-                builder.on_connect(move |conn| conn.batch_execute(&set))
+        self.builder_with(|_| Ok(()))
+    }
+
+    /// Like [`TestDb::builder`], with `setup` run on every new connection after the schema is set.
+    pub fn builder_with(
+        &self,
+        setup: impl Fn(&mut ConnectionRef<'_>) -> diesel::QueryResult<()> + Send + Sync + 'static,
+    ) -> DieselStoreBuilder {
+        let set = self
+            .schema
+            .as_ref()
+            .map(|schema| format!("SET search_path TO {schema}"));
+        DieselStore::builder(&self.url).on_connect(move |conn| {
+            if let Some(set) = &set {
+                conn.batch_execute(set)?;
             }
-            None => builder,
-        }
+            setup(conn)
+        })
     }
 
     pub fn backend(&self) -> BackendKind {
         self.store.backend()
+    }
+
+    /// Runs `sql` (its one column aliased `n`) on one of the store's connections and returns `n`.
+    pub fn query_i64(&self, sql: &str) -> i64 {
+        #[derive(diesel::QueryableByName)]
+        struct N {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let rows: Vec<N> = self
+            .store
+            .with_connection(|conn| match conn {
+                #[cfg(feature = "sqlite")]
+                ConnectionRef::Sqlite(c) => diesel::RunQueryDsl::load(diesel::sql_query(sql), *c),
+                #[cfg(feature = "postgres")]
+                ConnectionRef::Postgres(c) => diesel::RunQueryDsl::load(diesel::sql_query(sql), *c),
+                #[cfg(feature = "mysql")]
+                ConnectionRef::Mysql(c) => diesel::RunQueryDsl::load(diesel::sql_query(sql), *c),
+                #[allow(unreachable_patterns)]
+                _ => unreachable!(),
+            })
+            .expect("a connection")
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        rows[0].n
+    }
+
+    /// Runs `sql` on one of the store's connections; the affected-row count the driver reports.
+    pub fn execute(&self, sql: &str) -> usize {
+        self.store
+            .with_connection(|conn| match conn {
+                #[cfg(feature = "sqlite")]
+                ConnectionRef::Sqlite(c) => {
+                    diesel::RunQueryDsl::execute(diesel::sql_query(sql), *c)
+                }
+                #[cfg(feature = "postgres")]
+                ConnectionRef::Postgres(c) => {
+                    diesel::RunQueryDsl::execute(diesel::sql_query(sql), *c)
+                }
+                #[cfg(feature = "mysql")]
+                ConnectionRef::Mysql(c) => diesel::RunQueryDsl::execute(diesel::sql_query(sql), *c),
+                #[allow(unreachable_patterns)]
+                _ => unreachable!(),
+            })
+            .expect("a connection")
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// The SQL spelling of a blob literal holding `bytes`.
+    pub fn blob(&self, bytes: &[u8]) -> String {
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        match self.backend() {
+            BackendKind::Postgres => format!("decode('{hex}', 'hex')"),
+            _ => format!("X'{hex}'"),
+        }
+    }
+
+    /// A count cast to a 64-bit integer in every dialect.
+    pub fn count(&self, predicate: &str) -> i64 {
+        let cast = match self.backend() {
+            BackendKind::Mysql => "SIGNED",
+            _ => "BIGINT",
+        };
+        self.query_i64(&format!(
+            "SELECT CAST(COUNT(*) AS {cast}) AS n FROM safe_jobs WHERE {predicate}"
+        ))
     }
 }
 

@@ -1,0 +1,219 @@
+//! What only one backend has: SQLite pragmas, MySQL's affected-rows semantics, a connection lost
+//! during COMMIT.
+
+#[macro_use]
+mod common;
+
+use std::time::Duration;
+
+use safejob_core::{
+    KeyDigest, LeaseStore, StoreError,
+    store::{
+        AcquireRequest, Acquired, EffectsAborted, FenceCheck, Finalized, JobState, Lease, Renewed,
+    },
+};
+
+const TTL: Duration = Duration::from_secs(30);
+
+fn grant(store: &dyn LeaseStore, key: &str) -> Lease {
+    let req = AcquireRequest {
+        digest: KeyDigest::of(key),
+        fingerprint: None,
+        owner: "w1",
+        ttl: TTL,
+    };
+    match store.acquire(&req).expect("acquire") {
+        Acquired::Granted(lease) => lease,
+        other => panic!("expected a grant, got {other:?}"),
+    }
+}
+
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    use safejob_diesel::SqliteSynchronous;
+
+    use super::common;
+
+    #[test]
+    fn connections_use_wal_full_sync_and_a_busy_timeout() {
+        let db = common::sqlite("pragmas");
+        assert_eq!(
+            db.query_i64(
+                "SELECT COUNT(*) AS n FROM pragma_journal_mode WHERE journal_mode = 'wal'"
+            ),
+            1
+        );
+        assert_eq!(
+            db.query_i64("SELECT synchronous AS n FROM pragma_synchronous"),
+            2,
+            "FULL"
+        );
+        assert_eq!(
+            db.query_i64("SELECT timeout AS n FROM pragma_busy_timeout"),
+            5000
+        );
+    }
+
+    #[test]
+    fn normal_sync_is_an_explicit_opt_in() {
+        let db = common::sqlite_with("pragmas_normal", |b| {
+            b.sqlite_synchronous(SqliteSynchronous::Normal)
+                .sqlite_busy_timeout(std::time::Duration::from_millis(1500))
+        });
+        assert_eq!(
+            db.query_i64("SELECT synchronous AS n FROM pragma_synchronous"),
+            1,
+            "NORMAL"
+        );
+        assert_eq!(
+            db.query_i64("SELECT timeout AS n FROM pragma_busy_timeout"),
+            1500
+        );
+    }
+
+    #[test]
+    fn timestamps_are_stored_as_sortable_utc_text() {
+        let db = common::sqlite("timestamps");
+        super::grant(&*db.store, "k");
+        assert_eq!(
+            db.count("lease_expires_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9].[0-9][0-9][0-9]' AND lease_expires_at > created_at"),
+            1
+        );
+    }
+}
+
+/// diesel connects to MySQL with CLIENT_FOUND_ROWS: an UPDATE reports the rows it *matched*. A
+/// fenced write that rewrites identical values (a renew landing in the same microsecond, an
+/// identical re-finalize inside one transaction) therefore still reports 1 and cannot be
+/// mistaken for a stale fence; without the flag it would report 0.
+#[cfg(feature = "mysql")]
+mod mysql {
+    use super::*;
+
+    #[test]
+    fn updates_report_found_rows_not_changed_rows() {
+        let Some(db) = common::mysql("found_rows") else {
+            return;
+        };
+        let lease = grant(&*db.store, "k");
+        let same = format!(
+            "UPDATE safe_jobs SET state = state, fence = fence WHERE digest = {}",
+            db.blob(lease.digest.as_bytes())
+        );
+        assert_eq!(
+            db.execute(&same),
+            1,
+            "an unchanged row still counts as matched"
+        );
+        let none = format!(
+            "UPDATE safe_jobs SET state = state WHERE digest = {} AND fence = 99",
+            db.blob(lease.digest.as_bytes())
+        );
+        assert_eq!(db.execute(&none), 0);
+    }
+
+    #[test]
+    fn back_to_back_renews_and_a_re_finalize_answer_truthfully() {
+        let Some(db) = common::mysql("renew_twice") else {
+            return;
+        };
+        let lease = grant(&*db.store, "k");
+        for _ in 0..5 {
+            assert!(matches!(
+                db.store.renew(&lease, TTL).unwrap(),
+                Renewed::Extended(_)
+            ));
+        }
+        assert_eq!(
+            db.store
+                .finalize_succeeded(&lease, None, TTL, None)
+                .unwrap(),
+            Finalized::Committed
+        );
+        assert_eq!(
+            db.store
+                .finalize_succeeded(&lease, None, TTL, None)
+                .unwrap(),
+            Finalized::Stale
+        );
+        assert_eq!(db.store.renew(&lease, TTL).unwrap(), Renewed::Stale);
+        assert_eq!(db.store.release(&lease, None).unwrap(), FenceCheck::Stale);
+    }
+
+    #[test]
+    fn a_connection_lost_during_commit_is_an_ambiguous_commit() {
+        let Some(db) = common::mysql("ambiguous") else {
+            return;
+        };
+        let lease = grant(&*db.store, "k");
+        let mut hook = |tx: &mut dyn std::any::Any| -> Result<(), EffectsAborted> {
+            use diesel::connection::SimpleConnection;
+            let conn = tx
+                .downcast_mut::<diesel::MysqlConnection>()
+                .expect("a MySQL connection");
+            // The server drops this very connection; the store only finds out at COMMIT.
+            let _ = conn.batch_execute("KILL CONNECTION CONNECTION_ID()");
+            Ok(())
+        };
+        let err = db
+            .store
+            .finalize_succeeded(&lease, None, TTL, Some(&mut hook))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::AmbiguousCommit { .. }), "{err:?}");
+        // The runner resolves it by fence: here the finalize did not commit.
+        assert_eq!(
+            db.store.get(&lease.digest).unwrap().unwrap().state,
+            JobState::Running
+        );
+        assert_eq!(db.store.release(&lease, None).unwrap(), FenceCheck::Applied);
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use super::*;
+
+    #[test]
+    fn a_connection_lost_during_commit_is_an_ambiguous_commit() {
+        let Some(db) = common::postgres("ambiguous") else {
+            return;
+        };
+        let lease = grant(&*db.store, "k");
+        let mut hook = |tx: &mut dyn std::any::Any| -> Result<(), EffectsAborted> {
+            use diesel::connection::SimpleConnection;
+            let conn = tx
+                .downcast_mut::<diesel::PgConnection>()
+                .expect("a PostgreSQL connection");
+            // The server terminates this very backend; the store only finds out at COMMIT.
+            let _ = conn.batch_execute("SELECT pg_terminate_backend(pg_backend_pid())");
+            Ok(())
+        };
+        let err = db
+            .store
+            .finalize_succeeded(&lease, None, TTL, Some(&mut hook))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::AmbiguousCommit { .. }), "{err:?}");
+        // The broken connection was not pooled: the store keeps working.
+        assert_eq!(
+            db.store.get(&lease.digest).unwrap().unwrap().state,
+            JobState::Running
+        );
+        assert_eq!(db.store.release(&lease, None).unwrap(), FenceCheck::Applied);
+    }
+
+    #[test]
+    fn timestamps_come_from_the_database_clock() {
+        let Some(db) = common::postgres("db_clock") else {
+            return;
+        };
+        let lease = grant(&*db.store, "k");
+        // The stored expiry is exactly the lease's and exactly the ttl after the row's creation,
+        // both written by now() in one statement.
+        let row = db.store.get(&lease.digest).unwrap().unwrap();
+        assert_eq!(row.lease_expires_at, Some(lease.expires_at));
+        assert_eq!(
+            lease.expires_at - row.created_at,
+            chrono::Duration::seconds(30)
+        );
+    }
+}
