@@ -140,6 +140,73 @@ mod mysql {
         assert_eq!(db.store.release(&lease, None).unwrap(), FenceCheck::Stale);
     }
 
+    /// A lock-wait timeout (1205) on a store statement is retried inside the store, never
+    /// surfaced: here another session holds the row lock past the store's 1 s lock wait once.
+    #[test]
+    fn lock_wait_timeouts_are_retried_inside_the_store() {
+        use std::sync::{
+            Arc,
+            atomic::{AtomicUsize, Ordering},
+        };
+
+        use diesel::connection::{InstrumentationEvent, SimpleConnection};
+        use safejob_diesel::ConnectionRef;
+
+        let Some(db) = common::mysql("lock_wait") else {
+            return;
+        };
+        let lease = grant(&*db.store, "k");
+        let renews = Arc::new(AtomicUsize::new(0));
+        let counter = renews.clone();
+        let store = db
+            .builder_with(move |conn| {
+                let ConnectionRef::Mysql(c) = conn else {
+                    unreachable!()
+                };
+                c.batch_execute("SET SESSION innodb_lock_wait_timeout = 1")?;
+                let counter = counter.clone();
+                diesel::Connection::set_instrumentation(
+                    &mut **c,
+                    move |event: InstrumentationEvent<'_>| {
+                        if let InstrumentationEvent::StartQuery { query, .. } = event
+                            && query
+                                .to_string()
+                                .starts_with("UPDATE safe_jobs SET lease_expires_at")
+                        {
+                            counter.fetch_add(1, Ordering::SeqCst);
+                        }
+                    },
+                );
+                Ok(())
+            })
+            .max_size(1)
+            .build()
+            .expect("store with a 1 s lock wait");
+        // Another session locks the row, and lets go only after the store's first wait timed out.
+        let mut holder =
+            <diesel::MysqlConnection as diesel::Connection>::establish(&db.url).unwrap();
+        holder
+            .batch_execute(&format!(
+                "BEGIN; SELECT fence FROM safe_jobs WHERE digest = {} FOR UPDATE",
+                db.blob(lease.digest.as_bytes())
+            ))
+            .unwrap();
+        let watched = renews.clone();
+        let release = std::thread::spawn(move || {
+            while watched.load(Ordering::SeqCst) < 2 {
+                std::thread::yield_now();
+            }
+            holder.batch_execute("COMMIT").unwrap();
+        });
+        let renewed = store.renew(&lease, TTL);
+        release.join().unwrap();
+        assert!(matches!(renewed, Ok(Renewed::Extended(_))), "{renewed:?}");
+        assert!(
+            renews.load(Ordering::SeqCst) >= 2,
+            "the renew was not retried"
+        );
+    }
+
     #[test]
     fn a_connection_lost_during_commit_is_an_ambiguous_commit() {
         let Some(db) = common::mysql("ambiguous") else {
