@@ -45,11 +45,22 @@
 //!
 //! ## What each primitive costs
 //!
-//! A fresh key costs one statement to acquire (`INSERT … ON CONFLICT DO NOTHING RETURNING` on
-//! PostgreSQL and SQLite, `INSERT … RETURNING` on MariaDB; plain MySQL reads its expiry back
-//! with a second) and one to finalize (a fenced `UPDATE`). Every fenced write checks that it
-//! matched exactly one row or none. Lease expiry is computed and compared by the database clock
-//! inside the statements. Statements are prepared once per connection and reused.
+//! | primitive | PostgreSQL, SQLite | MySQL, MariaDB |
+//! |---|---|---|
+//! | acquire, fresh key | 1: `INSERT … ON CONFLICT DO NOTHING RETURNING` | 2: `INSERT`, then read the grant back |
+//! | acquire, existing key (replay, busy, conflict) | 2: the no-op insert, `SELECT` | 2: the insert (duplicate key), `SELECT` |
+//! | acquire, takeover | 3: + a fenced `UPDATE … RETURNING` | 4: + a fenced `UPDATE`, read back |
+//! | renew | 1: `UPDATE … RETURNING` | 2: `UPDATE`, read back |
+//! | finalize (succeeded or failed), release, finish effects | 1: a fenced `UPDATE` | 1 |
+//! | finalize with transactional effects | `BEGIN`, `UPDATE`, the effects, `COMMIT` | same |
+//!
+//! Every fenced write is one conditional `UPDATE` that must match exactly one row (applied) or
+//! none (stale); MySQL reports matched rows, not changed rows, because diesel connects with
+//! `CLIENT_FOUND_ROWS`. Lease expiry is computed and compared by the database clock inside the
+//! statements. Statements are prepared once per connection and reused (diesel does not cache
+//! `sql_query`, so the store uses its own cacheable statement type). MySQL has no `RETURNING`
+//! (MariaDB's `INSERT … RETURNING` yields no result metadata to prepared statements), hence the
+//! read-backs. Deadlocks and lock-wait timeouts are retried inside the store.
 //!
 //! ## Transactional effects
 //!

@@ -1,6 +1,6 @@
 //! MySQL and MariaDB. diesel connects with `CLIENT_FOUND_ROWS`, so an `UPDATE` reports the rows
 //! it *matched*, not only those it changed: a renew within the same microsecond, or any CAS that
-//! rewrites identical values, still counts 1 (pinned by `tests/mysql.rs`).
+//! rewrites identical values, still counts 1 (pinned by `tests/backends.rs`).
 
 use diesel::{MysqlConnection, QueryResult, connection::SimpleConnection};
 

@@ -344,8 +344,10 @@ impl DieselStore {
     }
 
     /// Runs `f` on one of the store's pooled connections: for the statements of your own that
-    /// belong next to the store (a baseline benchmark, an operator query). If `f` leaves a
-    /// transaction open, the connection is discarded rather than pooled.
+    /// belong next to the store (a baseline benchmark, an operator query). If `f` panics, or
+    /// leaves a transaction begun through diesel (`Connection::transaction`) open, the connection
+    /// is discarded rather than pooled. A transaction begun with raw SQL (`BEGIN`) is invisible
+    /// to diesel: never leave one open.
     pub fn with_connection<R>(
         &self,
         f: impl FnOnce(&mut ConnectionRef<'_>) -> R,
