@@ -10,7 +10,9 @@
 //! * [`conformance`]: the `LeaseStore` conformance suite every store must pass, one `#[test]`
 //!   per case with [`lease_store_conformance!`];
 //! * [`torture`]: duplicate dispatches of your own [`SafeJob`](safejob_core::SafeJob) over many
-//!   threads with crashes injected at every pipeline point, checked against the store's rows.
+//!   threads with crashes injected at every pipeline point, checked against the store's rows;
+//! * [`proxy`]: a TCP fault proxy between worker processes and their database that cuts
+//!   connections, including after a commit was sent and before its reply arrives.
 //!
 //! ## Quick start
 //!
@@ -79,6 +81,7 @@ pub mod clock;
 pub mod conformance;
 pub mod memory;
 pub mod probe;
+pub mod proxy;
 pub mod torture;
 
 pub use assert::{
@@ -90,4 +93,5 @@ pub use clock::ManualClock;
 pub use conformance::StoreHarness;
 pub use memory::MemoryHarness;
 pub use probe::EffectProbe;
+pub use proxy::{FaultProxy, ProxyStats};
 pub use torture::{CrashPoint, Torture, TortureFailure, TortureReport, Violation};
