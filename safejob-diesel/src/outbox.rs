@@ -98,7 +98,7 @@ mod sink;
 mod sql;
 
 pub use admin::{OutboxCounts, OutboxRecord, counts, dead_messages, requeue};
-pub use emit::{EmitError, OutboxExt};
+pub use emit::{EmitError, MAX_TOPIC_LEN, OutboxExt};
 pub use message::{MessageId, MessageIdError, OutboxMessage};
 pub use relay::{Relay, RelayBuilder, RelayConfigError, RelayError, RelayHandle, RelayStats, StopSignal};
 pub use sink::{Sink, SinkError};

@@ -151,6 +151,29 @@ on_every_backend! {
         assert_eq!(db.count("1 = 1"), 0);
     }
 
+    fn the_diesel_cli_sees_the_same_migrations(db: &TestDb) {
+        // `diesel migration run --migration-dir migrations/<backend>` reads the folder with
+        // FileBasedMigrations; after store.migrate() it must find nothing pending.
+        use diesel_migrations::{FileBasedMigrations, MigrationHarness};
+        let dir = format!("{}/../migrations/{}", env!("CARGO_MANIFEST_DIR"), db.backend().as_str());
+        let folder = || FileBasedMigrations::from_path(&dir).expect("migration folder");
+        let pending = db
+            .store
+            .with_connection(|conn| match conn {
+                #[cfg(feature = "sqlite")]
+                ConnectionRef::Sqlite(c) => c.pending_migrations(folder()).map(|p| p.len()),
+                #[cfg(feature = "postgres")]
+                ConnectionRef::Postgres(c) => c.pending_migrations(folder()).map(|p| p.len()),
+                #[cfg(feature = "mysql")]
+                ConnectionRef::Mysql(c) => c.pending_migrations(folder()).map(|p| p.len()),
+                #[allow(unreachable_patterns)]
+                _ => unreachable!(),
+            })
+            .unwrap()
+            .expect("pending migrations");
+        assert_eq!(pending, 0);
+    }
+
     fn prepared_statements_are_prepared_once_and_reused(db: &TestDb) {
         let events = Arc::new(Mutex::new(Events::default()));
         let probe = events.clone();
@@ -283,6 +306,31 @@ on_every_backend! {
         assert_eq!(row("panicky").state, JobState::Running, "the panicked finalize rolled back");
         assert_eq!(row("failing").state, JobState::Running, "the failed finalize rolled back");
         assert_eq!(ledger_count(db), 0);
+    }
+
+    fn a_transaction_left_open_is_discarded_with_its_connection(db: &TestDb) {
+        use diesel::connection::{AnsiTransactionManager, TransactionManager};
+        let store = db.builder().max_size(1).build().expect("one-connection store");
+        // diesel's R2D2Connection::is_broken sees the open transaction when the connection comes
+        // back; the manager then drops the connection instead of pooling it.
+        store
+            .with_connection(|conn| match conn {
+                #[cfg(feature = "sqlite")]
+                ConnectionRef::Sqlite(c) => AnsiTransactionManager::begin_transaction(*c),
+                #[cfg(feature = "postgres")]
+                ConnectionRef::Postgres(c) => AnsiTransactionManager::begin_transaction(*c),
+                #[cfg(feature = "mysql")]
+                ConnectionRef::Mysql(c) => AnsiTransactionManager::begin_transaction(*c),
+                #[allow(unreachable_patterns)]
+                _ => unreachable!(),
+            })
+            .unwrap()
+            .unwrap();
+        let lease = grant(&store, "after-open-tx");
+        assert_eq!(store.finalize_succeeded(&lease, None, TTL, None).unwrap(), Finalized::Committed);
+        let observer = db.builder().build().expect("observer store");
+        let row = observer.get(&lease.digest).unwrap().expect("committed, visible elsewhere");
+        assert_eq!(row.state, JobState::Succeeded);
     }
 
     fn an_unknown_state_is_a_corrupt_row_not_a_panic(db: &TestDb) {

@@ -88,7 +88,6 @@ impl OutboxExt for EffectsContext<'_> {
         if let Some(conn) = self.transaction::<diesel::MysqlConnection>() {
             return emit(conn, &digest, topic, &payload);
         }
-        let _ = (digest, payload);
         Err(EmitError::UnsupportedStore)
     }
 }
