@@ -166,8 +166,11 @@ pub enum RunError<E: std::error::Error + 'static> {
         #[source]
         source: E,
     },
-    /// The store failed. If it failed during finalize, the outcome was resolved before this was
-    /// returned: the finalize did not commit.
+    /// The store failed. If it failed during finalize, the runner tried to resolve the outcome
+    /// first (a fenced release, then a re-read): when that succeeded, the finalize did not
+    /// commit and the lease is released. When the store stayed unreachable, the outcome is
+    /// unknown — safely so: either the row is still `running` under a lease that expires, or it
+    /// is `succeeded` with effects pending, which turn in doubt when their window ends.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
