@@ -78,6 +78,7 @@ mod migrate;
 #[cfg(feature = "mysql")]
 mod mysql;
 mod ops;
+pub mod outbox;
 mod pool;
 #[cfg(feature = "postgres")]
 mod postgres;

@@ -100,7 +100,10 @@ mod sql;
 pub use admin::{OutboxCounts, OutboxRecord, counts, dead_messages, requeue};
 pub use emit::{EmitError, MAX_TOPIC_LEN, OutboxExt};
 pub use message::{MessageId, MessageIdError, OutboxMessage};
-pub use relay::{Relay, RelayBuilder, RelayConfigError, RelayError, RelayHandle, RelayStats, StopSignal};
+pub use relay::{
+    MAX_BATCH_SIZE, MAX_INTERVAL, MAX_THREADS, Relay, RelayBuilder, RelayConfigError, RelayError,
+    RelayHandle, RelayStats, StopSignal,
+};
 pub use sink::{Sink, SinkError};
 
 /// The `safe_outbox` table does not exist: the text names the table and the database error.

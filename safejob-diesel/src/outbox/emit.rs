@@ -24,7 +24,9 @@ pub enum EmitError {
     NotTransactional,
     /// The finalize transaction is not a diesel connection of a compiled-in backend (for example
     /// the memory store's).
-    #[error("the finalize transaction is not a safejob-diesel connection; the outbox needs a DieselStore")]
+    #[error(
+        "the finalize transaction is not a safejob-diesel connection; the outbox needs a DieselStore"
+    )]
     UnsupportedStore,
     /// The topic is empty, longer than 255 bytes, or contains control characters.
     #[error("invalid outbox topic: {reason}")]

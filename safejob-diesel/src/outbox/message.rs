@@ -107,10 +107,13 @@ mod tests {
     fn message_ids_round_trip_and_reject_junk() {
         let id = MessageId::new(KeyDigest::of("k"), 42);
         assert_eq!(id.to_string().parse::<MessageId>(), Ok(id));
-        for junk in ["", "abc-1", "-1", &format!("{}-", KeyDigest::of("k").to_hex()), &format!(
-            "{}-+1",
-            KeyDigest::of("k").to_hex()
-        )] {
+        for junk in [
+            "",
+            "abc-1",
+            "-1",
+            &format!("{}-", KeyDigest::of("k").to_hex()),
+            &format!("{}-+1", KeyDigest::of("k").to_hex()),
+        ] {
             assert!(junk.parse::<MessageId>().is_err(), "{junk:?} parsed");
         }
     }

@@ -58,7 +58,7 @@ pub const MAX_BATCH_SIZE: usize = 1000;
 /// The most threads one relay runs.
 pub const MAX_THREADS: usize = 64;
 /// The longest claim, backoff or poll interval accepted.
-pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+pub const MAX_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How much of `last_error` is kept.
 const MAX_ERROR_CHARS: usize = 2000;
 /// How many times a deadlock or lock-wait timeout is retried before it is reported.
@@ -80,13 +80,13 @@ pub enum RelayConfigError {
         /// The count given.
         got: usize,
     },
-    /// The claim TTL is under a millisecond or above [`MAX_DURATION`].
+    /// The claim TTL is under a millisecond or above [`MAX_INTERVAL`].
     #[error("claim ttl must be 1 ms to 7 days, got {got:?}")]
     InvalidClaimTtl {
         /// The TTL given.
         got: Duration,
     },
-    /// The backoff base is zero, the cap is below the base, or either is above [`MAX_DURATION`].
+    /// The backoff base is zero, the cap is below the base, or either is above [`MAX_INTERVAL`].
     #[error("backoff needs 0 < base <= cap <= 7 days, got base {base:?} and cap {cap:?}")]
     InvalidBackoff {
         /// The base given.
@@ -94,7 +94,7 @@ pub enum RelayConfigError {
         /// The cap given.
         cap: Duration,
     },
-    /// The poll interval is zero or above [`MAX_DURATION`].
+    /// The poll interval is zero or above [`MAX_INTERVAL`].
     #[error("poll interval must be above zero and at most 7 days, got {got:?}")]
     InvalidPollInterval {
         /// The interval given.
@@ -270,21 +270,21 @@ impl RelayBuilder {
         if self.threads == 0 || self.threads > MAX_THREADS {
             return Err(RelayConfigError::InvalidThreads { got: self.threads });
         }
-        if self.claim_ttl < Duration::from_millis(1) || self.claim_ttl > MAX_DURATION {
+        if self.claim_ttl < Duration::from_millis(1) || self.claim_ttl > MAX_INTERVAL {
             return Err(RelayConfigError::InvalidClaimTtl {
                 got: self.claim_ttl,
             });
         }
         if self.backoff_base.is_zero()
             || self.backoff_cap < self.backoff_base
-            || self.backoff_cap > MAX_DURATION
+            || self.backoff_cap > MAX_INTERVAL
         {
             return Err(RelayConfigError::InvalidBackoff {
                 base: self.backoff_base,
                 cap: self.backoff_cap,
             });
         }
-        if self.poll_interval.is_zero() || self.poll_interval > MAX_DURATION {
+        if self.poll_interval.is_zero() || self.poll_interval > MAX_INTERVAL {
             return Err(RelayConfigError::InvalidPollInterval {
                 got: self.poll_interval,
             });
@@ -435,7 +435,11 @@ impl Relay {
                     failures += 1;
                     total.errors += 1;
                     warn!(%error, failures, "outbox relay: batch failed; trying again");
-                    backoff(self.poll_interval, self.backoff_cap.max(self.poll_interval), failures)
+                    backoff(
+                        self.poll_interval,
+                        self.backoff_cap.max(self.poll_interval),
+                        failures,
+                    )
                 }
             };
             if stop.wait(wait) {
@@ -496,7 +500,10 @@ impl Relay {
             return self.bury(
                 id,
                 token,
-                &format!("claimed {} times without an outcome; max attempts is {max}", msg.attempt),
+                &format!(
+                    "claimed {} times without an outcome; max attempts is {max}",
+                    msg.attempt
+                ),
             );
         }
         let delivered = catch_unwind(AssertUnwindSafe(|| self.sink.deliver(&msg)));
@@ -551,12 +558,12 @@ impl Relay {
     }
 
     /// Runs a write fenced by this batch's claim (`binds`, then id and token); whether it applied.
-    fn fenced(
+    fn fenced<'a>(
         &self,
-        sql: &str,
-        mut binds: Vec<Bind<'_>>,
+        sql: &'a str,
+        mut binds: Vec<Bind<'a>>,
         id: i64,
-        token: &str,
+        token: &'a str,
     ) -> Result<bool, RelayError> {
         binds.push(Bind::Int(id));
         binds.push(Bind::Text(token));
@@ -593,7 +600,9 @@ impl Relay {
                 if self.kind == BackendKind::Sqlite {
                     // BEGIN IMMEDIATE: the write lock is taken first, so the claim never meets a
                     // busy snapshot halfway.
-                    run(c, |conn| in_write_transaction(conn, |conn| conn.messages(&stmt)))
+                    run(c, |conn| {
+                        in_write_transaction(conn, |conn| conn.messages(&stmt))
+                    })
                 } else {
                     // One statement in autocommit: atomic on its own.
                     run(c, |conn| conn.messages(&stmt))
@@ -608,9 +617,10 @@ impl Relay {
                             return Ok(false);
                         };
                         let mut binds = vec![Bind::Text(token), Bind::Int(ttl_us)];
-                        binds.extend((0..self.batch_size).map(|i| {
-                            Bind::Int(ids.get(i).map_or(first, |row| row.id))
-                        }));
+                        binds.extend(
+                            (0..self.batch_size)
+                                .map(|i| Bind::Int(ids.get(i).map_or(first, |row| row.id))),
+                        );
                         conn.exec(&Stmt::new(mark, binds))?;
                         Ok(true)
                     })
@@ -673,7 +683,7 @@ impl Drop for RelayHandle {
 }
 
 /// A claimed row as the sink sees it; `Err` says why the row cannot be read.
-fn message(row: MessageRow) -> Result<OutboxMessage, String> {
+pub(super) fn message(row: MessageRow) -> Result<OutboxMessage, String> {
     let digest: [u8; 32] = row
         .digest
         .as_slice()
@@ -723,7 +733,11 @@ fn run<C: StoreConnection, T>(
         match f(&mut c.conn) {
             Err(e) if is_retryable(&e) && attempt < MAX_LOCK_RETRIES => {
                 attempt += 1;
-                thread::sleep(backoff(Duration::from_millis(1), Duration::from_millis(64), attempt));
+                thread::sleep(backoff(
+                    Duration::from_millis(1),
+                    Duration::from_millis(64),
+                    attempt,
+                ));
             }
             Err(e) => {
                 if is_connection_lost(&e) {
@@ -786,10 +800,13 @@ mod tests {
             let full = (base * 2u32.saturating_pow((attempt - 1).min(20))).min(cap);
             for _ in 0..20 {
                 let d = backoff(base, cap, attempt);
-                assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?} outside {full:?}");
+                assert!(
+                    d >= full / 2 && d <= full,
+                    "attempt {attempt}: {d:?} outside {full:?}"
+                );
             }
         }
-        assert!(backoff(Duration::from_secs(3600), MAX_DURATION, u32::MAX) <= MAX_DURATION);
+        assert!(backoff(Duration::from_secs(3600), MAX_INTERVAL, u32::MAX) <= MAX_INTERVAL);
     }
 
     #[test]

@@ -116,7 +116,8 @@ impl EmitSql {
 
     /// The statements of backend `kind`, rendered once per process.
     pub(crate) fn of(kind: BackendKind) -> &'static Self {
-        static SQLITE_SQL: LazyLock<EmitSql> = LazyLock::new(|| EmitSql::render(BackendKind::Sqlite));
+        static SQLITE_SQL: LazyLock<EmitSql> =
+            LazyLock::new(|| EmitSql::render(BackendKind::Sqlite));
         static POSTGRES_SQL: LazyLock<EmitSql> =
             LazyLock::new(|| EmitSql::render(BackendKind::Postgres));
         static MYSQL_SQL: LazyLock<EmitSql> = LazyLock::new(|| EmitSql::render(BackendKind::Mysql));
@@ -354,7 +355,11 @@ mod tests {
 
     #[test]
     fn every_statement_renders_completely() {
-        for kind in [BackendKind::Sqlite, BackendKind::Postgres, BackendKind::Mysql] {
+        for kind in [
+            BackendKind::Sqlite,
+            BackendKind::Postgres,
+            BackendKind::Mysql,
+        ] {
             let relay = RelaySql::render(kind, 3);
             let admin = AdminSql::render(kind);
             let emit = EmitSql::of(kind);
