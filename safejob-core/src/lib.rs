@@ -60,6 +60,7 @@ pub mod key;
 pub mod memory;
 pub mod outcome;
 pub mod policy;
+pub mod queue;
 pub mod report;
 pub mod runner;
 pub mod store;
