@@ -170,6 +170,8 @@ pub enum ErrorKind {
     LeaseLost,
     /// The worker shut down before the job finished.
     ShutDown,
+    /// The job cancelled itself; the reason is recorded.
+    Cancelled,
 }
 
 impl ErrorKind {
@@ -187,6 +189,7 @@ impl ErrorKind {
             Self::GuardFailed => "guard_failed",
             Self::LeaseLost => "lease_lost",
             Self::ShutDown => "shut_down",
+            Self::Cancelled => "cancelled",
         }
     }
 }
@@ -642,7 +645,7 @@ impl Snapshot {
 }
 
 /// Wakes an idle worker pool so it claims at once instead of at its next poll. Cheap to clone.
-/// Stores that learn of new jobs (the memory queue on enqueue; PostgreSQL through
+/// Stores that learn of new jobs ([`MemoryQueue`](crate::queue::MemoryQueue) on enqueue; PostgreSQL through
 /// `LISTEN`/`NOTIFY`) call [`Waker::wake`] on the wakers given to [`QueueStore::subscribe`].
 #[derive(Debug, Clone, Default)]
 pub struct Waker {
@@ -674,7 +677,7 @@ impl Waker {
     }
 }
 
-/// The queue's storage port. Implemented by the memory queue and by
+/// The queue's storage port. Implemented by [`MemoryQueue`](crate::queue::MemoryQueue) and by
 /// the diesel backends; all pass `safejob_test_kit`'s queue conformance suite.
 ///
 /// Every method is atomic as a whole. "Store clock" is the store's own now (the database's).

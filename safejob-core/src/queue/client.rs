@@ -1,0 +1,146 @@
+//! [`Queue`]: the typed enqueue API and the operator's actions over any [`QueueStore`].
+
+use std::{sync::Arc, time::Duration};
+
+use crate::{
+    StoreError,
+    queue::{
+        EnqueueError, EnqueueOptions, Enqueued, GuardedJob, JobFilter, JobId, JobQuery, NewJob,
+        OpResult, QueueJob, QueueStore, QueuedJob, Snapshot,
+    },
+};
+
+/// The client side of a queue: enqueue typed jobs, and operate on them.
+///
+/// ```
+/// use std::{sync::Arc, time::Duration};
+/// use serde::{Deserialize, Serialize};
+/// use safejob_core::queue::*;
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Email { to: String }
+/// impl QueueJob for Email {
+///     const KIND: &'static str = "email";
+///     type Error = std::io::Error;
+///     fn work(&self, _: &mut WorkContext<'_>) -> Result<(), WorkError<Self::Error>> { Ok(()) }
+/// }
+///
+/// let queue = Queue::new(Arc::new(MemoryQueue::new()));
+/// let first = queue.enqueue_with(
+///     &Email { to: "a@example.com".into() },
+///     &EnqueueOptions::new().unique_key("welcome:a").delay(Duration::from_secs(60)),
+/// )?;
+/// let again = queue.enqueue_with(
+///     &Email { to: "a@example.com".into() },
+///     &EnqueueOptions::new().unique_key("welcome:a"),
+/// )?;
+/// assert!(again.is_duplicate());
+/// assert_eq!(again.id(), first.id());
+/// assert_eq!(queue.get(first.id())?.unwrap().state, QueueState::Scheduled);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Queue {
+    store: Arc<dyn QueueStore>,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue").finish_non_exhaustive()
+    }
+}
+
+impl Queue {
+    /// A client on `store`.
+    pub fn new(store: Arc<dyn QueueStore>) -> Self {
+        Self { store }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn QueueStore> {
+        &self.store
+    }
+
+    /// Enqueues `job` with its kind's options.
+    pub fn enqueue<J: QueueJob>(&self, job: &J) -> Result<Enqueued, EnqueueError> {
+        self.enqueue_with(job, &EnqueueOptions::new())
+    }
+
+    /// Enqueues `job` with `options`.
+    pub fn enqueue_with<J: QueueJob>(
+        &self,
+        job: &J,
+        options: &EnqueueOptions,
+    ) -> Result<Enqueued, EnqueueError> {
+        Ok(self.store.enqueue(&NewJob::of(job, options)?)?)
+    }
+
+    /// Enqueues `jobs` in one atomic step (one statement in SQL backends), answers in order.
+    pub fn enqueue_many<J: QueueJob>(
+        &self,
+        jobs: &[J],
+        options: &EnqueueOptions,
+    ) -> Result<Vec<Enqueued>, EnqueueError> {
+        let rows = jobs
+            .iter()
+            .map(|job| NewJob::of(job, options))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(self.store.enqueue_many(&rows)?)
+    }
+
+    /// Enqueues a [`GuardedJob`]: run through the exactly-once guard, so duplicates of one key
+    /// succeed once.
+    pub fn enqueue_guarded<J: GuardedJob>(
+        &self,
+        job: &J,
+        options: &EnqueueOptions,
+    ) -> Result<Enqueued, EnqueueError> {
+        Ok(self.store.enqueue(&NewJob::guarded(job, options)?)?)
+    }
+
+    /// The job, if it exists.
+    pub fn get(&self, id: JobId) -> Result<Option<QueuedJob>, StoreError> {
+        self.store.get(id)
+    }
+
+    /// Up to `limit` dead jobs matching `filter` (its state is ignored), oldest first.
+    pub fn dead(&self, filter: &JobFilter, limit: usize) -> Result<Vec<QueuedJob>, StoreError> {
+        let mut filter = filter.clone();
+        filter.state = Some(crate::queue::QueueState::Dead);
+        self.store.list(&JobQuery {
+            filter,
+            after: None,
+            limit,
+        })
+    }
+
+    /// Retries one dead, cancelled or parked job.
+    pub fn retry(&self, id: JobId) -> Result<OpResult, StoreError> {
+        self.store.retry(id)
+    }
+
+    /// Retries every job matching `filter` (dead ones when it names no state).
+    pub fn retry_matching(&self, filter: &JobFilter) -> Result<u64, StoreError> {
+        self.store.retry_matching(filter)
+    }
+
+    /// Cancels a job that is not running.
+    pub fn cancel(&self, id: JobId) -> Result<OpResult, StoreError> {
+        self.store.cancel(id)
+    }
+
+    /// Deletes finished jobs matching `filter` (dead ones when it names no state).
+    pub fn purge(&self, filter: &JobFilter) -> Result<u64, StoreError> {
+        self.store.purge(filter)
+    }
+
+    /// Deletes up to `limit` finished jobs older than `retention`.
+    pub fn prune(&self, retention: Duration, limit: usize) -> Result<u64, StoreError> {
+        self.store.prune(retention, limit)
+    }
+
+    /// Counts, per-kind figures, workers, the oldest due job's age.
+    pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        self.store.snapshot()
+    }
+}

@@ -1,0 +1,722 @@
+//! Workers: [`Worker`] runs claimed jobs on the calling thread; [`WorkerPool`] runs them on std
+//! threads with heartbeats, lease renewal, the reaper and graceful shutdown.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{
+        Arc, Condvar, Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering},
+    },
+    thread::{self, JoinHandle},
+    time::{Duration, Instant},
+};
+
+use tracing::{debug, info, warn};
+
+use crate::{
+    Clock, SystemClock,
+    queue::{
+        AttemptError, ClaimRequest, Claimed, CompleteAs, Completion, ErrorKind, GuardFinish,
+        Heartbeat, JobId, QueueLease, QueueStore, Reaped, Registry, Waker,
+        exec::{Exec, Worked},
+        job::Signals,
+    },
+    report::TtlError,
+    runner::{DEFAULT_TTL, EffectsMode, validate_ttl},
+    store::{Acquired, Lease, Renewed, StoreError},
+};
+
+/// A worker or pool could not be configured or started.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerConfigError {
+    /// The lease TTL is out of range.
+    #[error("invalid lease ttl: {0}")]
+    InvalidTtl(#[from] TtlError),
+    /// The worker id is empty or longer than 128 bytes.
+    #[error("worker id must be 1 to 128 bytes, got {len}")]
+    InvalidWorkerId {
+        /// Its length.
+        len: usize,
+    },
+    /// No queue to claim from: none given and no kind registered.
+    #[error("no queues to work: give queues or register at least one kind")]
+    NoQueues,
+    /// Concurrency 0.
+    #[error("concurrency must be at least 1")]
+    ZeroConcurrency,
+    /// A thread could not be spawned.
+    #[error("could not spawn a worker thread: {0}")]
+    Spawn(#[source] std::io::Error),
+}
+
+/// Builds a [`Worker`] (jobs run on the calling thread) or starts a [`WorkerPool`].
+///
+/// Defaults: id `worker-<pid>-<n>`; the queues of the registered kinds; concurrency 4; lease TTL
+/// 30 s; poll interval 1 s; heartbeats, renewals and reaping every TTL ÷ 3; progress written at
+/// most every second; the system clock; effects after commit.
+#[must_use]
+pub struct WorkerBuilder {
+    store: Arc<dyn QueueStore>,
+    registry: Registry,
+    id: Option<String>,
+    queues: Option<Vec<String>>,
+    concurrency: u32,
+    lease_ttl: Duration,
+    poll_interval: Duration,
+    maintenance_interval: Option<Duration>,
+    progress_interval: Duration,
+    reaper: bool,
+    clock: Arc<dyn Clock>,
+    effects: EffectsMode,
+}
+
+impl WorkerBuilder {
+    /// Names the worker in leases, heartbeats and the snapshot.
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// The queues to claim from. Defaults to the registered kinds' queues.
+    pub fn queues<I: IntoIterator<Item = S>, S: Into<String>>(mut self, queues: I) -> Self {
+        self.queues = Some(queues.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Jobs run at once (pool threads; jobs per claim for [`Worker::run_once`]). Defaults to 4.
+    pub fn concurrency(mut self, concurrency: u32) -> Self {
+        self.concurrency = concurrency;
+        self
+    }
+
+    /// The lease each claim takes (renewed while the job runs). Defaults to 30 seconds.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl;
+        self
+    }
+
+    /// How long an idle pool waits between claims unless woken. Defaults to 1 second.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// How often the pool sends heartbeats, renews leases and reaps. Defaults to TTL ÷ 3.
+    pub fn maintenance_interval(mut self, interval: Duration) -> Self {
+        self.maintenance_interval = Some(interval);
+        self
+    }
+
+    /// The shortest time between two progress writes of one job. Defaults to 1 second.
+    pub fn progress_interval(mut self, interval: Duration) -> Self {
+        self.progress_interval = interval;
+        self
+    }
+
+    /// Whether the pool reaps expired leases (any number of pools may). Defaults to `true`.
+    pub fn reaper(mut self, enabled: bool) -> Self {
+        self.reaper = enabled;
+        self
+    }
+
+    /// The clock for timeouts and progress coalescing (leases use the store's). Defaults to the
+    /// system clock; tests pass a `ManualClock`.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Where guarded jobs' `on_succeeded_once` runs. Defaults to after commit.
+    pub fn effects(mut self, mode: EffectsMode) -> Self {
+        self.effects = mode;
+        self
+    }
+
+    /// A worker that runs jobs on the calling thread.
+    pub fn build(self) -> Result<Worker, WorkerConfigError> {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let id = self.id.unwrap_or_else(|| {
+            format!(
+                "worker-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            )
+        });
+        if id.is_empty() || id.len() > 128 {
+            return Err(WorkerConfigError::InvalidWorkerId { len: id.len() });
+        }
+        if self.concurrency == 0 {
+            return Err(WorkerConfigError::ZeroConcurrency);
+        }
+        let queues = self.queues.unwrap_or_else(|| self.registry.queues());
+        if queues.is_empty() {
+            return Err(WorkerConfigError::NoQueues);
+        }
+        let lease_ttl = validate_ttl(self.lease_ttl)?;
+        Ok(Worker {
+            shared: Arc::new(Shared {
+                store: self.store,
+                registry: self.registry,
+                id,
+                queues,
+                concurrency: self.concurrency,
+                lease_ttl,
+                poll_interval: self.poll_interval,
+                maintenance_interval: self.maintenance_interval.unwrap_or(lease_ttl / 3),
+                progress_interval: self.progress_interval,
+                reaper: self.reaper,
+                clock: self.clock,
+                effects: self.effects,
+            }),
+        })
+    }
+
+    /// Starts a pool of threads.
+    pub fn start(self) -> Result<WorkerPool, WorkerConfigError> {
+        WorkerPool::start(self.build()?)
+    }
+}
+
+struct Shared {
+    store: Arc<dyn QueueStore>,
+    registry: Registry,
+    id: String,
+    queues: Vec<String>,
+    concurrency: u32,
+    lease_ttl: Duration,
+    poll_interval: Duration,
+    maintenance_interval: Duration,
+    progress_interval: Duration,
+    reaper: bool,
+    clock: Arc<dyn Clock>,
+    effects: EffectsMode,
+}
+
+/// Claims jobs and runs them on the calling thread: the deterministic way to drive a queue in
+/// tests, and the engine of [`WorkerPool`].
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use safejob_core::queue::{
+///     MemoryQueue, Queue, QueueJob, QueueState, Ran, Registry, WorkContext, WorkError, Worker,
+/// };
+/// use std::sync::Arc;
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Hello { name: String }
+/// impl QueueJob for Hello {
+///     const KIND: &'static str = "hello";
+///     type Error = std::io::Error;
+///     fn work(&self, _: &mut WorkContext<'_>) -> Result<(), WorkError<Self::Error>> {
+///         println!("hello, {}", self.name);
+///         Ok(())
+///     }
+/// }
+///
+/// let store = Arc::new(MemoryQueue::new());
+/// let queue = Queue::new(store.clone());
+/// let id = queue.enqueue(&Hello { name: "world".into() })?.id();
+/// let mut registry = Registry::new();
+/// registry.register::<Hello>();
+/// let worker = Worker::builder(store.clone(), registry).build()?;
+/// let worked = worker.run_once()?;
+/// assert_eq!(worked[0].ran, Ran::Succeeded);
+/// assert_eq!(queue.get(id)?.unwrap().state, QueueState::Succeeded);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Worker {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("id", &self.shared.id)
+            .field("queues", &self.shared.queues)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// Starts a builder.
+    pub fn builder(store: Arc<dyn QueueStore>, registry: Registry) -> WorkerBuilder {
+        WorkerBuilder {
+            store,
+            registry,
+            id: None,
+            queues: None,
+            concurrency: 4,
+            lease_ttl: DEFAULT_TTL,
+            poll_interval: Duration::from_secs(1),
+            maintenance_interval: None,
+            progress_interval: Duration::from_secs(1),
+            reaper: true,
+            clock: Arc::new(SystemClock),
+            effects: EffectsMode::AfterCommit,
+        }
+    }
+
+    /// The worker id.
+    pub fn id(&self) -> &str {
+        &self.shared.id
+    }
+
+    /// The queues it claims from.
+    pub fn queues(&self) -> &[String] {
+        &self.shared.queues
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn QueueStore> {
+        &self.shared.store
+    }
+
+    /// Claims up to `limit` due jobs.
+    pub fn claim(&self, limit: usize) -> Result<Vec<Claimed>, StoreError> {
+        self.shared.store.claim(&ClaimRequest {
+            worker: &self.shared.id,
+            queues: &self.shared.queues,
+            limit,
+            ttl: self.shared.lease_ttl,
+        })
+    }
+
+    /// Claims up to `concurrency` due jobs and runs them one after the other on this thread.
+    /// Every claimed job is completed; the first store error (if any) is returned after all ran.
+    pub fn run_once(&self) -> Result<Vec<Worked>, StoreError> {
+        let claimed = self.claim(self.shared.concurrency as usize)?;
+        let mut worked = Vec::with_capacity(claimed.len());
+        let mut first_error = None;
+        for job in &claimed {
+            match self.execute(job, Arc::default()) {
+                Ok(w) => worked.push(w),
+                Err(error) => {
+                    warn!(job = %job.job.id, %error, "could not complete the job; its lease will expire");
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        match first_error {
+            Some(error) => Err(error),
+            None => Ok(worked),
+        }
+    }
+
+    /// [`run_once`](Worker::run_once) until a claim finds nothing due, at most `max_rounds`
+    /// times; returns everything handled.
+    pub fn drain(&self, max_rounds: usize) -> Result<Vec<Worked>, StoreError> {
+        let mut all = Vec::new();
+        for _ in 0..max_rounds {
+            let worked = self.run_once()?;
+            if worked.is_empty() {
+                break;
+            }
+            all.extend(worked);
+        }
+        Ok(all)
+    }
+
+    /// Runs one claimed job to its completion.
+    pub(crate) fn execute(
+        &self,
+        claimed: &Claimed,
+        signals: Arc<Signals>,
+    ) -> Result<Worked, StoreError> {
+        let s = &*self.shared;
+        let exec = Exec {
+            store: &*s.store,
+            clock: &*s.clock,
+            claimed,
+            signals,
+            progress_every: s.progress_interval,
+            effects: s.effects,
+            ttl: s.lease_ttl,
+        };
+        let ran = s.registry.run(&exec)?;
+        debug!(job = %claimed.job.id, kind = %claimed.job.kind, ?ran, "job handled");
+        Ok(Worked {
+            id: claimed.job.id,
+            kind: claimed.job.kind.clone(),
+            ran,
+        })
+    }
+
+    /// Sends a heartbeat.
+    pub fn heartbeat(&self) -> Result<(), StoreError> {
+        self.shared.store.heartbeat(&Heartbeat {
+            worker: &self.shared.id,
+            queues: &self.shared.queues,
+            concurrency: self.shared.concurrency,
+        })
+    }
+
+    /// Reaps up to 100 jobs whose lease expired.
+    pub fn reap(&self) -> Result<Vec<Reaped>, StoreError> {
+        let reaped = self.shared.store.reap(100)?;
+        for r in &reaped {
+            info!(job = %r.id, kind = %r.kind, state = %r.state, "reaped an expired lease");
+        }
+        Ok(reaped)
+    }
+
+    /// Gives a claimed job back without counting the attempt (shutdown), releasing its guard.
+    fn release(&self, lease: &QueueLease, guard: Option<&Lease>, error: Option<AttemptError>) {
+        let completion = Completion {
+            lease,
+            outcome: CompleteAs::Snooze {
+                delay: Duration::ZERO,
+                error,
+            },
+            progress: None,
+            guard: guard.map(|lease| GuardFinish::Release {
+                lease,
+                error: Some("worker shut down"),
+            }),
+        };
+        match self.shared.store.complete(&completion, None) {
+            Ok(done) => debug!(job = %lease.id, ?done, "released at shutdown"),
+            Err(error) => warn!(job = %lease.id, %error, "release failed; the lease will expire"),
+        }
+    }
+}
+
+fn guard_lease(claimed: &Claimed) -> Option<Lease> {
+    match &claimed.guard {
+        Some(Acquired::Granted(lease)) => Some(lease.clone()),
+        _ => None,
+    }
+}
+
+/// What [`WorkerPool::shutdown`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ShutdownReport {
+    /// Claimed jobs that had not started: given back at once, attempt not counted.
+    pub released_unstarted: usize,
+    /// Jobs still running at the deadline: asked to stop and given back (their late completion
+    /// is stale).
+    pub released_running: usize,
+}
+
+struct InFlight {
+    lease: QueueLease,
+    guard: Option<Lease>,
+    signals: Arc<Signals>,
+}
+
+#[derive(Default)]
+struct PoolState {
+    ready: VecDeque<Claimed>,
+    in_flight: HashMap<JobId, InFlight>,
+    stopping: bool,
+    alive_workers: usize,
+}
+
+struct PoolShared {
+    worker: Worker,
+    state: Mutex<PoolState>,
+    changed: Condvar,
+    waker: Waker,
+    maintenance: Waker,
+}
+
+impl PoolShared {
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Runs jobs on std threads: one claimer, `concurrency` runners and one maintenance thread
+/// (heartbeats, lease renewal of running jobs, the reaper).
+///
+/// Panics in jobs are caught and recorded as retryable failures. Stop it with
+/// [`shutdown`](WorkerPool::shutdown): it stops claiming, gives back claimed jobs that had not
+/// started, lets running jobs finish until the deadline, then asks the rest to stop
+/// ([`WorkContext::should_stop`](crate::queue::WorkContext::should_stop)) and gives them back.
+/// Dropping a pool shuts it down with no grace period.
+pub struct WorkerPool {
+    shared: Arc<PoolShared>,
+    threads: Vec<JoinHandle<()>>,
+    runners: Vec<JoinHandle<()>>,
+    done: bool,
+}
+
+impl std::fmt::Debug for WorkerPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerPool")
+            .field("worker", &self.shared.worker)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerPool {
+    fn start(worker: Worker) -> Result<Self, WorkerConfigError> {
+        let waker = Waker::new();
+        if let Err(error) = worker.store().subscribe(waker.clone()) {
+            warn!(%error, "no wake-ups from the store; polling only");
+        }
+        let shared = Arc::new(PoolShared {
+            worker,
+            state: Mutex::new(PoolState::default()),
+            changed: Condvar::new(),
+            waker,
+            maintenance: Waker::new(),
+        });
+        let mut pool = Self {
+            shared,
+            threads: Vec::new(),
+            runners: Vec::new(),
+            done: false,
+        };
+        let id = pool.shared.worker.id().to_owned();
+        let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
+            thread::Builder::new()
+                .name(name)
+                .spawn(f)
+                .map_err(WorkerConfigError::Spawn)
+        };
+        if let Err(error) = pool.shared.worker.heartbeat() {
+            warn!(%error, "first heartbeat failed");
+        }
+        for n in 0..pool.shared.worker.shared.concurrency {
+            pool.shared.lock().alive_workers += 1;
+            let shared = pool.shared.clone();
+            match spawn(format!("{id}-run{n}"), Box::new(move || run_jobs(&shared))) {
+                Ok(handle) => pool.runners.push(handle),
+                Err(error) => {
+                    pool.shared.lock().alive_workers -= 1;
+                    return Err(error);
+                }
+            }
+        }
+        let shared = pool.shared.clone();
+        pool.threads.push(spawn(
+            format!("{id}-claim"),
+            Box::new(move || claim_jobs(&shared)),
+        )?);
+        let shared = pool.shared.clone();
+        pool.threads.push(spawn(
+            format!("{id}-maintain"),
+            Box::new(move || maintain(&shared)),
+        )?);
+        info!(worker = %id, "worker pool started");
+        Ok(pool)
+    }
+
+    /// The pool's worker id.
+    pub fn id(&self) -> &str {
+        self.shared.worker.id()
+    }
+
+    /// A handle that makes the idle claimer claim at once (for stores that learn of new jobs by
+    /// other means, e.g. a PostgreSQL `LISTEN` thread).
+    pub fn waker(&self) -> Waker {
+        self.shared.waker.clone()
+    }
+
+    /// Jobs claimed and not yet completed.
+    pub fn in_flight(&self) -> usize {
+        self.shared.lock().in_flight.len()
+    }
+
+    /// Stops claiming, gives back unstarted jobs, waits for running jobs until `deadline` (real
+    /// time), then asks the rest to stop and gives them back; removes the worker from the store.
+    pub fn shutdown(mut self, deadline: Duration) -> ShutdownReport {
+        self.stop(deadline)
+    }
+
+    fn stop(&mut self, deadline: Duration) -> ShutdownReport {
+        if self.done {
+            return ShutdownReport::default();
+        }
+        self.done = true;
+        let shared = &self.shared;
+        let worker = &shared.worker;
+        let mut report = ShutdownReport::default();
+        let unstarted: Vec<Claimed> = {
+            let mut state = shared.lock();
+            state.stopping = true;
+            let ready: Vec<Claimed> = state.ready.drain(..).collect();
+            for c in &ready {
+                state.in_flight.remove(&c.lease.id);
+            }
+            ready
+        };
+        shared.changed.notify_all();
+        shared.waker.wake();
+        for c in &unstarted {
+            worker.release(&c.lease, guard_lease(c).as_ref(), None);
+            report.released_unstarted += 1;
+        }
+        let until = Instant::now() + deadline;
+        let mut state = shared.lock();
+        while !state.in_flight.is_empty() {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            state = shared
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        let stuck: Vec<InFlight> = state.in_flight.drain().map(|(_, f)| f).collect();
+        drop(state);
+        for f in &stuck {
+            f.signals.abort.store(true, Ordering::Release);
+            let error = AttemptError::new(ErrorKind::ShutDown, "the worker shut down mid-attempt");
+            worker.release(&f.lease, f.guard.as_ref(), Some(error));
+            report.released_running += 1;
+        }
+        shared.maintenance.wake();
+        for handle in self.threads.drain(..) {
+            let _ = handle.join();
+        }
+        // Idle runners exit at once; a runner stuck in a job is left to finish on its own.
+        let mut state = shared.lock();
+        while state.alive_workers > stuck.len() {
+            state = shared
+                .changed
+                .wait_timeout(state, Duration::from_millis(100))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        drop(state);
+        for handle in self.runners.drain(..) {
+            if handle.is_finished() {
+                let _ = handle.join();
+            }
+        }
+        if let Err(error) = worker.store().remove_worker(worker.id()) {
+            warn!(%error, "could not remove the worker's heartbeat row");
+        }
+        info!(worker = %worker.id(), ?report, "worker pool stopped");
+        report
+    }
+}
+
+impl Drop for WorkerPool {
+    fn drop(&mut self) {
+        self.stop(Duration::ZERO);
+    }
+}
+
+fn claim_jobs(shared: &PoolShared) {
+    let worker = &shared.worker;
+    let concurrency = worker.shared.concurrency as usize;
+    loop {
+        let free = {
+            let state = shared.lock();
+            if state.stopping {
+                return;
+            }
+            concurrency.saturating_sub(state.in_flight.len())
+        };
+        let mut claimed_all = false;
+        if free > 0 {
+            match worker.claim(free) {
+                Ok(batch) => {
+                    claimed_all = batch.len() == free;
+                    let mut state = shared.lock();
+                    if state.stopping {
+                        drop(state);
+                        for c in &batch {
+                            worker.release(&c.lease, guard_lease(c).as_ref(), None);
+                        }
+                        return;
+                    }
+                    for c in batch {
+                        state.in_flight.insert(
+                            c.lease.id,
+                            InFlight {
+                                lease: c.lease.clone(),
+                                guard: guard_lease(&c),
+                                signals: Arc::default(),
+                            },
+                        );
+                        state.ready.push_back(c);
+                    }
+                    drop(state);
+                    shared.changed.notify_all();
+                }
+                Err(error) => warn!(%error, "claim failed; retrying at the next poll"),
+            }
+        }
+        if !claimed_all {
+            shared.waker.wait(worker.shared.poll_interval);
+        }
+    }
+}
+
+fn run_jobs(shared: &PoolShared) {
+    loop {
+        let (claimed, signals) = {
+            let mut state = shared.lock();
+            loop {
+                if state.stopping {
+                    state.alive_workers -= 1;
+                    drop(state);
+                    shared.changed.notify_all();
+                    return;
+                }
+                if let Some(c) = state.ready.pop_front() {
+                    let signals = state
+                        .in_flight
+                        .get(&c.lease.id)
+                        .map(|f| f.signals.clone())
+                        .unwrap_or_default();
+                    break (c, signals);
+                }
+                state = shared
+                    .changed
+                    .wait(state)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        if let Err(error) = shared.worker.execute(&claimed, signals) {
+            warn!(job = %claimed.job.id, %error, "could not complete the job; its lease will expire");
+        }
+        shared.lock().in_flight.remove(&claimed.lease.id);
+        shared.changed.notify_all();
+        shared.waker.wake();
+    }
+}
+
+fn maintain(shared: &PoolShared) {
+    let worker = &shared.worker;
+    let s = &worker.shared;
+    loop {
+        shared.maintenance.wait(s.maintenance_interval);
+        let leases: Vec<(QueueLease, Option<Lease>, Arc<Signals>)> = {
+            let state = shared.lock();
+            if state.stopping {
+                return;
+            }
+            state
+                .in_flight
+                .values()
+                .map(|f| (f.lease.clone(), f.guard.clone(), f.signals.clone()))
+                .collect()
+        };
+        if let Err(error) = worker.heartbeat() {
+            warn!(%error, "heartbeat failed");
+        }
+        for (lease, guard, signals) in leases {
+            match s.store.renew(&lease, guard.as_ref(), s.lease_ttl) {
+                Ok(Renewed::Extended(_)) => {}
+                Ok(Renewed::Stale) => {
+                    warn!(job = %lease.id, fence = lease.fence, "lease lost while running");
+                    signals.lease_lost.store(true, Ordering::Release);
+                }
+                Err(error) => warn!(job = %lease.id, %error, "renewal failed"),
+            }
+        }
+        if s.reaper
+            && let Err(error) = worker.reap()
+        {
+            warn!(%error, "reaper failed");
+        }
+    }
+}
