@@ -201,3 +201,8 @@ pub mod wallet {
         Ok(())
     }
 }
+
+// Adapting a queue we do not own: a Redis Streams consumer group behind the guard, shared by the
+// `redis_streams` example and test (documented in the module itself).
+#[cfg(feature = "redis")]
+pub mod redis_queue;
