@@ -1,0 +1,17 @@
+//! The multi-process torture driver behind the `safejob-torture` binary.
+//!
+//! * [`run`] — the parent: namespace, dispatch table, workers, nemesis, recovery, JSON line;
+//! * [`worker`] — a worker process (the hidden `worker` subcommand);
+//! * [`job`] — the job and the effects modes ([`job::EffectsKind`], the extension point for more);
+//! * [`db`] — the run's namespace and the harness's own statements;
+//! * [`events`] — what workers report, and the tracing layer that counts ambiguous commits;
+//! * [`check`] — the invariants, read from the database;
+//! * [`prove`] — single-fault proofs on real processes (zombie, skewed clock, panics).
+
+pub mod check;
+pub mod db;
+pub mod events;
+pub mod job;
+pub mod prove;
+pub mod run;
+pub mod worker;
