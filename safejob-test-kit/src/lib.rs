@@ -9,6 +9,9 @@
 //!   exactly-once, by digest prefix, never by raw key;
 //! * [`conformance`]: the `LeaseStore` conformance suite every store must pass, one `#[test]`
 //!   per case with [`lease_store_conformance!`];
+//! * [`queue_conformance`]: the `QueueStore` conformance suite every queue backend must pass
+//!   ([`QueueHarness`], [`MemoryQueueHarness`]), one `#[test]` per case with
+//!   [`queue_store_conformance!`];
 //! * [`torture`]: duplicate dispatches of your own [`SafeJob`](safejob_core::SafeJob) over many
 //!   threads with crashes injected at every pipeline point, checked against the store's rows;
 //! * [`proxy`]: a TCP fault proxy between worker processes and their database that cuts
@@ -82,6 +85,7 @@ pub mod conformance;
 pub mod memory;
 pub mod probe;
 pub mod proxy;
+pub mod queue_conformance;
 pub mod torture;
 
 pub use assert::{
@@ -94,4 +98,5 @@ pub use conformance::StoreHarness;
 pub use memory::MemoryHarness;
 pub use probe::EffectProbe;
 pub use proxy::{FaultProxy, ProxyStats};
+pub use queue_conformance::{MemoryQueueHarness, QueueHarness};
 pub use torture::{CrashPoint, Torture, TortureFailure, TortureReport, Violation};
