@@ -708,10 +708,10 @@ pub trait QueueStore: Send + Sync {
 
     /// Claims up to `req.limit` due jobs (`pending`, `scheduled` or `retrying` with
     /// `run_at <= now`) from `req.queues`, ordered by priority (lower first), then `run_at`,
-    /// then id, atomically: each becomes `running` with fence + 1, attempts + 1, owner
-    /// `req.worker`, `attempted_at` now and lease expiry now + ttl. A job is never handed to two
-    /// concurrent claims (`FOR UPDATE SKIP LOCKED` on PostgreSQL and MySQL, an immediate
-    /// transaction on SQLite).
+    /// then id, and returns them in that order, atomically: each becomes `running` with
+    /// fence + 1, attempts + 1, owner `req.worker`, `attempted_at` now and lease expiry
+    /// now + ttl. A job is never handed to two concurrent claims (`FOR UPDATE SKIP LOCKED` on
+    /// PostgreSQL and MySQL, an immediate transaction on SQLite).
     ///
     /// For a job with a guard, the same atomic step performs the guard's acquire for
     /// `req.worker` with `req.ttl` under the [`LeaseStore::acquire`] contract and returns its
