@@ -630,8 +630,16 @@ pub fn claim_is_a_fenced_lease(harness: &dyn QueueHarness) {
     c.near("row lease expiry", row.lease_expires_at, lease.expires_at);
     ensure!(
         c,
-        first.job == row,
-        "Claimed::job must be the row after the claim"
+        (
+            first.job.id,
+            first.job.state,
+            first.job.fence,
+            first.job.attempts,
+            &first.job.owner
+        ) == (row.id, row.state, row.fence, row.attempts, &row.owner)
+            && first.job.payload == row.payload,
+        "Claimed::job must be the row after the claim: {:?}",
+        first.job
     );
     ensure!(
         c,

@@ -284,6 +284,8 @@ impl Worker {
     }
 
     /// Claims up to `concurrency` due jobs and runs them one after the other on this thread.
+    /// Nothing renews their leases meanwhile (the pool does): keep batches short next to the
+    /// lease TTL, or use a [`WorkerPool`].
     /// Every claimed job is completed; the first store error (if any) is returned after all ran.
     pub fn run_once(&self) -> Result<Vec<Worked>, StoreError> {
         let claimed = self.claim(self.shared.concurrency as usize)?;
