@@ -808,6 +808,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_wake_before_the_wait_is_not_lost() {
+        let waker = Waker::new();
+        waker.clone().wake();
+        // Returns at once (the hour is never waited) and clears the wake-up.
+        assert!(waker.wait(Duration::from_secs(3600)));
+        assert!(!waker.wait(Duration::from_millis(1)));
+    }
+
+    #[test]
     fn nearest_rank_percentiles() {
         let ms = |n| Duration::from_millis(n);
         let values: Vec<_> = (1..=100).map(ms).collect();
