@@ -2044,6 +2044,147 @@ pub fn guarded_duplicates_succeed_once(harness: &dyn QueueHarness) {
     );
 }
 
+/// Fails retryably with exponential backoff: base 10 s, cap 15 s, jitter 0.2.
+#[derive(Serialize, Deserialize)]
+struct Backoff {
+    tag: String,
+}
+
+fn backoff_policy() -> RetryPolicy {
+    RetryPolicy::exponential()
+        .base(Duration::from_secs(10))
+        .cap(Duration::from_secs(15))
+        .jitter(0.2)
+        .build()
+}
+
+impl QueueJob for Backoff {
+    const KIND: &'static str = "conformance.backoff";
+    type Error = CaseError;
+    fn work(&self, _: &mut WorkContext<'_>) -> Result<(), WorkError<CaseError>> {
+        bump(&self.tag);
+        Err(WorkError::Retryable(CaseError("not yet".into())))
+    }
+    fn options() -> KindOptions {
+        KindOptions::new().max_attempts(10).retry(backoff_policy())
+    }
+}
+
+/// The worker waits exactly the exponential policy's delay for the job and attempt (jitter
+/// included, reproducible) before the next attempt, on the store clock.
+pub fn worker_backoff_follows_the_exponential_policy(harness: &dyn QueueHarness) {
+    let c = Case::new("worker_backoff_follows_the_exponential_policy", harness);
+    let tag = format!("{}:backoff", c.prefix);
+    let id = c
+        .ok_enqueue(
+            c.queue_client()
+                .enqueue_with(&Backoff { tag: tag.clone() }, &c.options()),
+        )
+        .id();
+    let mut registry = Registry::new();
+    registry.register::<Backoff>();
+    let worker = c.worker(registry);
+    let policy = backoff_policy();
+    for attempt in 1..=3u32 {
+        let Some(want) = policy.delay(attempt, id.0 as u64) else {
+            c.fail(format_args!("the policy must retry"));
+        };
+        let ran = c.run_once(&worker);
+        ensure!(
+            c,
+            ran == vec![(
+                id,
+                Ran::Retrying {
+                    delay: want,
+                    kind: ErrorKind::Retryable
+                }
+            )],
+            "attempt {attempt}: expected a retry after {want:?}, got {ran:?}"
+        );
+        let row = c.get(id);
+        ensure!(
+            c,
+            row.attempts == attempt,
+            "attempts after attempt {attempt}: {}",
+            row.attempts
+        );
+        c.advance(want.saturating_sub(Duration::from_secs(1)));
+        ensure!(
+            c,
+            c.run_once(&worker).is_empty(),
+            "attempt {attempt}: retried before {want:?}"
+        );
+        c.advance(Duration::from_secs(2));
+    }
+    ensure!(c, count(&tag) == 3, "ran {} times, expected 3", count(&tag));
+}
+
+/// A guarded job whose worker died after claiming it (and its guard) is reaped, requeued (a
+/// guarded job is idempotent), and the next claim takes the expired guard over: it runs and its
+/// effects happen once.
+pub fn guarded_job_of_a_dead_worker_runs_once(harness: &dyn QueueHarness) {
+    let c = Case::new("guarded_job_of_a_dead_worker_runs_once", harness);
+    let tag = format!("{}:crash", c.prefix);
+    let job = Charge {
+        tag: tag.clone(),
+        cents: 1,
+    };
+    let id = c
+        .ok_enqueue(c.queue_client().enqueue_guarded(&job, &c.options()))
+        .id();
+    let zombie = c.claim_as("doomed", 1);
+    ensure!(
+        c,
+        zombie.len() == 1 && matches!(zombie[0].guard, Some(Acquired::Granted(_))),
+        "the doomed worker's claim takes the guard"
+    );
+    c.advance(PAST_TTL);
+    let reaped: Vec<_> = c
+        .ok("reap", c.store.reap(1000))
+        .into_iter()
+        .filter(|r| r.id == id)
+        .collect();
+    ensure!(
+        c,
+        reaped.len() == 1 && reaped[0].state == QueueState::Retrying,
+        "a guarded job is requeued by the reaper: {reaped:?}"
+    );
+    let mut registry = Registry::new();
+    registry.register_guarded::<Charge>();
+    let worker = c.worker(registry);
+    let ran = c.run_once(&worker);
+    ensure!(
+        c,
+        ran == vec![(id, Ran::Succeeded)],
+        "the requeued guarded job: {ran:?}"
+    );
+    let key = job
+        .key()
+        .unwrap_or_else(|e| c.fail(format_args!("key: {e}")));
+    let row = c.ok("guards().get", c.store.guards().get(key.digest()));
+    ensure!(
+        c,
+        row.as_ref()
+            .is_some_and(|r| r.state == JobState::Succeeded && r.fence == 2 && r.attempts == 2),
+        "the guard was taken over (fence 2, attempt 2) and finalized: {row:?}"
+    );
+    let late = c.complete(&zombie[0].lease, CompleteAs::Succeeded);
+    ensure!(
+        c,
+        late == Completed::Stale,
+        "the dead worker's late completion: {late:?}"
+    );
+    let (performs, effects) = (
+        count(&format!("{tag}:perform")),
+        count(&format!("{tag}:effects")),
+    );
+    ensure!(
+        c,
+        performs == 1 && effects == 1,
+        "{performs} performs, {effects} effects; expected 1 and 1"
+    );
+}
+
 /// The queue store's guard store, as an owned [`safejob_core::LeaseStore`] for a runner.
 struct GuardsOf(Arc<dyn QueueStore>);
 
@@ -2355,6 +2496,8 @@ macro_rules! __queue_store_conformance_cases {
             worker_catches_panics_as_retryable
             worker_times_out_cooperatively
             guarded_duplicates_succeed_once
+            worker_backoff_follows_the_exponential_policy
+            guarded_job_of_a_dead_worker_runs_once
             pool_runs_every_job_once
             pool_shutdown_releases_claimed_work
         }
