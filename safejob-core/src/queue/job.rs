@@ -133,7 +133,9 @@ pub struct KindOptions {
     pub max_attempts: u32,
     /// Delays between attempts. Defaults to [`RetryPolicy::default`].
     pub retry: RetryPolicy,
-    /// Cooperative timeout of one attempt (by the worker's clock). Defaults to none.
+    /// Cooperative timeout of one attempt, by the worker's clock: past it the context says stop,
+    /// and an attempt that then stops or fails is recorded `timed_out` and retried. A job that
+    /// returns `Ok` anyway has succeeded. Defaults to none.
     pub timeout: Option<Duration>,
     /// Whether a second run is harmless, so the reaper may requeue a job whose worker vanished.
     /// Defaults to `false`: such jobs are parked for an operator.

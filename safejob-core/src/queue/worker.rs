@@ -45,6 +45,21 @@ pub enum WorkerConfigError {
     /// Concurrency 0.
     #[error("concurrency must be at least 1")]
     ZeroConcurrency,
+    /// The maintenance interval is not shorter than the lease TTL: leases would expire between
+    /// two renewals.
+    #[error("maintenance interval {interval:?} must be shorter than the lease ttl {ttl:?}")]
+    MaintenanceTooSlow {
+        /// The interval.
+        interval: Duration,
+        /// The lease TTL.
+        ttl: Duration,
+    },
+    /// An interval of zero would make a thread spin.
+    #[error("{name} must be at least 1 ms")]
+    ZeroInterval {
+        /// Which interval.
+        name: &'static str,
+    },
     /// A thread could not be spawned.
     #[error("could not spawn a worker thread: {0}")]
     Spawn(#[source] std::io::Error),
@@ -96,13 +111,15 @@ impl WorkerBuilder {
         self
     }
 
-    /// How long an idle pool waits between claims unless woken. Defaults to 1 second.
+    /// How long an idle pool waits between claims unless woken (at least 1 ms). Defaults to 1
+    /// second.
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval;
         self
     }
 
-    /// How often the pool sends heartbeats, renews leases and reaps. Defaults to TTL ÷ 3.
+    /// How often the pool sends heartbeats, renews leases and reaps; must be shorter than the
+    /// lease TTL. Defaults to TTL ÷ 3.
     pub fn maintenance_interval(mut self, interval: Duration) -> Self {
         self.maintenance_interval = Some(interval);
         self
@@ -154,6 +171,21 @@ impl WorkerBuilder {
             return Err(WorkerConfigError::NoQueues);
         }
         let lease_ttl = validate_ttl(self.lease_ttl)?;
+        let maintenance_interval = self.maintenance_interval.unwrap_or(lease_ttl / 3);
+        for (name, interval) in [
+            ("poll interval", self.poll_interval),
+            ("maintenance interval", maintenance_interval),
+        ] {
+            if interval < Duration::from_millis(1) {
+                return Err(WorkerConfigError::ZeroInterval { name });
+            }
+        }
+        if maintenance_interval >= lease_ttl {
+            return Err(WorkerConfigError::MaintenanceTooSlow {
+                interval: maintenance_interval,
+                ttl: lease_ttl,
+            });
+        }
         Ok(Worker {
             shared: Arc::new(Shared {
                 store: self.store,
@@ -163,7 +195,7 @@ impl WorkerBuilder {
                 concurrency: self.concurrency,
                 lease_ttl,
                 poll_interval: self.poll_interval,
-                maintenance_interval: self.maintenance_interval.unwrap_or(lease_ttl / 3),
+                maintenance_interval,
                 progress_interval: self.progress_interval,
                 reaper: self.reaper,
                 clock: self.clock,
@@ -720,5 +752,63 @@ fn maintain(shared: &PoolShared) {
         {
             warn!(%error, "reaper failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::MemoryQueue;
+
+    fn builder() -> WorkerBuilder {
+        Worker::builder(Arc::new(MemoryQueue::new()), Registry::new()).queues(["q"])
+    }
+
+    #[test]
+    fn configuration_is_validated() {
+        assert!(builder().build().is_ok());
+        assert!(matches!(
+            Worker::builder(Arc::new(MemoryQueue::new()), Registry::new()).build(),
+            Err(WorkerConfigError::NoQueues)
+        ));
+        assert!(matches!(
+            builder().concurrency(0).build(),
+            Err(WorkerConfigError::ZeroConcurrency)
+        ));
+        assert!(matches!(
+            builder().id("").build(),
+            Err(WorkerConfigError::InvalidWorkerId { len: 0 })
+        ));
+        assert!(matches!(
+            builder().lease_ttl(Duration::ZERO).build(),
+            Err(WorkerConfigError::InvalidTtl(_))
+        ));
+        assert!(matches!(
+            builder().poll_interval(Duration::ZERO).build(),
+            Err(WorkerConfigError::ZeroInterval {
+                name: "poll interval"
+            })
+        ));
+        let slow = builder()
+            .lease_ttl(Duration::from_secs(10))
+            .maintenance_interval(Duration::from_secs(10))
+            .build();
+        assert_eq!(
+            slow.map(|_| ()).map_err(|e| e.to_string()),
+            Err("maintenance interval 10s must be shorter than the lease ttl 10s".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_dropped_pool_leaves_the_worker_list() {
+        let store = Arc::new(MemoryQueue::new());
+        let pool = Worker::builder(store.clone(), Registry::new())
+            .id("dropped")
+            .queues(["q"])
+            .start()
+            .unwrap();
+        assert_eq!(store.snapshot().unwrap().workers.len(), 1);
+        drop(pool);
+        assert!(store.snapshot().unwrap().workers.is_empty());
     }
 }
