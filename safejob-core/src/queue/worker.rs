@@ -396,7 +396,13 @@ impl Worker {
     }
 
     /// Gives a claimed job back without counting the attempt (shutdown), releasing its guard.
-    fn release(&self, lease: &QueueLease, guard: Option<&Lease>, error: Option<AttemptError>) {
+    /// Whether the release applied (a job that completed meanwhile is left alone).
+    fn release(
+        &self,
+        lease: &QueueLease,
+        guard: Option<&Lease>,
+        error: Option<AttemptError>,
+    ) -> bool {
         let completion = Completion {
             lease,
             outcome: CompleteAs::Snooze {
@@ -410,8 +416,14 @@ impl Worker {
             }),
         };
         match self.shared.store.complete(&completion, None) {
-            Ok(done) => debug!(job = %lease.id, ?done, "released at shutdown"),
-            Err(error) => warn!(job = %lease.id, %error, "release failed; the lease will expire"),
+            Ok(done) => {
+                debug!(job = %lease.id, ?done, "released at shutdown");
+                done == crate::queue::Completed::Applied
+            }
+            Err(error) => {
+                warn!(job = %lease.id, %error, "release failed; the lease will expire");
+                false
+            }
         }
     }
 }
@@ -580,8 +592,9 @@ impl WorkerPool {
         shared.changed.notify_all();
         shared.waker.wake();
         for c in &unstarted {
-            worker.release(&c.lease, guard_lease(c).as_ref(), None);
-            report.released_unstarted += 1;
+            if worker.release(&c.lease, guard_lease(c).as_ref(), None) {
+                report.released_unstarted += 1;
+            }
         }
         let until = Instant::now() + deadline;
         let mut state = shared.lock();
@@ -601,8 +614,9 @@ impl WorkerPool {
         for f in &stuck {
             f.signals.abort.store(true, Ordering::Release);
             let error = AttemptError::new(ErrorKind::ShutDown, "the worker shut down mid-attempt");
-            worker.release(&f.lease, f.guard.as_ref(), Some(error));
-            report.released_running += 1;
+            if worker.release(&f.lease, f.guard.as_ref(), Some(error)) {
+                report.released_running += 1;
+            }
         }
         shared.maintenance.wake();
         for handle in self.threads.drain(..) {
@@ -657,7 +671,7 @@ fn claim_jobs(shared: &PoolShared) {
                     if state.stopping {
                         drop(state);
                         for c in &batch {
-                            worker.release(&c.lease, guard_lease(c).as_ref(), None);
+                            let _ = worker.release(&c.lease, guard_lease(c).as_ref(), None);
                         }
                         return;
                     }
@@ -741,7 +755,8 @@ fn maintain(shared: &PoolShared) {
             match s.store.renew(&lease, guard.as_ref(), s.lease_ttl) {
                 Ok(Renewed::Extended(_)) => {}
                 Ok(Renewed::Stale) => {
-                    warn!(job = %lease.id, fence = lease.fence, "lease lost while running");
+                    // Also the answer for a job that completed since the snapshot above.
+                    debug!(job = %lease.id, fence = lease.fence, "renewal stale: lease lost or job done");
                     signals.lease_lost.store(true, Ordering::Release);
                 }
                 Err(error) => warn!(job = %lease.id, %error, "renewal failed"),
