@@ -124,10 +124,15 @@ struct Conn {
 }
 
 impl Conn {
-    /// Shuts both sockets down (both directions); the forwarding threads then end.
-    fn cut(&self) -> bool {
+    /// Shuts both sockets down (both directions), the forwarding threads then end, after
+    /// `count` has counted the cut: whoever sees the connection close also sees it counted.
+    /// False if it was closed already.
+    fn cut(&self, count: Option<&AtomicU64>) -> bool {
         if self.closed.swap(true, Ordering::SeqCst) {
             return false;
+        }
+        if let Some(count) = count {
+            count.fetch_add(1, Ordering::SeqCst);
         }
         let _ = self.client.shutdown(Shutdown::Both);
         let _ = self.server.shutdown(Shutdown::Both);
@@ -184,9 +189,10 @@ impl FaultProxy {
     /// Cuts every open connection now; returns how many were cut.
     pub fn cut_all(&self) -> usize {
         let conns: Vec<Arc<Conn>> = lock(&self.shared.conns).drain().map(|(_, c)| c).collect();
-        let cut = conns.iter().filter(|c| c.cut()).count();
-        self.shared.cuts.fetch_add(cut as u64, Ordering::Relaxed);
-        cut
+        conns
+            .iter()
+            .filter(|c| c.cut(Some(&self.shared.cuts)))
+            .count()
     }
 
     /// Arms a one-shot ambiguous cut: the next client packet containing `pattern` is forwarded to
@@ -220,11 +226,11 @@ impl FaultProxy {
     pub fn stats(&self) -> ProxyStats {
         let s = &self.shared;
         ProxyStats {
-            connections: s.connections.load(Ordering::Relaxed),
-            cuts: s.cuts.load(Ordering::Relaxed),
-            ambiguous_cuts: s.ambiguous_cuts.load(Ordering::Relaxed),
-            refused: s.refused.load(Ordering::Relaxed),
-            connect_failures: s.connect_failures.load(Ordering::Relaxed),
+            connections: s.connections.load(Ordering::SeqCst),
+            cuts: s.cuts.load(Ordering::SeqCst),
+            ambiguous_cuts: s.ambiguous_cuts.load(Ordering::SeqCst),
+            refused: s.refused.load(Ordering::SeqCst),
+            connect_failures: s.connect_failures.load(Ordering::SeqCst),
         }
     }
 }
@@ -236,7 +242,7 @@ impl Drop for FaultProxy {
             let _ = acceptor.join();
         }
         for conn in lock(&self.shared.conns).drain().map(|(_, c)| c) {
-            conn.cut();
+            conn.cut(None);
         }
     }
 }
@@ -247,13 +253,12 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
             Ok((client, _)) => {
                 let refusing = lock(&shared.refuse_until).is_some_and(|t| Instant::now() < t);
                 if refusing {
-                    shared.refused.fetch_add(1, Ordering::Relaxed);
+                    shared.refused.fetch_add(1, Ordering::SeqCst);
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
                 }
                 if let Err(error) = open(client, shared) {
                     tracing::debug!(%error, "fault proxy: could not forward a connection");
-                    shared.connect_failures.fetch_add(1, Ordering::Relaxed);
                 }
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => thread::sleep(Duration::from_millis(5)),
@@ -271,6 +276,7 @@ fn open(client: TcpStream, shared: &Arc<Shared>) -> io::Result<()> {
     let server = match TcpStream::connect_timeout(&shared.target, CONNECT_TIMEOUT) {
         Ok(server) => server,
         Err(e) => {
+            shared.connect_failures.fetch_add(1, Ordering::SeqCst);
             let _ = client.shutdown(Shutdown::Both);
             return Err(e);
         }
@@ -286,8 +292,8 @@ fn open(client: TcpStream, shared: &Arc<Shared>) -> io::Result<()> {
         closed: AtomicBool::new(false),
     });
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    shared.connections.fetch_add(1, Ordering::SeqCst);
     lock(&shared.conns).insert(id, conn.clone());
-    shared.connections.fetch_add(1, Ordering::Relaxed);
     {
         let (shared, conn) = (shared.clone(), conn.clone());
         let (client, server) = (client.try_clone()?, server.try_clone()?);
@@ -307,7 +313,7 @@ fn is_timeout(e: &io::Error) -> bool {
 }
 
 fn finish(conn: &Conn, shared: &Shared, id: u64) {
-    conn.cut();
+    conn.cut(None);
     lock(&shared.conns).remove(&id);
 }
 
@@ -401,9 +407,7 @@ fn server_to_client(
 }
 
 fn ambiguous(conn: &Conn, shared: &Shared, id: u64) {
-    if conn.cut() {
-        shared.ambiguous_cuts.fetch_add(1, Ordering::Relaxed);
-    }
+    conn.cut(Some(&shared.ambiguous_cuts));
     lock(&shared.conns).remove(&id);
 }
 

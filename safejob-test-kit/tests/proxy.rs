@@ -200,13 +200,7 @@ fn an_unreachable_target_closes_the_client_and_is_counted() {
     let proxy = FaultProxy::start(target).expect("proxy");
     let mut s = connect(&proxy);
     assert!(read_until_closed(&mut s).is_empty());
-    // The counter is bumped by the acceptor thread after the close: wait for it, bounded.
-    for _ in 0..200 {
-        if proxy.stats().connect_failures == 1 {
-            break;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
+    // Counted before the client was closed.
     assert_eq!(proxy.stats().connect_failures, 1);
 }
 
