@@ -49,7 +49,10 @@ pub(crate) struct Ctx<'a> {
 
 /// Runs `f`, retrying deadlocks and lock-wait timeouts with a short, growing backoff (they roll
 /// the statement back entirely, so a retry is safe), and marking the connection broken when it
-/// was lost.
+/// was lost. Inside a caller's transaction (the queue runs these primitives in its claim and
+/// completion transactions) nothing is retried: a deadlock has rolled back the whole transaction
+/// (MySQL goes on in autocommit, PostgreSQL refuses every statement), so only the transaction's
+/// owner can start over.
 fn run<C: StoreConnection, T>(
     c: &mut PooledConn<C>,
     mut f: impl FnMut(&mut C) -> QueryResult<T>,
@@ -57,7 +60,7 @@ fn run<C: StoreConnection, T>(
     let mut attempt = 0;
     loop {
         match f(&mut c.conn) {
-            Err(e) if is_retryable(&e) && attempt < MAX_RETRIES => {
+            Err(e) if is_retryable(&e) && attempt < MAX_RETRIES && !in_transaction(&mut c.conn) => {
                 tracing::debug!(error = %e, attempt, "safejob-diesel: retrying after a lock conflict");
                 std::thread::sleep(backoff(attempt));
                 attempt += 1;
@@ -71,6 +74,13 @@ fn run<C: StoreConnection, T>(
             ok => return ok,
         }
     }
+}
+
+/// Whether a transaction is open on `conn` (a broken transaction manager counts as open).
+fn in_transaction<C: StoreConnection>(conn: &mut C) -> bool {
+    AnsiTransactionManager::transaction_manager_status_mut(conn)
+        .transaction_depth()
+        .map_or(true, |depth| depth.is_some())
 }
 
 /// 1, 2, 4 … ms plus up to 1 ms of jitter, so colliding workers do not collide again.
