@@ -82,6 +82,7 @@ pub mod outbox;
 mod pool;
 #[cfg(feature = "postgres")]
 mod postgres;
+pub mod queue;
 mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
@@ -92,6 +93,7 @@ mod url;
 
 pub use error::{BoxError, ConnectError, MigrateError};
 pub use pool::{ConnectionRef, SetupHook, SqliteSynchronous};
+pub use queue::DieselQueue;
 pub use store::{DieselStore, DieselStoreBuilder};
 pub use tx::{TransactionExt, TxError};
 pub use url::BackendKind;

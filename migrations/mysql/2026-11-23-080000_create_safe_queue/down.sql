@@ -1,0 +1,2 @@
+DROP TABLE safe_queue_workers;
+DROP TABLE safe_queue_jobs;

@@ -1,0 +1,444 @@
+//! The durable queue on SQLite, PostgreSQL and MySQL/MariaDB: [`DieselQueue`], safejob-core's
+//! [`QueueStore`] on the same database (and the same pool) as a [`DieselStore`], whose
+//! `safe_jobs` rows hold the guards of guarded jobs.
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! # let url = format!("sqlite://{}", dir.path().join("jobs.db").display());
+//! use std::{sync::Arc, time::Duration};
+//! use safejob_core::queue::{
+//!     ClaimRequest, CompleteAs, Completed, Completion, NewJob, QueueState, QueueStore, RunAt,
+//! };
+//! use safejob_diesel::{DieselStore, queue::DieselQueue};
+//!
+//! let store = Arc::new(DieselStore::connect(&url)?);
+//! store.migrate()?; // creates safe_jobs, safe_queue_jobs and safe_queue_workers
+//! let queue = DieselQueue::new(store);
+//! let email = |to: &str| NewJob {
+//!     kind: "email".into(),
+//!     queue: "default".into(),
+//!     payload: serde_json::json!({ "to": to }),
+//!     metadata: serde_json::Value::Null,
+//!     priority: 0,
+//!     run_at: RunAt::Now,
+//!     max_attempts: 3,
+//!     idempotent: true,
+//!     unique_key: None,
+//!     guard: None,
+//! };
+//! // Two jobs, one INSERT.
+//! queue.enqueue_many(&[email("a@example.com"), email("b@example.com")])?;
+//! let queues = ["default".to_owned()];
+//! let claimed = queue.claim(&ClaimRequest {
+//!     worker: "worker-1",
+//!     queues: &queues,
+//!     limit: 10,
+//!     ttl: Duration::from_secs(30),
+//! })?;
+//! assert_eq!(claimed.len(), 2);
+//! let done = queue.complete(
+//!     &Completion { lease: &claimed[0].lease, outcome: CompleteAs::Succeeded, progress: None, guard: None },
+//!     None,
+//! )?;
+//! assert_eq!(done, Completed::Applied);
+//! assert_eq!(queue.get(claimed[0].job.id)?.unwrap().state, QueueState::Succeeded);
+//! # Ok(()) }
+//! ```
+//!
+//! ## What each operation costs
+//!
+//! | operation | PostgreSQL | SQLite | MySQL, MariaDB |
+//! |---|---|---|---|
+//! | enqueue one or a batch (≤ 2000 rows) | 1: `WITH ins AS (INSERT … ON CONFLICT DO NOTHING RETURNING) SELECT … pg_notify` | 1: `INSERT … ON CONFLICT DO NOTHING RETURNING` | 2: `INSERT … ON DUPLICATE KEY UPDATE`, read back by token |
+//! | + per batch with duplicate unique keys | + 1 `SELECT` of the live holders | same | same |
+//! | claim up to N | `BEGIN`, 1 `WITH … FOR UPDATE SKIP LOCKED UPDATE … RETURNING`, `COMMIT` | `BEGIN IMMEDIATE`, 1 `UPDATE … RETURNING`, `COMMIT` | `BEGIN`, `SELECT … FOR UPDATE SKIP LOCKED`, `UPDATE`, `SELECT`, `COMMIT` |
+//! | + per guarded job claimed | + the guard's acquire (1–3 statements) in the same transaction | same | same (2–4) |
+//! | renew, progress | 1 `UPDATE` (renew `RETURNING` the expiry) | same | 1 (renew: + read back) |
+//! | complete, unguarded | 1 fenced `UPDATE` in autocommit | same | same |
+//! | complete, guarded | `BEGIN`, fenced `UPDATE`, the guard's fenced `UPDATE`, (effects), `COMMIT` | same | same |
+//! | reap | 1 `SELECT`, then 1 conditional `UPDATE` per expired job | same | same |
+//! | retry, cancel | 1 conditional `UPDATE` (+ `pg_notify`) | 1 | 1 |
+//! | retry_matching | 1 `UPDATE` for jobs without unique key, then 1 per finished job with one | same | same |
+//! | purge, prune | 1 `DELETE` | 1 | 1 |
+//!
+//! A guarded job's claim and acquire share one transaction, and so do its completion and the
+//! guard's finalize: it costs no more commits than an unguarded one. Every fenced write matches
+//! `id, fence, state = 'running'` and must match exactly one row (applied) or none (stale).
+//! Deadlocks and lock-wait timeouts (MySQL 1213 / 1205) are retried inside the store, a
+//! transaction as a whole.
+//!
+//! ## Enqueue in your own transaction
+//!
+//! [`DieselQueue::enqueue_in`] runs the same insert on your connection: the jobs exist if and
+//! only if your transaction commits (and on PostgreSQL the wake-up is delivered only then).
+//!
+//! ## Wake-ups
+//!
+//! On PostgreSQL, [`QueueStore::subscribe`] starts a thread that `LISTEN`s on one pooled
+//! connection (held until the queue is dropped) and wakes idle workers at once when jobs are
+//! enqueued or retried; see `listen.rs` for why it polls the socket. SQLite and MySQL have no
+//! notifications: workers poll at their interval.
+
+mod admin;
+mod enqueue;
+mod listen;
+mod rows;
+mod snapshot;
+mod sql;
+mod tx;
+mod work;
+
+use std::{
+    sync::{Arc, Mutex, PoisonError, RwLock},
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use safejob_core::{
+    queue::{
+        ClaimRequest, Claimed, Completed, Completion, Enqueued, Heartbeat, JobFilter, JobId,
+        JobQuery, NewJob, OpResult, Progress, QueueLease, QueueStore, QueuedJob, Reaped, Snapshot,
+        Waker,
+    },
+    store::{FenceCheck, Lease, LeaseStore, Renewed, StoreError, TxEffects},
+};
+
+pub use self::{enqueue::MAX_ROWS_PER_STATEMENT, snapshot::DURATION_SAMPLE};
+use self::{
+    listen::{Listener, Wakers},
+    sql::{QueueConnection, QueueSql},
+    tx::{Fail, QCtx},
+};
+use crate::{
+    BackendKind, ConnectionRef, DieselStore,
+    store::{Pools, with_conn},
+};
+
+/// The queue's [`QueueStore`] on a [`DieselStore`]'s database and pool.
+///
+/// Cheap to share: wrap it in an `Arc` for workers and producers. [`QueueStore::guards`] is the
+/// `DieselStore` itself, so a guarded job's `safe_jobs` row is the same row a
+/// [`Runner`](safejob_core::Runner) on that store uses for the same key.
+pub struct DieselQueue {
+    store: Arc<DieselStore>,
+    sql: RwLock<Arc<QueueSql>>,
+    wakers: Wakers,
+    listener: Mutex<Option<Listener>>,
+}
+
+impl std::fmt::Debug for DieselQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DieselQueue")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs `$body` with `$q` (a [`QCtx`]) and `$conn` bound to one of the store's pooled connections.
+macro_rules! with_queue {
+    ($self:expr, $q:ident, $conn:ident => $body:expr) => {{
+        let $q = $self.ctx();
+        with_conn!($self.store, $conn => $body)
+    }};
+}
+
+impl DieselQueue {
+    /// The queue on `store`'s database. Run [`DieselStore::migrate`] once first: it creates the
+    /// queue's tables with the store's.
+    pub fn new(store: Arc<DieselStore>) -> Self {
+        let sql = QueueSql::render(store.backend(), 0);
+        Self {
+            store,
+            sql: RwLock::new(Arc::new(sql)),
+            wakers: Arc::default(),
+            listener: Mutex::new(None),
+        }
+    }
+
+    /// The store holding the guards (and the pool).
+    pub fn store(&self) -> &Arc<DieselStore> {
+        &self.store
+    }
+
+    fn statements(&self) -> Arc<QueueSql> {
+        self.sql
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn ctx(&self) -> QCtx<'_> {
+        QCtx {
+            sql: self.statements(),
+            guard: self.store.ctx(),
+        }
+    }
+
+    /// Makes `by` pass on this queue's clock and its store's (see
+    /// [`DieselStore::advance_clock_for_tests`]): a testing aid, never called in production.
+    /// Advance through the queue, not the store alone, so that the queue and its guards agree
+    /// on the time.
+    pub fn advance_clock_for_tests(&self, by: Duration) {
+        let by_us = i64::try_from(by.as_micros()).unwrap_or(i64::MAX);
+        self.store.advance_clock_for_tests(by);
+        let mut sql = self.sql.write().unwrap_or_else(PoisonError::into_inner);
+        let offset = sql.offset.saturating_add(by_us);
+        *sql = Arc::new(QueueSql::render(self.store.backend(), offset));
+    }
+
+    /// Enqueues `jobs` on `conn`, inside whatever transaction is open on it: the jobs exist if and
+    /// only if that transaction commits. The same single `INSERT` as
+    /// [`QueueStore::enqueue_many`] (in chunks of [`MAX_ROWS_PER_STATEMENT`] rows); nothing is
+    /// retried here — a deadlock is the transaction owner's to handle.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let url = format!("sqlite://{}", dir.path().join("jobs.db").display());
+    /// use std::sync::Arc;
+    /// use diesel::{Connection, SqliteConnection};
+    /// use safejob_core::queue::{NewJob, QueueStore, RunAt};
+    /// use safejob_diesel::{DieselStore, queue::DieselQueue};
+    ///
+    /// let store = Arc::new(DieselStore::connect(&url)?);
+    /// store.migrate()?;
+    /// let queue = DieselQueue::new(store);
+    /// let job = NewJob {
+    ///     kind: "receipt".into(),
+    ///     queue: "default".into(),
+    ///     payload: serde_json::json!({"order": 7}),
+    ///     metadata: serde_json::Value::Null,
+    ///     priority: 0,
+    ///     run_at: RunAt::Now,
+    ///     max_attempts: 3,
+    ///     idempotent: true,
+    ///     unique_key: None,
+    ///     guard: None,
+    /// };
+    /// let mut conn = SqliteConnection::establish(url.trim_start_matches("sqlite://"))?;
+    /// let id = conn.transaction(|conn| {
+    ///     // … the caller's own writes …
+    ///     let enqueued = queue.enqueue_in(conn, &[job]).map_err(|_| diesel::result::Error::RollbackTransaction)?;
+    ///     Ok::<_, diesel::result::Error>(enqueued[0].id())
+    /// })?;
+    /// assert!(queue.get(id)?.is_some());
+    /// # Ok(()) }
+    /// ```
+    pub fn enqueue_in<'c>(
+        &self,
+        conn: impl Into<ConnectionRef<'c>>,
+        jobs: &[NewJob],
+    ) -> Result<Vec<Enqueued>, StoreError> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let q = self.ctx();
+        let mut conn = conn.into();
+        let backend = match &conn {
+            #[cfg(feature = "sqlite")]
+            ConnectionRef::Sqlite(_) => BackendKind::Sqlite,
+            #[cfg(feature = "postgres")]
+            ConnectionRef::Postgres(_) => BackendKind::Postgres,
+            #[cfg(feature = "mysql")]
+            ConnectionRef::Mysql(_) => BackendKind::Mysql,
+        };
+        if backend != q.sql.kind {
+            return Err(StoreError::backend(format!(
+                "enqueue_in was given a {} connection for a queue on {}",
+                backend.as_str(),
+                q.sql.kind.as_str()
+            )));
+        }
+        let answer = match &mut conn {
+            #[cfg(feature = "sqlite")]
+            ConnectionRef::Sqlite(c) => enqueue::enqueue(&q.sql, &mut **c, jobs),
+            #[cfg(feature = "postgres")]
+            ConnectionRef::Postgres(c) => enqueue::enqueue(&q.sql, &mut **c, jobs),
+            #[cfg(feature = "mysql")]
+            ConnectionRef::Mysql(c) => enqueue::enqueue(&q.sql, &mut **c, jobs),
+        };
+        answer.map_err(|fail| match fail {
+            Fail::Db(e) => q.err(e),
+            Fail::Store(e) => e,
+            Fail::Panic(p) => std::panic::resume_unwind(p),
+        })
+    }
+}
+
+impl QCtx<'_> {
+    fn enqueue_pooled<C: QueueConnection>(
+        &self,
+        c: &mut crate::pool::PooledConn<C>,
+        jobs: &[NewJob],
+    ) -> Result<Vec<Enqueued>, StoreError> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let single = jobs.len() <= enqueue::MAX_ROWS_PER_STATEMENT && C::KIND != BackendKind::Mysql;
+        if single {
+            // One statement, atomic in autocommit; retried whole on a deadlock.
+            let mut attempt = 0;
+            loop {
+                match enqueue::enqueue(&self.sql, &mut c.conn, jobs) {
+                    Ok(answers) => return Ok(answers),
+                    Err(Fail::Db(e)) if crate::error::is_retryable(&e) && attempt < 6 => {
+                        attempt += 1;
+                        std::thread::sleep(Duration::from_millis(1 << attempt));
+                    }
+                    Err(Fail::Db(e)) => {
+                        if crate::error::is_connection_lost(&e) {
+                            c.broken = true;
+                        }
+                        return Err(self.err(e));
+                    }
+                    Err(Fail::Store(e)) => return Err(e),
+                    Err(Fail::Panic(p)) => std::panic::resume_unwind(p),
+                }
+            }
+        }
+        // Several statements (chunks, or MySQL's read-back): one transaction.
+        self.transaction(c, true, |c| {
+            Ok(tx::End::Commit(enqueue::enqueue(
+                &self.sql,
+                &mut c.conn,
+                jobs,
+            )?))
+        })
+    }
+}
+
+impl QueueStore for DieselQueue {
+    fn now(&self) -> Result<DateTime<Utc>, StoreError> {
+        LeaseStore::now(&*self.store)
+    }
+
+    fn guards(&self) -> &dyn LeaseStore {
+        &*self.store
+    }
+
+    fn enqueue_many(&self, jobs: &[NewJob]) -> Result<Vec<Enqueued>, StoreError> {
+        with_queue!(self, q, conn => q.enqueue_pooled(conn, jobs))
+    }
+
+    fn claim(&self, req: &ClaimRequest<'_>) -> Result<Vec<Claimed>, StoreError> {
+        with_queue!(self, q, conn => q.claim(conn, req))
+    }
+
+    fn renew(
+        &self,
+        lease: &QueueLease,
+        guard: Option<&Lease>,
+        ttl: Duration,
+    ) -> Result<Renewed, StoreError> {
+        with_queue!(self, q, conn => q.renew(conn, lease, guard, ttl))
+    }
+
+    fn progress(&self, lease: &QueueLease, progress: &Progress) -> Result<FenceCheck, StoreError> {
+        with_queue!(self, q, conn => q.progress(conn, lease, progress))
+    }
+
+    fn complete(
+        &self,
+        c: &Completion<'_>,
+        hook: Option<&mut TxEffects<'_>>,
+    ) -> Result<Completed, StoreError> {
+        with_queue!(self, q, conn => q.complete(conn, c, hook))
+    }
+
+    fn heartbeat(&self, hb: &Heartbeat<'_>) -> Result<(), StoreError> {
+        with_queue!(self, q, conn => q.heartbeat(conn, hb))
+    }
+
+    fn remove_worker(&self, worker: &str) -> Result<(), StoreError> {
+        with_queue!(self, q, conn => q.remove_worker(conn, worker))
+    }
+
+    fn reap(&self, limit: usize) -> Result<Vec<Reaped>, StoreError> {
+        with_queue!(self, q, conn => q.reap(conn, limit))
+    }
+
+    fn get(&self, id: JobId) -> Result<Option<QueuedJob>, StoreError> {
+        with_queue!(self, q, conn => q.get(conn, id))
+    }
+
+    fn list(&self, query: &JobQuery) -> Result<Vec<QueuedJob>, StoreError> {
+        with_queue!(self, q, conn => q.list(conn, query))
+    }
+
+    fn retry(&self, id: JobId) -> Result<OpResult, StoreError> {
+        with_queue!(self, q, conn => q.retry(conn, id))
+    }
+
+    fn retry_matching(&self, filter: &JobFilter) -> Result<u64, StoreError> {
+        with_queue!(self, q, conn => q.retry_matching(conn, filter))
+    }
+
+    fn cancel(&self, id: JobId) -> Result<OpResult, StoreError> {
+        with_queue!(self, q, conn => q.cancel(conn, id))
+    }
+
+    fn purge(&self, filter: &JobFilter) -> Result<u64, StoreError> {
+        with_queue!(self, q, conn => q.purge(conn, filter))
+    }
+
+    fn prune(&self, retention: Duration, limit: usize) -> Result<u64, StoreError> {
+        with_queue!(self, q, conn => q.prune(conn, retention, limit))
+    }
+
+    fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        with_queue!(self, q, conn => q.snapshot(conn))
+    }
+
+    /// On PostgreSQL, starts (once) the listener thread that wakes `waker` when jobs are enqueued
+    /// or retried on this database schema; elsewhere the pool polls at its interval.
+    fn subscribe(&self, waker: Waker) -> Result<(), StoreError> {
+        self.wakers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(waker);
+        if self.store.backend() == BackendKind::Postgres {
+            let mut listener = self.listener.lock().unwrap_or_else(PoisonError::into_inner);
+            if listener.is_none() {
+                *listener = Some(Listener::start(self.store.clone(), self.wakers.clone())?);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl<'a> From<&'a mut diesel::SqliteConnection> for ConnectionRef<'a> {
+    fn from(conn: &'a mut diesel::SqliteConnection) -> Self {
+        Self::Sqlite(conn)
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl<'a> From<&'a mut diesel::PgConnection> for ConnectionRef<'a> {
+    fn from(conn: &'a mut diesel::PgConnection) -> Self {
+        Self::Postgres(conn)
+    }
+}
+
+#[cfg(feature = "mysql")]
+impl<'a> From<&'a mut diesel::MysqlConnection> for ConnectionRef<'a> {
+    fn from(conn: &'a mut diesel::MysqlConnection) -> Self {
+        Self::Mysql(conn)
+    }
+}
+
+/// A reborrow, so that a `&mut ConnectionRef` (from [`DieselStore::with_connection`] or a setup
+/// hook) can be handed to [`DieselQueue::enqueue_in`] too.
+impl<'a, 'b: 'a> From<&'a mut ConnectionRef<'b>> for ConnectionRef<'a> {
+    fn from(conn: &'a mut ConnectionRef<'b>) -> Self {
+        match conn {
+            #[cfg(feature = "sqlite")]
+            ConnectionRef::Sqlite(c) => Self::Sqlite(c),
+            #[cfg(feature = "postgres")]
+            ConnectionRef::Postgres(c) => Self::Postgres(c),
+            #[cfg(feature = "mysql")]
+            ConnectionRef::Mysql(c) => Self::Mysql(c),
+        }
+    }
+}

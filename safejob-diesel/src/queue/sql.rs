@@ -1,0 +1,847 @@
+//! The queue's SQL, per backend, and the rows it reads back.
+//!
+//! As in the store's own statements (`crate::sql`), every instant is the database's clock written
+//! into the statement, and every timestamp is read back as integer microseconds since the Unix
+//! epoch. The clock spellings are repeated here because the store's dialect is private to its
+//! module; they carry the same test offset as the store's, which
+//! [`DieselQueue::advance_clock_for_tests`](super::DieselQueue::advance_clock_for_tests) moves
+//! together with the store's.
+//!
+//! Placeholders in the templates: `{now}` (the clock), `{plus}` (the clock plus `?` µs: one
+//! bind), `{at}` (a bound UTC text instant, NULL passes through: one bind), `{us:EXPR}` (a
+//! timestamp expression as integer µs), `{now_us}`, `{bigint}` (the cast target of an integer),
+//! `{append}` (the error history with one error appended, oldest dropped beyond the bound: three
+//! binds, attempt, kind, message).
+
+use diesel::{
+    QueryResult, QueryableByName,
+    query_builder::{AstPass, Query, QueryFragment, QueryId},
+    query_dsl::RunQueryDsl,
+    sql_types::{BigInt, Binary, Nullable, Text, Untyped},
+};
+use safejob_core::queue::MAX_ERROR_HISTORY;
+
+use crate::{
+    BackendKind,
+    pool::StoreConnection,
+    stmt::{MicrosRow, Stmt},
+};
+
+/// The channel enqueue and retry notify on PostgreSQL, and listeners listen on.
+pub(crate) const CHANNEL: &str = "safejob_queue";
+
+/// How one backend spells time and JSON.
+struct Dialect {
+    /// The clock plus a test offset in µs.
+    now: fn(i64) -> String,
+    /// The clock (plus offset) plus `?` µs.
+    plus: fn(i64) -> String,
+    /// A bound UTC text instant as a timestamp (NULL stays NULL).
+    at: &'static str,
+    /// A timestamp expression as integer µs (`{}` is the expression).
+    to_us: &'static str,
+    /// The cast target of an integer.
+    bigint: &'static str,
+    /// The error history with one error appended (`{obj}` is the new error object).
+    append: &'static str,
+    /// A JSON object of the new error: attempt, at_us ({now_us}), kind, message.
+    error_object: &'static str,
+}
+
+fn sqlite_modifier(off: i64) -> String {
+    if off == 0 {
+        String::new()
+    } else {
+        format!(", '{:+.6} seconds'", off as f64 / 1e6)
+    }
+}
+
+const SQLITE: Dialect = Dialect {
+    now: |off| {
+        format!(
+            "strftime('%Y-%m-%d %H:%M:%f', 'now'{})",
+            sqlite_modifier(off)
+        )
+    },
+    plus: |off| {
+        format!(
+            "strftime('%Y-%m-%d %H:%M:%f', 'now'{}, printf('%+.3f seconds', ? / 1000000.0))",
+            sqlite_modifier(off)
+        )
+    },
+    at: "strftime('%Y-%m-%d %H:%M:%f', ?)",
+    to_us: "(CAST(ROUND((julianday({}) - 2440587.5) * 86400000.0) AS INTEGER) * 1000)",
+    bigint: "BIGINT",
+    append: "json_insert(CASE WHEN json_array_length(errors) >= {max} \
+        THEN json_remove(errors, '$[0]') ELSE errors END, '$[#]', {obj})",
+    error_object: "json_object('attempt', ?, 'at_us', {now_us}, 'kind', ?, 'message', ?)",
+};
+
+const POSTGRES: Dialect = Dialect {
+    now: |off| match off {
+        0 => "now()".to_owned(),
+        off => format!("(now() + interval '{off} microseconds')"),
+    },
+    plus: |off| {
+        format!(
+            "({} + CAST(? AS float8) * interval '1 microsecond')",
+            (POSTGRES.now)(off)
+        )
+    },
+    at: "CAST(CAST(? AS text) AS timestamptz)",
+    to_us: "CAST(extract(epoch FROM {}) * 1000000 AS int8)",
+    bigint: "BIGINT",
+    append: "CAST((CASE WHEN jsonb_array_length(CAST(errors AS jsonb)) >= {max} \
+        THEN CAST(errors AS jsonb) - 0 ELSE CAST(errors AS jsonb) END) \
+        || jsonb_build_array({obj}) AS text)",
+    error_object: "jsonb_build_object('attempt', CAST(? AS int8), 'at_us', {now_us}, \
+        'kind', CAST(? AS text), 'message', CAST(? AS text))",
+};
+
+const MYSQL: Dialect = Dialect {
+    now: |off| match off {
+        0 => "UTC_TIMESTAMP(6)".to_owned(),
+        off => format!("(UTC_TIMESTAMP(6) + INTERVAL {off} MICROSECOND)"),
+    },
+    plus: |off| format!("({} + INTERVAL ? MICROSECOND)", (MYSQL.now)(off)),
+    at: "CAST(? AS DATETIME(6))",
+    to_us: "TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', {})",
+    bigint: "SIGNED",
+    append: "JSON_ARRAY_APPEND(CASE WHEN JSON_LENGTH(errors) >= {max} \
+        THEN JSON_REMOVE(errors, '$[0]') ELSE errors END, '$', {obj})",
+    error_object: "JSON_OBJECT('attempt', ?, 'at_us', {now_us}, 'kind', ?, 'message', ?)",
+};
+
+fn dialect(kind: BackendKind) -> &'static Dialect {
+    match kind {
+        BackendKind::Sqlite => &SQLITE,
+        BackendKind::Postgres => &POSTGRES,
+        BackendKind::Mysql => &MYSQL,
+    }
+}
+
+/// The columns of a whole job row (`{t}` is an optional table qualifier).
+const JOB_COLS: &str = "{t}id AS id, {t}kind AS kind, {t}queue AS queue, {t}payload AS payload, \
+    {t}metadata AS metadata, {t}priority AS priority, {t}state AS state, \
+    {us:{t}run_at} AS run_at_us, {t}attempts AS attempts, {t}max_attempts AS max_attempts, \
+    {t}fence AS fence, {t}owner AS owner, {us:{t}lease_expires_at} AS lease_us, \
+    {us:{t}attempted_at} AS attempted_us, {t}idempotent AS idempotent, \
+    {t}unique_key AS unique_key, {t}guard_digest AS guard_digest, \
+    {t}guard_fingerprint AS guard_fingerprint, {t}progress AS progress, {t}errors AS errors, \
+    {us:{t}created_at} AS created_us, {us:{t}updated_at} AS updated_us, \
+    {us:{t}finished_at} AS finished_us";
+
+/// A waiting job (pending, scheduled, retrying).
+pub(crate) const WAITING: &str = "state IN ('pending', 'scheduled', 'retrying')";
+/// A finished job (succeeded, dead, cancelled).
+pub(crate) const FINISHED: &str = "state IN ('succeeded', 'dead', 'cancelled')";
+/// The fence of every write by a worker: id, fence.
+const FENCED: &str = "id = ? AND fence = ? AND state = 'running'";
+/// A running job whose lease is no longer live.
+const EXPIRED: &str =
+    "state = 'running' AND (lease_expires_at IS NULL OR lease_expires_at <= {now})";
+
+/// Renders `template` for `kind` with the clock offset `off` (µs).
+pub(crate) fn render(kind: BackendKind, off: i64, template: &str) -> String {
+    let d = dialect(kind);
+    let now = (d.now)(off);
+    let object = d.error_object.replace("{now_us}", "{us:{now}}");
+    let append = d
+        .append
+        .replace("{max}", &MAX_ERROR_HISTORY.to_string())
+        .replace("{obj}", &object);
+    let mut out = template
+        .replace("{append}", &append)
+        .replace("{now_us}", "{us:{now}}")
+        .replace("{plus}", &(d.plus)(off))
+        .replace("{at}", d.at)
+        .replace("{bigint}", d.bigint)
+        .replace("{t}", "")
+        .replace("{now}", &now);
+    // `{us:EXPR}`, innermost first (EXPR has no braces left once `{now}` is rendered).
+    while let Some(start) = out.find("{us:") {
+        let Some(len) = out[start..].find('}') else {
+            break;
+        };
+        let expr = out[start + 4..start + len].to_owned();
+        out.replace_range(start..=start + len, &d.to_us.replace("{}", &expr));
+    }
+    debug_assert!(!out.contains("{us:"), "unrendered placeholder in {out}");
+    out
+}
+
+/// Like [`render`], qualifying the job columns of `{cols}` with `prefix`.
+fn render_cols(kind: BackendKind, off: i64, template: &str, prefix: &str) -> String {
+    let cols = JOB_COLS.replace("{t}", prefix);
+    render(kind, off, &template.replace("{cols}", &cols))
+}
+
+/// `?, ?, …` for `n` binds.
+pub(crate) fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+/// The size an `IN (…)` list is padded to (a power of two), so few distinct statements exist.
+pub(crate) fn padded(n: usize) -> usize {
+    n.max(1).next_power_of_two()
+}
+
+/// How a backend claims.
+#[derive(Debug)]
+pub(crate) enum ClaimSql {
+    /// PostgreSQL: one locking CTE + `UPDATE … RETURNING` (queues…, limit, owner, ttl); `{q}`
+    /// stands for the queue list.
+    Cte(String),
+    /// SQLite, inside `BEGIN IMMEDIATE`: `UPDATE … WHERE id IN (SELECT … LIMIT ?) RETURNING`
+    /// (owner, ttl, queues…, limit).
+    Returning(String),
+    /// MySQL / MariaDB, in one transaction: `pick` (queues…, limit) locks due rows with
+    /// `FOR UPDATE SKIP LOCKED`; `mark` (owner, ttl, ids…) claims them; `read` (ids…) reads them.
+    PickMarkRead {
+        pick: String,
+        mark: String,
+        read: String,
+    },
+}
+
+/// Every fixed statement of the queue, rendered once per clock offset. Binds are listed after
+/// each; `{q}` and `{ids}` are lists filled in per call.
+#[derive(Debug)]
+pub(crate) struct QueueSql {
+    pub(crate) kind: BackendKind,
+    pub(crate) offset: i64,
+    /// One VALUES row of an insert: kind, queue, payload, metadata, priority, at, delay, at,
+    /// delay, max_attempts, idempotent, unique_key, guard_digest, guard_fingerprint
+    /// (MySQL: + token).
+    pub(crate) insert_row: String,
+    /// The INSERT up to its VALUES.
+    pub(crate) insert_head: &'static str,
+    /// What follows the VALUES rows (PostgreSQL and SQLite: skip duplicates and return the
+    /// inserted rows; MySQL: skip duplicates).
+    pub(crate) insert_tail: &'static str,
+    /// MySQL: the rows a batch inserted, by token (`EnqRow`).
+    pub(crate) inserted_by_token: String,
+    /// The live jobs holding unique keys (`EnqRow`): keys….
+    pub(crate) live_holders: String,
+    pub(crate) claim: ClaimSql,
+    /// Renew (ttl, id, fence); `MicrosRow` with RETURNING.
+    pub(crate) renew: String,
+    /// The lease expiry after a renew, without RETURNING (id, fence).
+    pub(crate) expiry_of: String,
+    /// Progress (progress, id, fence).
+    pub(crate) progress: String,
+    /// Completions, each ending with `id, fence`; leading binds listed per statement.
+    /// Succeeded: progress.
+    pub(crate) succeeded: String,
+    /// Retry: progress, delay, attempt, kind, message.
+    pub(crate) retry: String,
+    /// Snooze without an error: progress, delay, delay.
+    pub(crate) snooze: String,
+    /// Snooze with an error: progress, attempt, kind, message, delay, delay.
+    pub(crate) snooze_error: String,
+    /// Dead or cancelled: progress, state, attempt, kind, message.
+    pub(crate) finish: String,
+    /// Heartbeat upsert: id, queues, concurrency.
+    pub(crate) heartbeat: String,
+    /// Remove a worker: id.
+    pub(crate) remove_worker: String,
+    /// Expired leases (`ReapRow`): limit.
+    pub(crate) expired: String,
+    /// Reap one job to retrying / parked / dead: attempt, kind, message, id, fence.
+    pub(crate) reap: [String; 3],
+    /// One job (`JobRow`): id.
+    pub(crate) get: String,
+    /// An operator retry: id.
+    pub(crate) retry_one: String,
+    /// An operator cancel: id.
+    pub(crate) cancel: String,
+    /// The live holder of a job's unique key other than itself (`IdRow`): id, id.
+    pub(crate) holder_of: String,
+    /// PostgreSQL: wake listeners.
+    pub(crate) notify: String,
+    /// Prune (cutoff as negative µs, limit).
+    pub(crate) prune: String,
+    /// Snapshot: counts (`CountRow`).
+    pub(crate) counts: String,
+    /// Snapshot: per-kind figures (`KindRow`).
+    pub(crate) kinds: String,
+    /// Snapshot: the latest durations of succeeded jobs per kind (`DurationRow`): limit.
+    pub(crate) durations: String,
+    /// Snapshot: workers (`WorkerRow`).
+    pub(crate) workers: String,
+    /// Snapshot: running jobs with their owner (`InFlightRow`).
+    pub(crate) in_flight: String,
+    /// Snapshot: now and the oldest due time (`OldestRow`).
+    pub(crate) oldest: String,
+}
+
+impl QueueSql {
+    pub(crate) fn render(kind: BackendKind, off: i64) -> Self {
+        let r = |t: &str| render(kind, off, t);
+        let rc = |t: &str| render_cols(kind, off, t, "");
+        let returning = kind != BackendKind::Mysql;
+        let run_at = "COALESCE({at}, {plus})";
+        let token = if kind == BackendKind::Mysql {
+            ", ?"
+        } else {
+            ""
+        };
+        let insert_row = r(&format!(
+            "(?, ?, ?, ?, ?, CASE WHEN {run_at} > {{now}} THEN 'scheduled' ELSE 'pending' END, \
+             {run_at}, 0, ?, 0, ?, ?, ?, ?, '[]', {{now}}, {{now}}{token})"
+        ));
+        let claim_set = "state = 'running', fence = fence + 1, attempts = attempts + 1, \
+            owner = ?, lease_expires_at = {plus}, attempted_at = {now}, updated_at = {now}";
+        let due = format!("{WAITING} AND run_at <= {{now}} AND queue IN ({{q}})");
+        let claim = match kind {
+            BackendKind::Postgres => ClaimSql::Cte(render_cols(
+                kind,
+                off,
+                &format!(
+                    "WITH due AS (SELECT id FROM safe_queue_jobs WHERE {due} \
+                     ORDER BY priority, run_at, id LIMIT ? FOR UPDATE SKIP LOCKED) \
+                     UPDATE safe_queue_jobs AS j SET state = 'running', fence = j.fence + 1, \
+                     attempts = j.attempts + 1, owner = ?, lease_expires_at = {{plus}}, \
+                     attempted_at = {{now}}, updated_at = {{now}} \
+                     FROM due WHERE j.id = due.id RETURNING {{cols}}"
+                ),
+                "j.",
+            )),
+            BackendKind::Sqlite => ClaimSql::Returning(rc(&format!(
+                "UPDATE safe_queue_jobs SET {claim_set} WHERE id IN (SELECT id FROM \
+                 safe_queue_jobs WHERE {due} ORDER BY priority, run_at, id LIMIT ?) \
+                 RETURNING {{cols}}"
+            ))),
+            BackendKind::Mysql => ClaimSql::PickMarkRead {
+                pick: r(&format!(
+                    "SELECT id FROM safe_queue_jobs WHERE {due} ORDER BY priority, run_at, id \
+                     LIMIT ? FOR UPDATE SKIP LOCKED"
+                )),
+                mark: r(&format!(
+                    "UPDATE safe_queue_jobs SET {claim_set} WHERE {WAITING} AND id IN ({{ids}})"
+                )),
+                read: rc("SELECT {cols} FROM safe_queue_jobs WHERE id IN ({ids})"),
+            },
+        };
+        let done = "owner = NULL, lease_expires_at = NULL, updated_at = {now}, \
+            progress = COALESCE(?, progress)";
+        Self {
+            kind,
+            offset: off,
+            insert_row,
+            insert_head: "INSERT INTO safe_queue_jobs (kind, queue, payload, metadata, priority, \
+                state, run_at, attempts, max_attempts, fence, idempotent, unique_key, \
+                guard_digest, guard_fingerprint, errors, created_at, updated_at",
+            insert_tail: match kind {
+                BackendKind::Mysql => " ON DUPLICATE KEY UPDATE id = id",
+                _ => " ON CONFLICT DO NOTHING RETURNING id, state, unique_key",
+            },
+            inserted_by_token: r("SELECT id, state, unique_key FROM safe_queue_jobs \
+                 WHERE enqueue_token = ? ORDER BY id"),
+            live_holders: r(&format!(
+                "SELECT id, state, unique_key FROM safe_queue_jobs \
+                 WHERE unique_key IN ({{q}}) AND NOT ({FINISHED})"
+            )),
+            claim,
+            renew: if returning {
+                r(&format!(
+                    "UPDATE safe_queue_jobs SET lease_expires_at = {{plus}}, \
+                     updated_at = {{now}} WHERE {FENCED} \
+                     RETURNING {{us:lease_expires_at}} AS us"
+                ))
+            } else {
+                r(&format!(
+                    "UPDATE safe_queue_jobs SET lease_expires_at = {{plus}}, \
+                     updated_at = {{now}} WHERE {FENCED}"
+                ))
+            },
+            expiry_of: r(&format!(
+                "SELECT {{us:lease_expires_at}} AS us FROM safe_queue_jobs WHERE {FENCED}"
+            )),
+            progress: r(&format!(
+                "UPDATE safe_queue_jobs SET progress = ?, updated_at = {{now}} WHERE {FENCED}"
+            )),
+            succeeded: r(&format!(
+                "UPDATE safe_queue_jobs SET {done}, state = 'succeeded', finished_at = {{now}} \
+                 WHERE {FENCED}"
+            )),
+            retry: r(&format!(
+                "UPDATE safe_queue_jobs SET {done}, state = 'retrying', run_at = {{plus}}, \
+                 errors = {{append}} WHERE {FENCED}"
+            )),
+            // MySQL assigns left to right: errors (which reads nothing changed here) and the
+            // state (which reads run_at's new value on MySQL only, equal either way) are safe.
+            snooze: r(&format!(
+                "UPDATE safe_queue_jobs SET {done}, attempts = attempts - 1, \
+                 run_at = {{plus}}, state = CASE WHEN {{plus}} > {{now}} THEN 'scheduled' \
+                 ELSE 'pending' END WHERE {FENCED}"
+            )),
+            snooze_error: r(&format!(
+                "UPDATE safe_queue_jobs SET {done}, errors = {{append}}, \
+                 attempts = attempts - 1, run_at = {{plus}}, state = CASE WHEN {{plus}} > \
+                 {{now}} THEN 'scheduled' ELSE 'pending' END WHERE {FENCED}"
+            )),
+            finish: r(&format!(
+                "UPDATE safe_queue_jobs SET {done}, state = ?, finished_at = {{now}}, \
+                 errors = {{append}} WHERE {FENCED}"
+            )),
+            heartbeat: match kind {
+                BackendKind::Mysql => r("INSERT INTO safe_queue_workers \
+                     (id, queues, concurrency, last_heartbeat) VALUES (?, ?, ?, {now}) \
+                     ON DUPLICATE KEY UPDATE queues = VALUES(queues), \
+                     concurrency = VALUES(concurrency), last_heartbeat = VALUES(last_heartbeat)"),
+                _ => r(
+                    "INSERT INTO safe_queue_workers (id, queues, concurrency, last_heartbeat) \
+                     VALUES (?, ?, ?, {now}) ON CONFLICT (id) DO UPDATE SET \
+                     queues = excluded.queues, concurrency = excluded.concurrency, \
+                     last_heartbeat = excluded.last_heartbeat",
+                ),
+            },
+            remove_worker: r("DELETE FROM safe_queue_workers WHERE id = ?"),
+            expired: r(&format!(
+                "SELECT id, kind, fence, attempts, max_attempts, idempotent, owner \
+                 FROM safe_queue_jobs WHERE {EXPIRED} ORDER BY id LIMIT ?"
+            )),
+            reap: [
+                ("'retrying'", ", run_at = {now}"),
+                ("'parked'", ""),
+                ("'dead'", ", finished_at = {now}"),
+            ]
+            .map(|(state, extra)| {
+                r(&format!(
+                    "UPDATE safe_queue_jobs SET errors = {{append}}, fence = fence + 1, \
+                     owner = NULL, lease_expires_at = NULL, updated_at = {{now}}, \
+                     state = {state}{extra} WHERE id = ? AND fence = ? AND {EXPIRED}"
+                ))
+            }),
+            get: rc("SELECT {cols} FROM safe_queue_jobs WHERE id = ?"),
+            retry_one: r(
+                "UPDATE safe_queue_jobs SET state = 'pending', run_at = {now}, \
+                 attempts = 0, finished_at = NULL, updated_at = {now} \
+                 WHERE id = ? AND state IN ('dead', 'cancelled', 'parked')",
+            ),
+            cancel: r(&format!(
+                "UPDATE safe_queue_jobs SET state = 'cancelled', finished_at = {{now}}, \
+                 updated_at = {{now}} WHERE id = ? AND ({WAITING} OR state = 'parked')"
+            )),
+            holder_of: r(
+                "SELECT o.id AS id FROM safe_queue_jobs o JOIN safe_queue_jobs j \
+                 ON o.unique_key = j.unique_key WHERE j.id = ? AND o.id <> ? \
+                 AND o.state NOT IN ('succeeded', 'dead', 'cancelled')",
+            ),
+            notify: format!("SELECT pg_notify('{CHANNEL}', current_schema())"),
+            prune: match kind {
+                BackendKind::Mysql => r(&format!(
+                    "DELETE FROM safe_queue_jobs WHERE {FINISHED} AND finished_at < {{plus}} \
+                     ORDER BY id LIMIT ?"
+                )),
+                _ => r(&format!(
+                    "DELETE FROM safe_queue_jobs WHERE id IN (SELECT id FROM safe_queue_jobs \
+                     WHERE {FINISHED} AND finished_at < {{plus}} ORDER BY id LIMIT ?)"
+                )),
+            },
+            counts: r(
+                "SELECT queue, kind, state, CAST(COUNT(*) AS {bigint}) AS n \
+                 FROM safe_queue_jobs GROUP BY queue, kind, state",
+            ),
+            kinds: r("SELECT kind, \
+                 CAST(SUM(CASE WHEN state = 'succeeded' THEN 1 ELSE 0 END) AS {bigint}) AS ok, \
+                 CAST(SUM(CASE WHEN state = 'dead' THEN 1 ELSE 0 END) AS {bigint}) AS dead, \
+                 CAST(SUM(CASE WHEN state = 'succeeded' AND attempted_at IS NOT NULL \
+                 AND finished_at > attempted_at \
+                 THEN {us:finished_at} - {us:attempted_at} ELSE 0 END) AS {bigint}) AS total_us \
+                 FROM safe_queue_jobs WHERE state IN ('succeeded', 'dead') GROUP BY kind"),
+            durations: r("SELECT kind, d FROM (SELECT kind, \
+                 CASE WHEN attempted_at IS NOT NULL AND finished_at > attempted_at \
+                 THEN {us:finished_at} - {us:attempted_at} ELSE 0 END AS d, \
+                 ROW_NUMBER() OVER (PARTITION BY kind ORDER BY id DESC) AS rn \
+                 FROM safe_queue_jobs WHERE state = 'succeeded') s WHERE rn <= ?"),
+            workers: r(
+                "SELECT id, queues, concurrency, {us:last_heartbeat} AS heartbeat_us \
+                 FROM safe_queue_workers ORDER BY id",
+            ),
+            in_flight: r("SELECT id, owner FROM safe_queue_jobs \
+                 WHERE state = 'running' AND owner IS NOT NULL ORDER BY id"),
+            oldest: r(&format!(
+                "SELECT {{now_us}} AS now_us, {{us:MIN(run_at)}} AS due_us \
+                 FROM safe_queue_jobs WHERE {WAITING} AND run_at <= {{now}}"
+            )),
+        }
+    }
+
+    /// The list of `n` placeholders substituted for `{q}` / `{ids}` in `sql`.
+    pub(crate) fn with_list(sql: &str, n: usize) -> String {
+        let list = placeholders(n);
+        sql.replace("{q}", &list).replace("{ids}", &list)
+    }
+
+    /// A listing: `SELECT` of whole rows (`with_cols`) or `UPDATE`/`DELETE` (a `head` ending
+    /// before `WHERE`) with the filter's conditions; binds: state, queue, kind (those given),
+    /// then after and limit when asked.
+    pub(crate) fn filtered(&self, head: &str, filter: &FilterShape, tail: &str) -> String {
+        let mut conds = vec!["1 = 1".to_owned()];
+        if filter.state {
+            conds.push("state = ?".into());
+        }
+        if filter.queue {
+            conds.push("queue = ?".into());
+        }
+        if filter.kind {
+            conds.push("kind = ?".into());
+        }
+        if filter.after {
+            conds.push("id > ?".into());
+        }
+        conds.extend(filter.extra.iter().map(|c| (*c).to_owned()));
+        render_cols(
+            self.kind,
+            self.offset,
+            &format!("{head} WHERE {} {tail}", conds.join(" AND ")),
+            "",
+        )
+    }
+}
+
+/// Which conditions a filtered statement has.
+#[derive(Debug, Default)]
+pub(crate) struct FilterShape {
+    pub(crate) state: bool,
+    pub(crate) queue: bool,
+    pub(crate) kind: bool,
+    pub(crate) after: bool,
+    pub(crate) extra: Vec<&'static str>,
+}
+
+/// A statement, cached per connection by its SQL text (fixed statements) or not (batch inserts,
+/// whose text changes with the batch size).
+#[derive(Debug, Clone)]
+pub(crate) struct Sql<'a> {
+    pub(crate) stmt: Stmt<'a>,
+    pub(crate) cache: bool,
+}
+
+impl<'a> Sql<'a> {
+    pub(crate) fn new(sql: &'a str, binds: Vec<crate::stmt::Bind<'a>>) -> Self {
+        Self {
+            stmt: Stmt::new(sql, binds),
+            cache: true,
+        }
+    }
+
+    pub(crate) fn uncached(sql: &'a str, binds: Vec<crate::stmt::Bind<'a>>) -> Self {
+        Self {
+            stmt: Stmt::new(sql, binds),
+            cache: false,
+        }
+    }
+}
+
+impl QueryId for Sql<'_> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl Query for Sql<'_> {
+    type SqlType = Untyped;
+}
+
+impl<Conn> RunQueryDsl<Conn> for Sql<'_> {}
+
+macro_rules! sql_fragment {
+    ($backend:ty) => {
+        impl QueryFragment<$backend> for Sql<'_> {
+            fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, $backend>) -> QueryResult<()> {
+                if !self.cache {
+                    out.unsafe_to_cache_prepared();
+                }
+                self.stmt.walk_ast(out.reborrow())
+            }
+        }
+    };
+}
+
+#[cfg(feature = "sqlite")]
+sql_fragment!(diesel::sqlite::Sqlite);
+#[cfg(feature = "postgres")]
+sql_fragment!(diesel::pg::Pg);
+#[cfg(feature = "mysql")]
+sql_fragment!(diesel::mysql::Mysql);
+
+/// A whole job row.
+#[derive(Debug, QueryableByName)]
+pub(crate) struct JobRow {
+    #[diesel(sql_type = BigInt)]
+    pub id: i64,
+    #[diesel(sql_type = Text)]
+    pub kind: String,
+    #[diesel(sql_type = Text)]
+    pub queue: String,
+    #[diesel(sql_type = Text)]
+    pub payload: String,
+    #[diesel(sql_type = Text)]
+    pub metadata: String,
+    #[diesel(sql_type = BigInt)]
+    pub priority: i64,
+    #[diesel(sql_type = Text)]
+    pub state: String,
+    #[diesel(sql_type = BigInt)]
+    pub run_at_us: i64,
+    #[diesel(sql_type = BigInt)]
+    pub attempts: i64,
+    #[diesel(sql_type = BigInt)]
+    pub max_attempts: i64,
+    #[diesel(sql_type = BigInt)]
+    pub fence: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub owner: Option<String>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub lease_us: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub attempted_us: Option<i64>,
+    #[diesel(sql_type = BigInt)]
+    pub idempotent: i64,
+    #[diesel(sql_type = Nullable<Binary>)]
+    pub unique_key: Option<Vec<u8>>,
+    #[diesel(sql_type = Nullable<Binary>)]
+    pub guard_digest: Option<Vec<u8>>,
+    #[diesel(sql_type = Nullable<Binary>)]
+    pub guard_fingerprint: Option<Vec<u8>>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub progress: Option<String>,
+    #[diesel(sql_type = Text)]
+    pub errors: String,
+    #[diesel(sql_type = BigInt)]
+    pub created_us: i64,
+    #[diesel(sql_type = BigInt)]
+    pub updated_us: i64,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub finished_us: Option<i64>,
+}
+
+/// What an insert (or a duplicate lookup) reads back.
+#[derive(Debug, QueryableByName)]
+pub(crate) struct EnqRow {
+    #[diesel(sql_type = BigInt)]
+    pub id: i64,
+    #[diesel(sql_type = Text)]
+    pub state: String,
+    #[diesel(sql_type = Nullable<Binary>)]
+    pub unique_key: Option<Vec<u8>>,
+}
+
+/// One id.
+#[derive(Debug, QueryableByName)]
+pub(crate) struct IdRow {
+    #[diesel(sql_type = BigInt)]
+    pub id: i64,
+}
+
+/// A running job whose lease expired.
+#[derive(Debug, QueryableByName)]
+pub(crate) struct ReapRow {
+    #[diesel(sql_type = BigInt)]
+    pub id: i64,
+    #[diesel(sql_type = Text)]
+    pub kind: String,
+    #[diesel(sql_type = BigInt)]
+    pub fence: i64,
+    #[diesel(sql_type = BigInt)]
+    pub attempts: i64,
+    #[diesel(sql_type = BigInt)]
+    pub max_attempts: i64,
+    #[diesel(sql_type = BigInt)]
+    pub idempotent: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub owner: Option<String>,
+}
+
+/// Jobs in one (queue, kind, state).
+#[derive(Debug, QueryableByName)]
+pub(crate) struct CountRow {
+    #[diesel(sql_type = Text)]
+    pub queue: String,
+    #[diesel(sql_type = Text)]
+    pub kind: String,
+    #[diesel(sql_type = Text)]
+    pub state: String,
+    #[diesel(sql_type = BigInt)]
+    pub n: i64,
+}
+
+/// Finished jobs of one kind.
+#[derive(Debug, QueryableByName)]
+pub(crate) struct KindRow {
+    #[diesel(sql_type = Text)]
+    pub kind: String,
+    #[diesel(sql_type = BigInt)]
+    pub ok: i64,
+    #[diesel(sql_type = BigInt)]
+    pub dead: i64,
+    #[diesel(sql_type = BigInt)]
+    pub total_us: i64,
+}
+
+/// One succeeded job's duration.
+#[derive(Debug, QueryableByName)]
+pub(crate) struct DurationRow {
+    #[diesel(sql_type = Text)]
+    pub kind: String,
+    #[diesel(sql_type = BigInt)]
+    pub d: i64,
+}
+
+/// A worker's row.
+#[derive(Debug, QueryableByName)]
+pub(crate) struct WorkerRow {
+    #[diesel(sql_type = Text)]
+    pub id: String,
+    #[diesel(sql_type = Text)]
+    pub queues: String,
+    #[diesel(sql_type = BigInt)]
+    pub concurrency: i64,
+    #[diesel(sql_type = BigInt)]
+    pub heartbeat_us: i64,
+}
+
+/// A running job and its owner.
+#[derive(Debug, QueryableByName)]
+pub(crate) struct InFlightRow {
+    #[diesel(sql_type = BigInt)]
+    pub id: i64,
+    #[diesel(sql_type = Text)]
+    pub owner: String,
+}
+
+/// The clock and the oldest due time.
+#[derive(Debug, QueryableByName)]
+pub(crate) struct OldestRow {
+    #[diesel(sql_type = BigInt)]
+    pub now_us: i64,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub due_us: Option<i64>,
+}
+
+/// The current schema (PostgreSQL).
+#[derive(Debug, QueryableByName)]
+pub(crate) struct SchemaRow {
+    #[diesel(sql_type = Text)]
+    pub schema: String,
+}
+
+/// Loads rows of type `R` (one impl per connection and row type: diesel's loading is typed by
+/// the concrete backend).
+pub(crate) trait LoadRows<R> {
+    fn load_rows(&mut self, sql: &Sql<'_>) -> QueryResult<Vec<R>>;
+}
+
+/// What the queue needs of a connection beyond what the store needs.
+pub(crate) trait QueueConnection:
+    StoreConnection
+    + LoadRows<JobRow>
+    + LoadRows<EnqRow>
+    + LoadRows<IdRow>
+    + LoadRows<ReapRow>
+    + LoadRows<CountRow>
+    + LoadRows<KindRow>
+    + LoadRows<DurationRow>
+    + LoadRows<WorkerRow>
+    + LoadRows<InFlightRow>
+    + LoadRows<OldestRow>
+    + LoadRows<SchemaRow>
+    + LoadRows<MicrosRow>
+{
+    /// Which backend this connection speaks.
+    const KIND: BackendKind;
+    /// Runs a statement; the rows it matched.
+    fn run_exec(&mut self, sql: &Sql<'_>) -> QueryResult<usize>;
+    /// Runs a query.
+    fn run_load<R>(&mut self, sql: &Sql<'_>) -> QueryResult<Vec<R>>
+    where
+        Self: LoadRows<R>,
+    {
+        self.load_rows(sql)
+    }
+    /// Drains the notifications received on this connection (PostgreSQL `LISTEN`): their
+    /// payloads.
+    fn drain_notifications(&mut self) -> QueryResult<Vec<String>> {
+        Ok(Vec::new())
+    }
+}
+
+macro_rules! queue_connection {
+    ($conn:ty, $kind:expr $(, $extra:item)*) => {
+        impl QueueConnection for $conn {
+            const KIND: BackendKind = $kind;
+            fn run_exec(&mut self, sql: &Sql<'_>) -> QueryResult<usize> {
+                RunQueryDsl::execute(sql.clone(), self)
+            }
+            $($extra)*
+        }
+        queue_connection!(@rows $conn: JobRow, EnqRow, IdRow, ReapRow, CountRow, KindRow,
+            DurationRow, WorkerRow, InFlightRow, OldestRow, SchemaRow, MicrosRow);
+    };
+    (@rows $conn:ty: $($row:ty),*) => {
+        $(
+            impl LoadRows<$row> for $conn {
+                fn load_rows(&mut self, sql: &Sql<'_>) -> QueryResult<Vec<$row>> {
+                    RunQueryDsl::load(sql.clone(), self)
+                }
+            }
+        )*
+    };
+}
+
+#[cfg(feature = "sqlite")]
+queue_connection!(diesel::SqliteConnection, BackendKind::Sqlite);
+#[cfg(feature = "postgres")]
+queue_connection!(
+    diesel::PgConnection,
+    BackendKind::Postgres,
+    fn drain_notifications(&mut self) -> QueryResult<Vec<String>> {
+        self.notifications_iter()
+            .map(|n| n.map(|n| n.payload))
+            .collect()
+    }
+);
+#[cfg(feature = "mysql")]
+queue_connection!(diesel::MysqlConnection, BackendKind::Mysql);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_statement_renders_completely() {
+        for kind in [
+            BackendKind::Sqlite,
+            BackendKind::Postgres,
+            BackendKind::Mysql,
+        ] {
+            for off in [0, 31_000_000] {
+                let s = QueueSql::render(kind, off);
+                for sql in [
+                    &s.insert_row,
+                    &s.renew,
+                    &s.succeeded,
+                    &s.retry,
+                    &s.snooze,
+                    &s.snooze_error,
+                    &s.finish,
+                    &s.reap[0],
+                    &s.get,
+                    &s.kinds,
+                    &s.oldest,
+                    &s.prune,
+                ] {
+                    assert!(!sql.contains('{'), "{sql}");
+                }
+                let row_binds = if kind == BackendKind::Mysql { 15 } else { 14 };
+                assert_eq!(s.insert_row.matches('?').count(), row_binds, "{kind:?}");
+                assert_eq!(s.retry.matches('?').count(), 7, "{}", s.retry);
+                assert_eq!(s.snooze_error.matches('?').count(), 8, "{}", s.snooze_error);
+                assert_eq!(s.finish.matches('?').count(), 7);
+                assert_eq!(s.reap[2].matches('?').count(), 5);
+            }
+        }
+    }
+}

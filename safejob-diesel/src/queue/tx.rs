@@ -1,0 +1,190 @@
+//! Running the queue's statements: retries of deadlocks outside transactions, and transactions
+//! retried as a whole.
+
+use std::{any::Any, sync::Arc, time::Duration};
+
+use diesel::{
+    QueryResult,
+    connection::{AnsiTransactionManager, TransactionManager},
+    result::{DatabaseErrorKind, Error as DieselError},
+};
+use safejob_core::store::StoreError;
+
+use super::sql::{QueueConnection, QueueSql};
+use crate::{
+    error::{ErrorContext, is_connection_lost, is_retryable},
+    ops::Ctx,
+    pool::PooledConn,
+};
+
+/// How many times a deadlock or lock-wait timeout is retried before it is reported.
+const MAX_RETRIES: u32 = 6;
+
+/// What every queue primitive needs besides its connection: the queue's statements and the
+/// store's (for the guard's half, run in the same transaction).
+pub(crate) struct QCtx<'a> {
+    pub(crate) sql: Arc<QueueSql>,
+    pub(crate) guard: Ctx<'a>,
+}
+
+/// Why a transaction body stopped.
+pub(crate) enum Fail {
+    /// A statement failed (retried as a whole when it is a deadlock or lock-wait timeout).
+    Db(DieselError),
+    /// The guard's half, or reading a row, failed.
+    Store(StoreError),
+    /// The transactional effects hook panicked: roll back, discard the connection, re-panic.
+    Panic(Box<dyn Any + Send>),
+}
+
+impl From<DieselError> for Fail {
+    fn from(e: DieselError) -> Self {
+        Self::Db(e)
+    }
+}
+
+impl From<StoreError> for Fail {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+/// How a transaction body ends.
+pub(crate) enum End<T> {
+    Commit(T),
+    Rollback(T),
+}
+
+/// The `safe_queue_jobs` (or workers) table does not exist.
+fn is_missing_queue(error: &DieselError) -> bool {
+    match error {
+        DieselError::DatabaseError(_, info) => {
+            let m = info.message();
+            m.contains("safe_queue")
+                && (m.contains("no such table")
+                    || m.contains("does not exist")
+                    || m.contains("doesn't exist"))
+        }
+        _ => false,
+    }
+}
+
+pub(crate) fn is_unique_violation(error: &DieselError) -> bool {
+    matches!(
+        error,
+        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)
+    )
+}
+
+/// A diesel error as a store error; a missing queue table says how to migrate.
+pub(crate) fn store_error(errors: &ErrorContext, error: DieselError) -> StoreError {
+    if is_missing_queue(&error) {
+        return StoreError::MissingTable {
+            hint: format!(
+                "the queue's tables (safe_queue_jobs) are missing: call DieselStore::migrate() \
+                 or {}",
+                errors.hint
+            ),
+        };
+    }
+    errors.store_error(error)
+}
+
+fn backoff(attempt: u32) -> Duration {
+    let jitter = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() % 1_000_000);
+    Duration::from_millis(1 << attempt.min(6)) + Duration::from_nanos(u64::from(jitter))
+}
+
+impl QCtx<'_> {
+    pub(crate) fn err(&self, e: DieselError) -> StoreError {
+        store_error(self.guard.errors, e)
+    }
+
+    /// Runs `f` in autocommit, retrying deadlocks and lock-wait timeouts, and marking the
+    /// connection broken when it was lost.
+    pub(crate) fn run<C: QueueConnection, T>(
+        &self,
+        c: &mut PooledConn<C>,
+        mut f: impl FnMut(&mut C) -> QueryResult<T>,
+    ) -> Result<T, StoreError> {
+        let mut attempt = 0;
+        loop {
+            match f(&mut c.conn) {
+                Err(e) if is_retryable(&e) && attempt < MAX_RETRIES => {
+                    std::thread::sleep(backoff(attempt));
+                    attempt += 1;
+                }
+                Err(e) => {
+                    if is_connection_lost(&e) {
+                        c.broken = true;
+                    }
+                    return Err(self.err(e));
+                }
+                Ok(v) => return Ok(v),
+            }
+        }
+    }
+
+    /// Runs `body` in one transaction (a write transaction — SQLite `BEGIN IMMEDIATE` — when
+    /// `write`), committing or rolling back as it says. A deadlock or lock-wait timeout rolls back
+    /// and runs the whole body again.
+    pub(crate) fn transaction<C: QueueConnection, T>(
+        &self,
+        c: &mut PooledConn<C>,
+        write: bool,
+        mut body: impl FnMut(&mut PooledConn<C>) -> Result<End<T>, Fail>,
+    ) -> Result<T, StoreError> {
+        let mut attempt = 0;
+        loop {
+            let begun = if write {
+                c.conn.begin_write()
+            } else {
+                AnsiTransactionManager::begin_transaction(&mut c.conn)
+            };
+            let outcome = match begun {
+                Ok(()) => body(c),
+                Err(e) => Err(Fail::Db(e)),
+            };
+            match outcome {
+                Ok(End::Commit(value)) => {
+                    return match AnsiTransactionManager::commit_transaction(&mut c.conn) {
+                        Ok(()) => Ok(value),
+                        Err(e) => {
+                            // A failed COMMIT leaves the connection in an unknown state.
+                            c.broken = true;
+                            Err(self.guard.errors.write_error(e))
+                        }
+                    };
+                }
+                Ok(End::Rollback(value)) => {
+                    c.rollback();
+                    return Ok(value);
+                }
+                Err(Fail::Db(e)) => {
+                    c.rollback();
+                    if is_retryable(&e) && attempt < MAX_RETRIES {
+                        tracing::debug!(error = %e, attempt, "safejob-diesel queue: retrying a transaction after a lock conflict");
+                        std::thread::sleep(backoff(attempt));
+                        attempt += 1;
+                        continue;
+                    }
+                    if is_connection_lost(&e) {
+                        c.broken = true;
+                    }
+                    return Err(self.err(e));
+                }
+                Err(Fail::Store(e)) => {
+                    c.rollback();
+                    return Err(e);
+                }
+                Err(Fail::Panic(panic)) => {
+                    c.rollback();
+                    c.broken = true;
+                    std::panic::resume_unwind(panic);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,445 @@
+//! What workers do: claim (with the guard's acquire in the same transaction), renew, progress,
+//! and the fenced completion (with the guard's finalize in the same transaction).
+//!
+//! Lock order, everywhere: job rows first, then guard rows (a claim's guard acquires sorted by
+//! digest), so two transactions of the queue never wait on each other in a cycle.
+
+use std::{
+    any::Any,
+    panic::{AssertUnwindSafe, catch_unwind},
+    time::Duration,
+};
+
+use safejob_core::{
+    queue::{
+        ClaimRequest, Claimed, CompleteAs, Completed, Completion, ErrorKind, GuardFinish, Progress,
+        QueueLease,
+    },
+    store::{
+        AcquireRequest, EffectsState, FenceCheck, Finalized, Lease, Renewed, StoreError, TxEffects,
+    },
+};
+
+use super::{
+    rows::{clean, instant, job, micros},
+    sql::{ClaimSql, IdRow, JobRow, QueueConnection, QueueSql, Sql, padded},
+    tx::{End, Fail, QCtx},
+};
+use crate::{
+    pool::PooledConn,
+    stmt::{Bind, MicrosRow, Stmt},
+};
+
+fn fence(lease: &QueueLease) -> Result<i64, StoreError> {
+    i64::try_from(lease.fence).map_err(|_| StoreError::backend("fence out of range"))
+}
+
+fn exactly_one(n: usize, id: i64) -> Result<bool, StoreError> {
+    match n {
+        0 => Ok(false),
+        1 => Ok(true),
+        n => Err(super::rows::corrupt(
+            id,
+            format!("a fenced write matched {n} rows"),
+        )),
+    }
+}
+
+impl QCtx<'_> {
+    pub(crate) fn claim<C: QueueConnection>(
+        &self,
+        c: &mut PooledConn<C>,
+        req: &ClaimRequest<'_>,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let Some(first_queue) = req.queues.first() else {
+            return Ok(Vec::new());
+        };
+        if req.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = i64::try_from(req.limit).unwrap_or(i64::MAX);
+        let ttl = micros(req.ttl)?;
+        let n = padded(req.queues.len());
+        let queues: Vec<Bind<'_>> = (0..n)
+            .map(|i| Bind::Text(req.queues.get(i).unwrap_or(first_queue)))
+            .collect();
+        let text = match &self.sql.claim {
+            ClaimSql::Cte(sql) | ClaimSql::Returning(sql) => QueueSql::with_list(sql, n),
+            ClaimSql::PickMarkRead { pick, .. } => QueueSql::with_list(pick, n),
+        };
+        self.transaction(c, true, |c| {
+            let rows: Vec<JobRow> = match &self.sql.claim {
+                ClaimSql::Cte(_) => {
+                    let mut binds = queues.clone();
+                    binds.extend([Bind::Int(limit), Bind::Text(req.worker), Bind::Int(ttl)]);
+                    c.conn.run_load(&Sql::new(&text, binds))?
+                }
+                ClaimSql::Returning(_) => {
+                    let mut binds = vec![Bind::Text(req.worker), Bind::Int(ttl)];
+                    binds.extend(queues.iter().copied());
+                    binds.push(Bind::Int(limit));
+                    c.conn.run_load(&Sql::new(&text, binds))?
+                }
+                ClaimSql::PickMarkRead { mark, read, .. } => {
+                    let mut binds = queues.clone();
+                    binds.push(Bind::Int(limit));
+                    let ids: Vec<IdRow> = c.conn.run_load(&Sql::new(&text, binds))?;
+                    let Some(first) = ids.first().map(|r| r.id) else {
+                        return Ok(End::Commit(Vec::new()));
+                    };
+                    let n = padded(ids.len());
+                    let id_binds = (0..n).map(|i| Bind::Int(ids.get(i).map_or(first, |r| r.id)));
+                    let mut binds = vec![Bind::Text(req.worker), Bind::Int(ttl)];
+                    binds.extend(id_binds.clone());
+                    c.conn
+                        .run_exec(&Sql::new(&QueueSql::with_list(mark, n), binds))?;
+                    c.conn
+                        .run_load(&Sql::new(&QueueSql::with_list(read, n), id_binds.collect()))?
+                }
+            };
+            let mut jobs = rows.into_iter().map(job).collect::<Result<Vec<_>, _>>()?;
+            jobs.sort_by_key(|j| (j.priority, j.run_at, j.id));
+            let mut guarded: Vec<usize> = (0..jobs.len())
+                .filter(|&i| jobs[i].guard.is_some())
+                .collect();
+            guarded.sort_by_key(|&i| jobs[i].guard.map(|g| g.digest));
+            let mut answers = vec![None; jobs.len()];
+            for i in guarded {
+                let Some(spec) = jobs[i].guard else { continue };
+                answers[i] = Some(self.guard.acquire(
+                    c,
+                    &AcquireRequest {
+                        digest: spec.digest,
+                        fingerprint: spec.fingerprint,
+                        owner: req.worker,
+                        ttl: req.ttl,
+                    },
+                )?);
+            }
+            let claimed = jobs
+                .into_iter()
+                .zip(answers)
+                .map(|(job, guard)| {
+                    let lease = QueueLease {
+                        id: job.id,
+                        fence: job.fence,
+                        attempt: job.attempts,
+                        owner: req.worker.to_owned(),
+                        expires_at: job.lease_expires_at.unwrap_or(job.updated_at),
+                    };
+                    Claimed { job, lease, guard }
+                })
+                .collect();
+            Ok(End::Commit(claimed))
+        })
+    }
+
+    /// The job's renew statement: the new expiry, or `None` when stale.
+    fn renew_job<C: QueueConnection>(
+        &self,
+        conn: &mut C,
+        lease: &QueueLease,
+        ttl: i64,
+    ) -> Result<Option<i64>, Fail> {
+        let id = lease.id.0;
+        let f = fence(lease)?;
+        let stmt = Sql::new(
+            &self.sql.renew,
+            vec![Bind::Int(ttl), Bind::Int(id), Bind::Int(f)],
+        );
+        if self.sql.kind != crate::BackendKind::Mysql {
+            let rows: Vec<MicrosRow> = conn.run_load(&stmt)?;
+            exactly_one(rows.len(), id)?;
+            return Ok(rows.first().map(|r| r.us));
+        }
+        let n = conn.run_exec(&stmt)?;
+        if !exactly_one(n, id)? {
+            return Ok(None);
+        }
+        let read = Sql::new(&self.sql.expiry_of, vec![Bind::Int(id), Bind::Int(f)]);
+        let rows: Vec<MicrosRow> = conn.run_load(&read)?;
+        Ok(rows.first().map(|r| r.us))
+    }
+
+    pub(crate) fn renew<C: QueueConnection>(
+        &self,
+        c: &mut PooledConn<C>,
+        lease: &QueueLease,
+        guard: Option<&Lease>,
+        ttl: Duration,
+    ) -> Result<Renewed, StoreError> {
+        let ttl_us = micros(ttl)?;
+        let answer = |us: Option<i64>| -> Result<Renewed, StoreError> {
+            Ok(match us {
+                Some(us) => Renewed::Extended(instant(lease.id.0, us)?),
+                None => Renewed::Stale,
+            })
+        };
+        let Some(guard) = guard else {
+            let mut out = None;
+            self.transaction_free(c, |conn| {
+                out = self.renew_job(conn, lease, ttl_us)?;
+                Ok(())
+            })?;
+            return answer(out);
+        };
+        self.transaction(c, true, |c| {
+            let Some(us) = self.renew_job(&mut c.conn, lease, ttl_us)? else {
+                return Ok(End::Rollback(Renewed::Stale));
+            };
+            // The guard's answer does not change the job's: a stale guard shows at completion.
+            self.guard.renew(c, guard, ttl)?;
+            Ok(End::Commit(answer(Some(us))?))
+        })
+    }
+
+    /// Runs `body` in autocommit with the deadlock retries of [`QCtx::run`], for bodies that
+    /// return store errors as well as diesel ones.
+    fn transaction_free<C: QueueConnection>(
+        &self,
+        c: &mut PooledConn<C>,
+        mut body: impl FnMut(&mut C) -> Result<(), Fail>,
+    ) -> Result<(), StoreError> {
+        let mut failure = None;
+        let ran = self.run(c, |conn| match body(conn) {
+            Ok(()) => Ok(()),
+            Err(Fail::Db(e)) => Err(e),
+            Err(other) => {
+                failure = Some(other);
+                Ok(())
+            }
+        });
+        match failure {
+            Some(Fail::Store(e)) => Err(e),
+            Some(Fail::Panic(p)) => std::panic::resume_unwind(p),
+            Some(Fail::Db(e)) => Err(self.err(e)),
+            None => ran,
+        }
+    }
+
+    pub(crate) fn progress<C: QueueConnection>(
+        &self,
+        c: &mut PooledConn<C>,
+        lease: &QueueLease,
+        progress: &Progress,
+    ) -> Result<FenceCheck, StoreError> {
+        let text = progress_text(progress)?;
+        let id = lease.id.0;
+        let f = fence(lease)?;
+        let stmt = Sql::new(
+            &self.sql.progress,
+            vec![Bind::Text(&text), Bind::Int(id), Bind::Int(f)],
+        );
+        let n = self.run(c, |conn| conn.run_exec(&stmt))?;
+        Ok(if exactly_one(n, id)? {
+            FenceCheck::Applied
+        } else {
+            FenceCheck::Stale
+        })
+    }
+
+    pub(crate) fn complete<C: QueueConnection>(
+        &self,
+        c: &mut PooledConn<C>,
+        completion: &Completion<'_>,
+        mut hook: Option<&mut TxEffects<'_>>,
+    ) -> Result<Completed, StoreError> {
+        let lease = completion.lease;
+        let id = lease.id.0;
+        let f = fence(lease)?;
+        let progress = completion.progress.map(progress_text).transpose()?;
+        let attempt = i64::from(lease.attempt);
+        let (text, mut binds): (&str, Vec<Bind<'_>>) = {
+            let p = Bind::OptText(progress.as_deref());
+            match &completion.outcome {
+                CompleteAs::Succeeded => (&self.sql.succeeded, vec![p]),
+                CompleteAs::Retry { delay, error } => (
+                    &self.sql.retry,
+                    vec![
+                        p,
+                        Bind::Int(micros(*delay)?),
+                        Bind::Int(attempt),
+                        Bind::Text(error.kind.as_str()),
+                        Bind::Text(&error.message),
+                    ],
+                ),
+                CompleteAs::Snooze { delay, error: None } => {
+                    let d = Bind::Int(micros(*delay)?);
+                    (&self.sql.snooze, vec![p, d, d])
+                }
+                CompleteAs::Snooze {
+                    delay,
+                    error: Some(error),
+                } => {
+                    let d = Bind::Int(micros(*delay)?);
+                    (
+                        &self.sql.snooze_error,
+                        vec![
+                            p,
+                            Bind::Int(attempt),
+                            Bind::Text(error.kind.as_str()),
+                            Bind::Text(&error.message),
+                            d,
+                            d,
+                        ],
+                    )
+                }
+                CompleteAs::Dead { error } => (
+                    &self.sql.finish,
+                    vec![
+                        p,
+                        Bind::Text("dead"),
+                        Bind::Int(attempt),
+                        Bind::Text(error.kind.as_str()),
+                        Bind::Text(&error.message),
+                    ],
+                ),
+                CompleteAs::Cancelled { reason } => (
+                    &self.sql.finish,
+                    vec![
+                        p,
+                        Bind::Text("cancelled"),
+                        Bind::Int(attempt),
+                        Bind::Text(ErrorKind::Cancelled.as_str()),
+                        Bind::Text(reason),
+                    ],
+                ),
+            }
+        };
+        // Messages are stored as text: no NUL (PostgreSQL refuses it).
+        let cleaned: Vec<String> = binds
+            .iter()
+            .filter_map(|b| match b {
+                Bind::Text(t) if t.contains('\0') => Some(clean(t).into_owned()),
+                _ => None,
+            })
+            .collect();
+        if !cleaned.is_empty() {
+            let mut cleaned = cleaned.iter();
+            for b in &mut binds {
+                if let Bind::Text(t) = b
+                    && t.contains('\0')
+                    && let Some(c) = cleaned.next()
+                {
+                    *b = Bind::Text(c);
+                }
+            }
+        }
+        binds.extend([Bind::Int(id), Bind::Int(f)]);
+        let job_update = Sql::new(text, binds);
+
+        let Some(guard) = completion.guard else {
+            // One statement in autocommit; a connection lost while it ran leaves its outcome
+            // unknown, which is an ambiguous commit.
+            let n = match c.conn.run_exec(&job_update) {
+                Ok(n) => n,
+                Err(e) if crate::error::is_retryable(&e) => {
+                    self.run(c, |conn| conn.run_exec(&job_update))?
+                }
+                Err(e) => {
+                    if crate::error::is_connection_lost(&e) {
+                        c.broken = true;
+                        return Err(self.guard.errors.write_error(e));
+                    }
+                    return Err(self.err(e));
+                }
+            };
+            return Ok(if exactly_one(n, id)? {
+                Completed::Applied
+            } else {
+                Completed::Stale
+            });
+        };
+
+        let mut hook_ran = false;
+        self.transaction(c, true, |c| {
+            if hook_ran {
+                // Never run the effects twice: a failure after them is reported, not retried.
+                return Err(StoreError::backend("completion failed after its effects ran").into());
+            }
+            if !exactly_one(c.conn.run_exec(&job_update)?, id)? {
+                return Ok(End::Rollback(Completed::Stale));
+            }
+            let applied = match guard {
+                GuardFinish::Succeeded {
+                    lease: g,
+                    result,
+                    effects_ttl,
+                } => match hook.as_deref_mut() {
+                    None => {
+                        self.guard
+                            .finalize_succeeded(c, g, result, effects_ttl, None)?
+                            == Finalized::Committed
+                    }
+                    Some(hook) => {
+                        if !self.finalize_done(c, g, result, effects_ttl)? {
+                            return Ok(End::Rollback(Completed::GuardStale));
+                        }
+                        hook_ran = true;
+                        let ran =
+                            catch_unwind(AssertUnwindSafe(|| hook(&mut c.conn as &mut dyn Any)));
+                        match ran {
+                            Err(panic) => return Err(Fail::Panic(panic)),
+                            Ok(Err(_aborted)) => {
+                                return Ok(End::Rollback(Completed::EffectsAborted));
+                            }
+                            Ok(Ok(())) => true,
+                        }
+                    }
+                },
+                GuardFinish::Failed { lease: g, failure } => {
+                    self.guard.finalize_failed(c, g, failure)? == FenceCheck::Applied
+                }
+                GuardFinish::Release { lease: g, error } => {
+                    self.guard.release(c, g, error)? == FenceCheck::Applied
+                }
+            };
+            if !applied {
+                return Ok(End::Rollback(Completed::GuardStale));
+            }
+            Ok(End::Commit(Completed::Applied))
+        })
+    }
+
+    /// The guard's `running → succeeded` with effects `done`, by the store's own statement (the
+    /// effects then run in this transaction): whether it applied.
+    fn finalize_done<C: QueueConnection>(
+        &self,
+        c: &mut PooledConn<C>,
+        lease: &Lease,
+        result: Option<&serde_json::Value>,
+        effects_ttl: Duration,
+    ) -> Result<bool, Fail> {
+        let result = result
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(StoreError::backend)?;
+        let fence = i64::try_from(lease.fence).map_err(|_| StoreError::backend("fence"))?;
+        let stmt = Stmt::new(
+            &self.guard.sql.finalize_succeeded,
+            vec![
+                Bind::OptText(result.as_deref()),
+                Bind::Text(EffectsState::Done.as_str()),
+                Bind::Int(micros(effects_ttl)?),
+                Bind::Bytes(lease.digest.as_bytes()),
+                Bind::Int(fence),
+            ],
+        );
+        match c.conn.exec(&stmt)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            n => Err(StoreError::backend(format!(
+                "the guard's finalize matched {n} safe_jobs rows"
+            ))
+            .into()),
+        }
+    }
+}
+
+fn progress_text(progress: &Progress) -> Result<String, StoreError> {
+    let mut progress = progress.clone();
+    if let Some(m) = &progress.message {
+        progress.message = Some(clean(m).into_owned());
+    }
+    serde_json::to_string(&progress).map_err(StoreError::backend)
+}
