@@ -386,7 +386,7 @@ on_every_backend! {
             let once = freeze.lock().unwrap().take();
             if let Some((frozen, wake)) = once {
                 frozen.send(()).unwrap();
-                wake.recv().unwrap();
+                let _ = wake.recv(); // Err: the test failed and let go of the other end
             }
             Ok(())
         })
@@ -398,8 +398,10 @@ on_every_backend! {
             .unwrap();
 
         thread::scope(|scope| {
+            // Owned here, so a failing assertion drops it and unfreezes A instead of hanging.
+            let wake_tx = wake_tx;
             let a = scope.spawn(|| relay_a.run_once().unwrap());
-            frozen_rx.recv().unwrap();
+            frozen_rx.recv_timeout(Duration::from_secs(120)).expect("the relay never reached its sink");
             // A's claim is live: B takes nothing.
             assert_eq!(relay_b.run_once().unwrap().claimed, 0);
             // The claim expires (an hour and a minute pass for the claim).
@@ -419,6 +421,66 @@ on_every_backend! {
         // ... and deduplicating by message id it saw each exactly once.
         assert_eq!(receiver.deduplicated(), expected(&ids));
         assert_eq!(relay_b.run_once().unwrap().claimed, 0);
+    }
+
+    fn an_expired_claim_cannot_record_outcomes(db: &TestDb) {
+        let ids = emit_many(db, "k", 1, 2);
+        let receiver = Arc::new(Receiver::default());
+        let (frozen_tx, frozen_rx) = mpsc::channel::<()>();
+        let (wake_tx, wake_rx) = mpsc::channel::<()>();
+        let freeze = Mutex::new(Some((frozen_tx, wake_rx)));
+        let inbox = receiver.clone();
+        let slow = Relay::builder(db.store.clone(), move |msg: &OutboxMessage| {
+            inbox.record(msg);
+            let once = freeze.lock().unwrap().take();
+            if let Some((frozen, wake)) = once {
+                frozen.send(()).unwrap();
+                let _ = wake.recv(); // Err: the test failed and let go of the other end
+            }
+            Ok(())
+        })
+        .claim_ttl(Duration::from_secs(600))
+        .build()
+        .unwrap();
+        thread::scope(|scope| {
+            let wake_tx = wake_tx; // dropped by a failing assertion: no hang
+            let slow = scope.spawn(|| slow.run_once().unwrap());
+            frozen_rx.recv_timeout(Duration::from_secs(120)).expect("the relay never reached its sink");
+            // The claim runs out while the sink is busy; nobody has taken the messages yet.
+            shift_back(db, "claimed_until", 660);
+            wake_tx.send(()).unwrap();
+            let stats = slow.join().unwrap();
+            assert_eq!((stats.claimed, stats.delivered, stats.stale), (2, 0, 2));
+        });
+        // Its token still matches, but its claim is over: nothing was marked.
+        assert_eq!(outbox_rows(db, "delivered_at IS NULL AND attempts = 1"), 2);
+        let relay = Relay::builder(db.store.clone(), receiver.sink()).build().unwrap();
+        assert_eq!(relay.run_once().unwrap().delivered, 2);
+        assert_eq!(receiver.deduplicated(), expected(&ids));
+        assert!(receiver.raw().values().all(|n| *n == 2), "{:?}", receiver.raw());
+    }
+
+    fn stopping_mid_batch_gives_the_rest_back(db: &TestDb) {
+        let ids = emit_many(db, "k", 1, 5);
+        let receiver = Arc::new(Receiver::default());
+        let stop = outbox::StopSignal::new();
+        let inbox = receiver.clone();
+        let stopper = stop.clone();
+        let relay = Relay::builder(db.store.clone(), move |msg: &OutboxMessage| {
+            inbox.record(msg);
+            stopper.stop(); // shutdown arrives while the first message is in hand
+            Ok(())
+        })
+        .build()
+        .unwrap();
+        let stats = relay.run(&stop);
+        assert_eq!((stats.claimed, stats.delivered, stats.released), (5, 1, 4));
+        // Given back as they were: due now, not claimed, the attempt not counted.
+        assert_eq!(outbox_rows(db, "delivered_at IS NULL AND claim_token IS NULL AND attempts = 0"), 4);
+        let rest = Relay::builder(db.store.clone(), receiver.sink()).build().unwrap();
+        assert_eq!(rest.run_once().unwrap().delivered, 4);
+        assert_eq!(receiver.deduplicated(), expected(&ids));
+        assert!(receiver.raw().values().all(|n| *n == 1));
     }
 
     fn concurrent_relays_deliver_everything_without_doubles(db: &TestDb) {
