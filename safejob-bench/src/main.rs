@@ -99,6 +99,10 @@ struct GuardArgs {
     /// Also run the hand-written baseline through the same pool, and print the ratio.
     #[arg(long)]
     baseline: bool,
+    /// Run only the baseline (no guard, no ratio): for profiling one side alone, e.g. counting
+    /// its statements or system calls.
+    #[arg(long, conflicts_with = "baseline")]
+    baseline_only: bool,
     /// Untimed jobs per thread before timing, so every pooled connection is open and has its
     /// statements prepared.
     #[arg(long, default_value_t = 50)]
@@ -107,6 +111,11 @@ struct GuardArgs {
     /// shared machine hits both alike. Figures are over all rounds.
     #[arg(long, default_value_t = 1)]
     rounds: usize,
+    /// SQL run on every new pooled connection after the store's own setup, for profiling only:
+    /// e.g. `SET synchronous_commit = off` (PostgreSQL) or `PRAGMA synchronous = NORMAL`
+    /// (SQLite) takes the disk flush out of every commit, leaving round trips and CPU.
+    #[arg(long, value_name = "SQL")]
+    on_connect: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -139,15 +148,19 @@ fn guard(args: &GuardArgs) -> Result<(), BenchError> {
     let threads = args.threads.max(1);
     let rounds = args.rounds.clamp(1, args.jobs.max(1));
     let pool_size = u32::try_from(threads + 1)?;
-    let store = DieselStore::builder(&args.url)
+    let mut builder = DieselStore::builder(&args.url)
         .max_size(pool_size)
         .min_idle(pool_size)
-        .connection_timeout(Duration::from_secs(30))
-        .build()?;
+        .connection_timeout(Duration::from_secs(30));
+    if let Some(sql) = args.on_connect.clone() {
+        builder = builder.on_connect(move |conn| conn.batch_execute(&sql));
+    }
+    let store = builder.build()?;
     store.migrate()?;
     let store = Arc::new(store);
     let runner = Guard::new(store.clone(), args.effects.mode())?;
-    let baseline = if args.baseline {
+    let run_guard = !args.baseline_only;
+    let baseline = if args.baseline || args.baseline_only {
         Some(Baseline::prepare(&store)?)
     } else {
         None
@@ -161,7 +174,9 @@ fn guard(args: &GuardArgs) -> Result<(), BenchError> {
     let prefix = run_prefix();
 
     let warmup = args.warmup * threads;
-    runner.run(&format!("{prefix}-wg"), warmup, threads)?;
+    if run_guard {
+        runner.run(&format!("{prefix}-wg"), warmup, threads)?;
+    }
     if let Some(b) = &baseline {
         b.run(&format!("{prefix}-wb"), warmup, threads)?;
     }
@@ -171,18 +186,24 @@ fn guard(args: &GuardArgs) -> Result<(), BenchError> {
     for round in 0..rounds {
         // Spread the remainder over the first rounds so the total is exactly --jobs.
         let n = args.jobs / rounds + usize::from(round < args.jobs % rounds);
-        guarded.merge(runner.run(&format!("{prefix}-g{round}"), n, threads)?);
+        if run_guard {
+            guarded.merge(runner.run(&format!("{prefix}-g{round}"), n, threads)?);
+        }
         if let Some(b) = &baseline {
             hand_written.merge(b.run(&format!("{prefix}-b{round}"), n, threads)?);
         }
     }
 
     let guarded = guarded.summary();
-    println!("{}", bench_line("guard", &info, &guarded));
+    if run_guard {
+        println!("{}", bench_line("guard", &info, &guarded));
+    }
     if baseline.is_some() {
         let hand_written = hand_written.summary();
         println!("{}", bench_line("baseline", &info, &hand_written));
-        println!("{}", ratio_line(&info, &guarded, &hand_written));
+        if run_guard {
+            println!("{}", ratio_line(&info, &guarded, &hand_written));
+        }
     }
     Ok(())
 }
@@ -220,6 +241,20 @@ mod tests {
         assert_eq!(args.effects, Effects::Transactional);
         assert!(args.baseline);
         assert_eq!(args.rounds, 1);
+        assert!(!args.baseline_only);
+    }
+
+    #[test]
+    fn baseline_only_excludes_baseline() {
+        let parsed = Cli::try_parse_from([
+            "safejob-bench",
+            "guard",
+            "--url",
+            "sqlite://x.db",
+            "--baseline",
+            "--baseline-only",
+        ]);
+        assert!(parsed.is_err());
     }
 
     #[test]
