@@ -75,9 +75,10 @@ pub struct Namespace {
     pub url: String,
     /// PostgreSQL: the run's schema, set as `search_path` on every connection.
     pub schema: Option<String>,
-    /// What to drop at the end (PostgreSQL schema, MySQL database), through `admin`.
+    /// What to drop at the end (PostgreSQL schema, MySQL database), through a fresh
+    /// connection to `admin_url` (the run may have restarted the server since).
     owned: Option<String>,
-    admin: Option<DieselStore>,
+    admin_url: String,
 }
 
 /// A store builder on `url` whose connections use `schema` when given.
@@ -103,7 +104,7 @@ impl Namespace {
                     url: url.to_owned(),
                     schema: Some(name.to_owned()),
                     owned: Some(name.to_owned()),
-                    admin: Some(admin),
+                    admin_url: url.to_owned(),
                 })
             }
             BackendKind::Mysql => {
@@ -115,7 +116,7 @@ impl Namespace {
                     url: parsed.to_string(),
                     schema: None,
                     owned: Some(name.to_owned()),
-                    admin: Some(admin),
+                    admin_url: url.to_owned(),
                 })
             }
             _ => {
@@ -130,7 +131,7 @@ impl Namespace {
                     url: url.to_owned(),
                     schema: None,
                     owned: None,
-                    admin: None,
+                    admin_url: url.to_owned(),
                 })
             }
         }
@@ -174,14 +175,25 @@ impl Namespace {
 
     /// Drops the schema or database the run created (SQLite: nothing; the file stays).
     pub fn drop_all(&self) -> DbResult<()> {
-        let (Some(name), Some(admin)) = (&self.owned, &self.admin) else {
+        let Some(name) = &self.owned else {
             return Ok(());
         };
         let sql = match self.kind {
             BackendKind::Postgres => format!("DROP SCHEMA IF EXISTS {name} CASCADE"),
             _ => format!("DROP DATABASE IF EXISTS {name}"),
         };
-        exec(admin, &sql).map(drop)
+        let mut last = String::new();
+        for _ in 0..3 {
+            match DieselStore::connect(&self.admin_url)
+                .map_err(|e| e.to_string())
+                .and_then(|admin| exec(&admin, &sql))
+            {
+                Ok(_) => return Ok(()),
+                Err(e) => last = e,
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        Err(last)
     }
 }
 

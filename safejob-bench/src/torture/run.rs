@@ -311,12 +311,25 @@ fn run(args: &RunArgs, ns: &Namespace, dir: &Path, seed: u64) -> ExitCode {
     let mut rng = Rng::new(seed);
     let ttl = Duration::from_millis(args.ttl_ms);
     let started = Instant::now();
-    let direct = match ns.builder(&ns.url).max_size(4).build() {
+    // The driver's own connections (setup, nemesis, recovery, checker) go straight to the
+    // database and are tested on check-out: a database restart must not leave the checker a
+    // dead connection.
+    let direct = match ns
+        .builder(&ns.url)
+        .max_size(4)
+        .test_on_check_out(true)
+        .build()
+    {
         Ok(store) => Arc::new(store),
         Err(e) => return fail(e),
     };
     let plan = dispatch_plan(args.keys, args.duplicates, args.workers, &mut rng);
     if let Err(e) = ns.setup(&direct, &plan) {
+        return fail(format_args!("setup: {e}"));
+    }
+    if args.effects == EffectsKind::Outbox
+        && let Err(e) = super::outbox::setup(&direct)
+    {
         return fail(format_args!("setup: {e}"));
     }
 
@@ -512,12 +525,24 @@ fn run(args: &RunArgs, ns: &Namespace, dir: &Path, seed: u64) -> ExitCode {
         Err(e) => return fail(format_args!("check: {e}")),
     };
     let stats = proxy.as_ref().map(FaultProxy::stats).unwrap_or_default();
+    // --effects outbox: deliver what the workers' relays left, then check the deliveries.
+    let outbox = if args.effects == EffectsKind::Outbox {
+        match super::outbox::drain(&direct, ttl)
+            .and_then(|drained| super::outbox::check(&direct, args.keys, drained.delivered))
+        {
+            Ok(v) => Some(v),
+            Err(e) => return fail(format_args!("outbox: {e}")),
+        }
+    } else {
+        None
+    };
     let mut violations = verdict.violations.clone();
+    violations.extend(outbox.iter().flat_map(|o| o.violations.iter().cloned()));
     if timed_out {
         violations.push("workers were still running at the hard time limit".into());
     }
     let ok = violations.is_empty();
-    let line = serde_json::json!({
+    let mut line = serde_json::json!({
         "seed": seed,
         "backend": ns.kind.as_str(),
         "effects": args.effects.as_str(),
@@ -555,6 +580,9 @@ fn run(args: &RunArgs, ns: &Namespace, dir: &Path, seed: u64) -> ExitCode {
         "violations": violations,
         "ok": ok,
     });
+    if let Some(o) = &outbox {
+        line["outbox"] = o.to_json();
+    }
     println!("{line}");
     if ok {
         ExitCode::SUCCESS
