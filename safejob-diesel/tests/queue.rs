@@ -6,7 +6,7 @@ mod common;
 
 use std::{
     collections::BTreeSet,
-    sync::{Arc, Barrier},
+    sync::{Arc, Barrier, Mutex},
     thread,
     time::Duration,
 };
@@ -165,11 +165,9 @@ fn count_jobs(q: &QueueRef<'_>, predicate: &str) -> i64 {
     ))
 }
 
-/// Counts the statements the server executed for `f`, where the server can tell: PostgreSQL's
-/// `pg_stat_statements` is not installed here, so the count is of the inserts' visible effect:
-/// one statement inserts all rows with a single `created_at` (one statement's clock) — on
-/// PostgreSQL `now()` is the transaction's start, on SQLite and MySQL the statement's.
-fn batch_is_one_statement(q: &QueueRef<'_>) {
+/// A batch's answers name their own jobs, in order, and its rows carry one statement's clock
+/// (SQLite and MySQL read it per statement; `statements_per_operation` counts the statements).
+fn batch_answers_follow_the_batch(q: &QueueRef<'_>) {
     let jobs: Vec<NewJob> = (0..500).map(|n| job("batch", n)).collect();
     let answers = q.queue.enqueue_many(&jobs).expect("enqueue_many");
     assert_eq!(answers.len(), 500);
@@ -354,9 +352,205 @@ fn unique_key_race_inserts_one(q: &QueueRef<'_>) {
     assert_eq!(count_jobs(q, "kind = 'unique'"), 1);
 }
 
+/// What one connection sent: statements (transaction control left out) and durable commits
+/// (explicit commits, and writes outside any transaction).
+#[derive(Debug, Default)]
+struct Sent {
+    statements: Vec<String>,
+    commits: usize,
+    depth: u32,
+}
+
+impl Sent {
+    fn take(counter: &Mutex<Sent>) -> Sent {
+        let mut sent = counter.lock().expect("counter");
+        let depth = sent.depth;
+        std::mem::replace(
+            &mut *sent,
+            Sent {
+                depth,
+                ..Sent::default()
+            },
+        )
+    }
+}
+
+/// A queue on a one-connection pool of `db`'s database whose connection reports what it sends.
+fn counted_queue(db: &TestDb) -> (DieselQueue, Arc<Mutex<Sent>>) {
+    use diesel::connection::{Connection, InstrumentationEvent};
+    let store = db
+        .builder()
+        .max_size(1)
+        .min_idle(0)
+        .build()
+        .expect("a one-connection store");
+    let counter = Arc::new(Mutex::new(Sent::default()));
+    let sink = counter.clone();
+    let instrument = move |event: InstrumentationEvent<'_>| {
+        let mut sent = sink.lock().expect("counter");
+        match event {
+            InstrumentationEvent::StartQuery { query, .. } => {
+                let sql = query.to_string();
+                let head = sql.trim_start().to_ascii_uppercase();
+                let control = [
+                    "BEGIN",
+                    "COMMIT",
+                    "ROLLBACK",
+                    "SAVEPOINT",
+                    "RELEASE",
+                    "START",
+                ]
+                .iter()
+                .any(|c| head.starts_with(c));
+                let write = ["INSERT", "UPDATE", "DELETE", "WITH"]
+                    .iter()
+                    .any(|w| head.starts_with(w));
+                if !control {
+                    if write && sent.depth == 0 {
+                        sent.commits += 1;
+                    }
+                    sent.statements.push(sql);
+                }
+            }
+            InstrumentationEvent::BeginTransaction { .. } => sent.depth += 1,
+            InstrumentationEvent::CommitTransaction { .. } => {
+                sent.depth = sent.depth.saturating_sub(1);
+                if sent.depth == 0 {
+                    sent.commits += 1;
+                }
+            }
+            InstrumentationEvent::RollbackTransaction { .. } => {
+                sent.depth = sent.depth.saturating_sub(1)
+            }
+            _ => {}
+        }
+    };
+    store
+        .with_connection(move |conn| match conn {
+            #[cfg(feature = "sqlite")]
+            ConnectionRef::Sqlite(c) => c.set_instrumentation(instrument),
+            #[cfg(feature = "postgres")]
+            ConnectionRef::Postgres(c) => c.set_instrumentation(instrument),
+            #[cfg(feature = "mysql")]
+            ConnectionRef::Mysql(c) => c.set_instrumentation(instrument),
+            #[allow(unreachable_patterns)]
+            _ => unreachable!(),
+        })
+        .expect("a connection");
+    (DieselQueue::new(Arc::new(store)), counter)
+}
+
+/// The statements and commits of each operation, counted on the connection: a batch is one
+/// INSERT (MySQL: + its read-back), a claim one transaction, an unguarded completion one
+/// statement, and a guarded job costs exactly the commits of an unguarded one.
+fn statements_per_operation(db: &TestDb) {
+    use safejob_core::{
+        Fingerprint,
+        queue::{CompleteAs, Completed, Completion, GuardFinish, GuardSpec},
+        store::Acquired,
+    };
+    let mysql = db.backend() == safejob_diesel::BackendKind::Mysql;
+    let (queue, counter) = counted_queue(db);
+    Sent::take(&counter);
+
+    let jobs: Vec<NewJob> = (0..300).map(|n| job("counted", n)).collect();
+    queue.enqueue_many(&jobs).expect("enqueue");
+    let sent = Sent::take(&counter);
+    let inserts = sent
+        .statements
+        .iter()
+        .filter(|s| s.contains("INSERT INTO safe_queue_jobs"))
+        .count();
+    assert_eq!(
+        inserts,
+        1,
+        "300 jobs, one INSERT: {:?}",
+        sent.statements.len()
+    );
+    assert_eq!(
+        sent.statements.len(),
+        if mysql { 2 } else { 1 },
+        "{:?}",
+        sent.statements
+    );
+    assert_eq!(sent.commits, 1);
+
+    let run = |guarded: bool| -> (usize, usize) {
+        let mut new = job("counted_one", usize::from(guarded));
+        new.queue = format!("q{guarded}");
+        if guarded {
+            new.guard = Some(GuardSpec {
+                digest: KeyDigest::of("counted guard"),
+                fingerprint: Some(Fingerprint::of_bytes(b"params")),
+            });
+        }
+        queue.enqueue(&new).expect("enqueue");
+        Sent::take(&counter);
+        let queues = [new.queue.clone()];
+        let claimed = queue
+            .claim(&ClaimRequest {
+                worker: "w",
+                queues: &queues,
+                limit: 1,
+                ttl: Duration::from_secs(60),
+            })
+            .expect("claim")
+            .pop()
+            .expect("a claimed job");
+        let claim = Sent::take(&counter);
+        let guard_lease = match &claimed.guard {
+            Some(Acquired::Granted(lease)) => Some(lease.clone()),
+            None => None,
+            other => panic!("guard answer {other:?}"),
+        };
+        let done = queue
+            .complete(
+                &Completion {
+                    lease: &claimed.lease,
+                    outcome: CompleteAs::Succeeded,
+                    progress: None,
+                    guard: guard_lease.as_ref().map(|lease| GuardFinish::Succeeded {
+                        lease,
+                        result: None,
+                        effects_ttl: Duration::from_secs(60),
+                    }),
+                },
+                None,
+            )
+            .expect("complete");
+        assert_eq!(done, Completed::Applied);
+        let complete = Sent::take(&counter);
+        if !guarded {
+            assert_eq!(
+                claim.statements.len(),
+                if mysql { 3 } else { 1 },
+                "{:?}",
+                claim.statements
+            );
+            assert_eq!(complete.statements.len(), 1, "{:?}", complete.statements);
+        }
+        (claim.commits, complete.commits)
+    };
+    let plain = run(false);
+    let guarded = run(true);
+    assert_eq!(
+        plain,
+        (1, 1),
+        "an unguarded job: one commit to claim, one to complete"
+    );
+    assert_eq!(
+        guarded, plain,
+        "a guarded job costs no more commits than an unguarded one"
+    );
+}
+
 on_every_backend! {
-    fn queue_batch_enqueue_is_one_statement(db: &TestDb) {
-        batch_is_one_statement(&queue_db_of(db));
+    fn queue_statements_per_operation(db: &TestDb) {
+        statements_per_operation(db);
+    }
+
+    fn queue_batch_answers_follow_the_batch(db: &TestDb) {
+        batch_answers_follow_the_batch(&queue_db_of(db));
     }
 
     fn queue_enqueue_in_transaction_commit_and_rollback(db: &TestDb) {

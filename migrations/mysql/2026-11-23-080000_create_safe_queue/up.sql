@@ -36,10 +36,14 @@ CREATE TABLE safe_queue_jobs (
     -- the unique index below holds only live jobs' keys.
     live_unique_key   BINARY(32) AS (CASE WHEN state IN ('succeeded', 'dead', 'cancelled')
                           THEN NULL ELSE unique_key END) STORED,
+    -- 1 while the job waits, else NULL: with `waiting = 1` a claim walks the index below in
+    -- claim order and locks only the rows it takes (a filesort would lock every due row).
+    waiting           TINYINT AS (CASE WHEN state IN ('pending', 'scheduled', 'retrying')
+                          THEN 1 ELSE NULL END) STORED,
     PRIMARY KEY (id),
     UNIQUE KEY safe_queue_jobs_unique (live_unique_key),
     -- Claims: waiting jobs in claim order.
-    KEY safe_queue_jobs_due (state, priority, run_at, id),
+    KEY safe_queue_jobs_due (waiting, priority, run_at, id),
     -- The reaper: running jobs by lease expiry.
     KEY safe_queue_jobs_leases (state, lease_expires_at),
     -- Pruning: finished jobs by age.

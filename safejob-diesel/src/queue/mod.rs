@@ -50,8 +50,8 @@
 //!
 //! | operation | PostgreSQL | SQLite | MySQL, MariaDB |
 //! |---|---|---|---|
-//! | enqueue one or a batch (≤ 2000 rows) | 1: `WITH ins AS (INSERT … ON CONFLICT DO NOTHING RETURNING) SELECT … pg_notify` | 1: `INSERT … ON CONFLICT DO NOTHING RETURNING` | 2: `INSERT … ON DUPLICATE KEY UPDATE`, read back by token |
-//! | + per batch with duplicate unique keys | + 1 `SELECT` of the live holders | same | same |
+//! | enqueue one or a batch (≤ 2000 rows) | 1: `WITH ins AS (INSERT … ON CONFLICT DO NOTHING RETURNING) SELECT … pg_notify` | 1: `INSERT … ON CONFLICT DO NOTHING RETURNING` | `BEGIN`, `INSERT … ON DUPLICATE KEY UPDATE`, read back by token, `COMMIT` |
+//! | + jobs with unique keys | in `BEGIN` … `COMMIT`, + 1 `SELECT` of the live holders when some are held | same | + 1 `SELECT` of the live holders |
 //! | claim up to N | `BEGIN`, 1 `WITH … FOR UPDATE SKIP LOCKED UPDATE … RETURNING`, `COMMIT` | `BEGIN IMMEDIATE`, 1 `UPDATE … RETURNING`, `COMMIT` | `BEGIN`, `SELECT … FOR UPDATE SKIP LOCKED`, `UPDATE`, `SELECT`, `COMMIT` |
 //! | + per guarded job claimed | + the guard's acquire (1–3 statements) in the same transaction | same | same (2–4) |
 //! | renew, progress | 1 `UPDATE` (renew `RETURNING` the expiry) | same | 1 (renew: + read back) |
@@ -275,9 +275,13 @@ impl QCtx<'_> {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
-        let single = jobs.len() <= enqueue::MAX_ROWS_PER_STATEMENT && C::KIND != BackendKind::Mysql;
+        // Without unique keys, one chunk is exactly one statement: atomic in autocommit, and
+        // safe to run again whole after a deadlock. Anything more (lookups of live holders and
+        // inserts again, several chunks, MySQL's read-back) is one transaction.
+        let single = jobs.len() <= enqueue::MAX_ROWS_PER_STATEMENT
+            && C::KIND != BackendKind::Mysql
+            && jobs.iter().all(|j| j.unique_key.is_none());
         if single {
-            // One statement, atomic in autocommit; retried whole on a deadlock.
             let mut attempt = 0;
             loop {
                 match enqueue::enqueue(&self.sql, &mut c.conn, jobs) {
@@ -297,7 +301,6 @@ impl QCtx<'_> {
                 }
             }
         }
-        // Several statements (chunks, or MySQL's read-back): one transaction.
         self.transaction(c, true, |c| {
             Ok(tx::End::Commit(enqueue::enqueue(
                 &self.sql,

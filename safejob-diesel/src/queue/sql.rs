@@ -312,11 +312,14 @@ impl QueueSql {
                  safe_queue_jobs WHERE {due} ORDER BY priority, run_at, id LIMIT ?) \
                  RETURNING {{cols}}"
             ))),
+            // `waiting = 1` (a generated column): the index walk is in claim order, so only
+            // the rows taken are locked.
             BackendKind::Mysql => ClaimSql::PickMarkRead {
-                pick: r(&format!(
-                    "SELECT id FROM safe_queue_jobs WHERE {due} ORDER BY priority, run_at, id \
-                     LIMIT ? FOR UPDATE SKIP LOCKED"
-                )),
+                pick: r(
+                    "SELECT id FROM safe_queue_jobs WHERE waiting = 1 AND run_at <= {now} \
+                     AND queue IN ({q}) ORDER BY priority, run_at, id \
+                     LIMIT ? FOR UPDATE SKIP LOCKED",
+                ),
                 mark: r(&format!(
                     "UPDATE safe_queue_jobs SET {claim_set} WHERE {WAITING} AND id IN ({{ids}})"
                 )),
