@@ -216,6 +216,48 @@ fn torture_backend(backend: &str, url_for: impl Fn(&str) -> String, proxy: bool,
     });
 }
 
+/// The checker is not a rubber stamp: a job that writes its effect twice, or forgets it, fails
+/// the run (exit status 1) with the count of keys it broke.
+#[test]
+fn the_checker_fails_runs_that_break_exactly_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (sabotage, field) in [
+        ("double-effect", "effects_doubled"),
+        ("forget-effect", "effects_missing"),
+    ] {
+        let url = format!(
+            "sqlite://{}",
+            dir.path().join(format!("{sabotage}.db")).display()
+        );
+        let args: Vec<String> = [
+            "--url",
+            &url,
+            "--workers",
+            "2",
+            "--keys",
+            "20",
+            "--duplicates",
+            "2",
+            "--duration",
+            "1",
+            "--seed",
+            "9",
+            "--sabotage",
+            sabotage,
+        ]
+        .map(String::from)
+        .to_vec();
+        let out = run(&args);
+        let lines = lines(&out);
+        assert_eq!(lines.len(), 1, "{sabotage}: {out:?}");
+        let v = &lines[0];
+        assert_eq!(out.status.code(), Some(1), "{sabotage}: {v}");
+        assert_eq!(v["ok"], Value::Bool(false), "{sabotage}: {v}");
+        assert_eq!(u(v, field), 20, "{sabotage}: {v}");
+        assert_eq!(u(v, "succeeded"), 20, "{sabotage}: {v}");
+    }
+}
+
 #[test]
 fn sqlite_kills_and_pauses() {
     let dir = tempfile::tempdir().expect("tempdir");

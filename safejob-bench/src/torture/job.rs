@@ -30,6 +30,9 @@ pub enum EffectsKind {
     AfterCommit,
     /// Inside the finalize transaction, on its connection: commits with `succeeded` or not at all.
     Transactional,
+    /// As `Transactional`, plus outbox messages emitted in the same transaction and delivered by
+    /// relays running in the workers (see [`super::outbox`]).
+    Outbox,
 }
 
 impl EffectsKind {
@@ -38,6 +41,7 @@ impl EffectsKind {
         match self {
             Self::AfterCommit => "after-commit",
             Self::Transactional => "transactional",
+            Self::Outbox => "outbox",
         }
     }
 
@@ -45,7 +49,7 @@ impl EffectsKind {
     pub fn runner_mode(self) -> EffectsMode {
         match self {
             Self::AfterCommit => EffectsMode::AfterCommit,
-            Self::Transactional => EffectsMode::Transactional,
+            Self::Transactional | Self::Outbox => EffectsMode::Transactional,
         }
     }
 
@@ -64,8 +68,8 @@ impl EffectsKind {
     pub fn ambiguous_pattern(self, backend: BackendKind) -> Vec<u8> {
         match (self, backend) {
             (Self::AfterCommit, _) => FINALIZE_MARKER.as_bytes().to_vec(),
-            (Self::Transactional, BackendKind::Mysql) => b"\x03COMMIT".to_vec(),
-            (Self::Transactional, _) => b"COMMIT\0".to_vec(),
+            (Self::Transactional | Self::Outbox, BackendKind::Mysql) => b"\x03COMMIT".to_vec(),
+            (Self::Transactional | Self::Outbox, _) => b"COMMIT\0".to_vec(),
         }
     }
 
@@ -85,6 +89,10 @@ impl EffectsKind {
         match self {
             Self::AfterCommit => db::exec(harness, &sql).map(drop).map_err(JobError),
             Self::Transactional => in_transaction(ctx, harness.backend(), &sql),
+            Self::Outbox => {
+                in_transaction(ctx, harness.backend(), &sql)?;
+                super::outbox::emit(ctx, key_no)
+            }
         }
     }
 }
@@ -126,15 +134,20 @@ fn in_transaction(
 #[error("{0}")]
 pub struct JobError(pub String);
 
-/// What a job does wrong on purpose (for the panic proof).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a job does wrong on purpose: the panic proofs, and broken jobs that show the checker
+/// does fail a run that breaks an invariant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Sabotage {
     /// Nothing: an honest job.
     None,
-    /// `perform` panics.
+    /// `perform` panics inside a transaction it opened.
     PanicInPerform,
     /// `on_succeeded_once` panics after writing its effect row.
     PanicInEffects,
+    /// `on_succeeded_once` writes its effect row twice.
+    DoubleEffect,
+    /// `on_succeeded_once` writes nothing and says it is done.
+    ForgetEffect,
 }
 
 /// Key number `key_no` of the run: records its perform calls and its effects in the database.
@@ -227,8 +240,15 @@ impl SafeJob for TortureJob<'_> {
     }
 
     fn on_succeeded_once(&self, ctx: &mut EffectsContext<'_>) -> Result<(), JobError> {
+        if self.sabotage == Sabotage::ForgetEffect {
+            return Ok(());
+        }
         self.effects
             .write_effect(ctx, self.harness, self.key_no, self.worker)?;
+        if self.sabotage == Sabotage::DoubleEffect {
+            self.effects
+                .write_effect(ctx, self.harness, self.key_no, self.worker)?;
+        }
         if self.sabotage == Sabotage::PanicInEffects {
             panic!("sabotage: on_succeeded_once panics");
         }

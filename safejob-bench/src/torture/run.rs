@@ -82,6 +82,9 @@ pub struct RunArgs {
     /// lease, where kills and pauses hurt most.
     #[arg(long)]
     pub perform_ms: Option<u64>,
+    /// Run a deliberately broken job in the workers (shows that the checker fails such a run).
+    #[arg(long, value_enum, hide = true, default_value_t = Sabotage::None)]
+    pub sabotage: Sabotage,
     /// Keep the schema / database and the run directory afterwards.
     #[arg(long)]
     pub keep: bool,
@@ -201,6 +204,7 @@ struct Spawner {
     effects: EffectsKind,
     pace_ms: u64,
     perform_ms: u64,
+    sabotage: Sabotage,
 }
 
 impl Spawner {
@@ -226,6 +230,11 @@ impl Spawner {
             .arg(self.pace_ms.to_string())
             .arg("--perform-ms")
             .arg(self.perform_ms.to_string())
+            .arg("--sabotage")
+            .arg(
+                clap::ValueEnum::to_possible_value(&self.sabotage)
+                    .map_or_else(|| "none".to_owned(), |v| v.get_name().to_owned()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);
@@ -370,6 +379,7 @@ fn run(args: &RunArgs, ns: &Namespace, dir: &Path, seed: u64) -> ExitCode {
         effects: args.effects,
         pace_ms,
         perform_ms,
+        sabotage: args.sabotage,
     };
     let mut slots = Reaper(Vec::new());
     for i in 0..args.workers {

@@ -52,6 +52,9 @@ pub struct WorkerArgs {
     /// How long each `perform` works, in milliseconds.
     #[arg(long, default_value_t = 10)]
     pub perform_ms: u64,
+    /// A broken job, to show the checker fails the run.
+    #[arg(long, value_enum, default_value_t = Sabotage::None)]
+    pub sabotage: Sabotage,
 }
 
 /// Installs the tracing subscriber: the ambiguity layer sees every event of the runner; the
@@ -216,6 +219,16 @@ pub fn main(args: WorkerArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // --effects outbox: this process relays too, until it exits (dropping the handle stops it).
+    let _relay = if args.effects == EffectsKind::Outbox {
+        super::outbox::start_relay(
+            || open(2, true),
+            &args.name,
+            Duration::from_millis(args.ttl_ms),
+        )
+    } else {
+        None
+    };
     let started = Instant::now();
     let mut errors_in_a_row = 0u32;
     let mut pick = std::process::id() as usize;
@@ -245,7 +258,7 @@ pub fn main(args: WorkerArgs) -> ExitCode {
             worker: &args.name,
             perform_for: Duration::from_millis(args.perform_ms),
             renew: true,
-            sabotage: Sabotage::None,
+            sabotage: args.sabotage,
             observe: None,
         };
         log.line(&format!("claimed {key_no} {id}"));
