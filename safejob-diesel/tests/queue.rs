@@ -603,3 +603,165 @@ fn postgres_listen_notify_wakes_a_subscriber() {
         "no wake-up after an enqueue on another connection"
     );
 }
+
+/// A queue on a database that was never migrated says how to migrate, as a typed error.
+#[cfg(feature = "sqlite")]
+#[test]
+fn sqlite_missing_queue_table_is_a_typed_error() {
+    use safejob_core::store::StoreError;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let url = format!("sqlite://{}", dir.path().join("empty.db").display());
+    let store = safejob_diesel::DieselStore::connect(&url).expect("store");
+    let queue = DieselQueue::new(Arc::new(store));
+    match queue.enqueue(&job("nowhere", 1)) {
+        Err(StoreError::MissingTable { hint }) => {
+            assert!(hint.contains("migrate"), "{hint}");
+            assert!(hint.contains("safe_queue_jobs"), "{hint}");
+        }
+        other => panic!("expected MissingTable, got {other:?}"),
+    }
+    assert!(matches!(
+        queue.snapshot(),
+        Err(StoreError::MissingTable { .. })
+    ));
+}
+
+/// A batch larger than one statement carries is inserted in chunks, atomically, answers in
+/// order.
+#[cfg(feature = "sqlite")]
+#[test]
+fn sqlite_batches_beyond_one_statement_are_chunked_in_order() {
+    use safejob_core::queue::JobQuery;
+    let q = sqlite("big_batch");
+    let n = safejob_diesel::queue::MAX_ROWS_PER_STATEMENT + 500;
+    let jobs: Vec<NewJob> = (0..n).map(|i| job("big", i)).collect();
+    let answers = q.queue.enqueue_many(&jobs).expect("enqueue");
+    assert_eq!(answers.len(), n);
+    let listed = q
+        .queue
+        .list(&JobQuery {
+            limit: n + 1,
+            ..JobQuery::default()
+        })
+        .expect("list");
+    assert_eq!(listed.len(), n);
+    for (i, (answer, row)) in answers.iter().zip(&listed).enumerate() {
+        assert_eq!(answer.id(), row.id, "answer {i}");
+        assert_eq!(row.payload["n"], i);
+    }
+}
+
+/// MySQL lock-wait timeouts (1205) are retried inside the queue: an unguarded completion (one
+/// statement) and a guarded one (a transaction, retried whole) both wait out another session's
+/// row lock that outlives the store's 1 s lock wait once.
+#[cfg(feature = "mysql")]
+#[test]
+fn mysql_lock_wait_timeouts_are_retried_inside_the_queue() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use diesel::connection::{InstrumentationEvent, SimpleConnection};
+    use safejob_core::{
+        Fingerprint,
+        queue::{CompleteAs, Completed, Completion, GuardFinish, GuardSpec},
+        store::Acquired,
+    };
+
+    let Some(q) = mysql("queue_lock_wait") else {
+        return;
+    };
+    let completions = Arc::new(AtomicUsize::new(0));
+    let counter = completions.clone();
+    let slow =
+        q.db.builder_with(move |conn| {
+            let ConnectionRef::Mysql(c) = conn else {
+                unreachable!()
+            };
+            c.batch_execute("SET SESSION innodb_lock_wait_timeout = 1")?;
+            let counter = counter.clone();
+            diesel::Connection::set_instrumentation(
+                &mut **c,
+                move |event: InstrumentationEvent<'_>| {
+                    if let InstrumentationEvent::StartQuery { query, .. } = event
+                        && query
+                            .to_string()
+                            .starts_with("UPDATE safe_queue_jobs SET owner = NULL")
+                    {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                    }
+                },
+            );
+            Ok(())
+        })
+        .max_size(1)
+        .build()
+        .expect("a store with a 1 s lock wait");
+    let slow = DieselQueue::new(Arc::new(slow));
+    for guarded in [false, true] {
+        let mut new = job("lock_wait", usize::from(guarded));
+        new.queue = format!("lock_wait_{guarded}");
+        if guarded {
+            new.guard = Some(GuardSpec {
+                digest: KeyDigest::of("lock wait guard"),
+                fingerprint: Some(Fingerprint::of_bytes(b"p")),
+            });
+        }
+        q.queue.enqueue(&new).expect("enqueue");
+        let queues = [new.queue.clone()];
+        let claimed = q
+            .queue
+            .claim(&ClaimRequest {
+                worker: "w",
+                queues: &queues,
+                limit: 1,
+                ttl: Duration::from_secs(60),
+            })
+            .expect("claim")
+            .pop()
+            .expect("a job");
+        let guard_lease = match &claimed.guard {
+            Some(Acquired::Granted(lease)) => Some(lease.clone()),
+            None => None,
+            other => panic!("guard answer {other:?}"),
+        };
+        completions.store(0, Ordering::SeqCst);
+        let mut holder =
+            <diesel::MysqlConnection as diesel::Connection>::establish(&q.db.url).unwrap();
+        holder
+            .batch_execute(&format!(
+                "BEGIN; SELECT fence FROM safe_queue_jobs WHERE id = {} FOR UPDATE",
+                claimed.job.id
+            ))
+            .unwrap();
+        let watched = completions.clone();
+        let release = thread::spawn(move || {
+            while watched.load(Ordering::SeqCst) < 2 {
+                thread::yield_now();
+            }
+            holder.batch_execute("COMMIT").unwrap();
+        });
+        let done = slow.complete(
+            &Completion {
+                lease: &claimed.lease,
+                outcome: CompleteAs::Succeeded,
+                progress: None,
+                guard: guard_lease.as_ref().map(|lease| GuardFinish::Succeeded {
+                    lease,
+                    result: None,
+                    effects_ttl: Duration::from_secs(60),
+                }),
+            },
+            None,
+        );
+        release.join().unwrap();
+        assert!(
+            matches!(done, Ok(Completed::Applied)),
+            "guarded {guarded}: {done:?}"
+        );
+        assert!(
+            completions.load(Ordering::SeqCst) >= 2,
+            "guarded {guarded}: the completion was not retried"
+        );
+        let row = q.queue.get(claimed.job.id).unwrap().unwrap();
+        assert_eq!(row.state, QueueState::Succeeded);
+    }
+}
