@@ -1,6 +1,6 @@
 //! The fault proxy against a local echo server, and a real ambiguous commit through PostgreSQL
-//! (when `SAFEJOB_TEST_POSTGRES_URL` is set; `SAFEJOB_REQUIRE_BACKENDS=1` makes a missing
-//! database a failure).
+//! and MariaDB (when `SAFEJOB_TEST_POSTGRES_URL` / `SAFEJOB_TEST_MYSQL_URL` are set;
+//! `SAFEJOB_REQUIRE_BACKENDS=1` makes a missing database a failure).
 
 use std::{
     io::{Read, Write},
@@ -204,18 +204,19 @@ fn an_unreachable_target_closes_the_client_and_is_counted() {
     assert_eq!(proxy.stats().connect_failures, 1);
 }
 
-/// A guarded run whose finalize connection is cut after the finalize reached PostgreSQL and
-/// before its reply came back: the runner's settle path must find the commit, run the effects
-/// once, and a later duplicate must not run them again. Checked from the database.
-mod ambiguous_commit_through_postgres {
+/// A guarded run whose finalize connection is cut after the finalize reached the server
+/// (PostgreSQL or MariaDB) and before its reply came back: the runner's settle path must find
+/// the commit, run the effects once, and a later duplicate must not run them again. Checked from
+/// the database.
+mod ambiguous_commit {
     use std::sync::Arc;
 
-    use diesel::{PgConnection, RunQueryDsl};
+    use diesel::{MysqlConnection, PgConnection, RunQueryDsl};
     use safejob_core::{
         EffectsContext, EffectsMode, IdempotencyKey, JobState, KeyError, LeaseStore, Outcome,
         PerformContext, Report, Runner, SafeJob,
     };
-    use safejob_diesel::{ConnectionRef, DieselStore, TransactionExt};
+    use safejob_diesel::{BackendKind, ConnectionRef, DieselStore, TransactionExt};
     use safejob_test_kit::proxy::FaultProxy;
 
     /// Bound into the finalize statement with the result: the bytes the proxy matches. The
@@ -223,8 +224,21 @@ mod ambiguous_commit_through_postgres {
     /// statement's name and its parameters go over the wire, never `UPDATE safe_jobs` again.
     const MARKER: &str = "proxy-test-finalize-marker";
 
+    /// Runs `$body` with `$c` bound to the concrete connection of a server backend.
+    macro_rules! on_conn {
+        ($conn:expr, $c:ident => $body:expr) => {
+            match $conn {
+                ConnectionRef::Postgres($c) => $body,
+                ConnectionRef::Mysql($c) => $body,
+                #[allow(unreachable_patterns)]
+                _ => unreachable!("a server backend"),
+            }
+        };
+    }
+
     struct Charge {
         id: u32,
+        backend: BackendKind,
         /// Where after-commit effects write (a connection that is not proxied).
         direct: Arc<DieselStore>,
     }
@@ -232,10 +246,6 @@ mod ambiguous_commit_through_postgres {
     #[derive(Debug, thiserror::Error)]
     #[error("{0}")]
     struct JobError(String);
-
-    fn effect_sql(id: u32, fence: u64) -> String {
-        format!("INSERT INTO proxy_effects (id, fence) VALUES ({id}, {fence})")
-    }
 
     impl SafeJob for Charge {
         type Error = JobError;
@@ -246,22 +256,31 @@ mod ambiguous_commit_through_postgres {
             Ok(Outcome::json(serde_json::json!({ "tag": MARKER })))
         }
         fn on_succeeded_once(&self, ctx: &mut EffectsContext<'_>) -> Result<(), JobError> {
-            let sql = effect_sql(self.id, ctx.fence());
+            let sql = format!(
+                "INSERT INTO proxy_effects (id, fence) VALUES ({}, {})",
+                self.id,
+                ctx.fence()
+            );
+            let e = |e: &dyn std::fmt::Display| JobError(e.to_string());
             if ctx.is_transactional() {
-                let conn = ctx
-                    .diesel_connection::<PgConnection>()
-                    .map_err(|e| JobError(e.to_string()))?;
-                diesel::sql_query(sql).execute(conn).map(drop)
+                match self.backend {
+                    BackendKind::Postgres => ctx
+                        .diesel_connection::<PgConnection>()
+                        .map_err(|x| e(&x))
+                        .and_then(|c| diesel::sql_query(&sql).execute(c).map_err(|x| e(&x))),
+                    _ => ctx
+                        .diesel_connection::<MysqlConnection>()
+                        .map_err(|x| e(&x))
+                        .and_then(|c| diesel::sql_query(&sql).execute(c).map_err(|x| e(&x))),
+                }
+                .map(drop)
             } else {
                 self.direct
-                    .with_connection(|c| match c {
-                        ConnectionRef::Postgres(c) => diesel::sql_query(&sql).execute(*c).map(drop),
-                        #[allow(unreachable_patterns)]
-                        _ => unreachable!("a PostgreSQL store"),
-                    })
-                    .map_err(|e| JobError(e.to_string()))?
+                    .with_connection(|c| on_conn!(c, c => diesel::sql_query(&sql).execute(*c)))
+                    .map_err(|x| e(&x))?
+                    .map(drop)
+                    .map_err(|x| e(&x))
             }
-            .map_err(|e| JobError(e.to_string()))
         }
     }
 
@@ -272,80 +291,87 @@ mod ambiguous_commit_through_postgres {
             n: i64,
         }
         let rows: Vec<N> = store
-            .with_connection(|c| match c {
-                ConnectionRef::Postgres(c) => diesel::sql_query(sql).load(*c),
-                #[allow(unreachable_patterns)]
-                _ => unreachable!("a PostgreSQL store"),
-            })
+            .with_connection(|c| on_conn!(c, c => diesel::sql_query(sql).load(*c)))
             .expect("connection")
             .expect("query");
         rows[0].n
     }
 
-    struct Schema {
+    /// The test's schema (PostgreSQL) or database (MariaDB), dropped at the end.
+    struct Namespace {
         admin: DieselStore,
-        name: String,
+        drop: String,
     }
 
-    impl Drop for Schema {
+    impl Drop for Namespace {
         fn drop(&mut self) {
-            let _ = self.admin.with_connection(|c| {
-                c.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name))
-            });
+            let _ = self.admin.with_connection(|c| c.batch_execute(&self.drop));
         }
     }
 
-    fn url() -> Option<String> {
-        match std::env::var("SAFEJOB_TEST_POSTGRES_URL") {
+    fn url(var: &str) -> Option<String> {
+        match std::env::var(var) {
             Ok(url) if !url.is_empty() => Some(url),
             _ if std::env::var("SAFEJOB_REQUIRE_BACKENDS").is_ok_and(|v| v == "1") => {
-                panic!("SAFEJOB_REQUIRE_BACKENDS=1 but SAFEJOB_TEST_POSTGRES_URL is not set")
+                panic!("SAFEJOB_REQUIRE_BACKENDS=1 but {var} is not set")
             }
             _ => {
-                println!("skipped: SAFEJOB_TEST_POSTGRES_URL is not set");
+                println!("skipped: {var} is not set");
                 None
             }
         }
     }
 
-    fn builder_on(url: &str, schema: &str) -> safejob_diesel::DieselStoreBuilder {
-        let set = format!("SET search_path TO {schema}");
-        DieselStore::builder(url).on_connect(move |c| c.batch_execute(&set))
-    }
-
-    fn run(mode: EffectsMode, pattern: &[u8]) {
-        let Some(url) = url() else { return };
-        let parsed = url::Url::parse(&url).expect("SAFEJOB_TEST_POSTGRES_URL is a URL");
-        let host = parsed.host_str().expect("a host");
-        let port = parsed.port().unwrap_or(5432);
-        let target = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+    fn run(var: &str, mode: EffectsMode) {
+        let Some(url) = url(var) else { return };
+        let admin = DieselStore::connect(&url).expect("connect");
+        let backend = admin.backend();
+        let mut parsed = url::Url::parse(&url).expect("a URL");
+        let host = parsed.host_str().expect("a host").to_owned();
+        let port = parsed.port().unwrap_or(match backend {
+            BackendKind::Postgres => 5432,
+            _ => 3306,
+        });
+        let target = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
             .expect("resolve")
             .find(|a| a.ip().is_loopback())
             .expect("the test database must be on the loopback interface");
-
+        let tx = mode == EffectsMode::Transactional;
         let name = format!(
             "sj_proxy_{}_{}",
             std::process::id(),
-            if mode == EffectsMode::Transactional {
-                "tx"
-            } else {
-                "ac"
-            }
+            if tx { "tx" } else { "ac" }
         );
-        let schema = Schema {
-            admin: DieselStore::connect(&url).expect("connect"),
-            name: name.clone(),
+
+        // The namespace, and how every store of the test reaches it.
+        let (create, drop, search_path) = match backend {
+            BackendKind::Postgres => (
+                format!("DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"),
+                format!("DROP SCHEMA IF EXISTS {name} CASCADE"),
+                Some(format!("SET search_path TO {name}")),
+            ),
+            _ => {
+                parsed.set_path(&format!("/{name}"));
+                (
+                    format!("DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"),
+                    format!("DROP DATABASE IF EXISTS {name}"),
+                    None,
+                )
+            }
         };
-        schema
-            .admin
-            .with_connection(|c| {
-                c.batch_execute(&format!(
-                    "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"
-                ))
-            })
+        admin
+            .with_connection(|c| c.batch_execute(&create))
             .expect("connection")
-            .expect("create schema");
-        let direct = Arc::new(builder_on(&url, &name).build().expect("direct store"));
+            .expect("create the namespace");
+        let _namespace = Namespace { admin, drop };
+        let builder = |url: &str| {
+            let set = search_path.clone();
+            DieselStore::builder(url).on_connect(move |c| match &set {
+                Some(set) => c.batch_execute(set),
+                None => Ok(()),
+            })
+        };
+        let direct = Arc::new(builder(parsed.as_str()).build().expect("direct store"));
         direct.migrate().expect("migrate");
         direct
             .with_connection(|c| {
@@ -360,10 +386,13 @@ mod ambiguous_commit_through_postgres {
         let mut via = parsed.clone();
         via.set_host(Some("127.0.0.1")).expect("host");
         via.set_port(Some(proxy.local_addr().port())).expect("port");
-        // In clear text, so the proxy can see what is sent (libpq prefers TLS when offered).
-        via.query_pairs_mut().append_pair("sslmode", "disable");
+        // In clear text, so the proxy can see what is sent (the clients prefer TLS when offered).
+        match backend {
+            BackendKind::Postgres => via.query_pairs_mut().append_pair("sslmode", "disable"),
+            _ => via.query_pairs_mut().append_pair("ssl_mode", "disabled"),
+        };
         let proxied = Arc::new(
-            builder_on(via.as_str(), &name)
+            builder(via.as_str())
                 .build()
                 .expect("store through the proxy"),
         );
@@ -374,22 +403,27 @@ mod ambiguous_commit_through_postgres {
 
         // Warm up: one job end to end, so the finalize statement is already prepared on the
         // connection and only its parameters go over the wire next time.
-        let warm = Charge {
-            id: 1,
+        let job = |id| Charge {
+            id,
+            backend,
             direct: direct.clone(),
         };
         assert!(matches!(
-            runner.run(&warm).expect("warm-up run"),
+            runner.run(&job(1)).expect("warm-up run"),
             Report::Succeeded { .. }
         ));
 
-        proxy.cut_after_match(pattern.to_vec());
-        let job = Charge {
-            id: 2,
-            direct: direct.clone(),
+        // What is sent: the autocommit UPDATE carries the marker among its parameters; the
+        // transaction's COMMIT is a simple query, NUL-terminated on PostgreSQL and preceded by
+        // the COM_QUERY byte on MySQL (so `READ COMMITTED` in the connection setup never matches).
+        let pattern: Vec<u8> = match (tx, backend) {
+            (false, _) => MARKER.as_bytes().to_vec(),
+            (true, BackendKind::Postgres) => b"COMMIT\0".to_vec(),
+            (true, _) => b"\x03COMMIT".to_vec(),
         };
+        proxy.cut_after_match(pattern);
         let report = runner
-            .run(&job)
+            .run(&job(2))
             .expect("the ambiguous finalize is resolved");
         assert!(
             matches!(report, Report::Succeeded { .. }),
@@ -401,47 +435,57 @@ mod ambiguous_commit_through_postgres {
             "the finalize connection was cut after the statement reached the server"
         );
         let row = direct
-            .get(job.key().expect("key").digest())
+            .get(job(2).key().expect("key").digest())
             .expect("get")
             .expect("row");
         assert_eq!(row.state, JobState::Succeeded);
         assert_eq!(row.fence, 1, "one attempt, no takeover");
-        assert_eq!(
-            count(
-                &direct,
-                "SELECT COUNT(*) AS n FROM proxy_effects WHERE id = 2"
-            ),
-            1
-        );
+        let effects = "SELECT CAST(COUNT(*) AS SIGNED) AS n FROM proxy_effects WHERE id = 2";
+        let effects = match backend {
+            BackendKind::Postgres => effects.replace("SIGNED", "BIGINT"),
+            _ => effects.to_owned(),
+        };
+        assert_eq!(count(&direct, &effects), 1);
 
         // A duplicate replays; the effects stay at one.
         assert!(matches!(
-            runner.run(&job).expect("duplicate"),
+            runner.run(&job(2)).expect("duplicate"),
             Report::AlreadySucceeded { .. }
         ));
+        assert_eq!(count(&direct, &effects), 1);
+        let done = match backend {
+            BackendKind::Postgres => "BIGINT",
+            _ => "SIGNED",
+        };
         assert_eq!(
             count(
                 &direct,
-                "SELECT COUNT(*) AS n FROM proxy_effects WHERE id = 2"
-            ),
-            1
-        );
-        assert_eq!(
-            count(
-                &direct,
-                "SELECT COUNT(*) AS n FROM safe_jobs WHERE state = 'succeeded' AND effects = 'done'"
+                &format!(
+                    "SELECT CAST(COUNT(*) AS {done}) AS n FROM safe_jobs \
+                     WHERE state = 'succeeded' AND effects = 'done'"
+                )
             ),
             2
         );
     }
 
     #[test]
-    fn after_commit_finalize_cut_after_the_update_was_sent() {
-        run(EffectsMode::AfterCommit, MARKER.as_bytes());
+    fn postgres_after_commit_finalize_cut_after_the_update_was_sent() {
+        run("SAFEJOB_TEST_POSTGRES_URL", EffectsMode::AfterCommit);
     }
 
     #[test]
-    fn transactional_finalize_cut_after_commit_was_sent() {
-        run(EffectsMode::Transactional, b"COMMIT");
+    fn postgres_transactional_finalize_cut_after_commit_was_sent() {
+        run("SAFEJOB_TEST_POSTGRES_URL", EffectsMode::Transactional);
+    }
+
+    #[test]
+    fn mariadb_after_commit_finalize_cut_after_the_update_was_sent() {
+        run("SAFEJOB_TEST_MYSQL_URL", EffectsMode::AfterCommit);
+    }
+
+    #[test]
+    fn mariadb_transactional_finalize_cut_after_commit_was_sent() {
+        run("SAFEJOB_TEST_MYSQL_URL", EffectsMode::Transactional);
     }
 }
