@@ -16,7 +16,8 @@ use crate::BackendKind;
 /// A job row that cannot be read.
 pub(crate) fn corrupt(id: i64, detail: impl Into<String>) -> StoreError {
     StoreError::CorruptRow {
-        digest: format!("safe_queue_jobs id {id}"),
+        // The port's CorruptRow names a key; a queue row is named by table and id instead.
+        digest: format!("safe_queue_jobs #{id}"),
         detail: detail.into(),
     }
 }

@@ -372,8 +372,8 @@ impl QueueSql {
                 "UPDATE safe_queue_jobs SET {done}, state = 'retrying', run_at = {{plus}}, \
                  errors = {{append}} WHERE {FENCED}"
             )),
-            // MySQL assigns left to right: errors (which reads nothing changed here) and the
-            // state (which reads run_at's new value on MySQL only, equal either way) are safe.
+            // MySQL assigns left to right, so no assignment here reads a column assigned before
+            // it (the attempt is bound, not read from `attempts`).
             snooze: r(&format!(
                 "UPDATE safe_queue_jobs SET {done}, attempts = attempts - 1, \
                  run_at = {{plus}}, state = CASE WHEN {{plus}} > {{now}} THEN 'scheduled' \

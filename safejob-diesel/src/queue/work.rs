@@ -30,6 +30,9 @@ use crate::{
     stmt::{Bind, MicrosRow, Stmt},
 };
 
+/// The most jobs one MySQL claim takes.
+const MAX_MYSQL_CLAIM: usize = 16_384;
+
 fn fence(lease: &QueueLease) -> Result<i64, StoreError> {
     i64::try_from(lease.fence).map_err(|_| StoreError::backend("fence out of range"))
 }
@@ -57,7 +60,14 @@ impl QCtx<'_> {
         if req.limit == 0 {
             return Ok(Vec::new());
         }
-        let limit = i64::try_from(req.limit).unwrap_or(i64::MAX);
+        // MySQL binds the claimed ids back (at most 65,535 binds a statement); a claim may
+        // always return fewer jobs than its limit.
+        let limit = if self.sql.kind == crate::BackendKind::Mysql {
+            req.limit.min(MAX_MYSQL_CLAIM)
+        } else {
+            req.limit
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let ttl = micros(req.ttl)?;
         let n = padded(req.queues.len());
         let queues: Vec<Bind<'_>> = (0..n)
