@@ -298,25 +298,37 @@ pub fn main(args: RunArgs) -> ExitCode {
         Err(e) => return fail(format_args!("cannot create the run's namespace: {e}")),
     };
     let dir = std::env::temp_dir().join(&name);
-    let code = match std::fs::create_dir_all(&dir) {
+    let (code, ok) = match std::fs::create_dir_all(&dir) {
         Ok(()) => run(&args, &ns, &dir, seed),
-        Err(e) => fail(format_args!("cannot create {}: {e}", dir.display())),
+        Err(e) => (
+            fail(format_args!("cannot create {}: {e}", dir.display())),
+            false,
+        ),
     };
-    if !args.keep {
-        if let Err(e) = ns.drop_all() {
-            eprintln!("safejob-torture: could not drop the run's namespace: {e}");
-        }
-        let _ = std::fs::remove_dir_all(&dir);
-    } else {
+    if args.keep {
         eprintln!(
             "safejob-torture: kept namespace {name} and {}",
+            dir.display()
+        );
+        return code;
+    }
+    if let Err(e) = ns.drop_all() {
+        eprintln!("safejob-torture: could not drop the run's namespace: {e}");
+    }
+    if ok {
+        let _ = std::fs::remove_dir_all(&dir);
+    } else {
+        // The workers' events and logs, for whoever investigates (the JSON line has the seed).
+        eprintln!(
+            "safejob-torture: the run failed; its worker logs and events are in {}",
             dir.display()
         );
     }
     code
 }
 
-fn run(args: &RunArgs, ns: &Namespace, dir: &Path, seed: u64) -> ExitCode {
+/// The run itself; the exit code, and whether every invariant held.
+fn run(args: &RunArgs, ns: &Namespace, dir: &Path, seed: u64) -> (ExitCode, bool) {
     let mut rng = Rng::new(seed);
     let ttl = Duration::from_millis(args.ttl_ms);
     let started = Instant::now();
@@ -330,27 +342,25 @@ fn run(args: &RunArgs, ns: &Namespace, dir: &Path, seed: u64) -> ExitCode {
         .build()
     {
         Ok(store) => Arc::new(store),
-        Err(e) => return fail(e),
+        Err(e) => return (fail(e), false),
     };
     let plan = dispatch_plan(args.keys, args.duplicates, args.workers, &mut rng);
     if let Err(e) = ns.setup(&direct, &plan) {
-        return fail(format_args!("setup: {e}"));
-    }
-    if args.effects == EffectsKind::Outbox
-        && let Err(e) = super::outbox::setup(&direct)
-    {
-        return fail(format_args!("setup: {e}"));
+        return (fail(format_args!("setup: {e}")), false);
     }
 
     let proxy = if args.proxy {
         if ns.kind == BackendKind::Sqlite {
-            return fail("--proxy needs a PostgreSQL or MySQL database (SQLite has no connection)");
+            return (
+                fail("--proxy needs a PostgreSQL or MySQL database (SQLite has no connection)"),
+                false,
+            );
         }
         match db::loopback_target(&ns.url)
             .and_then(|t| FaultProxy::start(t).map_err(|e| e.to_string()))
         {
             Ok(proxy) => Some(proxy),
-            Err(e) => return fail(format_args!("proxy: {e}")),
+            Err(e) => return (fail(format_args!("proxy: {e}")), false),
         }
     } else {
         None
@@ -358,13 +368,13 @@ fn run(args: &RunArgs, ns: &Namespace, dir: &Path, seed: u64) -> ExitCode {
     let worker_url = match &proxy {
         Some(p) => match db::via_proxy(&ns.url, ns.kind, p.local_addr()) {
             Ok(url) => url,
-            Err(e) => return fail(e),
+            Err(e) => return (fail(e), false),
         },
         None => ns.url.clone(),
     };
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
-        Err(e) => return fail(e),
+        Err(e) => return (fail(e), false),
     };
     let duration = Duration::from_secs_f64(args.duration.max(0.0));
     let per_key = (duration.as_millis() as u64 * args.workers as u64) / args.keys.max(1);
@@ -390,7 +400,7 @@ fn run(args: &RunArgs, ns: &Namespace, dir: &Path, seed: u64) -> ExitCode {
                 paused_until: None,
                 drained: false,
             }),
-            Err(e) => return fail(format_args!("cannot start a worker: {e}")),
+            Err(e) => return (fail(format_args!("cannot start a worker: {e}")), false),
         }
     }
 
@@ -522,37 +532,30 @@ fn run(args: &RunArgs, ns: &Namespace, dir: &Path, seed: u64) -> ExitCode {
     thread::sleep(ttl + Duration::from_millis(500));
     let recovered = match recover(&direct, args, dir) {
         Ok(n) => n,
-        Err(e) => return fail(format_args!("recovery: {e}")),
+        Err(e) => return (fail(format_args!("recovery: {e}")), false),
     };
     thread::sleep(ttl + Duration::from_millis(200));
 
     let events = match Events::read_dir(dir) {
         Ok(events) => events,
-        Err(e) => return fail(format_args!("reading the workers' events: {e}")),
+        Err(e) => {
+            return (
+                fail(format_args!("reading the workers' events: {e}")),
+                false,
+            );
+        }
     };
     let verdict = match check::check(&direct, args.keys, args.effects, &events) {
         Ok(v) => v,
-        Err(e) => return fail(format_args!("check: {e}")),
+        Err(e) => return (fail(format_args!("check: {e}")), false),
     };
     let stats = proxy.as_ref().map(FaultProxy::stats).unwrap_or_default();
-    // --effects outbox: deliver what the workers' relays left, then check the deliveries.
-    let outbox = if args.effects == EffectsKind::Outbox {
-        match super::outbox::drain(&direct, ttl)
-            .and_then(|drained| super::outbox::check(&direct, args.keys, drained.delivered))
-        {
-            Ok(v) => Some(v),
-            Err(e) => return fail(format_args!("outbox: {e}")),
-        }
-    } else {
-        None
-    };
     let mut violations = verdict.violations.clone();
-    violations.extend(outbox.iter().flat_map(|o| o.violations.iter().cloned()));
     if timed_out {
         violations.push("workers were still running at the hard time limit".into());
     }
     let ok = violations.is_empty();
-    let mut line = serde_json::json!({
+    let line = serde_json::json!({
         "seed": seed,
         "backend": ns.kind.as_str(),
         "effects": args.effects.as_str(),
@@ -590,14 +593,11 @@ fn run(args: &RunArgs, ns: &Namespace, dir: &Path, seed: u64) -> ExitCode {
         "violations": violations,
         "ok": ok,
     });
-    if let Some(o) = &outbox {
-        line["outbox"] = o.to_json();
-    }
     println!("{line}");
     if ok {
-        ExitCode::SUCCESS
+        (ExitCode::SUCCESS, true)
     } else {
-        ExitCode::from(1)
+        (ExitCode::from(1), false)
     }
 }
 
