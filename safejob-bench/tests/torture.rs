@@ -248,6 +248,14 @@ fn the_checker_fails_runs_that_break_exactly_once() {
         .map(String::from)
         .to_vec();
         let out = run(&args);
+        // A failed run keeps its logs and says where: clean them up.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if let Some(kept) = stderr
+            .lines()
+            .find_map(|l| l.split_once("events are in ").map(|(_, dir)| dir.trim()))
+        {
+            let _ = std::fs::remove_dir_all(kept);
+        }
         let lines = lines(&out);
         assert_eq!(lines.len(), 1, "{sabotage}: {out:?}");
         let v = &lines[0];
