@@ -30,6 +30,9 @@ pub enum EffectsKind {
     AfterCommit,
     /// Inside the finalize transaction, on its connection: commits with `succeeded` or not at all.
     Transactional,
+    /// As `Transactional`, plus outbox messages emitted in the same transaction and delivered by
+    /// relays running in the workers (see [`super::outbox`]).
+    Outbox,
 }
 
 impl EffectsKind {
@@ -38,6 +41,7 @@ impl EffectsKind {
         match self {
             Self::AfterCommit => "after-commit",
             Self::Transactional => "transactional",
+            Self::Outbox => "outbox",
         }
     }
 
@@ -45,7 +49,7 @@ impl EffectsKind {
     pub fn runner_mode(self) -> EffectsMode {
         match self {
             Self::AfterCommit => EffectsMode::AfterCommit,
-            Self::Transactional => EffectsMode::Transactional,
+            Self::Transactional | Self::Outbox => EffectsMode::Transactional,
         }
     }
 
@@ -64,8 +68,8 @@ impl EffectsKind {
     pub fn ambiguous_pattern(self, backend: BackendKind) -> Vec<u8> {
         match (self, backend) {
             (Self::AfterCommit, _) => FINALIZE_MARKER.as_bytes().to_vec(),
-            (Self::Transactional, BackendKind::Mysql) => b"\x03COMMIT".to_vec(),
-            (Self::Transactional, _) => b"COMMIT\0".to_vec(),
+            (Self::Transactional | Self::Outbox, BackendKind::Mysql) => b"\x03COMMIT".to_vec(),
+            (Self::Transactional | Self::Outbox, _) => b"COMMIT\0".to_vec(),
         }
     }
 
@@ -85,6 +89,10 @@ impl EffectsKind {
         match self {
             Self::AfterCommit => db::exec(harness, &sql).map(drop).map_err(JobError),
             Self::Transactional => in_transaction(ctx, harness.backend(), &sql),
+            Self::Outbox => {
+                in_transaction(ctx, harness.backend(), &sql)?;
+                super::outbox::emit(ctx, key_no)
+            }
         }
     }
 }

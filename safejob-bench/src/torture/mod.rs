@@ -5,6 +5,7 @@
 //! * [`job`] — the job and the effects modes ([`job::EffectsKind`], the extension point for more);
 //! * [`db`] — the run's namespace and the harness's own statements;
 //! * [`events`] — what workers report, and the tracing layer that counts ambiguous commits;
+//! * [`outbox`] — `--effects outbox`: relays in the workers, the final drain, its checks;
 //! * [`check`] — the invariants, read from the database;
 //! * [`prove`] — single-fault proofs on real processes (zombie, skewed clock, panics).
 
@@ -12,6 +13,7 @@ pub mod check;
 pub mod db;
 pub mod events;
 pub mod job;
+pub mod outbox;
 pub mod prove;
 pub mod run;
 pub mod worker;

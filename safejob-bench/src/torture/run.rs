@@ -348,6 +348,11 @@ fn run(args: &RunArgs, ns: &Namespace, dir: &Path, seed: u64) -> (ExitCode, bool
     if let Err(e) = ns.setup(&direct, &plan) {
         return (fail(format_args!("setup: {e}")), false);
     }
+    if args.effects == EffectsKind::Outbox
+        && let Err(e) = super::outbox::setup(&direct)
+    {
+        return (fail(format_args!("setup: {e}")), false);
+    }
 
     let proxy = if args.proxy {
         if ns.kind == BackendKind::Sqlite {
@@ -550,12 +555,24 @@ fn run(args: &RunArgs, ns: &Namespace, dir: &Path, seed: u64) -> (ExitCode, bool
         Err(e) => return (fail(format_args!("check: {e}")), false),
     };
     let stats = proxy.as_ref().map(FaultProxy::stats).unwrap_or_default();
+    // --effects outbox: deliver what the workers' relays left, then check the deliveries.
+    let outbox = if args.effects == EffectsKind::Outbox {
+        match super::outbox::drain(&direct, ttl)
+            .and_then(|drained| super::outbox::check(&direct, args.keys, drained.delivered))
+        {
+            Ok(v) => Some(v),
+            Err(e) => return (fail(format_args!("outbox: {e}")), false),
+        }
+    } else {
+        None
+    };
     let mut violations = verdict.violations.clone();
+    violations.extend(outbox.iter().flat_map(|o| o.violations.iter().cloned()));
     if timed_out {
         violations.push("workers were still running at the hard time limit".into());
     }
     let ok = violations.is_empty();
-    let line = serde_json::json!({
+    let mut line = serde_json::json!({
         "seed": seed,
         "backend": ns.kind.as_str(),
         "effects": args.effects.as_str(),
@@ -593,6 +610,9 @@ fn run(args: &RunArgs, ns: &Namespace, dir: &Path, seed: u64) -> (ExitCode, bool
         "violations": violations,
         "ok": ok,
     });
+    if let Some(o) = &outbox {
+        line["outbox"] = o.to_json();
+    }
     println!("{line}");
     if ok {
         (ExitCode::SUCCESS, true)

@@ -219,6 +219,16 @@ pub fn main(args: WorkerArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // --effects outbox: this process relays too, until it exits (dropping the handle stops it).
+    let _relay = if args.effects == EffectsKind::Outbox {
+        super::outbox::start_relay(
+            || open(2, true),
+            &args.name,
+            Duration::from_millis(args.ttl_ms),
+        )
+    } else {
+        None
+    };
     let started = Instant::now();
     let mut errors_in_a_row = 0u32;
     let mut pick = std::process::id() as usize;
