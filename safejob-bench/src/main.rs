@@ -20,6 +20,9 @@
 mod baseline;
 mod driver;
 mod guard;
+#[cfg(feature = "peers")]
+mod peers;
+mod queue_bench;
 mod stats;
 
 use std::{
@@ -54,6 +57,9 @@ enum Command {
     /// Runs N no-op guarded jobs on T threads and prints one JSON line (plus the baseline's and
     /// the ratio with --baseline).
     Guard(GuardArgs),
+    /// Enqueue (single and batched) and drain rates of our queue, guarded and not, and of River
+    /// and fang with --peer; JSON lines.
+    Queue(queue_bench::QueueArgs),
 }
 
 /// Where effects run: the runner's two modes.
@@ -122,6 +128,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Guard(args) => guard(&args),
+        Command::Queue(args) => queue_bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -235,7 +242,9 @@ mod tests {
             "--baseline",
         ])
         .unwrap();
-        let Command::Guard(args) = cli.command;
+        let Command::Guard(args) = cli.command else {
+            panic!("not the guard subcommand");
+        };
         assert_eq!(args.jobs, 20);
         assert_eq!(args.threads, 4);
         assert_eq!(args.effects, Effects::Transactional);

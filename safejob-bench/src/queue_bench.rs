@@ -1,0 +1,705 @@
+//! `safejob-bench queue`: how fast our durable queue takes jobs in and works them off, beside
+//! River and fang on the same PostgreSQL.
+//!
+//! Every system runs the same workload, in this order, and prints one JSON line per step:
+//!
+//! 1. `enqueue_single` — N no-op jobs inserted one call at a time, from one client thread;
+//! 2. `enqueue_batched` — N more in calls of `--batch` jobs (one statement each where the system
+//!    has a multi-row insert);
+//! 3. `drain` — the 2N jobs now waiting, worked off by T workers: timed from the moment the
+//!    workers start until every job is completed (its completion committed), so the line says
+//!    `"jobs": 2N`.
+//!
+//! Our queue runs unguarded, and with `--guarded` a second time with every job a
+//! [`GuardedJob`] (the exactly-once guard's acquire and finalize inside the queue's claim and
+//! completion). The last line compares the figures with the targets of issue 5 (guarded drain at
+//! least 1.0 × unguarded and 1.5 × the faster peer, batched enqueue at least 20,000 jobs/s).
+//! Peers (`--peer river`, `--peer fang`, crate feature `peers`) run in their own databases on
+//! the same server (see [`crate::peers`]).
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use clap::ValueEnum;
+use safejob_core::{
+    EffectsMode, IdempotencyKey, KeyError, Outcome, PerformContext, SafeJob,
+    queue::{
+        EnqueueOptions, GuardedJob, NewJob, Queue, QueueJob, QueueStore, Registry, WorkContext,
+        WorkError, Worker,
+    },
+};
+use safejob_diesel::{DieselQueue, DieselStore};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::{Effects, driver::BenchError, run_prefix, stats::load1};
+
+/// The batched-enqueue target, jobs per second.
+pub const ENQUEUE_TARGET: f64 = 20_000.0;
+/// Guarded drain over unguarded drain, at least.
+pub const GUARD_FREE_TARGET: f64 = 1.0;
+/// Guarded drain over the faster peer's drain, at least.
+pub const PEER_TARGET: f64 = 1.5;
+
+/// A system we compare ours with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Peer {
+    /// River for Rust (`riverqueue` crate): tokio + sqlx, its own `river_*` tables.
+    River,
+    /// fang (`fang` crate), its blocking diesel queue and worker pool, its `fang_tasks` table.
+    Fang,
+}
+
+impl Peer {
+    /// The name printed in `"system"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::River => "river",
+            Self::Fang => "fang",
+        }
+    }
+}
+
+/// Arguments of `safejob-bench queue`.
+#[derive(Debug, clap::Args)]
+pub struct QueueArgs {
+    /// Our queue's database: postgres://…, sqlite://…, mysql://…, or memory:// for the in-process
+    /// MemoryQueue.
+    #[arg(long)]
+    pub url: String,
+    /// Jobs per enqueue step (N); the drain works off both steps' jobs, 2N.
+    #[arg(long, default_value_t = 10_000)]
+    pub jobs: usize,
+    /// Workers working the drain (threads for us and fang, River's max_workers).
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Jobs per call in the batched enqueue.
+    #[arg(long, default_value_t = 1_000)]
+    pub batch: usize,
+    /// Also run our queue with every job guarded (exactly once), and compare.
+    #[arg(long)]
+    pub guarded: bool,
+    /// Where guarded jobs' on_succeeded_once runs. Transactional puts it inside the completion's
+    /// transaction; after-commit records it with one more statement.
+    #[arg(long, value_enum, default_value_t = Effects::Transactional)]
+    pub effects: Effects,
+    /// Also run the same workload through a peer (repeat for both). Needs the `peers` feature.
+    #[arg(long = "peer", value_enum)]
+    pub peers: Vec<Peer>,
+    /// PostgreSQL server for the peers (defaults to --url). Each peer gets its own database
+    /// there, created if missing: bench_river (schema river_bench) and bench_fang.
+    #[arg(long)]
+    pub peer_url: Option<String>,
+    /// Measure only the peers, not our queue.
+    #[arg(long)]
+    pub peers_only: bool,
+}
+
+/// A step of the workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// N inserts, one call each.
+    EnqueueSingle,
+    /// N inserts in calls of `batch`.
+    EnqueueBatched,
+    /// Every waiting job worked off by T workers.
+    Drain,
+}
+
+impl Op {
+    /// The name printed in `"op"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EnqueueSingle => "enqueue_single",
+            Self::EnqueueBatched => "enqueue_batched",
+            Self::Drain => "drain",
+        }
+    }
+}
+
+/// One measured step of one system.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Figure {
+    /// `safejob`, `river` or `fang`.
+    pub system: &'static str,
+    /// `postgres`, `sqlite`, `mysql` or `memory`.
+    pub backend: &'static str,
+    /// The step.
+    pub op: Op,
+    /// Our queue with every job guarded.
+    pub guarded: bool,
+    /// Jobs in the step.
+    pub jobs: usize,
+    /// Workers of the run (the enqueue steps run on one client thread whatever this says).
+    pub workers: usize,
+    /// Jobs per call, for the batched enqueue.
+    pub batch: Option<usize>,
+    /// Wall time of the step.
+    pub elapsed: Duration,
+    /// How this system does the step, where it differs from the others.
+    pub note: Option<&'static str>,
+}
+
+impl Figure {
+    /// Jobs per second.
+    pub fn jobs_per_s(&self) -> f64 {
+        rate(self.jobs, self.elapsed)
+    }
+}
+
+/// `jobs` over `elapsed`, in jobs per second; 0 for an empty or instantaneous step (never NaN or
+/// infinity, which JSON cannot carry).
+pub fn rate(jobs: usize, elapsed: Duration) -> f64 {
+    let secs = elapsed.as_secs_f64();
+    if jobs == 0 || secs <= 0.0 {
+        0.0
+    } else {
+        jobs as f64 / secs
+    }
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// One compact JSON object, keys in the order given.
+fn line(fields: &[(&str, Value)]) -> String {
+    let fields: Vec<String> = fields
+        .iter()
+        .map(|(k, v)| format!("{}:{v}", Value::from(*k)))
+        .collect();
+    format!("{{{}}}", fields.join(","))
+}
+
+/// The result line of one figure: `{"bench":"queue","system":…,"backend":…,"op":…,
+/// "guarded":…,"jobs":…,"workers":…,"batch":…,"jobs_per_s":…,"elapsed_s":…,"load1":…}`, with a
+/// `"note"` last when the system does the step its own way.
+pub fn figure_line(f: &Figure, load1: Option<f64>) -> String {
+    let mut fields = vec![
+        ("bench", json!("queue")),
+        ("system", json!(f.system)),
+        ("backend", json!(f.backend)),
+        ("op", json!(f.op.as_str())),
+        ("guarded", json!(f.guarded)),
+        ("jobs", json!(f.jobs)),
+        ("workers", json!(f.workers)),
+        ("batch", json!(f.batch)),
+        ("jobs_per_s", json!(round1(f.jobs_per_s()))),
+        ("elapsed_s", json!(round3(f.elapsed.as_secs_f64()))),
+        ("load1", json!(load1)),
+    ];
+    if let Some(note) = f.note {
+        fields.push(("note", json!(note)));
+    }
+    line(&fields)
+}
+
+/// The targets of issue 5, judged on the figures of one run; a target whose figures are missing
+/// is `null`, neither passed nor failed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// Our guarded drain over our unguarded drain.
+    pub guarded_over_unguarded: Option<f64>,
+    /// The peer with the faster drain, and its rate.
+    pub best_peer: Option<(&'static str, f64)>,
+    /// Our guarded drain over the faster peer's.
+    pub guarded_over_best_peer: Option<f64>,
+    /// Our batched enqueue (unguarded), jobs per second.
+    pub enqueue_batched: Option<f64>,
+}
+
+impl Verdict {
+    /// Reads the targets' inputs from `figures`. Our drain is compared with the peers' only when
+    /// it ran on the same backend as theirs (PostgreSQL).
+    pub fn of(figures: &[Figure]) -> Self {
+        let find = |op: Op, guarded: bool| {
+            figures
+                .iter()
+                .find(|f| f.system == "safejob" && f.op == op && f.guarded == guarded)
+        };
+        let unguarded = find(Op::Drain, false);
+        let guarded = find(Op::Drain, true);
+        let best_peer = figures
+            .iter()
+            .filter(|f| f.system != "safejob" && f.op == Op::Drain)
+            .max_by(|a, b| a.jobs_per_s().total_cmp(&b.jobs_per_s()));
+        let ratio = |a: Option<&Figure>, b: Option<&Figure>| match (a, b) {
+            (Some(a), Some(b)) if a.backend == b.backend && b.jobs_per_s() > 0.0 => {
+                Some(a.jobs_per_s() / b.jobs_per_s())
+            }
+            _ => None,
+        };
+        Self {
+            guarded_over_unguarded: ratio(guarded, unguarded),
+            guarded_over_best_peer: ratio(guarded, best_peer),
+            best_peer: best_peer.map(|p| (p.system, p.jobs_per_s())),
+            enqueue_batched: find(Op::EnqueueBatched, false).map(Figure::jobs_per_s),
+        }
+    }
+
+    /// The verdict line: `{"bench":"queue_targets",…}` with each ratio and whether it passes.
+    pub fn line(&self, backend: &str, workers: usize, load1: Option<f64>) -> String {
+        let pass = |x: Option<f64>, target: f64| x.map(|x| x >= target);
+        line(&[
+            ("bench", json!("queue_targets")),
+            ("backend", json!(backend)),
+            ("workers", json!(workers)),
+            (
+                "guarded_over_unguarded",
+                json!(self.guarded_over_unguarded.map(round3)),
+            ),
+            (
+                "guard_free",
+                json!(pass(self.guarded_over_unguarded, GUARD_FREE_TARGET)),
+            ),
+            ("best_peer", json!(self.best_peer.map(|p| p.0))),
+            (
+                "guarded_over_best_peer",
+                json!(self.guarded_over_best_peer.map(round3)),
+            ),
+            (
+                "beats_peers",
+                json!(pass(self.guarded_over_best_peer, PEER_TARGET)),
+            ),
+            (
+                "enqueue_batched_jobs_per_s",
+                json!(self.enqueue_batched.map(round1)),
+            ),
+            (
+                "enqueue_fast",
+                json!(pass(self.enqueue_batched, ENQUEUE_TARGET)),
+            ),
+            ("load1", json!(load1)),
+        ])
+    }
+}
+
+/// Runs `safejob-bench queue`: prints each figure as soon as it is measured, then the verdict.
+pub fn run(args: &QueueArgs) -> Result<(), BenchError> {
+    let workers = args.workers.max(1);
+    let jobs = args.jobs.max(1);
+    let batch = args.batch.max(1);
+    let mut figures = Vec::new();
+    let mut emit = |f: Figure| {
+        println!("{}", figure_line(&f, load1()));
+        figures.push(f);
+    };
+    let mut backend = "postgres";
+    if !args.peers_only {
+        let (store, name) = open_ours(&args.url, workers)?;
+        backend = name;
+        let ours = Ours {
+            store,
+            backend,
+            w: Workload {
+                jobs,
+                workers,
+                batch,
+            },
+            effects: args.effects.mode(),
+        };
+        for f in ours.run(false)? {
+            emit(f);
+        }
+        if args.guarded {
+            for f in ours.run(true)? {
+                emit(f);
+            }
+        }
+    }
+    if !args.peers.is_empty() {
+        let url = args.peer_url.as_deref().unwrap_or(&args.url);
+        let workload = Workload {
+            jobs,
+            workers,
+            batch,
+        };
+        for peer in dedup(&args.peers) {
+            for f in run_peer(peer, url, &workload)? {
+                emit(f);
+            }
+        }
+    }
+    println!("{}", Verdict::of(&figures).line(backend, workers, load1()));
+    Ok(())
+}
+
+/// Each peer once, in the order first given.
+fn dedup(peers: &[Peer]) -> Vec<Peer> {
+    let mut out = Vec::new();
+    for &p in peers {
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The same workload, as a peer receives it.
+#[derive(Debug, Clone, Copy)]
+pub struct Workload {
+    /// N, per enqueue step.
+    pub jobs: usize,
+    /// T.
+    pub workers: usize,
+    /// Jobs per batched call.
+    pub batch: usize,
+}
+
+#[cfg(feature = "peers")]
+fn run_peer(peer: Peer, url: &str, w: &Workload) -> Result<Vec<Figure>, BenchError> {
+    let ran = match peer {
+        Peer::River => crate::peers::river::run(url, w),
+        Peer::Fang => crate::peers::fang::run(url, w),
+    };
+    ran.map_err(|e| format!("--peer {}: {e}", peer.as_str()).into())
+}
+
+#[cfg(not(feature = "peers"))]
+fn run_peer(peer: Peer, _url: &str, _w: &Workload) -> Result<Vec<Figure>, BenchError> {
+    Err(format!(
+        "--peer {} needs safejob-bench built with the `peers` feature (--features peers, or \
+         --all-features)",
+        peer.as_str()
+    )
+    .into())
+}
+
+/// Our queue's store for `url`, and the backend's name: the in-process [`MemoryQueue`] for
+/// `memory://`, else a [`DieselQueue`] on a migrated [`DieselStore`] whose pool has a connection
+/// for each worker, the claimer, the maintenance thread and the enqueuing client.
+///
+/// [`MemoryQueue`]: safejob_core::queue::MemoryQueue
+fn open_ours(url: &str, workers: usize) -> Result<(Arc<dyn QueueStore>, &'static str), BenchError> {
+    if url.starts_with("memory:") {
+        return Ok((Arc::new(safejob_core::queue::MemoryQueue::new()), "memory"));
+    }
+    let pool_size = u32::try_from(workers + 3)?;
+    let store = DieselStore::builder(url)
+        .max_size(pool_size)
+        .min_idle(pool_size)
+        .connection_timeout(Duration::from_secs(30))
+        .build()?;
+    store.migrate()?;
+    let backend = store.backend().as_str();
+    Ok((Arc::new(DieselQueue::new(Arc::new(store))), backend))
+}
+
+/// Jobs worked off by the current drain: the no-op jobs count themselves.
+static DONE: AtomicUsize = AtomicUsize::new(0);
+
+/// The unguarded no-op job.
+#[derive(Serialize, Deserialize)]
+struct Noop {
+    n: u64,
+}
+
+impl QueueJob for Noop {
+    const KIND: &'static str = "bench_noop";
+    type Error = std::io::Error;
+
+    fn work(&self, _ctx: &mut WorkContext<'_>) -> Result<(), WorkError<Self::Error>> {
+        DONE.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// The guarded no-op job: a fresh idempotency key each, so every one is granted and succeeds.
+#[derive(Serialize, Deserialize)]
+struct GuardedNoop {
+    key: String,
+}
+
+impl SafeJob for GuardedNoop {
+    type Error = std::io::Error;
+
+    fn key(&self) -> Result<IdempotencyKey, KeyError> {
+        IdempotencyKey::new(self.key.as_str())
+    }
+
+    fn perform(&self, _ctx: &mut PerformContext<'_>) -> Result<Outcome, Self::Error> {
+        DONE.fetch_add(1, Ordering::Relaxed);
+        Ok(Outcome::done())
+    }
+}
+
+impl GuardedJob for GuardedNoop {
+    const KIND: &'static str = "bench_guarded_noop";
+}
+
+/// Our queue, on one store.
+struct Ours {
+    store: Arc<dyn QueueStore>,
+    backend: &'static str,
+    w: Workload,
+    effects: EffectsMode,
+}
+
+impl Ours {
+    /// The three steps, unguarded or guarded, in a queue of their own (so nothing else in the
+    /// database is claimed, and nothing of ours is left for anyone else).
+    fn run(&self, guarded: bool) -> Result<Vec<Figure>, BenchError> {
+        let prefix = run_prefix();
+        let queue_name = format!("{prefix}-{}", if guarded { "g" } else { "u" });
+        let options = EnqueueOptions::new().queue(queue_name.clone());
+        let client = Queue::new(self.store.clone());
+        let figure = |op, jobs, batch, elapsed| Figure {
+            system: "safejob",
+            backend: self.backend,
+            op,
+            guarded,
+            jobs,
+            workers: self.w.workers,
+            batch,
+            elapsed,
+            note: None,
+        };
+        let key = |i: usize| format!("{queue_name}-{i}");
+        let mut figures = Vec::with_capacity(3);
+
+        let start = Instant::now();
+        for i in 0..self.w.jobs {
+            if guarded {
+                client.enqueue_guarded(&GuardedNoop { key: key(i) }, &options)?;
+            } else {
+                client.enqueue_with(&Noop { n: i as u64 }, &options)?;
+            }
+        }
+        figures.push(figure(
+            Op::EnqueueSingle,
+            self.w.jobs,
+            None,
+            start.elapsed(),
+        ));
+
+        let start = Instant::now();
+        let mut i = self.w.jobs;
+        while i < 2 * self.w.jobs {
+            let end = (i + self.w.batch).min(2 * self.w.jobs);
+            let rows = (i..end)
+                .map(|i| {
+                    if guarded {
+                        NewJob::guarded(&GuardedNoop { key: key(i) }, &options)
+                    } else {
+                        NewJob::of(&Noop { n: i as u64 }, &options)
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            self.store.enqueue_many(&rows)?;
+            i = end;
+        }
+        figures.push(figure(
+            Op::EnqueueBatched,
+            self.w.jobs,
+            Some(self.w.batch),
+            start.elapsed(),
+        ));
+
+        let total = 2 * self.w.jobs;
+        let mut registry = Registry::new();
+        if guarded {
+            registry.register_guarded::<GuardedNoop>();
+        } else {
+            registry.register::<Noop>();
+        }
+        let builder = Worker::builder(self.store.clone(), registry)
+            .queues([queue_name.as_str()])
+            .concurrency(u32::try_from(self.w.workers)?)
+            .effects(self.effects);
+        DONE.store(0, Ordering::SeqCst);
+        let start = Instant::now();
+        let pool = builder.start()?;
+        let waited = wait_for(drain_timeout(total), || {
+            DONE.load(Ordering::Acquire) >= total && pool.in_flight() == 0
+        });
+        let elapsed = start.elapsed();
+        pool.shutdown(Duration::from_secs(5));
+        let done = DONE.load(Ordering::SeqCst);
+        if !waited {
+            return Err(format!("drain timed out: {done} of {total} jobs worked").into());
+        }
+        if done != total {
+            return Err(format!("{done} jobs worked for {total} enqueued").into());
+        }
+        figures.push(figure(Op::Drain, total, None, elapsed));
+        Ok(figures)
+    }
+}
+
+/// Long enough for a slow machine (100 jobs/s), at least a minute.
+pub fn drain_timeout(jobs: usize) -> Duration {
+    Duration::from_secs(60).max(Duration::from_millis(10 * jobs as u64))
+}
+
+/// Polls `done` every half millisecond until it holds (`true`) or `timeout` passes (`false`).
+pub fn wait_for(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        thread::sleep(Duration::from_micros(500));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::{Cli, Command};
+
+    fn figure(system: &'static str, op: Op, guarded: bool, jobs: usize, ms: u64) -> Figure {
+        Figure {
+            system,
+            backend: "postgres",
+            op,
+            guarded,
+            jobs,
+            workers: 4,
+            batch: None,
+            elapsed: Duration::from_millis(ms),
+            note: None,
+        }
+    }
+
+    #[test]
+    fn rates_never_divide_by_zero() {
+        assert_eq!(rate(1_000, Duration::from_millis(500)), 2_000.0);
+        assert_eq!(rate(0, Duration::from_secs(1)), 0.0);
+        assert_eq!(rate(10, Duration::ZERO), 0.0);
+    }
+
+    #[test]
+    fn figure_lines_are_one_json_object_in_the_documented_order() {
+        let mut f = figure("safejob", Op::EnqueueBatched, false, 10_000, 400);
+        f.batch = Some(1_000);
+        let l = figure_line(&f, Some(1.5));
+        assert_eq!(
+            l,
+            r#"{"bench":"queue","system":"safejob","backend":"postgres","op":"enqueue_batched","guarded":false,"jobs":10000,"workers":4,"batch":1000,"jobs_per_s":25000.0,"elapsed_s":0.4,"load1":1.5}"#
+        );
+        let mut f = figure("fang", Op::Drain, false, 3, 0);
+        f.note = Some("one row per call");
+        let v: Value = serde_json::from_str(&figure_line(&f, None)).unwrap();
+        assert_eq!(v["jobs_per_s"], 0.0);
+        assert_eq!(v["load1"], Value::Null);
+        assert_eq!(v["batch"], Value::Null);
+        assert_eq!(v["note"], "one row per call");
+    }
+
+    #[test]
+    fn verdict_compares_guarded_drain_with_unguarded_and_the_faster_peer() {
+        let figures = [
+            figure("safejob", Op::EnqueueBatched, false, 10_000, 250), // 40,000/s
+            figure("safejob", Op::Drain, false, 20_000, 10_000),       // 2,000/s
+            figure("safejob", Op::Drain, true, 20_000, 8_000),         // 2,500/s
+            figure("river", Op::Drain, false, 20_000, 20_000),         // 1,000/s
+            figure("fang", Op::Drain, false, 20_000, 40_000),          // 500/s
+        ];
+        let v = Verdict::of(&figures);
+        assert_eq!(v.guarded_over_unguarded, Some(1.25));
+        assert_eq!(v.best_peer, Some(("river", 1_000.0)));
+        assert_eq!(v.guarded_over_best_peer, Some(2.5));
+        assert_eq!(v.enqueue_batched, Some(40_000.0));
+        let l: Value = serde_json::from_str(&v.line("postgres", 4, None)).unwrap();
+        assert_eq!(l["bench"], "queue_targets");
+        assert_eq!(l["guard_free"], true);
+        assert_eq!(l["beats_peers"], true);
+        assert_eq!(l["enqueue_fast"], true);
+    }
+
+    #[test]
+    fn our_memory_queue_is_not_judged_against_peers_on_postgres() {
+        let mut ours = figure("safejob", Op::Drain, true, 100, 10);
+        ours.backend = "memory";
+        let v = Verdict::of(&[ours, figure("river", Op::Drain, false, 100, 1_000)]);
+        assert_eq!(v.best_peer, Some(("river", 100.0)));
+        assert_eq!(v.guarded_over_best_peer, None);
+    }
+
+    #[test]
+    fn missing_figures_judge_nothing() {
+        let v = Verdict::of(&[figure("safejob", Op::Drain, false, 10, 10)]);
+        assert_eq!(v.guarded_over_unguarded, None);
+        assert_eq!(v.best_peer, None);
+        let l: Value = serde_json::from_str(&v.line("memory", 1, None)).unwrap();
+        assert_eq!(l["guard_free"], Value::Null);
+        assert_eq!(l["beats_peers"], Value::Null);
+        assert_eq!(l["enqueue_fast"], Value::Null);
+    }
+
+    #[test]
+    fn queue_arguments_parse() {
+        let cli = Cli::try_parse_from([
+            "safejob-bench",
+            "queue",
+            "--url",
+            "postgres://root@127.0.0.1:5432/test",
+            "--jobs",
+            "20",
+            "--workers",
+            "4",
+            "--guarded",
+            "--peer",
+            "river",
+            "--peer",
+            "fang",
+        ])
+        .unwrap();
+        let Command::Queue(args) = cli.command else {
+            panic!("not the queue subcommand");
+        };
+        assert_eq!(args.jobs, 20);
+        assert_eq!(args.workers, 4);
+        assert_eq!(args.batch, 1_000);
+        assert!(args.guarded);
+        assert_eq!(args.effects, Effects::Transactional);
+        assert_eq!(args.peers, [Peer::River, Peer::Fang]);
+        assert_eq!(
+            dedup(&[Peer::Fang, Peer::River, Peer::Fang]),
+            [Peer::Fang, Peer::River]
+        );
+    }
+
+    #[test]
+    fn the_memory_queue_drains_every_job_once() {
+        let (store, backend) = open_ours("memory://", 2).unwrap();
+        let ours = Ours {
+            store,
+            backend,
+            w: Workload {
+                jobs: 30,
+                workers: 2,
+                batch: 7,
+            },
+            effects: EffectsMode::Transactional,
+        };
+        for guarded in [false, true] {
+            let figures = ours.run(guarded).unwrap();
+            let ops: Vec<_> = figures.iter().map(|f| (f.op, f.jobs)).collect();
+            assert_eq!(
+                ops,
+                [
+                    (Op::EnqueueSingle, 30),
+                    (Op::EnqueueBatched, 30),
+                    (Op::Drain, 60)
+                ]
+            );
+            assert!(figures.iter().all(|f| f.guarded == guarded));
+        }
+    }
+}
