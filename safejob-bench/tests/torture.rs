@@ -3,7 +3,8 @@
 //! `SAFEJOB_TEST_POSTGRES_URL` / `SAFEJOB_TEST_MYSQL_URL` are set (a skip line otherwise;
 //! `SAFEJOB_REQUIRE_BACKENDS=1` turns a missing database into a failure).
 //!
-//! Each backend runs both effects modes and the proofs at once, each in its own namespace (a
+//! Each backend runs the three effects modes (after-commit, transactional, outbox) and the proofs
+//! at once, each in its own namespace (a
 //! SQLite file of its own, a PostgreSQL schema, a MySQL database, created and dropped by the
 //! binary), so the three backends finish in about a minute each on two cores.
 
@@ -123,7 +124,23 @@ fn check_torture(label: &str, out: &Output, proxy: bool) {
         u(v, "pauses") >= 5,
         "{label}: at least 5 pauses past the TTL: {v}"
     );
-    if v["effects"] == "transactional" {
+    if v["effects"] == "outbox" {
+        // Every effect delivered at least once; a receiver deduplicating by message id saw each
+        // exactly once.
+        let o = &v["outbox"];
+        assert_eq!(u(o, "messages"), u(o, "expected"), "{label}: {o}");
+        assert_eq!(u(o, "received_unique"), u(o, "expected"), "{label}: {o}");
+        for zero in [
+            "missing",
+            "unexpected",
+            "undelivered",
+            "not_received",
+            "phantom",
+        ] {
+            assert_eq!(u(o, zero), 0, "{label}: outbox {zero} in {o}");
+        }
+    }
+    if v["effects"] != "after-commit" {
         assert_eq!(
             v["effects_in_doubt"].as_array().map(Vec::len),
             Some(0),
@@ -183,7 +200,8 @@ fn check_proofs(label: &str, out: &Output, server: bool) {
     assert!(out.status.success(), "{label}: {:?}", out.status);
 }
 
-/// Both effects modes and the proofs, at once; `url_for(name)` gives each its own database URL.
+/// All three effects modes and the proofs, at once; `url_for(name)` gives each its own database
+/// URL.
 fn torture_backend(backend: &str, url_for: impl Fn(&str) -> String, proxy: bool, seed: u64) {
     thread::scope(|s| {
         let after = {
@@ -192,6 +210,10 @@ fn torture_backend(backend: &str, url_for: impl Fn(&str) -> String, proxy: bool,
         };
         let tx = {
             let args = torture_args(&url_for("transactional"), "transactional", seed + 1, proxy);
+            s.spawn(move || run(&args))
+        };
+        let outbox = {
+            let args = torture_args(&url_for("outbox"), "outbox", seed + 2, proxy);
             s.spawn(move || run(&args))
         };
         let proofs = {
@@ -206,6 +228,11 @@ fn torture_backend(backend: &str, url_for: impl Fn(&str) -> String, proxy: bool,
         check_torture(
             &format!("{backend} transactional"),
             &tx.join().expect("transactional run"),
+            proxy,
+        );
+        check_torture(
+            &format!("{backend} outbox"),
+            &outbox.join().expect("outbox run"),
             proxy,
         );
         check_proofs(
