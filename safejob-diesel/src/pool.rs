@@ -72,6 +72,10 @@ pub(crate) struct PoolOptions {
     pub(crate) busy_timeout: Duration,
     pub(crate) synchronous: SqliteSynchronous,
     pub(crate) setup: Option<SetupHook>,
+    /// The builder's opt-in: record "effects done" through a second, relaxed-durability pool.
+    pub(crate) relaxed_effects_marks: bool,
+    /// This pool's connections commit without waiting for the disk (the second pool only).
+    pub(crate) relaxed_session: bool,
 }
 
 impl Default for PoolOptions {
@@ -86,6 +90,8 @@ impl Default for PoolOptions {
             busy_timeout: Duration::from_secs(5),
             synchronous: SqliteSynchronous::Full,
             setup: None,
+            relaxed_effects_marks: false,
+            relaxed_session: false,
         }
     }
 }

@@ -11,6 +11,9 @@ use crate::pool::{ConnectionRef, PoolOptions, SqliteSynchronous, StoreConnection
 impl StoreConnection for SqliteConnection {
     fn init(&mut self, options: &PoolOptions) -> QueryResult<()> {
         let synchronous = match options.synchronous {
+            // In WAL mode a NORMAL commit is not synced, but the next FULL commit of any
+            // connection syncs the log with it; FULL commits of other connections stay durable.
+            _ if options.relaxed_session => "NORMAL",
             SqliteSynchronous::Full => "FULL",
             SqliteSynchronous::Normal => "NORMAL",
         };

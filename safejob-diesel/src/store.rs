@@ -29,11 +29,18 @@ use crate::{
 
 type Pool<C> = r2d2::Pool<Manager<C>>;
 
+/// The store's pool, and the optional relaxed-durability pool for effects marks.
 pub(crate) enum Pools {
     #[cfg(feature = "sqlite")]
-    Sqlite(Pool<diesel::SqliteConnection>),
+    Sqlite(
+        Pool<diesel::SqliteConnection>,
+        Option<Pool<diesel::SqliteConnection>>,
+    ),
     #[cfg(feature = "postgres")]
-    Postgres(Pool<diesel::PgConnection>),
+    Postgres(
+        Pool<diesel::PgConnection>,
+        Option<Pool<diesel::PgConnection>>,
+    ),
     #[cfg(feature = "mysql")]
     Mysql(Pool<diesel::MysqlConnection>),
 }
@@ -146,6 +153,23 @@ impl DieselStoreBuilder {
         self
     }
 
+    /// Records "effects done" (`finish_effects`) without waiting for the disk. Defaults to
+    /// `false`.
+    ///
+    /// With after-commit effects every job costs three durable commits: acquire, finalize and the
+    /// effects mark. Opting in makes the third one cheap: it goes through a second pool whose
+    /// connections commit asynchronously (PostgreSQL `synchronous_commit = off`, SQLite
+    /// `synchronous = NORMAL` in WAL). The acquire and the finalize stay fully durable, so
+    /// at-most-once success is untouched. What a crash of the database server (or, on SQLite,
+    /// of the machine) can lose is only the last moments of effects marks: those keys read
+    /// `pending` again, and once their effects window passes they are listed effects-in-doubt —
+    /// a false alarm an operator resolves with `confirm_effects`, never an automatic re-run.
+    /// MySQL and MariaDB have no per-session durability setting, so there it changes nothing.
+    pub fn relaxed_effects_marks(mut self, relaxed: bool) -> Self {
+        self.options.relaxed_effects_marks = relaxed;
+        self
+    }
+
     /// Runs `setup` on every new connection, after the store's own setup: set a PostgreSQL
     /// `search_path`, a MySQL session variable, a SQLite pragma.
     ///
@@ -191,13 +215,15 @@ impl DieselStoreBuilder {
         let (pools, dialect): (Pools, Dialect) = match url.kind {
             #[cfg(feature = "sqlite")]
             BackendKind::Sqlite => {
-                let (pool, _) = pool::<diesel::SqliteConnection>(&url, &options)?;
-                (Pools::Sqlite(pool), crate::sql::SQLITE)
+                let (main, _) = pool::<diesel::SqliteConnection>(&url, &options)?;
+                let marks = relaxed_pool::<diesel::SqliteConnection>(&url, &options)?;
+                (Pools::Sqlite(main, marks), crate::sql::SQLITE)
             }
             #[cfg(feature = "postgres")]
             BackendKind::Postgres => {
-                let (pool, _) = pool::<diesel::PgConnection>(&url, &options)?;
-                (Pools::Postgres(pool), crate::sql::POSTGRES)
+                let (main, _) = pool::<diesel::PgConnection>(&url, &options)?;
+                let marks = relaxed_pool::<diesel::PgConnection>(&url, &options)?;
+                (Pools::Postgres(main, marks), crate::sql::POSTGRES)
             }
             #[cfg(feature = "mysql")]
             BackendKind::Mysql => {
@@ -221,6 +247,23 @@ impl DieselStoreBuilder {
             connection_timeout,
         })
     }
+}
+
+/// The second pool for effects marks, if the builder opted in.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+fn relaxed_pool<C: StoreConnection>(
+    url: &DatabaseUrl,
+    options: &PoolOptions,
+) -> Result<Option<Pool<C>>, ConnectError> {
+    if !options.relaxed_effects_marks {
+        return Ok(None);
+    }
+    let relaxed = PoolOptions {
+        relaxed_session: true,
+        min_idle: Some(0),
+        ..options.clone()
+    };
+    Ok(Some(pool::<C>(url, &relaxed)?.0))
 }
 
 /// Opens one connection directly (for a precise error), then builds the pool without waiting.
@@ -256,25 +299,37 @@ fn pool<C: StoreConnection>(
     Ok((pool, first))
 }
 
-/// Runs `$body` with `$conn` bound to a pooled connection of whichever backend the store has.
+/// Runs `$body` with `$conn` bound to a pooled connection of whichever backend the store has;
+/// `marks` picks the relaxed effects-marks pool when there is one.
 macro_rules! with_conn {
     ($store:expr, $conn:ident => $body:expr) => {
+        with_conn!(@pick $store, main, $conn => $body)
+    };
+    ($store:expr, marks $conn:ident => $body:expr) => {
+        with_conn!(@pick $store, marks, $conn => $body)
+    };
+    (@pool main, $main:expr, $marks:expr) => {{
+        let _ = $marks;
+        $main
+    }};
+    (@pool marks, $main:expr, $marks:expr) => { $marks.as_ref().unwrap_or($main) };
+    (@pick $store:expr, $which:ident, $conn:ident => $body:expr) => {
         match &$store.pools {
             #[cfg(feature = "sqlite")]
-            Pools::Sqlite(pool) => {
-                let mut guard = $store.checkout(pool)?;
+            Pools::Sqlite(main, marks) => {
+                let mut guard = $store.checkout(with_conn!(@pool $which, main, marks))?;
                 let $conn = &mut *guard;
                 $body
             }
             #[cfg(feature = "postgres")]
-            Pools::Postgres(pool) => {
-                let mut guard = $store.checkout(pool)?;
+            Pools::Postgres(main, marks) => {
+                let mut guard = $store.checkout(with_conn!(@pool $which, main, marks))?;
                 let $conn = &mut *guard;
                 $body
             }
             #[cfg(feature = "mysql")]
-            Pools::Mysql(pool) => {
-                let mut guard = $store.checkout(pool)?;
+            Pools::Mysql(main) => {
+                let mut guard = $store.checkout(main)?;
                 let $conn = &mut *guard;
                 $body
             }
@@ -415,7 +470,7 @@ impl LeaseStore for DieselStore {
         outcome: EffectsOutcome<'_>,
     ) -> Result<FenceCheck, StoreError> {
         let ctx = self.ctx();
-        with_conn!(self, conn => ctx.finish_effects(conn, lease, outcome))
+        with_conn!(self, marks conn => ctx.finish_effects(conn, lease, outcome))
     }
 
     fn claim_effects(&self, req: &AcquireRequest<'_>) -> Result<EffectsClaim, StoreError> {

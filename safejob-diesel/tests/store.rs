@@ -333,6 +333,39 @@ on_every_backend! {
         assert_eq!(row.state, JobState::Succeeded);
     }
 
+    fn relaxed_effects_marks_record_effects_done(db: &TestDb) {
+        // Every new connection reports its durability setting to `seen`.
+        let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+        let report = seen.clone();
+        let store = db
+            .builder_with(move |conn| {
+                if let Some(setting) = durability(conn)? {
+                    report.lock().unwrap().push(setting);
+                }
+                Ok(())
+            })
+            .relaxed_effects_marks(true)
+            .build()
+            .expect("relaxed store");
+        let runner = Runner::builder(Arc::new(store)).build().unwrap();
+        for i in 0..5 {
+            assert!(matches!(runner.run(&Noop(i)), Ok(Report::Succeeded { .. })));
+        }
+        assert_eq!(db.count("state = 'succeeded' AND effects = 'done'"), 5);
+        let seen = seen.lock().unwrap();
+        match db.backend() {
+            BackendKind::Sqlite => {
+                assert!(seen.contains(&"2".to_owned()), "a FULL connection for the store: {seen:?}");
+                assert!(seen.contains(&"1".to_owned()), "a NORMAL connection for the marks: {seen:?}");
+            }
+            BackendKind::Postgres => {
+                assert!(seen.contains(&"on".to_owned()), "{seen:?}");
+                assert!(seen.contains(&"off".to_owned()), "{seen:?}");
+            }
+            _ => assert!(seen.is_empty()),
+        }
+    }
+
     fn an_unknown_state_is_a_corrupt_row_not_a_panic(db: &TestDb) {
         let lease = grant(&*db.store, "corrupt");
         db.execute("UPDATE safe_jobs SET state = 'exploded'");
@@ -397,3 +430,39 @@ on_every_backend! {
 }
 
 const UNCACHED: &str = "UPDATE safe_jobs SET state = state WHERE fence < 0";
+
+struct Noop(u32);
+
+impl SafeJob for Noop {
+    type Error = std::io::Error;
+    fn key(&self) -> Result<IdempotencyKey, KeyError> {
+        IdempotencyKey::from_parts(["noop", &self.0.to_string()])
+    }
+    fn perform(&self, _: &mut PerformContext<'_>) -> Result<Outcome, Self::Error> {
+        Ok(Outcome::done())
+    }
+}
+
+/// SQLite's `synchronous` or PostgreSQL's `synchronous_commit` on this connection.
+fn durability(conn: &mut ConnectionRef<'_>) -> diesel::QueryResult<Option<String>> {
+    #[derive(diesel::QueryableByName)]
+    struct Setting {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        value: String,
+    }
+    let rows: Vec<Setting> = match conn {
+        #[cfg(feature = "sqlite")]
+        ConnectionRef::Sqlite(c) => diesel::RunQueryDsl::load(
+            diesel::sql_query("SELECT CAST(synchronous AS TEXT) AS value FROM pragma_synchronous"),
+            *c,
+        )?,
+        #[cfg(feature = "postgres")]
+        ConnectionRef::Postgres(c) => diesel::RunQueryDsl::load(
+            diesel::sql_query("SELECT current_setting('synchronous_commit') AS value"),
+            *c,
+        )?,
+        #[allow(unreachable_patterns)]
+        _ => return Ok(None),
+    };
+    Ok(rows.into_iter().next().map(|s| s.value))
+}
