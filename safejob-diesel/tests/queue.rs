@@ -21,8 +21,10 @@ use safejob_test_kit::QueueHarness;
 
 /// A test's database and the queue on it.
 struct QueueDb {
-    db: TestDb,
+    // Dropped first: the queue (and any listener) lets go of its connections before the
+    // database is dropped.
     queue: Arc<DieselQueue>,
+    db: TestDb,
 }
 
 impl QueueHarness for QueueDb {
@@ -764,4 +766,68 @@ fn mysql_lock_wait_timeouts_are_retried_inside_the_queue() {
         let row = q.queue.get(claimed.job.id).unwrap().unwrap();
         assert_eq!(row.state, QueueState::Succeeded);
     }
+}
+
+/// A claim skips a job another session holds locked instead of waiting for it (`FOR UPDATE SKIP
+/// LOCKED`): with a short lock timeout on the claimer, waiting would fail the claim.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+fn claims_skip_locked_rows(q: &QueueDb, lock_timeout: &'static str) {
+    let jobs: Vec<NewJob> = (0..5).map(|n| job("skip", n)).collect();
+    let ids: Vec<JobId> = q
+        .queue
+        .enqueue_many(&jobs)
+        .expect("enqueue")
+        .iter()
+        .map(|a| a.id())
+        .collect();
+    let claimer =
+        q.db.builder_with(move |conn| conn.batch_execute(lock_timeout))
+            .build()
+            .expect("a claimer with a short lock timeout");
+    let claimer = DieselQueue::new(Arc::new(claimer));
+    // Another session locks the first (highest in claim order) job and keeps it locked.
+    let lock = format!(
+        "BEGIN; SELECT id FROM safe_queue_jobs WHERE id = {} FOR UPDATE",
+        ids[0]
+    );
+    let claimed =
+        q.db.store
+            .with_connection(|conn| {
+                conn.batch_execute(&lock).expect("lock the first job");
+                let queues = ["default".to_owned()];
+                let claimed = claimer.claim(&ClaimRequest {
+                    worker: "w",
+                    queues: &queues,
+                    limit: 10,
+                    ttl: Duration::from_secs(60),
+                });
+                conn.batch_execute("ROLLBACK").expect("unlock");
+                claimed
+            })
+            .expect("a connection")
+            .expect("the claim skipped the locked row instead of waiting for it");
+    let got: Vec<JobId> = claimed.iter().map(|c| c.job.id).collect();
+    assert_eq!(
+        got,
+        ids[1..].to_vec(),
+        "every job but the locked one, in order"
+    );
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_claims_skip_locked_rows() {
+    let Some(q) = postgres("skip_locked") else {
+        return;
+    };
+    claims_skip_locked_rows(&q, "SET lock_timeout = '2s'");
+}
+
+#[cfg(feature = "mysql")]
+#[test]
+fn mysql_claims_skip_locked_rows() {
+    let Some(q) = mysql("skip_locked") else {
+        return;
+    };
+    claims_skip_locked_rows(&q, "SET SESSION innodb_lock_wait_timeout = 1");
 }
