@@ -52,9 +52,10 @@
 //! |---|---|---|---|
 //! | enqueue one or a batch (≤ 2000 rows) | 1: `WITH ins AS (INSERT … ON CONFLICT DO NOTHING RETURNING) SELECT … pg_notify` | 1: `INSERT … ON CONFLICT DO NOTHING RETURNING` | `BEGIN`, `INSERT … ON DUPLICATE KEY UPDATE`, read back by token, `COMMIT` |
 //! | + jobs with unique keys | in `BEGIN` … `COMMIT`, + 1 `SELECT` of the live holders when some are held | same | + 1 `SELECT` of the live holders |
-//! | claim up to N | `BEGIN`, 1 `WITH … FOR UPDATE SKIP LOCKED UPDATE … RETURNING`, `COMMIT` | `BEGIN IMMEDIATE`, 1 `UPDATE … RETURNING`, `COMMIT` | `BEGIN`, `SELECT … FOR UPDATE SKIP LOCKED`, `UPDATE`, `SELECT`, `COMMIT` |
+//! | claim up to N (MySQL: at most 16,384) | `BEGIN`, 1 `WITH … FOR UPDATE SKIP LOCKED UPDATE … RETURNING`, `COMMIT` | `BEGIN IMMEDIATE`, 1 `UPDATE … RETURNING`, `COMMIT` | `BEGIN`, `SELECT … FOR UPDATE SKIP LOCKED`, `UPDATE`, `SELECT`, `COMMIT` |
 //! | + per guarded job claimed | + the guard's acquire (1–3 statements) in the same transaction | same | same (2–4) |
 //! | renew, progress | 1 `UPDATE` (renew `RETURNING` the expiry) | same | 1 (renew: + read back) |
+//! | renew with the guard's lease | `BEGIN`, the job's renew, the guard's renew, `COMMIT` | same | same |
 //! | complete, unguarded | 1 fenced `UPDATE` in autocommit | same | same |
 //! | complete, guarded | `BEGIN`, fenced `UPDATE`, the guard's fenced `UPDATE`, (effects), `COMMIT` | same | same |
 //! | reap | 1 `SELECT`, then 1 conditional `UPDATE` per expired job | same | same |
