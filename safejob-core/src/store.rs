@@ -411,16 +411,16 @@ impl ListQuery {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// The `safe_jobs` table does not exist.
-    #[error("the safe_jobs table is missing; run migrations: {hint}")]
+    /// A table of the store (`safe_jobs`, or the outbox's and queue's tables) does not exist.
+    #[error("a safejob table is missing; run migrations: {hint}")]
     MissingTable {
         /// How to run them for this store.
         hint: String,
     },
     /// A row holds data the store cannot interpret. It is reported, never overwritten.
-    #[error("corrupt safe_jobs row for key {digest}: {detail}")]
+    #[error("corrupt stored row {digest}: {detail}")]
     CorruptRow {
-        /// Digest prefix of the row.
+        /// Which row: a key's digest prefix, or a table and id.
         digest: String,
         /// What is wrong.
         detail: String,

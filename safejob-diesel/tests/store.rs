@@ -401,7 +401,7 @@ on_every_backend! {
             ),
             other => panic!("expected MissingTable, got {other:?}"),
         }
-        assert!(err.to_string().starts_with("the safe_jobs table is missing; run migrations"));
+        assert!(err.to_string().starts_with("a safejob table is missing; run migrations"));
         assert!(matches!(db.store.get(&KeyDigest::of("k")), Err(StoreError::MissingTable { .. })));
     }
 

@@ -503,7 +503,7 @@ fn invariant_6_bad_input_is_a_typed_error() {
     assert_eq!(
         error.to_string(),
         format!(
-            "corrupt safe_jobs row for key {}: state is failed but no failure is stored",
+            "corrupt stored row {}: state is failed but no failure is stored",
             KeyDigest::of("charge:6c").short()
         )
     );
