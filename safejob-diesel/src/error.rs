@@ -133,7 +133,8 @@ pub(crate) struct ErrorContext {
 
 impl ErrorContext {
     /// Any diesel error as a store error: a missing table says how to migrate; a lost connection
-    /// is `Unreachable`; the rest is `Backend`, scrubbed.
+    /// is `Unreachable` (its text scrubbed of secrets); the rest is `Backend`, with diesel's error
+    /// as the source (query errors never quote the connection URL).
     pub(crate) fn store_error(&self, error: DieselError) -> StoreError {
         if is_missing_table(&error) {
             return StoreError::MissingTable {
@@ -146,7 +147,7 @@ impl ErrorContext {
                 source: Box::new(self.secrets.scrub(&error)),
             };
         }
-        StoreError::backend(self.secrets.scrub(&error))
+        StoreError::backend(error)
     }
 
     /// A failed write whose outcome is unknown when the connection was lost (the server may have
