@@ -10,6 +10,9 @@
 //!    workers start until every job is completed (its completion committed), so the line says
 //!    `"jobs": 2N`.
 //!
+//! Before the timed steps every system runs the same three steps untimed on `--warmup` jobs, so
+//! connections, prepared statements and caches are warm for all alike.
+//!
 //! Our queue runs unguarded, and with `--guarded` a second time with every job a
 //! [`GuardedJob`] (the exactly-once guard's acquire and finalize inside the queue's claim and
 //! completion). The last line compares the figures with the targets of issue 5 (guarded drain at
@@ -82,6 +85,11 @@ pub struct QueueArgs {
     /// Jobs per call in the batched enqueue.
     #[arg(long, default_value_t = 1_000)]
     pub batch: usize,
+    /// Untimed jobs per enqueue step that every system enqueues and drains before the timed
+    /// steps, so that connections, prepared statements and caches are warm for all alike (else
+    /// whichever runs first pays for them).
+    #[arg(long, default_value_t = 100)]
+    pub warmup: usize,
     /// Also run our queue with every job guarded (exactly once), and compare.
     #[arg(long)]
     pub guarded: bool,
@@ -305,6 +313,7 @@ pub fn run(args: &QueueArgs) -> Result<(), BenchError> {
                 jobs,
                 workers,
                 batch,
+                warmup: args.warmup,
             },
             effects: args.effects.mode(),
         };
@@ -323,6 +332,7 @@ pub fn run(args: &QueueArgs) -> Result<(), BenchError> {
             jobs,
             workers,
             batch,
+            warmup: args.warmup,
         };
         for peer in dedup(&args.peers) {
             for f in run_peer(peer, url, &workload)? {
@@ -354,6 +364,8 @@ pub struct Workload {
     pub workers: usize,
     /// Jobs per batched call.
     pub batch: usize,
+    /// Untimed jobs per enqueue step, enqueued and drained first.
+    pub warmup: usize,
 }
 
 #[cfg(feature = "peers")]
@@ -449,6 +461,14 @@ impl Ours {
     /// The three steps, unguarded or guarded, in a queue of their own (so nothing else in the
     /// database is claimed, and nothing of ours is left for anyone else).
     fn run(&self, guarded: bool) -> Result<Vec<Figure>, BenchError> {
+        if self.w.warmup > 0 {
+            self.steps(guarded, self.w.warmup)?;
+        }
+        self.steps(guarded, self.w.jobs)
+    }
+
+    /// Enqueues `jobs` one by one, `jobs` more in batches, and drains the `2 × jobs`.
+    fn steps(&self, guarded: bool, jobs: usize) -> Result<Vec<Figure>, BenchError> {
         let prefix = run_prefix();
         let queue_name = format!("{prefix}-{}", if guarded { "g" } else { "u" });
         let options = EnqueueOptions::new().queue(queue_name.clone());
@@ -468,24 +488,19 @@ impl Ours {
         let mut figures = Vec::with_capacity(3);
 
         let start = Instant::now();
-        for i in 0..self.w.jobs {
+        for i in 0..jobs {
             if guarded {
                 client.enqueue_guarded(&GuardedNoop { key: key(i) }, &options)?;
             } else {
                 client.enqueue_with(&Noop { n: i as u64 }, &options)?;
             }
         }
-        figures.push(figure(
-            Op::EnqueueSingle,
-            self.w.jobs,
-            None,
-            start.elapsed(),
-        ));
+        figures.push(figure(Op::EnqueueSingle, jobs, None, start.elapsed()));
 
         let start = Instant::now();
-        let mut i = self.w.jobs;
-        while i < 2 * self.w.jobs {
-            let end = (i + self.w.batch).min(2 * self.w.jobs);
+        let mut i = jobs;
+        while i < 2 * jobs {
+            let end = (i + self.w.batch).min(2 * jobs);
             let rows = (i..end)
                 .map(|i| {
                     if guarded {
@@ -500,12 +515,12 @@ impl Ours {
         }
         figures.push(figure(
             Op::EnqueueBatched,
-            self.w.jobs,
+            jobs,
             Some(self.w.batch),
             start.elapsed(),
         ));
 
-        let total = 2 * self.w.jobs;
+        let total = 2 * jobs;
         let mut registry = Registry::new();
         if guarded {
             registry.register_guarded::<GuardedNoop>();
@@ -685,6 +700,7 @@ mod tests {
                 jobs: 30,
                 workers: 2,
                 batch: 7,
+                warmup: 5,
             },
             effects: EffectsMode::Transactional,
         };

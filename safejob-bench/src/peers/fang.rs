@@ -21,8 +21,8 @@ use diesel::{
     sql_types::BigInt,
 };
 use fang::{
-    FangError, Queue, Queueable, RetentionMode, Runnable, SleepParams, WorkerPool,
-    run_migrations_postgres, typetag,
+    FangError, Queue, Queueable, RetentionMode, Runnable, SleepParams, Worker, WorkerPool,
+    run_migrations_postgres, runnable::COMMON_TYPE, typetag,
 };
 use serde::{Deserialize, Serialize};
 
@@ -72,6 +72,20 @@ pub fn run(url: &str, w: &Workload) -> Result<Vec<Figure>, BenchError> {
         .build(ConnectionManager::<PgConnection>::new(url.as_str()))?;
     let queue = Queue::builder().connection_pool(pool).build();
 
+    if w.warmup > 0 {
+        enqueue(&queue, w.warmup, w.batch)?;
+        // Untimed, on this thread: fang's pool, once started, can never be stopped.
+        let worker = Worker::<Queue>::builder()
+            .queue(queue.clone())
+            .retention_mode(RetentionMode::RemoveAll)
+            .build();
+        while let Some(task) = queue.fetch_and_touch_task(COMMON_TYPE.to_owned())? {
+            worker
+                .run(&task)
+                .map_err(|e| format!("fang's warm-up task failed: {}", e.description))?;
+        }
+    }
+
     let figure = |op, jobs, batch, elapsed, note| Figure {
         system: "fang",
         backend: "postgres",
@@ -83,40 +97,17 @@ pub fn run(url: &str, w: &Workload) -> Result<Vec<Figure>, BenchError> {
         elapsed,
         note,
     };
-    let mut figures = Vec::with_capacity(3);
-
-    let start = Instant::now();
-    for n in 0..w.jobs {
-        queue.insert_task(&FangNoop { n: n as u64 })?;
-    }
-    figures.push(figure(
-        Op::EnqueueSingle,
-        w.jobs,
-        None,
-        start.elapsed(),
-        None,
-    ));
-
-    let start = Instant::now();
-    let mut n = w.jobs;
-    while n < 2 * w.jobs {
-        let end = (n + w.batch).min(2 * w.jobs);
-        let mut conn = queue.get_connection()?;
-        conn.transaction::<_, fang::QueueError, _>(|conn| {
-            for n in n..end {
-                Queue::insert_query(conn, &FangNoop { n: n as u64 }, Utc::now())?;
-            }
-            Ok(())
-        })?;
-        n = end;
-    }
-    figures.push(figure(
-        Op::EnqueueBatched,
-        w.jobs,
-        Some(w.batch),
-        start.elapsed(),
-        Some("no multi-row insert: one transaction of single inserts per batch"),
-    ));
+    let (single, batched) = enqueue(&queue, w.jobs, w.batch)?;
+    let mut figures = vec![
+        figure(Op::EnqueueSingle, w.jobs, None, single, None),
+        figure(
+            Op::EnqueueBatched,
+            w.jobs,
+            Some(w.batch),
+            batched,
+            Some("no multi-row insert: one transaction of single inserts per batch"),
+        ),
+    ];
 
     let total = 2 * w.jobs;
     let sleep = SleepParams {
@@ -170,6 +161,30 @@ pub fn run(url: &str, w: &Workload) -> Result<Vec<Figure>, BenchError> {
         Some("blocking WorkerPool, RetentionMode::RemoveAll"),
     ));
     Ok(figures)
+}
+
+/// Inserts `jobs` tasks one by one, then `jobs` more in transactions of `batch`; the two times.
+fn enqueue(queue: &Queue, jobs: usize, batch: usize) -> Result<(Duration, Duration), BenchError> {
+    let start = Instant::now();
+    for n in 0..jobs {
+        queue.insert_task(&FangNoop { n: n as u64 })?;
+    }
+    let single = start.elapsed();
+
+    let start = Instant::now();
+    let mut n = jobs;
+    while n < 2 * jobs {
+        let end = (n + batch).min(2 * jobs);
+        let mut conn = queue.get_connection()?;
+        conn.transaction::<_, fang::QueueError, _>(|conn| {
+            for n in n..end {
+                Queue::insert_query(conn, &FangNoop { n: n as u64 }, Utc::now())?;
+            }
+            Ok(())
+        })?;
+        n = end;
+    }
+    Ok((single, start.elapsed()))
 }
 
 /// Tasks left in `fang_tasks`.

@@ -58,8 +58,16 @@ async fn run_async(url: &str, w: &Workload) -> Result<Vec<Figure>, BenchError> {
         .connect(url)
         .await?;
     reset_schema(&pool).await?;
+    if w.warmup > 0 {
+        steps(&pool, w, w.warmup).await?;
+    }
+    let figures = steps(&pool, w, w.jobs).await?;
+    pool.close().await;
+    Ok(figures)
+}
 
-    let done = Arc::new(AtomicUsize::new(0));
+/// A client whose no-op worker counts into `done`, with one queue of `max_workers = T`.
+fn client(pool: &PgPool, w: &Workload, done: &Arc<AtomicUsize>) -> Result<Client, BenchError> {
     let mut workers = Workers::new();
     let counter = done.clone();
     workers.add_fn(move |_ctx: WorkContext, _job: Job<BenchNoop>| {
@@ -69,16 +77,23 @@ async fn run_async(url: &str, w: &Workload) -> Result<Vec<Figure>, BenchError> {
             Ok::<_, BoxError>(WorkOutcome::Complete)
         }
     })?;
-    let cooldown = Duration::from_millis(1);
-    let client = Client::builder(PostgresDatabase::new(pool.clone()).with_schema(schema()?))
-        .workers(workers)
-        .fetch_cooldown(cooldown)
-        .queue(
-            "default",
-            QueueConfig::new(w.workers).with_fetch_poll_interval(Duration::from_millis(50)),
-        )
-        .build()?;
+    Ok(
+        Client::builder(PostgresDatabase::new(pool.clone()).with_schema(schema()?))
+            .workers(workers)
+            .fetch_cooldown(Duration::from_millis(1))
+            .queue(
+                "default",
+                QueueConfig::new(w.workers).with_fetch_poll_interval(Duration::from_millis(50)),
+            )
+            .build()?,
+    )
+}
 
+/// Inserts `jobs` one by one, `jobs` more with `insert_many`, and works off the `2 × jobs` with a
+/// fresh client.
+async fn steps(pool: &PgPool, w: &Workload, jobs: usize) -> Result<Vec<Figure>, BenchError> {
+    let done = Arc::new(AtomicUsize::new(0));
+    let client = client(pool, w, &done)?;
     let figure = |op, jobs, batch, elapsed, note| Figure {
         system: "river",
         backend: "postgres",
@@ -93,21 +108,15 @@ async fn run_async(url: &str, w: &Workload) -> Result<Vec<Figure>, BenchError> {
     let mut figures = Vec::with_capacity(3);
 
     let start = Instant::now();
-    for n in 0..w.jobs {
+    for n in 0..jobs {
         client.insert(BenchNoop { n: n as u64 }).await?;
     }
-    figures.push(figure(
-        Op::EnqueueSingle,
-        w.jobs,
-        None,
-        start.elapsed(),
-        None,
-    ));
+    figures.push(figure(Op::EnqueueSingle, jobs, None, start.elapsed(), None));
 
     let start = Instant::now();
-    let mut n = w.jobs;
-    while n < 2 * w.jobs {
-        let end = (n + w.batch).min(2 * w.jobs);
+    let mut n = jobs;
+    while n < 2 * jobs {
+        let end = (n + w.batch).min(2 * jobs);
         client
             .insert_many((n..end).map(|n| BenchNoop { n: n as u64 }))
             .await?;
@@ -115,13 +124,13 @@ async fn run_async(url: &str, w: &Workload) -> Result<Vec<Figure>, BenchError> {
     }
     figures.push(figure(
         Op::EnqueueBatched,
-        w.jobs,
+        jobs,
         Some(w.batch),
         start.elapsed(),
         None,
     ));
 
-    let total = 2 * w.jobs;
+    let total = 2 * jobs;
     let deadline = Instant::now() + drain_timeout(total);
     let start = Instant::now();
     let mut handle = client.start()?;
@@ -129,12 +138,12 @@ async fn run_async(url: &str, w: &Workload) -> Result<Vec<Figure>, BenchError> {
         tokio::time::sleep(Duration::from_micros(500)).await;
     }
     // Worked is not completed: River's completer writes completions in batches.
-    while unfinished(&pool).await? > 0 && Instant::now() < deadline {
+    while unfinished(pool).await? > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_micros(500)).await;
     }
     let elapsed = start.elapsed();
     handle.stop().await?;
-    let left = unfinished(&pool).await?;
+    let left = unfinished(pool).await?;
     if left > 0 {
         return Err(
             format!("River's drain timed out: {left} of {total} jobs not completed").into(),
@@ -151,7 +160,6 @@ async fn run_async(url: &str, w: &Workload) -> Result<Vec<Figure>, BenchError> {
         elapsed,
         Some("fetch cooldown 1 ms"),
     ));
-    pool.close().await;
     Ok(figures)
 }
 
