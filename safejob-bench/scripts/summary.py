@@ -23,17 +23,20 @@ def main(matrix_path, ceilings_path):
     name = {"postgres": "postgres", "mysql": "mariadb", "sqlite": "sqlite"}
 
     guard = defaultdict(list)  # (backend, threads, effects) -> [line]
-    base = defaultdict(list)  # (backend, threads) -> [line]
+    base = defaultdict(list)  # (backend, threads, effects of the guard beside it) -> [line]
     ratio = defaultdict(list)  # (backend, threads, effects) -> [ratio]
     loads = defaultdict(list)
     failed = [r for r in runs if r["bench"] == "failed"]
+    last_effects = None
     for r in runs:
         key = (r["backend"], r["threads"])
         if r["bench"] == "guard":
             guard[key + (r["effects"],)].append(r)
             loads[key].append(r["load1"])
+            last_effects = r["effects"]
         elif r["bench"] == "baseline":
-            base[key].append(r)
+            # The baseline line follows its guard line in the same run.
+            base[key + (last_effects,)].append(r)
         elif r["bench"] == "ratio":
             ratio[key + (r["effects"],)].append(r["guard_over_baseline"])
 
@@ -44,7 +47,7 @@ def main(matrix_path, ceilings_path):
         g = median([l["jobs_per_s"] for l in lines])
         p50 = median([l["p50_us"] for l in lines])
         p99 = median([l["p99_us"] for l in lines])
-        b = median([l["jobs_per_s"] for l in base[(backend, threads)]])
+        b = median([l["jobs_per_s"] for l in base[(backend, threads, effects)]])
         rt = median(ratio[(backend, threads, effects)])
         c = median(ceil.get((name[backend], threads), []))
         gc = f"{g / c:.2f}" if c else "–"

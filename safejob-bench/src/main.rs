@@ -122,6 +122,14 @@ struct GuardArgs {
     /// (SQLite) takes the disk flush out of every commit, leaving round trips and CPU.
     #[arg(long, value_name = "SQL")]
     on_connect: Option<String>,
+    /// Pool size. Defaults to threads + 1, so no thread ever waits for a connection; a smaller
+    /// pool is an experiment (e.g. 1 serializes SQLite writers in-process).
+    #[arg(long)]
+    pool_size: Option<u32>,
+    /// The store's opt-in relaxed durability for effects marks (`finish_effects` through a second
+    /// pool that commits without waiting for the disk; PostgreSQL and SQLite only).
+    #[arg(long)]
+    relaxed_effects_marks: bool,
 }
 
 fn main() -> ExitCode {
@@ -154,11 +162,15 @@ fn run_prefix() -> String {
 fn guard(args: &GuardArgs) -> Result<(), BenchError> {
     let threads = args.threads.max(1);
     let rounds = args.rounds.clamp(1, args.jobs.max(1));
-    let pool_size = u32::try_from(threads + 1)?;
+    let pool_size = match args.pool_size {
+        Some(n) => n.max(1),
+        None => u32::try_from(threads + 1)?,
+    };
     let mut builder = DieselStore::builder(&args.url)
         .max_size(pool_size)
         .min_idle(pool_size)
-        .connection_timeout(Duration::from_secs(30));
+        .connection_timeout(Duration::from_secs(30))
+        .relaxed_effects_marks(args.relaxed_effects_marks);
     if let Some(sql) = args.on_connect.clone() {
         builder = builder.on_connect(move |conn| conn.batch_execute(&sql));
     }
