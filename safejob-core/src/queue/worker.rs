@@ -45,9 +45,9 @@ pub enum WorkerConfigError {
     /// Concurrency 0.
     #[error("concurrency must be at least 1")]
     ZeroConcurrency,
-    /// The maintenance interval is not shorter than the lease TTL: leases would expire between
-    /// two renewals.
-    #[error("maintenance interval {interval:?} must be shorter than the lease ttl {ttl:?}")]
+    /// The maintenance (lease renewal) interval is longer than half the lease TTL: one late or
+    /// failed renewal would let a healthy job's lease expire.
+    #[error("maintenance interval {interval:?} must be at most half the lease ttl {ttl:?}")]
     MaintenanceTooSlow {
         /// The interval.
         interval: Duration,
@@ -118,8 +118,8 @@ impl WorkerBuilder {
         self
     }
 
-    /// How often the pool sends heartbeats, renews leases and reaps; must be shorter than the
-    /// lease TTL. Defaults to TTL ÷ 3.
+    /// How often the pool sends heartbeats, renews leases and reaps; at most half the lease TTL
+    /// (a longer interval is refused by `build`). Defaults to TTL ÷ 3.
     pub fn maintenance_interval(mut self, interval: Duration) -> Self {
         self.maintenance_interval = Some(interval);
         self
@@ -180,7 +180,8 @@ impl WorkerBuilder {
                 return Err(WorkerConfigError::ZeroInterval { name });
             }
         }
-        if maintenance_interval >= lease_ttl {
+        // At most half the TTL: one late or failed renewal must not lose a healthy job's lease.
+        if maintenance_interval.saturating_mul(2) > lease_ttl {
             return Err(WorkerConfigError::MaintenanceTooSlow {
                 interval: maintenance_interval,
                 ttl: lease_ttl,
@@ -806,11 +807,19 @@ mod tests {
         ));
         let slow = builder()
             .lease_ttl(Duration::from_secs(10))
-            .maintenance_interval(Duration::from_secs(10))
+            .maintenance_interval(Duration::from_millis(5_001))
             .build();
         assert_eq!(
             slow.map(|_| ()).map_err(|e| e.to_string()),
-            Err("maintenance interval 10s must be shorter than the lease ttl 10s".to_owned())
+            Err("maintenance interval 5.001s must be at most half the lease ttl 10s".to_owned())
+        );
+        assert!(
+            builder()
+                .lease_ttl(Duration::from_secs(10))
+                .maintenance_interval(Duration::from_secs(5))
+                .build()
+                .is_ok(),
+            "half the TTL is accepted"
         );
     }
 
