@@ -87,7 +87,7 @@ impl Default for PoolOptions {
             idle_timeout: Some(Duration::from_secs(600)),
             max_lifetime: Some(Duration::from_secs(1800)),
             test_on_check_out: false,
-            busy_timeout: Duration::from_secs(5),
+            busy_timeout: Duration::from_secs(30),
             synchronous: SqliteSynchronous::Full,
             setup: None,
             relaxed_effects_marks: false,

@@ -88,7 +88,7 @@ impl fmt::Debug for DieselStore {
 /// Defaults: 10 connections at most, 1 kept idle, 10 s to wait for a free connection, idle
 /// connections closed after 10 min and every connection after 30 min, no test query on check-out
 /// (it would double the round trips of every primitive; a connection that failed is discarded
-/// when it comes back instead), SQLite `busy_timeout` 5 s and `synchronous=FULL`.
+/// when it comes back instead), SQLite `busy_timeout` 30 s and `synchronous=FULL`.
 #[must_use]
 pub struct DieselStoreBuilder {
     url: String,
@@ -140,7 +140,9 @@ impl DieselStoreBuilder {
         self
     }
 
-    /// SQLite: how long a writer waits for the write lock. Defaults to 5 seconds.
+    /// SQLite: how long a writer waits for the write lock. Defaults to 30 seconds: SQLite's busy
+    /// handler polls rather than queues, so with several writer threads one can be passed over
+    /// for seconds (5 s was measured to fail 4 threads hammering one file).
     pub fn sqlite_busy_timeout(mut self, timeout: Duration) -> Self {
         self.options.busy_timeout = timeout;
         self
