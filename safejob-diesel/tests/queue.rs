@@ -65,77 +65,15 @@ mod sqlite_conformance {
     safejob_test_kit::queue_store_conformance!(|| crate::sqlite("qconf"));
 }
 
-/// PostgreSQL and MySQL cases must be able to skip (no URL set), which the kit's macro cannot
-/// express, so they are listed here; `every_case_is_listed` fails when the kit adds a case this
-/// list lacks.
-#[allow(unused_macros)]
-macro_rules! skippable_queue_conformance {
-    ($make:path; $($case:ident)*) => {
-        $(
-            #[test]
-            fn $case() {
-                let Some(db) = $make(concat!("qc_", stringify!($case))) else { return };
-                safejob_test_kit::queue_conformance::$case(&db);
-            }
-        )*
-
-        #[test]
-        fn every_case_is_listed() {
-            let listed = [$(stringify!($case)),*];
-            for (name, _) in safejob_test_kit::queue_conformance::CASES {
-                assert!(listed.contains(name), "queue conformance case {name} is not wired in tests/queue.rs");
-            }
-        }
-    };
-}
-
-#[allow(unused_macros)]
-macro_rules! all_queue_cases {
-    ($make:path) => {
-        skippable_queue_conformance! {
-            $make;
-            enqueue_stores_jobs_pending_or_scheduled
-            enqueue_many_answers_in_order
-            unique_key_returns_the_live_job
-            claim_orders_by_priority_then_due_time_then_age
-            claim_takes_only_due_jobs_from_its_queues
-            claim_is_a_fenced_lease
-            racing_claims_take_each_job_once
-            completion_is_fenced
-            retry_waits_for_its_delay
-            snooze_gives_the_attempt_back
-            dead_letter_keeps_bounded_error_history
-            renew_extends_the_lease
-            reaper_fences_out_zombies
-            operator_cancel_retry_purge
-            list_and_retry_matching_filter_by_queue_and_kind
-            retry_respects_unique_keys
-            prune_deletes_old_finished_jobs
-            progress_is_persisted_under_the_fence
-            snapshot_counts_kinds_workers_and_age
-            guarded_claim_acquires_the_guard
-            guarded_completion_is_all_or_nothing
-            worker_retries_with_backoff_then_dead_letters
-            worker_discards_unknown_kinds_and_bad_payloads
-            worker_catches_panics_as_retryable
-            worker_times_out_cooperatively
-            guarded_duplicates_succeed_once
-            worker_backoff_follows_the_exponential_policy
-            guarded_job_of_a_dead_worker_runs_once
-            pool_runs_every_job_once
-            pool_shutdown_releases_claimed_work
-        }
-    };
-}
-
 #[cfg(feature = "postgres")]
 mod postgres_conformance {
-    all_queue_cases!(crate::postgres);
+    // `None` (skipped) when SAFEJOB_TEST_POSTGRES_URL is not set, a failure when it is required.
+    safejob_test_kit::queue_store_conformance!(optional || crate::postgres("qconf"));
 }
 
 #[cfg(feature = "mysql")]
 mod mysql_conformance {
-    all_queue_cases!(crate::mysql);
+    safejob_test_kit::queue_store_conformance!(optional || crate::mysql("qconf"));
 }
 
 // ---------------------------------------------------------------------------------------------

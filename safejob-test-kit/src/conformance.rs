@@ -1411,6 +1411,21 @@ macro_rules! __lease_store_conformance_tests {
 
 #[doc(hidden)]
 #[macro_export]
+macro_rules! __lease_store_conformance_optional_tests {
+    (($make_harness:expr) $($case:ident)*) => {
+        $(
+            #[test]
+            fn $case() {
+                // `None`: the backend is not configured here; the factory said why.
+                let Some(harness) = ($make_harness)() else { return };
+                $crate::conformance::$case(&harness);
+            }
+        )*
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
 macro_rules! __lease_store_conformance_table {
     (() $($case:ident)*) => {
         &[$((stringify!($case), $crate::conformance::$case as fn(&dyn $crate::StoreHarness))),*]
@@ -1421,13 +1436,24 @@ macro_rules! __lease_store_conformance_table {
 /// closure or a function path) and must return a value whose type implements [`StoreHarness`];
 /// each test gets a fresh one.
 ///
+/// With `optional` first, the factory returns `Option<_>` instead, and a `None` skips the case:
+/// for a backend whose database is not configured on this machine (the factory prints why).
+///
 /// ```
 /// mod memory_store {
 ///     safejob_test_kit::lease_store_conformance!(safejob_test_kit::MemoryHarness::new);
 /// }
+/// mod maybe_memory_store {
+///     safejob_test_kit::lease_store_conformance!(optional || Some(safejob_test_kit::MemoryHarness::new()));
+/// }
 /// ```
 #[macro_export]
 macro_rules! lease_store_conformance {
+    (optional $make_harness:expr $(,)?) => {
+        $crate::__lease_store_conformance_cases!(__lease_store_conformance_optional_tests!(
+            $make_harness
+        ));
+    };
     ($make_harness:expr $(,)?) => {
         $crate::__lease_store_conformance_cases!(__lease_store_conformance_tests!($make_harness));
     };

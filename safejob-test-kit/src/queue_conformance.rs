@@ -2520,6 +2520,21 @@ macro_rules! __queue_store_conformance_tests {
 
 #[doc(hidden)]
 #[macro_export]
+macro_rules! __queue_store_conformance_optional_tests {
+    (($make_harness:expr) $($case:ident)*) => {
+        $(
+            #[test]
+            fn $case() {
+                // `None`: the backend is not configured here; the factory said why.
+                let Some(harness) = ($make_harness)() else { return };
+                $crate::queue_conformance::$case(&harness);
+            }
+        )*
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
 macro_rules! __queue_store_conformance_table {
     (() $($case:ident)*) => {
         &[$((stringify!($case), $crate::queue_conformance::$case as fn(&dyn $crate::QueueHarness))),*]
@@ -2528,6 +2543,8 @@ macro_rules! __queue_store_conformance_table {
 
 /// Expands to one `#[test]` per queue conformance case. `$make_harness` is called once per test
 /// and must return a value whose type implements [`QueueHarness`]; each test gets a fresh one.
+/// With `optional` first, the factory returns `Option<_>` and a `None` skips the case (a backend
+/// not configured on this machine; the factory prints why).
 ///
 /// ```
 /// mod memory_queue {
@@ -2538,6 +2555,11 @@ macro_rules! __queue_store_conformance_table {
 /// ```
 #[macro_export]
 macro_rules! queue_store_conformance {
+    (optional $make_harness:expr $(,)?) => {
+        $crate::__queue_store_conformance_cases!(__queue_store_conformance_optional_tests!(
+            $make_harness
+        ));
+    };
     ($make_harness:expr $(,)?) => {
         $crate::__queue_store_conformance_cases!(__queue_store_conformance_tests!($make_harness));
     };
