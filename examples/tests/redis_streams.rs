@@ -61,7 +61,7 @@ fn fixture(name: &str) -> Option<Fixture> {
                     "Redis not reachable at {shown}: {e} (required: SAFEJOB_REQUIRE_BACKENDS=1)"
                 );
             }
-            println!("skipped: Redis not reachable at {shown}: {e}");
+            safejob_test_kit::report_skip(format_args!("Redis not reachable at {shown}: {e}"));
             return None;
         }
     };

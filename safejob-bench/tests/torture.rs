@@ -31,11 +31,13 @@ fn server_url(var: &str, compiled: bool, feature: &str) -> Option<String> {
             "SAFEJOB_REQUIRE_BACKENDS=1 but safejob-bench was built without the `{feature}` feature"
         ),
         (None, _) => {
-            println!("skipped: {var} is not set");
+            safejob_test_kit::report_skip(format_args!("{var} is not set"));
             None
         }
         (Some(_), false) => {
-            println!("skipped: safejob-bench was built without the `{feature}` feature");
+            safejob_test_kit::report_skip(format_args!(
+                "safejob-bench was built without the `{feature}` feature"
+            ));
             None
         }
     }

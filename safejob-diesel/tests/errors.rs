@@ -136,7 +136,7 @@ fn unreachable_mysql_names_the_host_never_the_password() {
 #[test]
 fn a_refused_postgres_login_does_not_echo_the_password() {
     let Ok(base) = std::env::var("SAFEJOB_TEST_POSTGRES_URL") else {
-        eprintln!("skipped: SAFEJOB_TEST_POSTGRES_URL not set");
+        safejob_test_kit::report_skip("SAFEJOB_TEST_POSTGRES_URL not set");
         return;
     };
     let mut url = url::Url::parse(&base).expect("SAFEJOB_TEST_POSTGRES_URL is a URL");

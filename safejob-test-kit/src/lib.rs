@@ -86,6 +86,7 @@ pub mod memory;
 pub mod probe;
 pub mod proxy;
 pub mod queue_conformance;
+pub mod skip;
 pub mod torture;
 
 pub use assert::{
@@ -99,4 +100,5 @@ pub use memory::MemoryHarness;
 pub use probe::EffectProbe;
 pub use proxy::{FaultProxy, ProxyStats};
 pub use queue_conformance::{MemoryQueueHarness, QueueHarness};
+pub use skip::report_skip;
 pub use torture::{CrashPoint, Torture, TortureFailure, TortureReport, Violation};

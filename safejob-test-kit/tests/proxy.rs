@@ -316,7 +316,7 @@ mod ambiguous_commit {
                 panic!("SAFEJOB_REQUIRE_BACKENDS=1 but {var} is not set")
             }
             _ => {
-                println!("skipped: {var} is not set");
+                safejob_test_kit::report_skip(format_args!("{var} is not set"));
                 None
             }
         }

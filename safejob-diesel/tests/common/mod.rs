@@ -199,7 +199,7 @@ fn env_url(var: &str) -> Option<String> {
         Ok(url) if !url.is_empty() => Some(url),
         _ if required() => panic!("SAFEJOB_REQUIRE_BACKENDS=1 but {var} is not set"),
         _ => {
-            eprintln!("skipped: {var} not set");
+            safejob_test_kit::report_skip(format_args!("{var} not set"));
             None
         }
     }
@@ -328,7 +328,9 @@ fn unreachable_db(var: &str, error: &str) -> Option<TestDb> {
     if required() {
         panic!("SAFEJOB_REQUIRE_BACKENDS=1 but the database at {var} is unreachable: {error}");
     }
-    eprintln!("skipped: the database at {var} is unreachable: {error}");
+    safejob_test_kit::report_skip(format_args!(
+        "the database at {var} is unreachable: {error}"
+    ));
     None
 }
 
