@@ -8,8 +8,12 @@
 #       safejob-bench/scripts/queue_matrix.sh
 #
 # Needs a release build with the peers (cargo build --release -p safejob-bench --all-features),
-# PostgreSQL at PG (databases bench_safejob, bench_river, bench_fang are created if missing) and,
-# unless MYSQL is empty, MariaDB/MySQL at MYSQL with a database bench_safejob.
+# PostgreSQL at PG and, unless MYSQL is empty, MariaDB/MySQL at MYSQL (root@127.0.0.1:3306).
+# Every run starts from empty tables, as the peers do (River re-creates its schema, fang empties
+# its table): the script DROPS and re-creates the database bench_safejob on both servers before
+# each run (and a fresh SQLite file). Finished rows left by earlier runs would otherwise slow our
+# claims (see BENCHMARKS.md) and the comparison would not be like for like. The peers' databases
+# bench_river and bench_fang are created by the bench if missing.
 set -euo pipefail
 BIN=${BIN:-target/release/safejob-bench}
 JOBS=${JOBS:-2000}
@@ -17,15 +21,23 @@ REPS=${REPS:-3}
 WORKERS=${WORKERS:-"1 4"}
 OUT=${OUT:-target/queue-bench}
 PG=${PG:-postgres://root@127.0.0.1:5432}
-MYSQL=${MYSQL-mysql://root@127.0.0.1:3306/bench_safejob}
+MYSQL=${MYSQL-mysql://root@127.0.0.1:3306}
 SQLITE_DIR=${SQLITE_DIR:-$OUT/sqlite}
 mkdir -p "$OUT" "$SQLITE_DIR"
-psql "$PG/test" -qtAc "SELECT 1 FROM pg_database WHERE datname = 'bench_safejob'" | grep -q 1 ||
-    psql "$PG/test" -qc "CREATE DATABASE bench_safejob"
+fresh_pg() {
+    psql "$PG/test" -qc "DROP DATABASE IF EXISTS bench_safejob" -c "CREATE DATABASE bench_safejob"
+}
+fresh_mysql() {
+    local hostport=${MYSQL#mysql://}
+    hostport=${hostport#*@}
+    mysql -h "${hostport%%:*}" -P "${hostport##*:}" -u root \
+        -e "DROP DATABASE IF EXISTS bench_safejob; CREATE DATABASE bench_safejob"
+}
 
 for rep in $(seq 1 "$REPS"); do
     for t in $WORKERS; do
         echo "rep $rep, $t workers: postgres + peers" >&2
+        fresh_pg
         "$BIN" queue --url "$PG/bench_safejob" --jobs "$JOBS" --workers "$t" --guarded \
             --peer river --peer fang > "$OUT/pg-w$t-r$rep.jsonl"
         echo "rep $rep, $t workers: sqlite" >&2
@@ -34,7 +46,8 @@ for rep in $(seq 1 "$REPS"); do
             --guarded > "$OUT/sqlite-w$t-r$rep.jsonl"
         if [ -n "$MYSQL" ]; then
             echo "rep $rep, $t workers: mysql" >&2
-            "$BIN" queue --url "$MYSQL" --jobs "$JOBS" --workers "$t" --guarded \
+            fresh_mysql
+            "$BIN" queue --url "$MYSQL/bench_safejob" --jobs "$JOBS" --workers "$t" --guarded \
                 > "$OUT/mysql-w$t-r$rep.jsonl"
         fi
     done
