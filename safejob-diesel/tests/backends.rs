@@ -50,7 +50,8 @@ mod sqlite {
         );
         assert_eq!(
             db.query_i64("SELECT timeout AS n FROM pragma_busy_timeout"),
-            5000
+            30_000,
+            "the default busy timeout is 30 s"
         );
     }
 
