@@ -1,0 +1,292 @@
+//! The test kit's fault proxy between a real store and its database: an ambiguous commit through
+//! PostgreSQL and MariaDB (when `SAFEJOB_TEST_POSTGRES_URL` / `SAFEJOB_TEST_MYSQL_URL` are set;
+//! `SAFEJOB_REQUIRE_BACKENDS=1` makes a missing database a failure). Built with both server
+//! features (`--features postgres,mysql`, as CI's `--all-features`).
+
+#![cfg(all(feature = "postgres", feature = "mysql"))]
+
+/// A guarded run whose finalize connection is cut after the finalize reached the server
+/// (PostgreSQL or MariaDB) and before its reply came back: the runner's settle path must find
+/// the commit, run the effects once, and a later duplicate must not run them again. Checked from
+/// the database.
+mod ambiguous_commit {
+    use std::sync::Arc;
+
+    use diesel::{MysqlConnection, PgConnection, RunQueryDsl};
+    use safejob_core::{
+        EffectsContext, EffectsMode, IdempotencyKey, JobState, KeyError, LeaseStore, Outcome,
+        PerformContext, Report, Runner, SafeJob,
+    };
+    use safejob_diesel::{BackendKind, ConnectionRef, DieselStore, TransactionExt};
+    use safejob_test_kit::proxy::FaultProxy;
+
+    /// Bound into the finalize statement with the result: the bytes the proxy matches. The
+    /// store prepares its statements once per connection, so after the first use only the
+    /// statement's name and its parameters go over the wire, never `UPDATE safe_jobs` again.
+    const MARKER: &str = "proxy-test-finalize-marker";
+
+    /// Runs `$body` with `$c` bound to the concrete connection of a server backend.
+    macro_rules! on_conn {
+        ($conn:expr, $c:ident => $body:expr) => {
+            match $conn {
+                ConnectionRef::Postgres($c) => $body,
+                ConnectionRef::Mysql($c) => $body,
+                #[allow(unreachable_patterns)]
+                _ => unreachable!("a server backend"),
+            }
+        };
+    }
+
+    struct Charge {
+        id: u32,
+        backend: BackendKind,
+        /// Where after-commit effects write (a connection that is not proxied).
+        direct: Arc<DieselStore>,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0}")]
+    struct JobError(String);
+
+    impl SafeJob for Charge {
+        type Error = JobError;
+        fn key(&self) -> Result<IdempotencyKey, KeyError> {
+            IdempotencyKey::from_parts(["proxy-test", &self.id.to_string()])
+        }
+        fn perform(&self, _: &mut PerformContext<'_>) -> Result<Outcome, JobError> {
+            Ok(Outcome::json(serde_json::json!({ "tag": MARKER })))
+        }
+        fn on_succeeded_once(&self, ctx: &mut EffectsContext<'_>) -> Result<(), JobError> {
+            let sql = format!(
+                "INSERT INTO proxy_effects (id, fence) VALUES ({}, {})",
+                self.id,
+                ctx.fence()
+            );
+            let e = |e: &dyn std::fmt::Display| JobError(e.to_string());
+            if ctx.is_transactional() {
+                match self.backend {
+                    BackendKind::Postgres => ctx
+                        .diesel_connection::<PgConnection>()
+                        .map_err(|x| e(&x))
+                        .and_then(|c| diesel::sql_query(&sql).execute(c).map_err(|x| e(&x))),
+                    _ => ctx
+                        .diesel_connection::<MysqlConnection>()
+                        .map_err(|x| e(&x))
+                        .and_then(|c| diesel::sql_query(&sql).execute(c).map_err(|x| e(&x))),
+                }
+                .map(drop)
+            } else {
+                self.direct
+                    .with_connection(|c| on_conn!(c, c => diesel::sql_query(&sql).execute(*c)))
+                    .map_err(|x| e(&x))?
+                    .map(drop)
+                    .map_err(|x| e(&x))
+            }
+        }
+    }
+
+    fn count(store: &DieselStore, sql: &str) -> i64 {
+        #[derive(diesel::QueryableByName)]
+        struct N {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let rows: Vec<N> = store
+            .with_connection(|c| on_conn!(c, c => diesel::sql_query(sql).load(*c)))
+            .expect("connection")
+            .expect("query");
+        rows[0].n
+    }
+
+    /// The test's schema (PostgreSQL) or database (MariaDB), dropped at the end.
+    struct Namespace {
+        admin: DieselStore,
+        drop: String,
+    }
+
+    impl Drop for Namespace {
+        fn drop(&mut self) {
+            let _ = self.admin.with_connection(|c| c.batch_execute(&self.drop));
+        }
+    }
+
+    fn url(var: &str) -> Option<String> {
+        match std::env::var(var) {
+            Ok(url) if !url.is_empty() => Some(url),
+            _ if std::env::var("SAFEJOB_REQUIRE_BACKENDS").is_ok_and(|v| v == "1") => {
+                panic!("SAFEJOB_REQUIRE_BACKENDS=1 but {var} is not set")
+            }
+            _ => {
+                safejob_test_kit::report_skip(format_args!("{var} is not set"));
+                None
+            }
+        }
+    }
+
+    fn run(var: &str, mode: EffectsMode) {
+        let Some(url) = url(var) else { return };
+        let admin = DieselStore::connect(&url).expect("connect");
+        let backend = admin.backend();
+        let mut parsed = url::Url::parse(&url).expect("a URL");
+        let host = parsed.host_str().expect("a host").to_owned();
+        let port = parsed.port().unwrap_or(match backend {
+            BackendKind::Postgres => 5432,
+            _ => 3306,
+        });
+        let target = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
+            .expect("resolve")
+            .find(|a| a.ip().is_loopback())
+            .expect("the test database must be on the loopback interface");
+        let tx = mode == EffectsMode::Transactional;
+        let name = format!(
+            "sj_proxy_{}_{}",
+            std::process::id(),
+            if tx { "tx" } else { "ac" }
+        );
+
+        // The namespace, and how every store of the test reaches it.
+        let (create, drop, search_path) = match backend {
+            BackendKind::Postgres => (
+                format!("DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"),
+                format!("DROP SCHEMA IF EXISTS {name} CASCADE"),
+                Some(format!("SET search_path TO {name}")),
+            ),
+            _ => {
+                parsed.set_path(&format!("/{name}"));
+                (
+                    format!("DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"),
+                    format!("DROP DATABASE IF EXISTS {name}"),
+                    None,
+                )
+            }
+        };
+        admin
+            .with_connection(|c| c.batch_execute(&create))
+            .expect("connection")
+            .expect("create the namespace");
+        let _namespace = Namespace { admin, drop };
+        let builder = |url: &str| {
+            let set = search_path.clone();
+            DieselStore::builder(url).on_connect(move |c| match &set {
+                Some(set) => c.batch_execute(set),
+                None => Ok(()),
+            })
+        };
+        let direct = Arc::new(builder(parsed.as_str()).build().expect("direct store"));
+        direct.migrate().expect("migrate");
+        direct
+            .with_connection(|c| {
+                c.batch_execute(
+                    "CREATE TABLE proxy_effects (id BIGINT NOT NULL, fence BIGINT NOT NULL)",
+                )
+            })
+            .expect("connection")
+            .expect("create proxy_effects");
+
+        let proxy = FaultProxy::start(target).expect("proxy");
+        let mut via = parsed.clone();
+        via.set_host(Some("127.0.0.1")).expect("host");
+        via.set_port(Some(proxy.local_addr().port())).expect("port");
+        // In clear text, so the proxy can see what is sent (the clients prefer TLS when offered).
+        match backend {
+            BackendKind::Postgres => via.query_pairs_mut().append_pair("sslmode", "disable"),
+            _ => via.query_pairs_mut().append_pair("ssl_mode", "disabled"),
+        };
+        let proxied = Arc::new(
+            builder(via.as_str())
+                .build()
+                .expect("store through the proxy"),
+        );
+        let runner = Runner::builder(proxied.clone())
+            .effects(mode)
+            .build()
+            .expect("runner");
+
+        // Warm up: one job end to end, so the finalize statement is already prepared on the
+        // connection and only its parameters go over the wire next time.
+        let job = |id| Charge {
+            id,
+            backend,
+            direct: direct.clone(),
+        };
+        assert!(matches!(
+            runner.run(&job(1)).expect("warm-up run"),
+            Report::Succeeded { .. }
+        ));
+
+        // What is sent: the autocommit UPDATE carries the marker among its parameters; the
+        // transaction's COMMIT is a simple query, NUL-terminated on PostgreSQL and preceded by
+        // the COM_QUERY byte on MySQL (so `READ COMMITTED` in the connection setup never matches).
+        let pattern: Vec<u8> = match (tx, backend) {
+            (false, _) => MARKER.as_bytes().to_vec(),
+            (true, BackendKind::Postgres) => b"COMMIT\0".to_vec(),
+            (true, _) => b"\x03COMMIT".to_vec(),
+        };
+        proxy.cut_after_match(pattern);
+        let report = runner
+            .run(&job(2))
+            .expect("the ambiguous finalize is resolved");
+        assert!(
+            matches!(report, Report::Succeeded { .. }),
+            "the commit happened, so this run won: {report:?}"
+        );
+        assert_eq!(
+            proxy.stats().ambiguous_cuts,
+            1,
+            "the finalize connection was cut after the statement reached the server"
+        );
+        let row = direct
+            .get(job(2).key().expect("key").digest())
+            .expect("get")
+            .expect("row");
+        assert_eq!(row.state, JobState::Succeeded);
+        assert_eq!(row.fence, 1, "one attempt, no takeover");
+        let effects = "SELECT CAST(COUNT(*) AS SIGNED) AS n FROM proxy_effects WHERE id = 2";
+        let effects = match backend {
+            BackendKind::Postgres => effects.replace("SIGNED", "BIGINT"),
+            _ => effects.to_owned(),
+        };
+        assert_eq!(count(&direct, &effects), 1);
+
+        // A duplicate replays; the effects stay at one.
+        assert!(matches!(
+            runner.run(&job(2)).expect("duplicate"),
+            Report::AlreadySucceeded { .. }
+        ));
+        assert_eq!(count(&direct, &effects), 1);
+        let done = match backend {
+            BackendKind::Postgres => "BIGINT",
+            _ => "SIGNED",
+        };
+        assert_eq!(
+            count(
+                &direct,
+                &format!(
+                    "SELECT CAST(COUNT(*) AS {done}) AS n FROM safe_jobs \
+                     WHERE state = 'succeeded' AND effects = 'done'"
+                )
+            ),
+            2
+        );
+    }
+
+    #[test]
+    fn postgres_after_commit_finalize_cut_after_the_update_was_sent() {
+        run("SAFEJOB_TEST_POSTGRES_URL", EffectsMode::AfterCommit);
+    }
+
+    #[test]
+    fn postgres_transactional_finalize_cut_after_commit_was_sent() {
+        run("SAFEJOB_TEST_POSTGRES_URL", EffectsMode::Transactional);
+    }
+
+    #[test]
+    fn mariadb_after_commit_finalize_cut_after_the_update_was_sent() {
+        run("SAFEJOB_TEST_MYSQL_URL", EffectsMode::AfterCommit);
+    }
+
+    #[test]
+    fn mariadb_transactional_finalize_cut_after_commit_was_sent() {
+        run("SAFEJOB_TEST_MYSQL_URL", EffectsMode::Transactional);
+    }
+}
