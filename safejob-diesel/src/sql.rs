@@ -15,17 +15,16 @@
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Dialect {
     /// The database's current time, plus a test offset in microseconds (0 in production).
-    now: fn(i64) -> String,
+    pub(crate) now: fn(i64) -> String,
     /// The database's current time (plus the offset) plus `?` microseconds.
-    expiry: fn(i64) -> String,
+    pub(crate) expiry: fn(i64) -> String,
     /// A timestamp expression as integer microseconds since the Unix epoch (`{}` is the
     /// expression).
-    to_us: &'static str,
+    pub(crate) to_us: &'static str,
     /// `UPDATE … RETURNING` and `INSERT … ON CONFLICT DO NOTHING RETURNING` (PostgreSQL, SQLite).
     pub(crate) returning: bool,
 }
 
-#[cfg(feature = "sqlite")]
 fn sqlite_modifier(offset_us: i64) -> String {
     if offset_us == 0 {
         String::new()
@@ -34,7 +33,6 @@ fn sqlite_modifier(offset_us: i64) -> String {
     }
 }
 
-#[cfg(feature = "sqlite")]
 pub(crate) const SQLITE: Dialect = Dialect {
     // SQLite's 'now' is fixed for the duration of one sqlite3_step, so every use in a statement
     // agrees. Stored as fixed-width UTC text: text order is time order.
@@ -54,7 +52,6 @@ pub(crate) const SQLITE: Dialect = Dialect {
     returning: true,
 };
 
-#[cfg(feature = "postgres")]
 pub(crate) const POSTGRES: Dialect = Dialect {
     // now() is the transaction's start: one value per statement in autocommit, and one value for
     // the whole transactional finalize.
@@ -76,7 +73,6 @@ pub(crate) const POSTGRES: Dialect = Dialect {
 /// never matters. MySQL has no `RETURNING`; MariaDB ≥ 10.5 has `INSERT … RETURNING`, but not for
 /// server-prepared statements (libmariadb reports no result metadata for it: diesel fails with
 /// "No metadata exists"), so both read a new grant back with a second statement.
-#[cfg(feature = "mysql")]
 pub(crate) const MYSQL: Dialect = Dialect {
     now: |off| match off {
         0 => "UTC_TIMESTAMP(6)".to_owned(),
@@ -86,6 +82,19 @@ pub(crate) const MYSQL: Dialect = Dialect {
     to_us: "TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', {})",
     returning: false,
 };
+
+impl Dialect {
+    /// The clock and statement forms of `kind`: the one place each backend's time is spelled,
+    /// shared by the store, the queue and the outbox. (Plain text, so it exists whether or not
+    /// the backend's feature is compiled in.)
+    pub(crate) fn of(kind: crate::BackendKind) -> &'static Dialect {
+        match kind {
+            crate::BackendKind::Sqlite => &SQLITE,
+            crate::BackendKind::Postgres => &POSTGRES,
+            crate::BackendKind::Mysql => &MYSQL,
+        }
+    }
+}
 
 /// Every statement of one store, rendered once at construction. Binds are listed after each.
 #[derive(Debug)]

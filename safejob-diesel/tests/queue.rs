@@ -24,6 +24,8 @@ struct QueueDb {
     // Dropped first: the queue (and any listener) lets go of its connections before the
     // database is dropped.
     queue: Arc<DieselQueue>,
+    // Held for its drop (which removes the test's database); read only by server-backend tests.
+    #[allow(dead_code)]
     db: TestDb,
 }
 

@@ -15,36 +15,27 @@ use diesel::{
 
 use crate::{BackendKind, pool::StoreConnection, stmt::Stmt};
 
-/// How one backend spells the clock.
+/// What the outbox needs per backend beyond the store's clock ([`crate::sql::Dialect`]: now,
+/// now plus `?` µs, timestamps as µs).
 struct Clock {
-    /// The database's now.
-    now: &'static str,
-    /// The database's now plus `?` microseconds (the only placeholder in it).
-    plus_us: &'static str,
-    /// A timestamp column as integer microseconds since the Unix epoch (`{}` is the column).
-    to_us: &'static str,
+    /// The backend.
+    kind: BackendKind,
     /// The type to cast a computed integer to.
     bigint: &'static str,
 }
 
 const SQLITE: Clock = Clock {
-    now: "strftime('%Y-%m-%d %H:%M:%f', 'now')",
-    plus_us: "strftime('%Y-%m-%d %H:%M:%f', 'now', printf('%+.3f seconds', ? / 1000000.0))",
-    to_us: "(CAST(ROUND((julianday({}) - 2440587.5) * 86400000.0) AS INTEGER) * 1000)",
+    kind: BackendKind::Sqlite,
     bigint: "BIGINT",
 };
 
 const POSTGRES: Clock = Clock {
-    now: "now()",
-    plus_us: "(now() + CAST(? AS float8) * interval '1 microsecond')",
-    to_us: "CAST(extract(epoch FROM {}) * 1000000 AS int8)",
+    kind: BackendKind::Postgres,
     bigint: "BIGINT",
 };
 
 const MYSQL: Clock = Clock {
-    now: "UTC_TIMESTAMP(6)",
-    plus_us: "(UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND)",
-    to_us: "TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', {})",
+    kind: BackendKind::Mysql,
     bigint: "SIGNED",
 };
 
@@ -74,12 +65,14 @@ const DUE: &str = "delivered_at IS NULL AND dead_at IS NULL AND available_at <= 
 const FENCE: &str = "id = ? AND claim_token = ? AND claimed_until > {now}";
 
 fn render(clock: &Clock, template: &str) -> String {
+    // The outbox renders without a test clock offset.
+    let base = crate::sql::Dialect::of(clock.kind);
     let mut out = template
-        .replace("{plus_us}", clock.plus_us)
-        .replace("{now}", clock.now)
+        .replace("{plus_us}", &(base.expiry)(0))
+        .replace("{now}", &(base.now)(0))
         .replace("{bigint}", clock.bigint);
     for col in ["created_at", "available_at", "delivered_at", "dead_at"] {
-        out = out.replace(&format!("{{us:{col}}}"), &clock.to_us.replace("{}", col));
+        out = out.replace(&format!("{{us:{col}}}"), &base.to_us.replace("{}", col));
     }
     debug_assert!(!out.contains('{'), "unrendered placeholder in {out}");
     out

@@ -30,16 +30,11 @@ use crate::{
 /// The channel enqueue and retry notify on PostgreSQL, and listeners listen on.
 pub(crate) const CHANNEL: &str = "safejob_queue";
 
-/// How one backend spells time and JSON.
+/// How one backend spells what the queue needs beyond the store's clock
+/// ([`crate::sql::Dialect`]: now, now plus `?` µs, timestamps as µs): bound instants and JSON.
 struct Dialect {
-    /// The clock plus a test offset in µs.
-    now: fn(i64) -> String,
-    /// The clock (plus offset) plus `?` µs.
-    plus: fn(i64) -> String,
     /// A bound UTC text instant as a timestamp (NULL stays NULL).
     at: &'static str,
-    /// A timestamp expression as integer µs (`{}` is the expression).
-    to_us: &'static str,
     /// The cast target of an integer.
     bigint: &'static str,
     /// The error history with one error appended (`{obj}` is the new error object).
@@ -48,29 +43,8 @@ struct Dialect {
     error_object: &'static str,
 }
 
-fn sqlite_modifier(off: i64) -> String {
-    if off == 0 {
-        String::new()
-    } else {
-        format!(", '{:+.6} seconds'", off as f64 / 1e6)
-    }
-}
-
 const SQLITE: Dialect = Dialect {
-    now: |off| {
-        format!(
-            "strftime('%Y-%m-%d %H:%M:%f', 'now'{})",
-            sqlite_modifier(off)
-        )
-    },
-    plus: |off| {
-        format!(
-            "strftime('%Y-%m-%d %H:%M:%f', 'now'{}, printf('%+.3f seconds', ? / 1000000.0))",
-            sqlite_modifier(off)
-        )
-    },
     at: "strftime('%Y-%m-%d %H:%M:%f', ?)",
-    to_us: "(CAST(ROUND((julianday({}) - 2440587.5) * 86400000.0) AS INTEGER) * 1000)",
     bigint: "BIGINT",
     append: "json_insert(CASE WHEN json_array_length(errors) >= {max} \
         THEN json_remove(errors, '$[0]') ELSE errors END, '$[#]', {obj})",
@@ -78,18 +52,7 @@ const SQLITE: Dialect = Dialect {
 };
 
 const POSTGRES: Dialect = Dialect {
-    now: |off| match off {
-        0 => "now()".to_owned(),
-        off => format!("(now() + interval '{off} microseconds')"),
-    },
-    plus: |off| {
-        format!(
-            "({} + CAST(? AS float8) * interval '1 microsecond')",
-            (POSTGRES.now)(off)
-        )
-    },
     at: "CAST(CAST(? AS text) AS timestamptz)",
-    to_us: "CAST(extract(epoch FROM {}) * 1000000 AS int8)",
     bigint: "BIGINT",
     append: "CAST((CASE WHEN jsonb_array_length(CAST(errors AS jsonb)) >= {max} \
         THEN CAST(errors AS jsonb) - 0 ELSE CAST(errors AS jsonb) END) \
@@ -99,13 +62,7 @@ const POSTGRES: Dialect = Dialect {
 };
 
 const MYSQL: Dialect = Dialect {
-    now: |off| match off {
-        0 => "UTC_TIMESTAMP(6)".to_owned(),
-        off => format!("(UTC_TIMESTAMP(6) + INTERVAL {off} MICROSECOND)"),
-    },
-    plus: |off| format!("({} + INTERVAL ? MICROSECOND)", (MYSQL.now)(off)),
     at: "CAST(? AS DATETIME(6))",
-    to_us: "TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', {})",
     bigint: "SIGNED",
     append: "JSON_ARRAY_APPEND(CASE WHEN JSON_LENGTH(errors) >= {max} \
         THEN JSON_REMOVE(errors, '$[0]') ELSE errors END, '$', {obj})",
@@ -144,7 +101,8 @@ const EXPIRED: &str =
 /// Renders `template` for `kind` with the clock offset `off` (µs).
 pub(crate) fn render(kind: BackendKind, off: i64, template: &str) -> String {
     let d = dialect(kind);
-    let now = (d.now)(off);
+    let clock = crate::sql::Dialect::of(kind);
+    let now = (clock.now)(off);
     let object = d.error_object.replace("{now_us}", "{us:{now}}");
     let append = d
         .append
@@ -153,7 +111,7 @@ pub(crate) fn render(kind: BackendKind, off: i64, template: &str) -> String {
     let mut out = template
         .replace("{append}", &append)
         .replace("{now_us}", "{us:{now}}")
-        .replace("{plus}", &(d.plus)(off))
+        .replace("{plus}", &(clock.expiry)(off))
         .replace("{at}", d.at)
         .replace("{bigint}", d.bigint)
         .replace("{t}", "")
@@ -164,7 +122,7 @@ pub(crate) fn render(kind: BackendKind, off: i64, template: &str) -> String {
             break;
         };
         let expr = out[start + 4..start + len].to_owned();
-        out.replace_range(start..=start + len, &d.to_us.replace("{}", &expr));
+        out.replace_range(start..=start + len, &clock.to_us.replace("{}", &expr));
     }
     debug_assert!(!out.contains("{us:"), "unrendered placeholder in {out}");
     out
