@@ -64,6 +64,19 @@ pub trait SafeJob {
         let _ = ctx;
         Ok(())
     }
+
+    /// Whether this job has effects. Defaults to `true`.
+    ///
+    /// Return `false` for a job whose whole work is in [`perform`](SafeJob::perform) (it calls
+    /// an API that takes an idempotency key, say) and whose `on_succeeded_once` does nothing. The
+    /// runner then finalizes the key with its effects already `done`, in one step
+    /// ([`LeaseStore::finalize_succeeded_without_effects`]: one statement in autocommit on the
+    /// SQL stores), instead of finalizing and then recording the effects — one durable commit
+    /// fewer in after-commit mode and no transaction in transactional mode — and **never calls
+    /// `on_succeeded_once`**, in either effects mode.
+    fn has_effects(&self) -> bool {
+        true
+    }
 }
 
 /// A renewal from inside `perform` did not extend the lease.

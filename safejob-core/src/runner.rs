@@ -334,12 +334,17 @@ impl Runner {
             result: result.clone(),
             attempt: lease.attempt,
         };
-        if self.effects == EffectsMode::Transactional {
+        let has_effects = job.has_effects();
+        if has_effects && self.effects == EffectsMode::Transactional {
             return self.succeed_transactional(job, attempt, result.as_ref(), report);
         }
-        let finalized = self
-            .store
-            .finalize_succeeded(lease, result.as_ref(), attempt.ttl, None);
+        let finalized = if has_effects {
+            self.store
+                .finalize_succeeded(lease, result.as_ref(), attempt.ttl, None)
+        } else {
+            self.store
+                .finalize_succeeded_without_effects(lease, result.as_ref(), attempt.ttl)
+        };
         match self.settle(attempt, finalized)? {
             Finalized::Committed => {}
             Finalized::Stale => return Err(attempt.lease_lost()),
@@ -352,9 +357,12 @@ impl Runner {
         info!(
             attempt = lease.attempt,
             fence = lease.fence,
+            has_effects,
             "finalized succeeded"
         );
-        self.run_effects(job, attempt.key, lease, result.as_ref())?;
+        if has_effects {
+            self.run_effects(job, attempt.key, lease, result.as_ref())?;
+        }
         Ok(report())
     }
 

@@ -504,6 +504,22 @@ pub trait LeaseStore: Send + Sync {
         hook: Option<&mut TxEffects<'_>>,
     ) -> Result<Finalized, StoreError>;
 
+    /// Compare-and-set `running → succeeded` for a job that has no effects
+    /// ([`SafeJob::has_effects`](crate::SafeJob::has_effects) is `false`): the row is finalized
+    /// with effects `done` in one atomic step, with the same fence check, as
+    /// [`finalize_succeeded`](LeaseStore::finalize_succeeded) with a hook that does nothing.
+    /// That is the default implementation; a store may do it more cheaply (the SQL stores send
+    /// one `UPDATE` in autocommit, no transaction). Never returns `EffectsAborted`.
+    fn finalize_succeeded_without_effects(
+        &self,
+        lease: &Lease,
+        result: Option<&Value>,
+        effects_ttl: Duration,
+    ) -> Result<Finalized, StoreError> {
+        let mut nothing = |_: &mut dyn Any| Ok(());
+        self.finalize_succeeded(lease, result, effects_ttl, Some(&mut nothing))
+    }
+
     /// Compare-and-set `running → failed` where the fence is `lease.fence`, storing `failure`.
     fn finalize_failed(
         &self,

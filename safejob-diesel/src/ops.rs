@@ -53,6 +53,16 @@ pub(crate) struct Ctx<'a> {
 /// completion transactions) nothing is retried: a deadlock has rolled back the whole transaction
 /// (MySQL goes on in autocommit, PostgreSQL refuses every statement), so only the transaction's
 /// owner can start over.
+/// What a finalize does about the effects (see [`Ctx::finalize_succeeded`]).
+pub(crate) enum FinalizeEffects<'h, 'a> {
+    /// After-commit effects follow: effects `pending`, expiry now + the effects window.
+    AfterCommit,
+    /// The job has none: effects `done` in the same autocommit statement.
+    None,
+    /// The hook runs inside the finalize's transaction; effects `done` if it commits.
+    Transactional(&'h mut TxEffects<'a>),
+}
+
 fn run<C: StoreConnection, T>(
     c: &mut PooledConn<C>,
     mut f: impl FnMut(&mut C) -> QueryResult<T>,
@@ -370,35 +380,37 @@ impl Ctx<'_> {
         })
     }
 
+    /// `running → succeeded` under the lease's fence. `None` leaves the effects `pending` for
+    /// after-commit effects; `Some(None)` records them `done` in the same statement (a job with
+    /// no effects); `Some(Some(hook))` runs the hook in the finalize's transaction.
     pub(crate) fn finalize_succeeded<C: StoreConnection>(
         &self,
         c: &mut PooledConn<C>,
         lease: &Lease,
         result: Option<&Value>,
         effects_ttl: Duration,
-        hook: Option<&mut TxEffects<'_>>,
+        effects: FinalizeEffects<'_, '_>,
     ) -> Result<Finalized, StoreError> {
         let digest = lease.digest.as_bytes().as_slice();
         let result = result
             .map(serde_json::to_string)
             .transpose()
             .map_err(StoreError::backend)?;
-        let effects = if hook.is_some() {
-            EffectsState::Done
-        } else {
-            EffectsState::Pending
+        let state = match effects {
+            FinalizeEffects::AfterCommit => EffectsState::Pending,
+            FinalizeEffects::None | FinalizeEffects::Transactional(_) => EffectsState::Done,
         };
         let stmt = Stmt::new(
             &self.sql.finalize_succeeded,
             vec![
                 Bind::OptText(result.as_deref()),
-                Bind::Text(effects.as_str()),
+                Bind::Text(state.as_str()),
                 Bind::Int(ttl_us(effects_ttl)?),
                 Bind::Bytes(digest),
                 Bind::Int(fence(lease)?),
             ],
         );
-        let Some(hook) = hook else {
+        let FinalizeEffects::Transactional(hook) = effects else {
             // One statement in autocommit. A connection lost while it ran leaves its outcome
             // unknown: that is an ambiguous commit, which the runner resolves by fence.
             let n = run(c, |conn| conn.exec(&stmt)).map_err(|e| self.errors.write_error(e))?;

@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use crate::{
     error::{ConnectError, ErrorContext},
-    ops::Ctx,
+    ops::{Ctx, FinalizeEffects},
     pool::{
         ConnectFailure, ConnectionRef, Manager, PoolOptions, SetupHook, SqliteSynchronous,
         StoreConnection, TracingErrors,
@@ -449,7 +449,21 @@ impl LeaseStore for DieselStore {
         hook: Option<&mut TxEffects<'_>>,
     ) -> Result<Finalized, StoreError> {
         let ctx = self.ctx();
-        with_conn!(self, conn => ctx.finalize_succeeded(conn, lease, result, effects_ttl, hook))
+        let effects = match hook {
+            Some(hook) => FinalizeEffects::Transactional(hook),
+            None => FinalizeEffects::AfterCommit,
+        };
+        with_conn!(self, conn => ctx.finalize_succeeded(conn, lease, result, effects_ttl, effects))
+    }
+
+    fn finalize_succeeded_without_effects(
+        &self,
+        lease: &Lease,
+        result: Option<&Value>,
+        effects_ttl: Duration,
+    ) -> Result<Finalized, StoreError> {
+        let ctx = self.ctx();
+        with_conn!(self, conn => ctx.finalize_succeeded(conn, lease, result, effects_ttl, FinalizeEffects::None))
     }
 
     fn finalize_failed(

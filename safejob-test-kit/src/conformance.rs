@@ -1293,6 +1293,71 @@ pub fn transactional_hook_error_rolls_back(harness: &dyn StoreHarness) {
     case.succeed(&lease);
 }
 
+/// A finalize without effects commits `succeeded` with effects already `done` (never pending,
+/// never in doubt, even past the effects window) and replays like any success; under a stale
+/// fence it changes nothing.
+pub fn finalize_without_effects_is_done_at_once(harness: &dyn StoreHarness) {
+    let case = Case::new("finalize_without_effects_is_done_at_once", harness);
+    let key = case.key("k");
+    let zombie = case.grant(key, fingerprint(1), "w1");
+    case.advance(TTL + TTL);
+    let lease = case.grant(key, fingerprint(1), "w2");
+    let before = case.row(key);
+    let stale = case.ok(
+        "finalize_succeeded_without_effects",
+        case.store
+            .finalize_succeeded_without_effects(&zombie, Some(&json!(0)), TTL),
+    );
+    ensure!(
+        case,
+        stale == Finalized::Stale,
+        "a superseded fence finalized without effects: {stale:?}"
+    );
+    case.expect_unchanged("a stale finalize without effects", &before);
+    let result = json!({"paid": 1});
+    let f = case.ok(
+        "finalize_succeeded_without_effects",
+        case.store
+            .finalize_succeeded_without_effects(&lease, Some(&result), TTL),
+    );
+    ensure!(
+        case,
+        f == Finalized::Committed,
+        "finalize without effects: {f:?}"
+    );
+    let row = case.row(key);
+    ensure!(
+        case,
+        row.state == JobState::Succeeded
+            && row.effects == EffectsState::Done
+            && row.fence == lease.fence
+            && row.result.as_ref() == Some(&result),
+        "row after a finalize without effects {row:?}"
+    );
+    case.advance(TTL + TTL);
+    let row = case.row(key);
+    ensure!(
+        case,
+        !row.effects_in_doubt(case.now()),
+        "effects of a job without effects turned in doubt: {row:?}"
+    );
+    match case.acquire(key, fingerprint(1), "w3") {
+        Acquired::AlreadySucceeded(replayed) => ensure!(
+            case,
+            replayed.result.as_ref() == Some(&result),
+            "replay of a success without effects: {replayed:?}"
+        ),
+        other => case.fail(format_args!(
+            "a duplicate of a success without effects got {other:?}"
+        )),
+    }
+    ensure!(
+        case,
+        case.finalize(&lease, None) == Finalized::Stale,
+        "a second finalize of a success without effects was not stale"
+    );
+}
+
 /// Listing filters by state, in-doubt effects and expired leases, ordered by digest and paged
 /// by `after`.
 pub fn list_filters_and_paging(harness: &dyn StoreHarness) {
@@ -1389,6 +1454,7 @@ macro_rules! __lease_store_conformance_cases {
             racing_effect_claims_one_wins
             transactional_hook_commits
             transactional_hook_error_rolls_back
+            finalize_without_effects_is_done_at_once
             list_filters_and_paging
             get_missing_is_none
         }

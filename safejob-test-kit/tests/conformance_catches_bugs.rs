@@ -29,6 +29,8 @@ enum Bug {
     HidesInDoubt,
     /// A takeover does not count the attempt.
     ForgetsAttempts,
+    /// A finalize without effects leaves them pending, like an after-commit finalize.
+    LeavesNoEffectsPending,
 }
 
 struct Buggy {
@@ -87,6 +89,21 @@ impl LeaseStore for Buggy {
     ) -> Result<Finalized, StoreError> {
         self.inner
             .finalize_succeeded(lease, result, effects_ttl, hook)
+    }
+
+    fn finalize_succeeded_without_effects(
+        &self,
+        lease: &Lease,
+        result: Option<&Value>,
+        effects_ttl: Duration,
+    ) -> Result<Finalized, StoreError> {
+        if self.bug == Bug::LeavesNoEffectsPending {
+            return self
+                .inner
+                .finalize_succeeded(lease, result, effects_ttl, None);
+        }
+        self.inner
+            .finalize_succeeded_without_effects(lease, result, effects_ttl)
     }
 
     fn finalize_failed(
@@ -223,6 +240,18 @@ fn forgetting_attempts_fails() {
 }
 
 #[test]
+fn effects_left_pending_by_a_finalize_without_effects_fail() {
+    let message = failure(
+        Bug::LeavesNoEffectsPending,
+        conformance::finalize_without_effects_is_done_at_once,
+    );
+    assert!(
+        message.contains("row after a finalize without effects"),
+        "{message}"
+    );
+}
+
+#[test]
 fn each_bug_fails_the_whole_suite_the_memory_store_passes_it() {
     // The memory store passes every case; each bug above fails at least one in run_all.
     conformance::run_all(&MemoryHarness::new());
@@ -232,6 +261,7 @@ fn each_bug_fails_the_whole_suite_the_memory_store_passes_it() {
         Bug::GrantsHeldKeys,
         Bug::HidesInDoubt,
         Bug::ForgetsAttempts,
+        Bug::LeavesNoEffectsPending,
     ] {
         let harness = buggy(bug);
         let failed = catch_unwind(AssertUnwindSafe(|| conformance::run_all(&harness)));

@@ -57,6 +57,7 @@ struct Job<'a> {
     ttl: Option<Duration>,
     perform: PerformFn<'a>,
     effects: EffectsFn<'a>,
+    has_effects: bool,
     probe: EffectProbe,
 }
 
@@ -68,6 +69,7 @@ impl<'a> Job<'a> {
             ttl: None,
             perform: Box::new(|_| Ok(Outcome::json(json!({"paid": 250})))),
             effects: Box::new(|_| Ok(())),
+            has_effects: true,
             probe: EffectProbe::new(),
         }
     }
@@ -85,6 +87,11 @@ impl<'a> Job<'a> {
         f: impl Fn(&mut EffectsContext<'_>) -> Result<(), JobError> + Send + Sync + 'a,
     ) -> Self {
         self.effects = Box::new(f);
+        self
+    }
+
+    fn without_effects(mut self) -> Self {
+        self.has_effects = false;
         self
     }
 
@@ -130,6 +137,10 @@ impl SafeJob for Job<'_> {
         (self.effects)(ctx)?;
         self.probe.record(ctx.key());
         Ok(())
+    }
+
+    fn has_effects(&self) -> bool {
+        self.has_effects
     }
 }
 
@@ -995,6 +1006,46 @@ fn transactional_effects_commit_or_roll_back() {
     ));
     assert_exactly_once(&fails_once.probe, [fails_once.idempotency_key()]);
     assert!(listed(&harness, ListFilter::EffectsInDoubt).is_empty());
+}
+
+/// A job that declares no effects is finalized with its effects `done` in one step, in both
+/// effects modes: `on_succeeded_once` is never called, nothing is ever in doubt, and duplicates
+/// replay the stored result.
+#[test]
+fn jobs_without_effects_finalize_done_in_one_step() {
+    for mode in [EffectsMode::AfterCommit, EffectsMode::Transactional] {
+        let harness = MemoryHarness::new();
+        let r = Runner::builder(harness.store())
+            .effects(mode)
+            .default_ttl(TTL)
+            .build()
+            .unwrap();
+        let job = Job::new("payout:1").without_effects();
+        assert!(
+            matches!(r.run(&job).unwrap(), Report::Succeeded { attempt: 1, .. }),
+            "{mode:?}"
+        );
+        let stored = row(&harness, &job.digest());
+        assert_eq!(
+            (stored.state, stored.effects, stored.result),
+            (
+                JobState::Succeeded,
+                EffectsState::Done,
+                Some(json!({"paid": 250}))
+            ),
+            "{mode:?}"
+        );
+        assert_eq!(job.probe.total(), 0, "{mode:?}: effects hook was called");
+        harness.advance(PAST_TTL);
+        assert!(listed(&harness, ListFilter::EffectsInDoubt).is_empty());
+        match r.run(&job).unwrap() {
+            Report::AlreadySucceeded { result } => {
+                assert_eq!(result, Some(json!({"paid": 250})), "{mode:?}")
+            }
+            other => panic!("{mode:?}: a duplicate got {other:?}"),
+        }
+        assert_eq!(job.probe.total(), 0, "{mode:?}");
+    }
 }
 
 /// Deliberate recovery of in-doubt effects: confirm (no re-run) or recover (one re-run); and the

@@ -26,6 +26,7 @@ use super::{
     tx::{End, Fail, QCtx},
 };
 use crate::{
+    ops::FinalizeEffects,
     pool::PooledConn,
     stmt::{Bind, MicrosRow, Stmt},
 };
@@ -377,9 +378,13 @@ impl QCtx<'_> {
                     effects_ttl,
                 } => match hook.as_deref_mut() {
                     None => {
-                        self.guard
-                            .finalize_succeeded(c, g, result, effects_ttl, None)?
-                            == Finalized::Committed
+                        self.guard.finalize_succeeded(
+                            c,
+                            g,
+                            result,
+                            effects_ttl,
+                            FinalizeEffects::AfterCommit,
+                        )? == Finalized::Committed
                     }
                     Some(hook) => {
                         if !self.finalize_done(c, g, result, effects_ttl)? {
