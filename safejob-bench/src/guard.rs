@@ -17,6 +17,7 @@ use crate::{
 /// bookkeeping).
 struct Noop {
     key: String,
+    has_effects: bool,
 }
 
 impl SafeJob for Noop {
@@ -33,26 +34,42 @@ impl SafeJob for Noop {
     fn on_succeeded_once(&self, _ctx: &mut EffectsContext<'_>) -> Result<(), Self::Error> {
         Ok(())
     }
+
+    fn has_effects(&self) -> bool {
+        self.has_effects
+    }
 }
 
 /// One runner shared by every thread (it is `Sync`; the pool is the store's).
 pub struct Guard {
     runner: Runner,
+    has_effects: bool,
 }
 
 impl Guard {
-    /// A runner on `store` with effects in `mode`.
-    pub fn new(store: Arc<DieselStore>, mode: EffectsMode) -> Result<Self, BenchError> {
+    /// A runner on `store` with effects in `mode`, for jobs that have effects or not.
+    pub fn new(
+        store: Arc<DieselStore>,
+        mode: EffectsMode,
+        has_effects: bool,
+    ) -> Result<Self, BenchError> {
         let runner = Runner::builder(store)
             .worker_id(format!("safejob-bench-{}", std::process::id()))
             .effects(mode)
             .build()?;
-        Ok(Self { runner })
+        Ok(Self {
+            runner,
+            has_effects,
+        })
     }
 
     /// Runs one fresh key to success; anything else is an error (the keys are unique).
     pub fn run_one(&self, key: String) -> Result<(), BenchError> {
-        match self.runner.run(&Noop { key })? {
+        let job = Noop {
+            key,
+            has_effects: self.has_effects,
+        };
+        match self.runner.run(&job)? {
             Report::Succeeded { .. } => Ok(()),
             other => Err(format!("a fresh key did not succeed: {other:?}").into()),
         }

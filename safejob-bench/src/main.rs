@@ -62,19 +62,22 @@ enum Command {
     Queue(queue_bench::QueueArgs),
 }
 
-/// Where effects run: the runner's two modes.
+/// Where effects run: the runner's two modes, or a job that has none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Effects {
     /// After the finalize commits, recorded by a third statement (`finish_effects`).
     AfterCommit,
     /// Inside the finalize transaction (BEGIN, fenced UPDATE, COMMIT): no third commit.
     Transactional,
+    /// The job declares no effects (`SafeJob::has_effects` is false): the finalize records them
+    /// `done` in its one autocommit statement, the baseline's statement count.
+    None,
 }
 
 impl Effects {
     fn mode(self) -> EffectsMode {
         match self {
-            Self::AfterCommit => EffectsMode::AfterCommit,
+            Self::AfterCommit | Self::None => EffectsMode::AfterCommit,
             Self::Transactional => EffectsMode::Transactional,
         }
     }
@@ -83,6 +86,7 @@ impl Effects {
         match self {
             Self::AfterCommit => "after-commit",
             Self::Transactional => "transactional",
+            Self::None => "none",
         }
     }
 }
@@ -177,7 +181,11 @@ fn guard(args: &GuardArgs) -> Result<(), BenchError> {
     let store = builder.build()?;
     store.migrate()?;
     let store = Arc::new(store);
-    let runner = Guard::new(store.clone(), args.effects.mode())?;
+    let runner = Guard::new(
+        store.clone(),
+        args.effects.mode(),
+        args.effects != Effects::None,
+    )?;
     let run_guard = !args.baseline_only;
     let baseline = if args.baseline || args.baseline_only {
         Some(Baseline::prepare(&store)?)
