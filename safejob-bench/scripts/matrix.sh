@@ -7,7 +7,8 @@
 #
 # Usage: safejob-bench/scripts/matrix.sh [repeats] [jobs_per_thread] [ceiling_secs]
 #        (defaults 3, 1500 and 10)
-# Env: BACKENDS (default "sqlite postgres mysql"), THREADS (default "1 4"), and the URLs below.
+# Env: BACKENDS (default "sqlite postgres mysql"), THREADS (default "1 4"), EFFECTS (default
+# "after-commit transactional none"), and the URLs below.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 repeats="${1:-3}"
@@ -30,7 +31,7 @@ for rep in $(seq "$repeats"); do
     for threads in ${THREADS:-1 4}; do
       BACKENDS=$ceiling CLIENTS=$threads bash safejob-bench/scripts/ceilings.sh 1 "$ceiling_secs" \
         | tee -a target/bench/ceilings.jsonl
-      for effects in after-commit transactional; do
+      for effects in ${EFFECTS:-after-commit transactional none}; do
         jobs=$(( per_thread * threads ))
         at=$(date -u +%H:%M:%S)
         # A failed run is recorded (its error is on stderr, in the log) and the matrix goes on.
