@@ -7,10 +7,14 @@ mod common;
 use std::time::Duration;
 
 use safejob_core::{
-    KeyDigest, LeaseStore, StoreError,
-    store::{
-        AcquireRequest, Acquired, EffectsAborted, FenceCheck, Finalized, JobState, Lease, Renewed,
-    },
+    KeyDigest, LeaseStore,
+    store::{AcquireRequest, Acquired, Lease},
+};
+// What only the server backends' modules below use.
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+use safejob_core::{
+    StoreError,
+    store::{EffectsAborted, FenceCheck, Finalized, JobState, Renewed},
 };
 
 const TTL: Duration = Duration::from_secs(30);
