@@ -34,8 +34,8 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use safejob_core::{
-    EffectsContext, FinalFailure, Fingerprint, IdempotencyKey, KeyDigest, KeyError, Outcome,
-    PerformContext, Runner, SafeJob,
+    EffectsContext, FinalFailure, Fingerprint, IdempotencyKey, KeyDigest, KeyError, ListFilter,
+    ListQuery, Outcome, PerformContext, Runner, SafeJob,
     queue::{
         AttemptError, ClaimRequest, Claimed, CompleteAs, Completed, Completion, EnqueueOptions,
         Enqueued, ErrorKind, GuardFinish, GuardSpec, GuardedJob, Heartbeat, JobFilter, JobId,
@@ -1754,6 +1754,35 @@ impl GuardedJob for Charge {
     const KIND: &'static str = "conformance.charge";
 }
 
+/// A guarded job that declares no effects; its `on_succeeded_once` counts calls that must not
+/// happen.
+#[derive(Serialize, Deserialize)]
+struct Payout {
+    tag: String,
+}
+
+impl SafeJob for Payout {
+    type Error = CaseError;
+    fn key(&self) -> Result<IdempotencyKey, KeyError> {
+        IdempotencyKey::from_parts(["conformance-payout", &self.tag])
+    }
+    fn perform(&self, _: &mut PerformContext<'_>) -> Result<Outcome, CaseError> {
+        bump(&format!("{}:perform", self.tag));
+        Ok(Outcome::json(json!({"paid": 1})))
+    }
+    fn on_succeeded_once(&self, _: &mut EffectsContext<'_>) -> Result<(), CaseError> {
+        bump(&format!("{}:effects", self.tag));
+        Ok(())
+    }
+    fn has_effects(&self) -> bool {
+        false
+    }
+}
+
+impl GuardedJob for Payout {
+    const KIND: &'static str = "conformance.payout";
+}
+
 /// A worker retries a failing job after each delay of its policy (on the store clock) and
 /// dead-letters it after its last attempt, with every attempt's error.
 pub fn worker_retries_with_backoff_then_dead_letters(harness: &dyn QueueHarness) {
@@ -2041,6 +2070,64 @@ pub fn guarded_duplicates_succeed_once(harness: &dyn QueueHarness) {
         c,
         performs == 1 && effects == 1,
         "the queued duplicate of a succeeded key must not run: {performs} performs, {effects} effects"
+    );
+}
+
+/// A guarded job without effects (`SafeJob::has_effects` is false) completes with its guard
+/// `succeeded` and effects `done` in the completion itself: `on_succeeded_once` is never
+/// called, nothing is left pending or in doubt, and a duplicate replays.
+pub fn guarded_job_without_effects_is_done_at_once(harness: &dyn QueueHarness) {
+    let c = Case::new("guarded_job_without_effects_is_done_at_once", harness);
+    let tag = format!("{}:payout", c.prefix);
+    let queue = c.queue_client();
+    let job = Payout { tag: tag.clone() };
+    let first = c.ok_enqueue(queue.enqueue_guarded(&job, &c.options())).id();
+    let mut registry = Registry::new();
+    registry.register_guarded::<Payout>();
+    let worker = c.worker(registry);
+    let ran = c.run_once(&worker);
+    ensure!(
+        c,
+        ran == vec![(first, Ran::Succeeded)],
+        "a guarded job without effects: {ran:?}"
+    );
+    let key = match job.key() {
+        Ok(key) => key,
+        Err(e) => c.fail(format_args!("key: {e}")),
+    };
+    let row = c.ok("guards().get", c.store.guards().get(key.digest()));
+    ensure!(
+        c,
+        row.as_ref().is_some_and(|r| r.state == JobState::Succeeded
+            && r.effects == EffectsState::Done
+            && r.result == Some(json!({"paid": 1}))),
+        "the guard row: succeeded with effects done: {row:?}"
+    );
+    c.advance(PAST_TTL);
+    let in_doubt = c.ok(
+        "guards().list",
+        c.store
+            .guards()
+            .list(&ListQuery::new(ListFilter::EffectsInDoubt, 10_000)),
+    );
+    ensure!(
+        c,
+        in_doubt.iter().all(|r| &r.digest != key.digest()),
+        "a key without effects is listed in doubt"
+    );
+    let second = c.ok_enqueue(queue.enqueue_guarded(&job, &c.options())).id();
+    let ran = c.run_once(&worker);
+    ensure!(
+        c,
+        ran == vec![(second, Ran::Succeeded)],
+        "a duplicate of a key without effects: {ran:?}"
+    );
+    let performs = count(&format!("{tag}:perform"));
+    let effects = count(&format!("{tag}:effects"));
+    ensure!(
+        c,
+        performs == 1 && effects == 0,
+        "expected 1 perform and no effects call, got {performs} and {effects}"
     );
 }
 
@@ -2496,6 +2583,7 @@ macro_rules! __queue_store_conformance_cases {
             worker_catches_panics_as_retryable
             worker_times_out_cooperatively
             guarded_duplicates_succeed_once
+            guarded_job_without_effects_is_done_at_once
             worker_backoff_follows_the_exponential_policy
             guarded_job_of_a_dead_worker_runs_once
             pool_runs_every_job_once

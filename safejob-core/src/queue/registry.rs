@@ -376,9 +376,16 @@ impl<J: GuardedJob> Guarded<J> {
             result: result.as_ref(),
             effects_ttl: exec.ttl,
         };
-        if exec.effects == EffectsMode::Transactional {
+        // A job without effects completes like a transactional one whose hook does nothing: the
+        // guard's finalize records the effects `done` inside the completion, and
+        // `on_succeeded_once` is never called.
+        let has_effects = job.has_effects();
+        if exec.effects == EffectsMode::Transactional || !has_effects {
             let mut failed: Option<String> = None;
             let mut hook = |tx: &mut dyn Any| -> Result<(), EffectsAborted> {
+                if !has_effects {
+                    return Ok(());
+                }
                 let mut ctx = EffectsContext {
                     key,
                     attempt: lease.attempt,
