@@ -1,4 +1,7 @@
 //! Enqueueing: one multi-row `INSERT` per batch, on a pooled connection or the caller's own.
+//! On PostgreSQL the batch is bound as one array per column and expanded by `unnest`, so the
+//! statement text is the same for every batch size (prepared once per connection) and costs
+//! twelve binds however many rows it carries; SQLite and MySQL bind a `VALUES` row per job.
 //!
 //! A job whose unique key a live job holds is skipped by the insert itself (`ON CONFLICT DO
 //! NOTHING` against the partial unique index on PostgreSQL and SQLite; `ON DUPLICATE KEY UPDATE
@@ -19,7 +22,7 @@ use safejob_core::{
 
 use super::{
     rows::{at_text, clean, micros, state},
-    sql::{CHANNEL, EnqRow, QueueConnection, QueueSql, Sql, padded},
+    sql::{CHANNEL, EnqRow, QueueConnection, QueueSql, Sql, padded, render},
 };
 use crate::{BackendKind, stmt::Bind};
 
@@ -182,6 +185,9 @@ fn insert<C: QueueConnection>(
     rows: &[Row<'_>],
     chunk: &[usize],
 ) -> QueryResult<Vec<EnqRow>> {
+    if sql.kind == BackendKind::Postgres {
+        return insert_unnest(sql, conn, rows, chunk);
+    }
     let mysql = sql.kind == BackendKind::Mysql;
     let token = if mysql { token() } else { String::new() };
     let values = vec![sql.insert_row.as_str(); chunk.len()].join(", ");
@@ -239,6 +245,179 @@ fn insert<C: QueueConnection>(
     } else {
         conn.run_load(&stmt)?
     };
+    inserted.sort_by_key(|r| r.id);
+    Ok(inserted)
+}
+
+/// The PostgreSQL insert of a batch: one array per column (PostgreSQL array literals bound as
+/// text and cast), expanded by `unnest … WITH ORDINALITY` in batch order, so ids are assigned in
+/// batch order as with a multi-row `VALUES`. Binds: kind, queue, payload, metadata, priority, at,
+/// delay, max_attempts, idempotent, unique_key, guard_digest, guard_fingerprint (all arrays).
+const UNNEST_INSERT: &str = "WITH ins AS (INSERT INTO safe_queue_jobs (kind, queue, payload, \
+    metadata, priority, state, run_at, attempts, max_attempts, fence, idempotent, unique_key, \
+    guard_digest, guard_fingerprint, errors, created_at, updated_at) \
+    SELECT u.kind, u.queue, u.payload, u.metadata, u.priority, \
+    CASE WHEN {run_at} > {now} THEN 'scheduled' ELSE 'pending' END, {run_at}, 0, \
+    u.max_attempts, 0, u.idempotent, u.unique_key, u.guard_digest, u.guard_fingerprint, '[]', \
+    {now}, {now} \
+    FROM unnest(CAST(? AS text[]), CAST(? AS text[]), CAST(? AS text[]), CAST(? AS text[]), \
+    CAST(? AS int8[]), CAST(? AS text[]), CAST(? AS int8[]), CAST(? AS int8[]), \
+    CAST(? AS int8[]), CAST(? AS bytea[]), CAST(? AS bytea[]), CAST(? AS bytea[])) \
+    WITH ORDINALITY AS u(kind, queue, payload, metadata, priority, at, delay, max_attempts, \
+    idempotent, unique_key, guard_digest, guard_fingerprint, ord) \
+    ORDER BY u.ord \
+    ON CONFLICT DO NOTHING RETURNING id, state, unique_key) \
+    SELECT ins.id, ins.state, ins.unique_key \
+    FROM ins, (SELECT pg_notify('{channel}', current_schema())) AS n";
+
+/// [`UNNEST_INSERT`] rendered for the clock offset `off`.
+fn unnest_insert(off: i64) -> String {
+    // As `{at}` and `{plus}` of a VALUES row, reading the unnested columns instead of binds.
+    let run_at = "COALESCE(CAST(u.at AS timestamptz), \
+        ({now} + CAST(u.delay AS float8) * interval '1 microsecond'))";
+    render(
+        BackendKind::Postgres,
+        off,
+        &UNNEST_INSERT
+            .replace("{run_at}", run_at)
+            .replace("{channel}", CHANNEL),
+    )
+}
+
+/// A PostgreSQL array literal being written: `{e1,e2,…}`.
+struct ArrayLit(String);
+
+impl ArrayLit {
+    fn with_capacity(n: usize) -> Self {
+        let mut s = String::with_capacity(n + 2);
+        s.push('{');
+        Self(s)
+    }
+
+    fn sep(&mut self) {
+        if self.0.len() > 1 {
+            self.0.push(',');
+        }
+    }
+
+    /// A text element, quoted (`"` and `\` escaped), or NULL.
+    fn text(&mut self, v: Option<&str>) {
+        self.sep();
+        let Some(v) = v else {
+            self.0.push_str("NULL");
+            return;
+        };
+        self.0.push('"');
+        if v.contains(['"', '\\']) {
+            for c in v.chars() {
+                if c == '"' || c == '\\' {
+                    self.0.push('\\');
+                }
+                self.0.push(c);
+            }
+        } else {
+            self.0.push_str(v);
+        }
+        self.0.push('"');
+    }
+
+    fn int(&mut self, v: i64) {
+        use std::fmt::Write;
+        self.sep();
+        let _ = write!(self.0, "{v}");
+    }
+
+    /// A bytea element in hex (`"\\x…"`: the array literal's escape of `\x…`), or NULL.
+    fn bytes(&mut self, v: Option<&[u8]>) {
+        use std::fmt::Write;
+        self.sep();
+        let Some(v) = v else {
+            self.0.push_str("NULL");
+            return;
+        };
+        self.0.push_str("\"\\\\x");
+        for b in v {
+            let _ = write!(self.0, "{b:02x}");
+        }
+        self.0.push('"');
+    }
+
+    fn done(mut self) -> String {
+        self.0.push('}');
+        self.0
+    }
+}
+
+/// The PostgreSQL insert of `rows[chunk]` (see [`UNNEST_INSERT`]): the rows it inserted, in id
+/// (= batch) order.
+fn insert_unnest<C: QueueConnection>(
+    sql: &QueueSql,
+    conn: &mut C,
+    rows: &[Row<'_>],
+    chunk: &[usize],
+) -> QueryResult<Vec<EnqRow>> {
+    let text = unnest_insert(sql.offset);
+    let n = chunk.len();
+    let (mut kind, mut queue) = (
+        ArrayLit::with_capacity(n * 16),
+        ArrayLit::with_capacity(n * 16),
+    );
+    let mut payload =
+        ArrayLit::with_capacity(chunk.iter().map(|&i| rows[i].payload.len() + 3).sum());
+    let mut metadata =
+        ArrayLit::with_capacity(chunk.iter().map(|&i| rows[i].metadata.len() + 3).sum());
+    let (mut priority, mut at, mut delay) = (
+        ArrayLit::with_capacity(n * 2),
+        ArrayLit::with_capacity(n * 5),
+        ArrayLit::with_capacity(n * 2),
+    );
+    let (mut max_attempts, mut idempotent) = (
+        ArrayLit::with_capacity(n * 2),
+        ArrayLit::with_capacity(n * 2),
+    );
+    let (mut unique_key, mut guard_digest, mut guard_fingerprint) = (
+        ArrayLit::with_capacity(n * 5),
+        ArrayLit::with_capacity(n * 5),
+        ArrayLit::with_capacity(n * 5),
+    );
+    for &i in chunk {
+        let r = &rows[i];
+        let job = r.job;
+        kind.text(Some(&job.kind));
+        queue.text(Some(&job.queue));
+        payload.text(Some(&r.payload));
+        metadata.text(Some(&r.metadata));
+        priority.int(i64::from(job.priority));
+        at.text(r.at.as_deref());
+        delay.int(r.delay);
+        max_attempts.int(i64::from(job.max_attempts.max(1)));
+        idempotent.int(i64::from(job.idempotent || job.guard.is_some()));
+        unique_key.bytes(job.unique_key.as_ref().map(|k| k.as_bytes().as_slice()));
+        guard_digest.bytes(job.guard.as_ref().map(|g| g.digest.as_bytes().as_slice()));
+        guard_fingerprint.bytes(
+            job.guard
+                .as_ref()
+                .and_then(|g| g.fingerprint.as_ref())
+                .map(|f| f.as_bytes().as_slice()),
+        );
+    }
+    let arrays = [
+        kind.done(),
+        queue.done(),
+        payload.done(),
+        metadata.done(),
+        priority.done(),
+        at.done(),
+        delay.done(),
+        max_attempts.done(),
+        idempotent.done(),
+        unique_key.done(),
+        guard_digest.done(),
+        guard_fingerprint.done(),
+    ];
+    let binds = arrays.iter().map(|a| Bind::Text(a)).collect();
+    // The same text for every batch: prepared once per connection.
+    let mut inserted: Vec<EnqRow> = conn.run_load(&Sql::new(&text, binds))?;
     inserted.sort_by_key(|r| r.id);
     Ok(inserted)
 }
