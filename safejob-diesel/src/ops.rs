@@ -47,12 +47,6 @@ pub(crate) struct Ctx<'a> {
     pub(crate) errors: &'a ErrorContext,
 }
 
-/// Runs `f`, retrying deadlocks and lock-wait timeouts with a short, growing backoff (they roll
-/// the statement back entirely, so a retry is safe), and marking the connection broken when it
-/// was lost. Inside a caller's transaction (the queue runs these primitives in its claim and
-/// completion transactions) nothing is retried: a deadlock has rolled back the whole transaction
-/// (MySQL goes on in autocommit, PostgreSQL refuses every statement), so only the transaction's
-/// owner can start over.
 /// What a finalize does about the effects (see [`Ctx::finalize_succeeded`]).
 pub(crate) enum FinalizeEffects<'h, 'a> {
     /// After-commit effects follow: effects `pending`, expiry now + the effects window.
@@ -63,6 +57,12 @@ pub(crate) enum FinalizeEffects<'h, 'a> {
     Transactional(&'h mut TxEffects<'a>),
 }
 
+/// Runs `f`, retrying deadlocks and lock-wait timeouts with a short, growing backoff (they roll
+/// the statement back entirely, so a retry is safe), and marking the connection broken when it
+/// was lost. Inside a caller's transaction (the queue runs these primitives in its claim and
+/// completion transactions) nothing is retried: a deadlock has rolled back the whole transaction
+/// (MySQL goes on in autocommit, PostgreSQL refuses every statement), so only the transaction's
+/// owner can start over.
 fn run<C: StoreConnection, T>(
     c: &mut PooledConn<C>,
     mut f: impl FnMut(&mut C) -> QueryResult<T>,
@@ -380,9 +380,9 @@ impl Ctx<'_> {
         })
     }
 
-    /// `running → succeeded` under the lease's fence. `None` leaves the effects `pending` for
-    /// after-commit effects; `Some(None)` records them `done` in the same statement (a job with
-    /// no effects); `Some(Some(hook))` runs the hook in the finalize's transaction.
+    /// `running → succeeded` under the lease's fence, with the effects as `effects` says: left
+    /// `pending` for after-commit effects, or `done` in the same autocommit statement (a job
+    /// without effects), or `done` with the hook run inside the finalize's transaction.
     pub(crate) fn finalize_succeeded<C: StoreConnection>(
         &self,
         c: &mut PooledConn<C>,
