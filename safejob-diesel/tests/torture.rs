@@ -37,6 +37,23 @@ impl SafeJob for Payout {
     }
 }
 
+/// A transfer through an API that takes the idempotency key: no effects of its own. If the
+/// runner ever called its effects hook, the harness would count it and fail the run.
+struct Transfer(usize);
+
+impl SafeJob for Transfer {
+    type Error = LedgerError;
+    fn key(&self) -> Result<IdempotencyKey, KeyError> {
+        IdempotencyKey::from_parts(["transfer", &self.0.to_string()])
+    }
+    fn perform(&self, _ctx: &mut PerformContext<'_>) -> Result<Outcome, Self::Error> {
+        Ok(Outcome::json(serde_json::json!({ "transfer": self.0 })))
+    }
+    fn has_effects(&self) -> bool {
+        false
+    }
+}
+
 fn post(ctx: &mut EffectsContext<'_>, sql: &str) -> Result<(), String> {
     use diesel::connection::SimpleConnection;
     #[cfg(feature = "sqlite")]
@@ -107,6 +124,27 @@ on_every_backend! {
         assert_eq!(int_count(db, "ledger", "COUNT(*)"), KEYS as i64);
         assert_eq!(int_count(db, "ledger", "COUNT(DISTINCT entry)"), KEYS as i64);
         assert_eq!(db.count("state = 'succeeded' AND effects = 'done'"), KEYS as i64);
+    }
+
+    fn jobs_without_effects_finish_done_in_one_step_under_crashes(db: &TestDb) {
+        for (mode, seed) in [(EffectsMode::AfterCommit, 0x5afe_0004), (EffectsMode::Transactional, 0x5afe_0005)] {
+            let report = Torture::new(db)
+                .keys(KEYS)
+                .duplicates(4)
+                .threads(4)
+                .crash_rate(0.3)
+                .pause_rate(0.05)
+                .effects(mode)
+                .seed(seed)
+                .run(|i| Transfer(i + KEYS * (seed as usize & 0xf)))
+                .unwrap_or_else(|failure| panic!("{failure}"));
+            assert_eq!(report.succeeded, KEYS, "{mode:?}: {report}");
+            assert!(report.total_crashes() > 0, "{mode:?}: no crash injected: {report}");
+            assert_eq!((report.effects_run, report.effects_in_doubt), (0, 0), "{mode:?}: {report}");
+        }
+        // From the database: every key succeeded with its effects done, none pending or in doubt.
+        assert_eq!(db.count("state = 'succeeded' AND effects = 'done'"), 2 * KEYS as i64);
+        assert_eq!(db.count("effects <> 'done'"), 0);
     }
 
     fn crashes_around_the_finalize_never_finalize_twice(db: &TestDb) {

@@ -20,7 +20,9 @@
 //!   the store answers them), and a `succeeded` row has exactly one;
 //! * effects ran exactly once per key, except where a crash or an effects error hit the window
 //!   after the finalize: there they ran at most once **and** the key is listed effects-in-doubt
-//!   (visible, not lost). With [`EffectsMode::Transactional`] no key may be in doubt at all.
+//!   (visible, not lost). With [`EffectsMode::Transactional`] no key may be in doubt at all;
+//! * a job that declares no effects (`SafeJob::has_effects` is false) never has its effects hook
+//!   called, and its row says effects `done` and is never in doubt, crash or not.
 //!
 //! The fault plan comes from a seed: the same seed gives the same crashes and pauses at the same
 //! dispatches (thread interleaving still varies; with one thread the whole run repeats). Every
@@ -337,6 +339,18 @@ pub enum Violation {
         /// The stored effects state.
         effects: safejob_core::EffectsState,
     },
+    /// The job declares no effects (`SafeJob::has_effects` is false), yet its effects hook ran,
+    /// or its row is not `done`, or it is listed in doubt.
+    NoEffectsNotDone {
+        /// The key.
+        digest: KeyDigest,
+        /// How many times `on_succeeded_once` returned.
+        calls: u64,
+        /// The stored effects state.
+        effects: safejob_core::EffectsState,
+        /// Whether the key is listed effects-in-doubt.
+        listed: bool,
+    },
     /// The job panicked (a real panic, not an injected crash).
     JobPanicked {
         /// The key.
@@ -370,6 +384,7 @@ impl Violation {
             | Self::InDoubtNotListed { digest, .. }
             | Self::UnexpectedInDoubt { digest }
             | Self::EffectsNotDone { digest, .. }
+            | Self::NoEffectsNotDone { digest, .. }
             | Self::JobPanicked { digest, .. }
             | Self::UnexpectedError { digest, .. } => digest,
         }
@@ -415,6 +430,22 @@ impl fmt::Display for Violation {
                 f,
                 "effects ran cleanly but the row says {}",
                 effects.as_str()
+            ),
+            Self::NoEffectsNotDone {
+                calls,
+                effects,
+                listed,
+                ..
+            } => write!(
+                f,
+                "declares no effects, but its effects hook returned {calls} times, the row says \
+                 {}{}",
+                effects.as_str(),
+                if *listed {
+                    " and it is listed in doubt"
+                } else {
+                    ""
+                }
             ),
             Self::JobPanicked { message, .. } => {
                 write!(f, "the job panicked (not an injected crash): {message}")
@@ -844,7 +875,7 @@ impl<'h> Torture<'h> {
         report.effects_in_doubt = in_doubt.len();
         report.effects_run = world.probe.total();
 
-        for (_, digest) in world.jobs {
+        for (job, digest) in world.jobs {
             let digest = *digest;
             let track = tracks.get(&digest).copied().unwrap_or_default();
             let effects = world.probe.count_digest(&digest);
@@ -865,7 +896,20 @@ impl<'h> Torture<'h> {
                     if track.commits == 0 {
                         violations.push(Violation::SucceededWithoutFinalize { digest });
                     }
-                    check_effects(&mut violations, &row, track, effects, listed);
+                    if job.has_effects() {
+                        check_effects(&mut violations, &row, track, effects, listed);
+                    } else if effects > 0
+                        || listed
+                        || row.effects != safejob_core::EffectsState::Done
+                    {
+                        // Nothing can be in doubt: the finalize itself recorded the effects done.
+                        violations.push(Violation::NoEffectsNotDone {
+                            digest,
+                            calls: effects,
+                            effects: row.effects,
+                            listed,
+                        });
+                    }
                 }
                 JobState::Failed => {
                     report.failed += 1;
@@ -1270,6 +1314,29 @@ struct FaultStore {
     regrants: AtomicU64,
 }
 
+impl FaultStore {
+    /// A finalize as the dispatch sees it: refused once dead, a crash before it reaches the store
+    /// and another after it returns, and a record of whether it committed (or is in question).
+    fn finalize(
+        &self,
+        lease: &Lease,
+        call: impl FnOnce() -> Result<Finalized, StoreError>,
+    ) -> Result<Finalized, StoreError> {
+        self.life.dead()?;
+        self.life.maybe_crash(CrashPoint::AfterPerform);
+        let finalized = call();
+        match &finalized {
+            Ok(Finalized::Committed) => self.life.committed.store(true, Ordering::SeqCst),
+            Ok(_) => {}
+            Err(_) => *lock(&self.life.uncertain_fence) = Some(lease.fence),
+        }
+        if !matches!(finalized, Ok(Finalized::EffectsAborted)) {
+            self.life.maybe_crash(CrashPoint::AfterFinalize);
+        }
+        finalized
+    }
+}
+
 impl LeaseStore for FaultStore {
     fn now(&self) -> Result<DateTime<Utc>, StoreError> {
         self.life.dead()?;
@@ -1297,20 +1364,24 @@ impl LeaseStore for FaultStore {
         effects_ttl: Duration,
         hook: Option<&mut TxEffects<'_>>,
     ) -> Result<Finalized, StoreError> {
-        self.life.dead()?;
-        self.life.maybe_crash(CrashPoint::AfterPerform);
-        let finalized = self
-            .inner
-            .finalize_succeeded(lease, result, effects_ttl, hook);
-        match &finalized {
-            Ok(Finalized::Committed) => self.life.committed.store(true, Ordering::SeqCst),
-            Ok(_) => {}
-            Err(_) => *lock(&self.life.uncertain_fence) = Some(lease.fence),
-        }
-        if !matches!(finalized, Ok(Finalized::EffectsAborted)) {
-            self.life.maybe_crash(CrashPoint::AfterFinalize);
-        }
-        finalized
+        self.finalize(lease, || {
+            self.inner
+                .finalize_succeeded(lease, result, effects_ttl, hook)
+        })
+    }
+
+    fn finalize_succeeded_without_effects(
+        &self,
+        lease: &Lease,
+        result: Option<&Value>,
+        effects_ttl: Duration,
+    ) -> Result<Finalized, StoreError> {
+        // Forwarded, not left to the default: the inner store's own one-statement path is what
+        // must survive the crashes.
+        self.finalize(lease, || {
+            self.inner
+                .finalize_succeeded_without_effects(lease, result, effects_ttl)
+        })
     }
 
     fn finalize_failed(
@@ -1379,6 +1450,10 @@ impl<J: SafeJob> SafeJob for Tortured<'_, J> {
 
     fn lease_ttl(&self) -> Option<Duration> {
         self.job.lease_ttl()
+    }
+
+    fn has_effects(&self) -> bool {
+        self.job.has_effects()
     }
 
     fn perform(&self, ctx: &mut PerformContext<'_>) -> Result<Outcome, Self::Error> {

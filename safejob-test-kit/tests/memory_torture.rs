@@ -43,6 +43,27 @@ impl SafeJob for Transfer {
     }
 }
 
+/// A job without effects: its whole work is `perform`. Its effects hook must never run.
+struct Quote {
+    id: usize,
+}
+
+impl SafeJob for Quote {
+    type Error = io::Error;
+
+    fn key(&self) -> Result<IdempotencyKey, KeyError> {
+        IdempotencyKey::from_parts(["quote", &self.id.to_string()])
+    }
+
+    fn perform(&self, _: &mut PerformContext<'_>) -> Result<Outcome, Self::Error> {
+        Ok(Outcome::json(serde_json::json!({ "id": self.id })))
+    }
+
+    fn has_effects(&self) -> bool {
+        false
+    }
+}
+
 fn torture(mode: EffectsMode, seed: u64) -> Result<TortureReport, TortureFailure> {
     let harness = MemoryHarness::new();
     Torture::new(&harness)
@@ -93,6 +114,33 @@ fn ten_thousand_dispatches_transactional() {
 }
 
 /// A job that fails, retries and gives up like real ones do, with its own effect probe.
+#[test]
+fn jobs_without_effects_are_done_in_one_step_in_both_modes() {
+    for (mode, seed) in [
+        (EffectsMode::AfterCommit, 31),
+        (EffectsMode::Transactional, 32),
+    ] {
+        let harness = MemoryHarness::new();
+        let report = Torture::new(&harness)
+            .keys(1_250)
+            .duplicates(8)
+            .threads(4)
+            .crash_rate(0.2)
+            .pause_rate(0.05)
+            .effects(mode)
+            .seed(seed)
+            .run(|id| Quote { id })
+            .unwrap_or_else(|failure| panic!("{mode:?}: {failure}"));
+        assert_eq!(report.succeeded, 1_250, "{mode:?}: {report}");
+        assert!(report.total_crashes() > 0, "{mode:?}: {report}");
+        assert_eq!(
+            (report.effects_run, report.effects_in_doubt),
+            (0, 0),
+            "{mode:?}: {report}"
+        );
+    }
+}
+
 struct Flaky {
     id: usize,
     probe: EffectProbe,
@@ -229,6 +277,8 @@ enum Bug {
     ForgetsSuccess,
     /// Never lists effects in doubt.
     HidesInDoubt,
+    /// Finalizes a job without effects like one with after-commit effects: left pending.
+    LeavesNoEffectsPending,
 }
 
 struct BrokenStore {
@@ -274,6 +324,21 @@ impl LeaseStore for BrokenStore {
             Finalized::Stale if self.bug == Bug::ForgetsSuccess => Ok(Finalized::Committed),
             other => Ok(other),
         }
+    }
+
+    fn finalize_succeeded_without_effects(
+        &self,
+        lease: &Lease,
+        result: Option<&Value>,
+        effects_ttl: Duration,
+    ) -> Result<Finalized, StoreError> {
+        if self.bug == Bug::LeavesNoEffectsPending {
+            return self
+                .inner
+                .finalize_succeeded(lease, result, effects_ttl, None);
+        }
+        self.inner
+            .finalize_succeeded_without_effects(lease, result, effects_ttl)
     }
 
     fn finalize_failed(
@@ -428,5 +493,38 @@ fn catches_keys_stuck_when_leases_never_expire() {
             }
         )),
         "{found:?}"
+    );
+}
+
+#[test]
+fn catches_a_store_that_leaves_no_effects_pending() {
+    let harness = BrokenHarness::new(Some(Bug::LeavesNoEffectsPending), false);
+    let result = Torture::new(&harness)
+        .keys(40)
+        .duplicates(3)
+        .crash_rate(0.0)
+        .seed(78)
+        .run(|id| Quote { id });
+    let Err(TortureFailure::Violations { violations, .. }) = result else {
+        panic!("a store that leaves no-effects keys pending passed: {result:?}");
+    };
+    assert_eq!(violations.len(), 40, "{violations:?}");
+    assert!(
+        violations.iter().all(|v| matches!(
+            v,
+            Violation::NoEffectsNotDone {
+                calls: 0,
+                effects: safejob_core::EffectsState::Pending,
+                ..
+            }
+        )),
+        "{violations:?}"
+    );
+    assert!(
+        violations[0].to_string().contains(
+            "declares no effects, but its effects hook returned 0 times, the row says pending"
+        ),
+        "{}",
+        violations[0]
     );
 }
