@@ -22,7 +22,7 @@ use safejob_core::{
 
 use super::{
     rows::{at_text, clean, micros, state},
-    sql::{CHANNEL, EnqRow, QueueConnection, QueueSql, Sql, padded, render},
+    sql::{CHANNEL, EnqRow, QueueConnection, QueueSql, Sql, padded},
 };
 use crate::{BackendKind, stmt::Bind};
 
@@ -185,8 +185,8 @@ fn insert<C: QueueConnection>(
     rows: &[Row<'_>],
     chunk: &[usize],
 ) -> QueryResult<Vec<EnqRow>> {
-    if sql.kind == BackendKind::Postgres {
-        return insert_unnest(sql, conn, rows, chunk);
+    if let Some(text) = &sql.insert_unnest {
+        return insert_unnest(text, conn, rows, chunk);
     }
     let mysql = sql.kind == BackendKind::Mysql;
     let token = if mysql { token() } else { String::new() };
@@ -247,41 +247,6 @@ fn insert<C: QueueConnection>(
     };
     inserted.sort_by_key(|r| r.id);
     Ok(inserted)
-}
-
-/// The PostgreSQL insert of a batch: one array per column (PostgreSQL array literals bound as
-/// text and cast), expanded by `unnest … WITH ORDINALITY` in batch order, so ids are assigned in
-/// batch order as with a multi-row `VALUES`. Binds: kind, queue, payload, metadata, priority, at,
-/// delay, max_attempts, idempotent, unique_key, guard_digest, guard_fingerprint (all arrays).
-const UNNEST_INSERT: &str = "WITH ins AS (INSERT INTO safe_queue_jobs (kind, queue, payload, \
-    metadata, priority, state, run_at, attempts, max_attempts, fence, idempotent, unique_key, \
-    guard_digest, guard_fingerprint, errors, created_at, updated_at) \
-    SELECT u.kind, u.queue, u.payload, u.metadata, u.priority, \
-    CASE WHEN {run_at} > {now} THEN 'scheduled' ELSE 'pending' END, {run_at}, 0, \
-    u.max_attempts, 0, u.idempotent, u.unique_key, u.guard_digest, u.guard_fingerprint, '[]', \
-    {now}, {now} \
-    FROM unnest(CAST(? AS text[]), CAST(? AS text[]), CAST(? AS text[]), CAST(? AS text[]), \
-    CAST(? AS int8[]), CAST(? AS text[]), CAST(? AS int8[]), CAST(? AS int8[]), \
-    CAST(? AS int8[]), CAST(? AS bytea[]), CAST(? AS bytea[]), CAST(? AS bytea[])) \
-    WITH ORDINALITY AS u(kind, queue, payload, metadata, priority, at, delay, max_attempts, \
-    idempotent, unique_key, guard_digest, guard_fingerprint, ord) \
-    ORDER BY u.ord \
-    ON CONFLICT DO NOTHING RETURNING id, state, unique_key) \
-    SELECT ins.id, ins.state, ins.unique_key \
-    FROM ins, (SELECT pg_notify('{channel}', current_schema())) AS n";
-
-/// [`UNNEST_INSERT`] rendered for the clock offset `off`.
-fn unnest_insert(off: i64) -> String {
-    // As `{at}` and `{plus}` of a VALUES row, reading the unnested columns instead of binds.
-    let run_at = "COALESCE(CAST(u.at AS timestamptz), \
-        ({now} + CAST(u.delay AS float8) * interval '1 microsecond'))";
-    render(
-        BackendKind::Postgres,
-        off,
-        &UNNEST_INSERT
-            .replace("{run_at}", run_at)
-            .replace("{channel}", CHANNEL),
-    )
 }
 
 /// A PostgreSQL array literal being written: `{e1,e2,…}`.
@@ -348,15 +313,14 @@ impl ArrayLit {
     }
 }
 
-/// The PostgreSQL insert of `rows[chunk]` (see [`UNNEST_INSERT`]): the rows it inserted, in id
-/// (= batch) order.
+/// The PostgreSQL insert of `rows[chunk]` (`text` is [`QueueSql::insert_unnest`]): the rows it
+/// inserted, in id (= batch) order.
 fn insert_unnest<C: QueueConnection>(
-    sql: &QueueSql,
+    text: &str,
     conn: &mut C,
     rows: &[Row<'_>],
     chunk: &[usize],
 ) -> QueryResult<Vec<EnqRow>> {
-    let text = unnest_insert(sql.offset);
     let n = chunk.len();
     let (mut kind, mut queue) = (
         ArrayLit::with_capacity(n * 16),
@@ -417,7 +381,7 @@ fn insert_unnest<C: QueueConnection>(
     ];
     let binds = arrays.iter().map(|a| Bind::Text(a)).collect();
     // The same text for every batch: prepared once per connection.
-    let mut inserted: Vec<EnqRow> = conn.run_load(&Sql::new(&text, binds))?;
+    let mut inserted: Vec<EnqRow> = conn.run_load(&Sql::new(text, binds))?;
     inserted.sort_by_key(|r| r.id);
     Ok(inserted)
 }

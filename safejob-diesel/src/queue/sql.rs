@@ -162,6 +162,41 @@ pub(crate) enum ClaimSql {
     },
 }
 
+/// The PostgreSQL insert of a batch: one array per column (PostgreSQL array literals bound as
+/// text and cast), expanded by `unnest … WITH ORDINALITY` in batch order, so ids are assigned in
+/// batch order as with a multi-row `VALUES`. Binds: kind, queue, payload, metadata, priority, at,
+/// delay, max_attempts, idempotent, unique_key, guard_digest, guard_fingerprint (all arrays).
+const UNNEST_INSERT: &str = "WITH ins AS (INSERT INTO safe_queue_jobs (kind, queue, payload, \
+    metadata, priority, state, run_at, attempts, max_attempts, fence, idempotent, unique_key, \
+    guard_digest, guard_fingerprint, errors, created_at, updated_at) \
+    SELECT u.kind, u.queue, u.payload, u.metadata, u.priority, \
+    CASE WHEN {run_at} > {now} THEN 'scheduled' ELSE 'pending' END, {run_at}, 0, \
+    u.max_attempts, 0, u.idempotent, u.unique_key, u.guard_digest, u.guard_fingerprint, '[]', \
+    {now}, {now} \
+    FROM unnest(CAST(? AS text[]), CAST(? AS text[]), CAST(? AS text[]), CAST(? AS text[]), \
+    CAST(? AS int8[]), CAST(? AS text[]), CAST(? AS int8[]), CAST(? AS int8[]), \
+    CAST(? AS int8[]), CAST(? AS bytea[]), CAST(? AS bytea[]), CAST(? AS bytea[])) \
+    WITH ORDINALITY AS u(kind, queue, payload, metadata, priority, at, delay, max_attempts, \
+    idempotent, unique_key, guard_digest, guard_fingerprint, ord) \
+    ORDER BY u.ord \
+    ON CONFLICT DO NOTHING RETURNING id, state, unique_key) \
+    SELECT ins.id, ins.state, ins.unique_key \
+    FROM ins, (SELECT pg_notify('{channel}', current_schema())) AS n";
+
+/// [`UNNEST_INSERT`] rendered for the clock offset `off`.
+fn unnest_insert(off: i64) -> String {
+    // As `{at}` and `{plus}` of a VALUES row, reading the unnested columns instead of binds.
+    let run_at = "COALESCE(CAST(u.at AS timestamptz), \
+        ({now} + CAST(u.delay AS float8) * interval '1 microsecond'))";
+    render(
+        BackendKind::Postgres,
+        off,
+        &UNNEST_INSERT
+            .replace("{run_at}", run_at)
+            .replace("{channel}", CHANNEL),
+    )
+}
+
 /// Every fixed statement of the queue, rendered once per clock offset. Binds are listed after
 /// each; `{q}` and `{ids}` are lists filled in per call.
 #[derive(Debug)]
@@ -174,6 +209,9 @@ pub(crate) struct QueueSql {
     pub(crate) insert_row: String,
     /// The INSERT up to its VALUES.
     pub(crate) insert_head: &'static str,
+    /// PostgreSQL: the whole batch insert, one array bind per column ([`UNNEST_INSERT`]);
+    /// the other backends use `insert_head`, `insert_row` and `insert_tail`.
+    pub(crate) insert_unnest: Option<String>,
     /// What follows the VALUES rows (PostgreSQL and SQLite: skip duplicates and return the
     /// inserted rows; MySQL: skip duplicates).
     pub(crate) insert_tail: &'static str,
@@ -297,6 +335,7 @@ impl QueueSql {
                 BackendKind::Mysql => " ON DUPLICATE KEY UPDATE id = id",
                 _ => " ON CONFLICT DO NOTHING RETURNING id, state, unique_key",
             },
+            insert_unnest: (kind == BackendKind::Postgres).then(|| unnest_insert(off)),
             inserted_by_token: r("SELECT id, state, unique_key FROM safe_queue_jobs \
                  WHERE enqueue_token = ? ORDER BY id"),
             live_holders: r(&format!(
