@@ -183,7 +183,7 @@ fn record(row: RawRow) -> Result<(JobRecord, DateTime<Utc>), StoreError> {
     Ok((record, instant(row.now_us, d)?))
 }
 
-fn lease(digest: KeyDigest, owner: &str, grant: &GrantRow) -> Result<Lease, StoreError> {
+pub(crate) fn lease(digest: KeyDigest, owner: &str, grant: &GrantRow) -> Result<Lease, StoreError> {
     let d = digest.as_bytes();
     Ok(Lease {
         digest,

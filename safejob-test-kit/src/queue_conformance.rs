@@ -1476,6 +1476,7 @@ pub fn guarded_claim_acquires_the_guard(harness: &dyn QueueHarness) {
                     lease: &glease,
                     result: Some(&result),
                     effects_ttl: TTL,
+                    has_effects: true,
                 }),
             },
             None,
@@ -1553,6 +1554,7 @@ pub fn guarded_completion_is_all_or_nothing(harness: &dyn QueueHarness) {
                         lease: &glease,
                         result: None,
                         effects_ttl: TTL,
+                        has_effects: true,
                     }),
                 },
                 hook,
@@ -1617,6 +1619,137 @@ pub fn guarded_completion_is_all_or_nothing(harness: &dyn QueueHarness) {
             .as_ref()
             .is_some_and(|r| r.state == JobState::Running && r.fence == glease.fence + 1),
         "a GuardStale completion changed the guard: {guard_row:?}"
+    );
+}
+
+/// A guarded success completed without a hook (after-commit effects, or a job without effects:
+/// the path a store may take in one statement) is all or nothing too: a superseded guard is
+/// `GuardStale` and a lost job lease `Stale`, both changing nothing; a job without effects
+/// finalizes its guard with effects `done`. Claiming a key whose lease expired takes it over.
+pub fn guarded_success_without_hook_is_all_or_nothing(harness: &dyn QueueHarness) {
+    let c = Case::new("guarded_success_without_hook_is_all_or_nothing", harness);
+    let spec = guard_spec(&c, "nohook", 1);
+    let mut job = c.new_job("guarded");
+    job.guard = Some(spec);
+    let id = c.enqueue(job.clone());
+    let claimed = c.claim_one();
+    let Some(Acquired::Granted(glease)) = claimed.guard.clone() else {
+        c.fail(format_args!(
+            "expected the guard granted, got {:?}",
+            claimed.guard
+        ));
+    };
+    let complete = |lease: &QueueLease, glease: &safejob_core::store::Lease, has_effects| {
+        c.ok(
+            "complete",
+            c.store.complete(
+                &Completion {
+                    lease,
+                    outcome: CompleteAs::Succeeded,
+                    progress: None,
+                    guard: Some(GuardFinish::Succeeded {
+                        lease: glease,
+                        result: Some(&json!({"paid": true})),
+                        effects_ttl: TTL,
+                        has_effects,
+                    }),
+                },
+                None,
+            ),
+        )
+    };
+    // The guard's lease expires and someone outside the queue takes the key over.
+    c.advance(PAST_TTL);
+    let other = c.ok(
+        "guards().acquire",
+        c.store.guards().acquire(&AcquireRequest {
+            digest: spec.digest,
+            fingerprint: spec.fingerprint,
+            owner: "outsider",
+            ttl: TTL,
+        }),
+    );
+    let Acquired::Granted(outsider) = other else {
+        c.fail(format_args!("takeover of the expired guard: {other:?}"));
+    };
+    for has_effects in [true, false] {
+        let stale = complete(&claimed.lease, &glease, has_effects);
+        ensure!(
+            c,
+            stale == Completed::GuardStale,
+            "a superseded guard (has_effects {has_effects}): expected GuardStale, got {stale:?}"
+        );
+        let row = c.get(id);
+        ensure!(
+            c,
+            row.state == QueueState::Running && row.fence == claimed.lease.fence,
+            "a GuardStale completion changed the job: {row:?}"
+        );
+        let guard_row = c.ok("guards().get", c.store.guards().get(&spec.digest));
+        ensure!(
+            c,
+            guard_row
+                .as_ref()
+                .is_some_and(|r| r.state == JobState::Running
+                    && r.fence == outsider.fence
+                    && r.owner.as_deref() == Some("outsider")),
+            "a GuardStale completion changed the guard: {guard_row:?}"
+        );
+    }
+    // The job's own lease is lost too: the job's answer comes first.
+    c.complete(
+        &claimed.lease,
+        CompleteAs::Snooze {
+            delay: Duration::ZERO,
+            error: None,
+        },
+    );
+    let stale = complete(&claimed.lease, &outsider, false);
+    ensure!(
+        c,
+        stale == Completed::Stale,
+        "a lost job lease with a live guard: expected Stale, got {stale:?}"
+    );
+    let guard_row = c.ok("guards().get", c.store.guards().get(&spec.digest));
+    ensure!(
+        c,
+        guard_row
+            .as_ref()
+            .is_some_and(|r| r.state == JobState::Running && r.fence == outsider.fence),
+        "a Stale completion changed the guard: {guard_row:?}"
+    );
+    // The outsider's lease expires too: the next claim takes the key over.
+    c.advance(PAST_TTL);
+    let again = c.claim_one();
+    let Some(Acquired::Granted(taken)) = again.guard.clone() else {
+        c.fail(format_args!(
+            "a claim of an expired key: expected Granted, got {:?}",
+            again.guard
+        ));
+    };
+    ensure!(
+        c,
+        again.job.id == id && taken.fence == outsider.fence + 1 && taken.owner == "w1",
+        "the takeover's lease: {taken:?}"
+    );
+    let done = complete(&again.lease, &taken, false);
+    ensure!(c, done == Completed::Applied, "completion: {done:?}");
+    let row = c.get(id);
+    ensure!(
+        c,
+        row.state == QueueState::Succeeded && row.owner.is_none(),
+        "the job after its completion: {row:?}"
+    );
+    let guard_row = c.ok("guards().get", c.store.guards().get(&spec.digest));
+    ensure!(
+        c,
+        guard_row
+            .as_ref()
+            .is_some_and(|r| r.state == JobState::Succeeded
+                && r.fence == taken.fence
+                && r.effects == EffectsState::Done
+                && r.result.as_ref() == Some(&json!({"paid": true}))),
+        "a job without effects finalizes its guard with effects done: {guard_row:?}"
     );
 }
 
@@ -2578,6 +2711,7 @@ macro_rules! __queue_store_conformance_cases {
             snapshot_counts_kinds_workers_and_age
             guarded_claim_acquires_the_guard
             guarded_completion_is_all_or_nothing
+            guarded_success_without_hook_is_all_or_nothing
             worker_retries_with_backoff_then_dead_letters
             worker_discards_unknown_kinds_and_bad_payloads
             worker_catches_panics_as_retryable

@@ -332,10 +332,14 @@ impl QueueStore for MemoryQueue {
                     lease,
                     result,
                     effects_ttl,
-                } => match self
-                    .guards
-                    .finalize_succeeded(lease, result, effects_ttl, hook)?
-                {
+                    has_effects,
+                } => match if has_effects {
+                    self.guards
+                        .finalize_succeeded(lease, result, effects_ttl, hook)?
+                } else {
+                    self.guards
+                        .finalize_succeeded_without_effects(lease, result, effects_ttl)?
+                } {
                     Finalized::Committed => true,
                     Finalized::Stale => false,
                     Finalized::EffectsAborted => return Ok(Completed::EffectsAborted),

@@ -371,21 +371,25 @@ impl<J: GuardedJob> Guarded<J> {
         result: Option<serde_json::Value>,
     ) -> Result<Ran, StoreError> {
         let retry = &self.options.retry;
+        // A job without effects: the guard's finalize records them `done` inside the
+        // completion, and `on_succeeded_once` is never called.
+        let has_effects = job.has_effects();
         let guard = GuardFinish::Succeeded {
             lease,
             result: result.as_ref(),
             effects_ttl: exec.ttl,
+            has_effects,
         };
-        // A job without effects completes like a transactional one whose hook does nothing: the
-        // guard's finalize records the effects `done` inside the completion, and
-        // `on_succeeded_once` is never called.
-        let has_effects = job.has_effects();
-        if exec.effects == EffectsMode::Transactional || !has_effects {
+        if !has_effects {
+            let (completed, ran) = exec.finish(CompleteAs::Succeeded, None, Some(guard), None)?;
+            return match completed {
+                Completed::GuardStale => self.guard_lost(exec),
+                Completed::Applied | Completed::Stale | Completed::EffectsAborted => Ok(ran),
+            };
+        }
+        if exec.effects == EffectsMode::Transactional {
             let mut failed: Option<String> = None;
             let mut hook = |tx: &mut dyn Any| -> Result<(), EffectsAborted> {
-                if !has_effects {
-                    return Ok(());
-                }
                 let mut ctx = EffectsContext {
                     key,
                     attempt: lease.attempt,

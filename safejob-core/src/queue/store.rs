@@ -362,7 +362,8 @@ pub enum CompleteAs {
 /// The guard's half of a completion, applied in the same atomic step as the job's.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum GuardFinish<'a> {
-    /// [`LeaseStore::finalize_succeeded`] under `lease` (with the completion's hook, if any).
+    /// [`LeaseStore::finalize_succeeded`] under `lease` (with the completion's hook, if any), or
+    /// [`LeaseStore::finalize_succeeded_without_effects`] for a job without effects.
     Succeeded {
         /// The guard lease from the claim.
         lease: &'a Lease,
@@ -370,6 +371,10 @@ pub enum GuardFinish<'a> {
         result: Option<&'a Value>,
         /// The effects window, as in `finalize_succeeded`.
         effects_ttl: Duration,
+        /// What the job's [`SafeJob::has_effects`](crate::SafeJob::has_effects) said. `false`:
+        /// [`LeaseStore::finalize_succeeded_without_effects`] instead, the effects recorded
+        /// `done` in the same step (the completion is then given no hook).
+        has_effects: bool,
     },
     /// [`LeaseStore::finalize_failed`] under `lease`.
     Failed {

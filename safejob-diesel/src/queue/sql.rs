@@ -147,8 +147,9 @@ pub(crate) fn padded(n: usize) -> usize {
 /// How a backend claims.
 #[derive(Debug)]
 pub(crate) enum ClaimSql {
-    /// PostgreSQL: one locking CTE + `UPDATE … RETURNING` (queues…, limit, owner, ttl); `{q}`
-    /// stands for the queue list.
+    /// PostgreSQL, in autocommit: one statement ([`GUARDED_CLAIM`]) that locks the due rows,
+    /// claims them and inserts the fresh guard rows of the guarded ones (queues…, limit, owner,
+    /// ttl, owner, ttl), reading back `ClaimedRow`s; `{q}` stands for the queue list.
     Cte(String),
     /// SQLite, inside `BEGIN IMMEDIATE`: `UPDATE … WHERE id IN (SELECT … LIMIT ?) RETURNING`
     /// (owner, ttl, queues…, limit).
@@ -161,6 +162,49 @@ pub(crate) enum ClaimSql {
         read: String,
     },
 }
+
+/// The PostgreSQL claim, one statement: lock the due rows (`due`), claim them (`j`), and insert a
+/// `safe_jobs` row for each guarded job whose key is new (`g`: the guard's fresh acquire,
+/// `ON CONFLICT DO NOTHING` as in the store's own insert, in digest order). Of several claimed
+/// jobs with one key only the first in claim order asks (`want`), as if they were acquired one
+/// after the other. A guarded job with no `g_fence` back has a key that exists: the worker's
+/// store decides it right after ([`crate::ops::Ctx::acquire`]), still under the job's lease.
+const GUARDED_CLAIM: &str = "WITH due AS (SELECT id FROM safe_queue_jobs WHERE {due} \
+    ORDER BY priority, run_at, id LIMIT ? FOR UPDATE SKIP LOCKED), \
+    j AS (UPDATE safe_queue_jobs AS j SET state = 'running', fence = j.fence + 1, \
+    attempts = j.attempts + 1, owner = ?, lease_expires_at = {plus}, attempted_at = {now}, \
+    updated_at = {now} FROM due WHERE j.id = due.id RETURNING {cols}), \
+    want AS (SELECT DISTINCT ON (guard_digest) id, guard_digest, guard_fingerprint FROM j \
+    WHERE guard_digest IS NOT NULL ORDER BY guard_digest, priority, run_at_us, id), \
+    g AS (INSERT INTO safe_jobs (digest, fingerprint, state, fence, attempts, owner, \
+    lease_expires_at, effects, created_at, updated_at) \
+    SELECT guard_digest, guard_fingerprint, 'running', 1, 1, ?, {plus}, 'none', {now}, {now} \
+    FROM want ORDER BY guard_digest \
+    ON CONFLICT (digest) DO NOTHING \
+    RETURNING digest, fence, attempts, {us:lease_expires_at} AS expires_us) \
+    SELECT j.*, g.fence AS g_fence, g.attempts AS g_attempts, g.expires_us AS g_expires_us \
+    FROM j LEFT JOIN want ON want.id = j.id LEFT JOIN g ON g.digest = want.guard_digest";
+
+/// The PostgreSQL completion of a guarded job as succeeded without a hook, one statement in
+/// autocommit: the job's fenced update (`j`) only where the guard is still `running` under its
+/// fence, the guard's finalize (`g`) only where `j` applied. Lock order as everywhere: the job row,
+/// then the guard row. A guard taken over between the statement's snapshot and `g`'s row lock
+/// would leave `j` applied and `g` not; the statement then fails on purpose (the `CAST` of a
+/// message to an integer), so nothing at all is applied, and the transactional path decides.
+/// Binds: progress, id, fence, digest, fence (guard), result, effects, ttl, digest, fence
+/// (guard), id, fence. Reads back `applied` (0 or 1) and `job_live` (the job was `running`
+/// under its fence: when nothing applied, the guard was stale rather than the job).
+const GUARDED_SUCCEEDED: &str = "WITH j AS (UPDATE safe_queue_jobs SET {done}, \
+    state = 'succeeded', finished_at = {now} WHERE {fenced} AND EXISTS (SELECT 1 FROM safe_jobs \
+    WHERE digest = ? AND fence = ? AND state = 'running') RETURNING id), \
+    g AS (UPDATE safe_jobs SET state = 'succeeded', result = ?, effects = ?, \
+    lease_expires_at = {plus}, updated_at = {now}, finalized_at = {now} \
+    WHERE digest = ? AND fence = ? AND state = 'running' AND EXISTS (SELECT 1 FROM j) \
+    RETURNING digest) \
+    SELECT CAST(CASE WHEN (SELECT count(*) FROM j) = (SELECT count(*) FROM g) \
+    THEN CAST((SELECT count(*) FROM j) AS text) \
+    ELSE 'safejob: the guard was taken over during the completion' END AS int8) AS applied, \
+    (SELECT count(*) FROM safe_queue_jobs WHERE {fenced}) AS job_live";
 
 /// The PostgreSQL insert of a batch: one array per column (PostgreSQL array literals bound as
 /// text and cast), expanded by `unnest … WITH ORDINALITY` in batch order, so ids are assigned in
@@ -229,6 +273,9 @@ pub(crate) struct QueueSql {
     /// Completions, each ending with `id, fence`; leading binds listed per statement.
     /// Succeeded: progress.
     pub(crate) succeeded: String,
+    /// PostgreSQL: a guarded job succeeded with its guard's finalize, one statement
+    /// ([`GUARDED_SUCCEEDED`], `GuardedDoneRow`); the other backends use a transaction.
+    pub(crate) guarded_succeeded: Option<String>,
     /// Retry: progress, delay, attempt, kind, message.
     pub(crate) retry: String,
     /// Snooze without an error: progress, delay, delay.
@@ -293,14 +340,7 @@ impl QueueSql {
             BackendKind::Postgres => ClaimSql::Cte(render_cols(
                 kind,
                 off,
-                &format!(
-                    "WITH due AS (SELECT id FROM safe_queue_jobs WHERE {due} \
-                     ORDER BY priority, run_at, id LIMIT ? FOR UPDATE SKIP LOCKED) \
-                     UPDATE safe_queue_jobs AS j SET state = 'running', fence = j.fence + 1, \
-                     attempts = j.attempts + 1, owner = ?, lease_expires_at = {{plus}}, \
-                     attempted_at = {{now}}, updated_at = {{now}} \
-                     FROM due WHERE j.id = due.id RETURNING {{cols}}"
-                ),
+                &GUARDED_CLAIM.replace("{due}", &due),
                 "j.",
             )),
             BackendKind::Sqlite => ClaimSql::Returning(rc(&format!(
@@ -365,6 +405,11 @@ impl QueueSql {
                 "UPDATE safe_queue_jobs SET {done}, state = 'succeeded', finished_at = {{now}} \
                  WHERE {FENCED}"
             )),
+            guarded_succeeded: (kind == BackendKind::Postgres).then(|| {
+                r(&GUARDED_SUCCEEDED
+                    .replace("{done}", done)
+                    .replace("{fenced}", FENCED))
+            }),
             retry: r(&format!(
                 "UPDATE safe_queue_jobs SET {done}, state = 'retrying', run_at = {{plus}}, \
                  errors = {{append}} WHERE {FENCED}"
@@ -618,6 +663,29 @@ pub(crate) struct JobRow {
     pub finished_us: Option<i64>,
 }
 
+/// A job row claimed on PostgreSQL, with the guard row its claim inserted (all three `None`
+/// for an unguarded job, and for a guarded one whose key exists already).
+#[derive(Debug, QueryableByName)]
+pub(crate) struct ClaimedRow {
+    #[diesel(embed)]
+    pub job: JobRow,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub g_fence: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub g_attempts: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub g_expires_us: Option<i64>,
+}
+
+/// What [`GUARDED_SUCCEEDED`] reads back.
+#[derive(Debug, QueryableByName)]
+pub(crate) struct GuardedDoneRow {
+    #[diesel(sql_type = BigInt)]
+    pub applied: i64,
+    #[diesel(sql_type = BigInt)]
+    pub job_live: i64,
+}
+
 /// What an insert (or a duplicate lookup) reads back.
 #[derive(Debug, QueryableByName)]
 pub(crate) struct EnqRow {
@@ -738,6 +806,8 @@ pub(crate) trait LoadRows<R> {
 pub(crate) trait QueueConnection:
     StoreConnection
     + LoadRows<JobRow>
+    + LoadRows<ClaimedRow>
+    + LoadRows<GuardedDoneRow>
     + LoadRows<EnqRow>
     + LoadRows<IdRow>
     + LoadRows<ReapRow>
@@ -777,7 +847,7 @@ macro_rules! queue_connection {
             }
             $($extra)*
         }
-        queue_connection!(@rows $conn: JobRow, EnqRow, IdRow, ReapRow, CountRow, KindRow,
+        queue_connection!(@rows $conn: JobRow, ClaimedRow, GuardedDoneRow, EnqRow, IdRow, ReapRow, CountRow, KindRow,
             DurationRow, WorkerRow, InFlightRow, OldestRow, SchemaRow, MicrosRow);
     };
     (@rows $conn:ty: $($row:ty),*) => {
@@ -841,6 +911,16 @@ mod tests {
                 assert_eq!(s.snooze_error.matches('?').count(), 8, "{}", s.snooze_error);
                 assert_eq!(s.finish.matches('?').count(), 7);
                 assert_eq!(s.reap[2].matches('?').count(), 5);
+                if let ClaimSql::Cte(claim) = &s.claim {
+                    assert!(!claim.replace("{q}", "").contains('{'), "{claim}");
+                    // queues ({q}), limit, owner, ttl, owner, ttl.
+                    assert_eq!(claim.matches('?').count(), 5, "{claim}");
+                }
+                if let Some(done) = &s.guarded_succeeded {
+                    assert!(!done.contains('{'), "{done}");
+                    assert_eq!(done.matches('?').count(), 12, "{done}");
+                }
+                assert_eq!(s.guarded_succeeded.is_some(), kind == BackendKind::Postgres);
             }
         }
     }

@@ -13,22 +13,25 @@ use std::{
 use safejob_core::{
     queue::{
         ClaimRequest, Claimed, CompleteAs, Completed, Completion, ErrorKind, GuardFinish, Progress,
-        QueueLease,
+        QueueLease, QueuedJob,
     },
     store::{
-        AcquireRequest, EffectsState, FenceCheck, Finalized, Lease, Renewed, StoreError, TxEffects,
+        AcquireRequest, Acquired, EffectsState, FenceCheck, Finalized, Lease, Renewed, StoreError,
+        TxEffects,
     },
 };
 
 use super::{
     rows::{clean, instant, job, micros},
-    sql::{ClaimSql, IdRow, JobRow, QueueConnection, QueueSql, Sql, padded},
+    sql::{
+        ClaimSql, ClaimedRow, GuardedDoneRow, IdRow, JobRow, QueueConnection, QueueSql, Sql, padded,
+    },
     tx::{End, Fail, QCtx},
 };
 use crate::{
-    ops::FinalizeEffects,
+    ops::{FinalizeEffects, lease},
     pool::PooledConn,
-    stmt::{Bind, MicrosRow, Stmt},
+    stmt::{Bind, GrantRow, MicrosRow, Stmt},
 };
 
 /// The most jobs one MySQL claim takes.
@@ -74,24 +77,25 @@ impl QCtx<'_> {
         let queues: Vec<Bind<'_>> = (0..n)
             .map(|i| Bind::Text(req.queues.get(i).unwrap_or(first_queue)))
             .collect();
-        let text = match &self.sql.claim {
-            ClaimSql::Cte(sql) | ClaimSql::Returning(sql) => QueueSql::with_list(sql, n),
-            ClaimSql::PickMarkRead { pick, .. } => QueueSql::with_list(pick, n),
+        let (text, mark_read) = match &self.sql.claim {
+            ClaimSql::Cte(sql) => {
+                let text = QueueSql::with_list(sql, n);
+                return self.claim_at_once(c, req, &text, queues, limit, ttl);
+            }
+            ClaimSql::Returning(sql) => (QueueSql::with_list(sql, n), None),
+            ClaimSql::PickMarkRead { pick, mark, read } => {
+                (QueueSql::with_list(pick, n), Some((mark, read)))
+            }
         };
         self.transaction(c, true, |c| {
-            let rows: Vec<JobRow> = match &self.sql.claim {
-                ClaimSql::Cte(_) => {
-                    let mut binds = queues.clone();
-                    binds.extend([Bind::Int(limit), Bind::Text(req.worker), Bind::Int(ttl)]);
-                    c.conn.run_load(&Sql::new(&text, binds))?
-                }
-                ClaimSql::Returning(_) => {
+            let rows: Vec<JobRow> = match mark_read {
+                None => {
                     let mut binds = vec![Bind::Text(req.worker), Bind::Int(ttl)];
                     binds.extend(queues.iter().copied());
                     binds.push(Bind::Int(limit));
                     c.conn.run_load(&Sql::new(&text, binds))?
                 }
-                ClaimSql::PickMarkRead { mark, read, .. } => {
+                Some((mark, read)) => {
                     let mut binds = queues.clone();
                     binds.push(Bind::Int(limit));
                     let ids: Vec<IdRow> = c.conn.run_load(&Sql::new(&text, binds))?;
@@ -108,41 +112,96 @@ impl QCtx<'_> {
                         .run_load(&Sql::new(&QueueSql::with_list(read, n), id_binds.collect()))?
                 }
             };
-            let mut jobs = rows.into_iter().map(job).collect::<Result<Vec<_>, _>>()?;
-            jobs.sort_by_key(|j| (j.priority, j.run_at, j.id));
-            let mut guarded: Vec<usize> = (0..jobs.len())
-                .filter(|&i| jobs[i].guard.is_some())
-                .collect();
-            guarded.sort_by_key(|&i| jobs[i].guard.map(|g| g.digest));
-            let mut answers = vec![None; jobs.len()];
-            for i in guarded {
-                let Some(spec) = jobs[i].guard else { continue };
-                answers[i] = Some(self.guard.acquire(
-                    c,
-                    &AcquireRequest {
-                        digest: spec.digest,
-                        fingerprint: spec.fingerprint,
-                        owner: req.worker,
-                        ttl: req.ttl,
-                    },
-                )?);
-            }
-            let claimed = jobs
+            let jobs = rows
                 .into_iter()
-                .zip(answers)
-                .map(|(job, guard)| {
-                    let lease = QueueLease {
-                        id: job.id,
-                        fence: job.fence,
-                        attempt: job.attempts,
-                        owner: req.worker.to_owned(),
-                        expires_at: job.lease_expires_at.unwrap_or(job.updated_at),
-                    };
-                    Claimed { job, lease, guard }
-                })
-                .collect();
-            Ok(End::Commit(claimed))
+                .map(|row| Ok((job(row)?, None)))
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            Ok(End::Commit(self.guards_and_leases(c, req, jobs)?))
         })
+    }
+
+    /// PostgreSQL's claim: one statement in autocommit ([`ClaimSql::Cte`]) claims the jobs and
+    /// inserts the guard rows of fresh keys. A guarded job whose key exists already is decided
+    /// right after by the store's acquire, under the job's lease: a crash in between leaves the
+    /// job to the reaper and the key as it was.
+    fn claim_at_once<'b, C: QueueConnection>(
+        &self,
+        c: &mut PooledConn<C>,
+        req: &ClaimRequest<'b>,
+        text: &str,
+        mut binds: Vec<Bind<'b>>,
+        limit: i64,
+        ttl: i64,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        binds.extend([
+            Bind::Int(limit),
+            Bind::Text(req.worker),
+            Bind::Int(ttl),
+            Bind::Text(req.worker),
+            Bind::Int(ttl),
+        ]);
+        let stmt = Sql::new(text, binds);
+        let rows: Vec<ClaimedRow> = self.run(c, |conn| conn.run_load(&stmt))?;
+        let mut jobs = Vec::with_capacity(rows.len());
+        for row in rows {
+            let job = job(row.job)?;
+            let granted = match (job.guard, row.g_fence, row.g_attempts, row.g_expires_us) {
+                (Some(spec), Some(fence), Some(attempts), Some(expires_us)) => {
+                    let grant = GrantRow {
+                        fence,
+                        attempts,
+                        expires_us,
+                    };
+                    Some(Acquired::Granted(lease(spec.digest, req.worker, &grant)?))
+                }
+                _ => None,
+            };
+            jobs.push((job, granted));
+        }
+        self.guards_and_leases(c, req, jobs)
+    }
+
+    /// The claimed jobs in claim order with their leases, after acquiring (in digest order, so
+    /// guard rows are locked in one order everywhere) the guard of each guarded job not granted
+    /// yet.
+    fn guards_and_leases<C: QueueConnection>(
+        &self,
+        c: &mut PooledConn<C>,
+        req: &ClaimRequest<'_>,
+        mut jobs: Vec<(QueuedJob, Option<Acquired>)>,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        jobs.sort_by_key(|(j, _)| (j.priority, j.run_at, j.id));
+        let mut pending: Vec<usize> = (0..jobs.len())
+            .filter(|&i| jobs[i].0.guard.is_some() && jobs[i].1.is_none())
+            .collect();
+        pending.sort_by_key(|&i| jobs[i].0.guard.map(|g| g.digest));
+        for i in pending {
+            let Some(spec) = jobs[i].0.guard else {
+                continue;
+            };
+            jobs[i].1 = Some(self.guard.acquire(
+                c,
+                &AcquireRequest {
+                    digest: spec.digest,
+                    fingerprint: spec.fingerprint,
+                    owner: req.worker,
+                    ttl: req.ttl,
+                },
+            )?);
+        }
+        Ok(jobs
+            .into_iter()
+            .map(|(job, guard)| {
+                let lease = QueueLease {
+                    id: job.id,
+                    fence: job.fence,
+                    attempt: job.attempts,
+                    owner: req.worker.to_owned(),
+                    expires_at: job.lease_expires_at.unwrap_or(job.updated_at),
+                };
+                Claimed { job, lease, guard }
+            })
+            .collect())
     }
 
     /// The job's renew statement: the new expiry, or `None` when stale.
@@ -362,6 +421,38 @@ impl QCtx<'_> {
             });
         };
 
+        if let (
+            Some(sql),
+            CompleteAs::Succeeded,
+            GuardFinish::Succeeded {
+                lease: g,
+                result,
+                effects_ttl,
+                has_effects,
+            },
+        ) = (&self.sql.guarded_succeeded, &completion.outcome, guard)
+            && (hook.is_none() || !has_effects)
+        {
+            let effects = if has_effects {
+                EffectsState::Pending
+            } else {
+                EffectsState::Done
+            };
+            let done = self.succeeded_at_once(
+                c,
+                sql,
+                progress.as_deref(),
+                lease,
+                g,
+                result,
+                effects,
+                effects_ttl,
+            )?;
+            if let Some(done) = done {
+                return Ok(done);
+            }
+        }
+
         let mut hook_ran = false;
         self.transaction(c, true, |c| {
             if hook_ran {
@@ -376,6 +467,13 @@ impl QCtx<'_> {
                     lease: g,
                     result,
                     effects_ttl,
+                    has_effects: false,
+                } => self.finalize_done(c, g, result, effects_ttl)?,
+                GuardFinish::Succeeded {
+                    lease: g,
+                    result,
+                    effects_ttl,
+                    has_effects: true,
                 } => match hook.as_deref_mut() {
                     None => {
                         self.guard.finalize_succeeded(
@@ -414,6 +512,76 @@ impl QCtx<'_> {
             }
             Ok(End::Commit(Completed::Applied))
         })
+    }
+
+    /// PostgreSQL: a guarded job's `succeeded` and its guard's finalize (effects `effects`) in
+    /// one statement in autocommit ([`QueueSql::guarded_succeeded`]). `None` when the statement
+    /// failed without applying anything (a guard taken over under it makes it fail on purpose):
+    /// the caller's transaction then decides.
+    #[allow(clippy::too_many_arguments)]
+    fn succeeded_at_once<C: QueueConnection>(
+        &self,
+        c: &mut PooledConn<C>,
+        sql: &str,
+        progress: Option<&str>,
+        lease: &QueueLease,
+        guard: &Lease,
+        result: Option<&serde_json::Value>,
+        effects: EffectsState,
+        effects_ttl: Duration,
+    ) -> Result<Option<Completed>, StoreError> {
+        let id = lease.id.0;
+        let f = fence(lease)?;
+        let g = i64::try_from(guard.fence).map_err(|_| StoreError::backend("fence"))?;
+        let digest = guard.digest.as_bytes().as_slice();
+        let result = result
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(StoreError::backend)?;
+        let stmt = Sql::new(
+            sql,
+            vec![
+                Bind::OptText(progress),
+                Bind::Int(id),
+                Bind::Int(f),
+                Bind::Bytes(digest),
+                Bind::Int(g),
+                Bind::OptText(result.as_deref()),
+                Bind::Text(effects.as_str()),
+                Bind::Int(micros(effects_ttl)?),
+                Bind::Bytes(digest),
+                Bind::Int(g),
+                Bind::Int(id),
+                Bind::Int(f),
+            ],
+        );
+        let rows: Vec<GuardedDoneRow> = match c.conn.run_load(&stmt) {
+            Ok(rows) => rows,
+            Err(e) if crate::error::is_connection_lost(&e) => {
+                // Its outcome is unknown: an ambiguous commit.
+                c.broken = true;
+                return Err(self.guard.errors.write_error(e));
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, job = id, "safejob-diesel queue: the one-statement guarded completion did not apply; completing in a transaction");
+                return Ok(None);
+            }
+        };
+        let Some(row) = rows.first() else {
+            return Err(StoreError::backend(
+                "the guarded completion returned no row",
+            ));
+        };
+        Ok(Some(
+            match (
+                exactly_one(usize::try_from(row.applied).unwrap_or(2), id)?,
+                row.job_live,
+            ) {
+                (true, _) => Completed::Applied,
+                (false, 0) => Completed::Stale,
+                (false, _) => Completed::GuardStale,
+            },
+        ))
     }
 
     /// The guard's `running → succeeded` with effects `done`, by the store's own statement (the
