@@ -300,6 +300,8 @@ fn unique_key_race_inserts_one(q: &QueueRef<'_>) {
 struct Sent {
     statements: Vec<String>,
     commits: usize,
+    /// Transactions begun.
+    begun: usize,
     depth: u32,
 }
 
@@ -354,7 +356,10 @@ fn counted_queue(db: &TestDb) -> (DieselQueue, Arc<Mutex<Sent>>) {
                     sent.statements.push(sql);
                 }
             }
-            InstrumentationEvent::BeginTransaction { .. } => sent.depth += 1,
+            InstrumentationEvent::BeginTransaction { .. } => {
+                sent.depth += 1;
+                sent.begun += 1;
+            }
             InstrumentationEvent::CommitTransaction { .. } => {
                 sent.depth = sent.depth.saturating_sub(1);
                 if sent.depth == 0 {
@@ -383,8 +388,10 @@ fn counted_queue(db: &TestDb) -> (DieselQueue, Arc<Mutex<Sent>>) {
 }
 
 /// The statements and commits of each operation, counted on the connection: a batch is one
-/// INSERT (MySQL: + its read-back), a claim one transaction, an unguarded completion one
-/// statement, and a guarded job costs exactly the commits of an unguarded one.
+/// INSERT (MySQL: + its read-back), a claim one transaction (PostgreSQL: one statement), an
+/// unguarded completion one statement, and a guarded job costs exactly the commits of an
+/// unguarded one (PostgreSQL: the same one statement to claim and one to complete, no
+/// transaction).
 fn statements_per_operation(db: &TestDb) {
     use safejob_core::{
         Fingerprint,
@@ -392,6 +399,7 @@ fn statements_per_operation(db: &TestDb) {
         store::Acquired,
     };
     let mysql = db.backend() == safejob_diesel::BackendKind::Mysql;
+    let postgres = db.backend() == safejob_diesel::BackendKind::Postgres;
     let (queue, counter) = counted_queue(db);
     Sent::take(&counter);
 
@@ -463,7 +471,8 @@ fn statements_per_operation(db: &TestDb) {
             .expect("complete");
         assert_eq!(done, Completed::Applied);
         let complete = Sent::take(&counter);
-        if !guarded {
+        if !guarded || postgres {
+            // PostgreSQL: guarded or not, one statement in autocommit each.
             assert_eq!(
                 claim.statements.len(),
                 if mysql { 3 } else { 1 },
@@ -471,6 +480,10 @@ fn statements_per_operation(db: &TestDb) {
                 claim.statements
             );
             assert_eq!(complete.statements.len(), 1, "{:?}", complete.statements);
+            assert_eq!(complete.begun, 0, "{:?}", complete.statements);
+        }
+        if postgres {
+            assert_eq!(claim.begun, 0, "{:?}", claim.statements);
         }
         (claim.commits, complete.commits)
     };
@@ -763,6 +776,109 @@ fn postgres_claims_skip_locked_rows() {
         return;
     };
     claims_skip_locked_rows(&q, "SET lock_timeout = '2s'");
+}
+
+/// PostgreSQL completes a guarded success in one statement that updates the job only where the
+/// guard is still held, then finalizes the guard. Here the guard is taken over by another session
+/// after the statement's snapshot (its check passes) and before the statement locks the guard row
+/// (it waits for that session, which then commits): the statement must fail rather than leave the
+/// job succeeded with its guard not, and the completion must answer `GuardStale` having changed
+/// nothing.
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_guard_taken_over_under_the_one_statement_completion_changes_nothing() {
+    use safejob_core::{
+        Fingerprint, JobState, LeaseStore,
+        queue::{CompleteAs, Completed, Completion, GuardFinish, GuardSpec},
+        store::Acquired,
+    };
+    let Some(q) = postgres("guard_race") else {
+        return;
+    };
+    let digest = KeyDigest::of("a guard taken over mid-statement");
+    let mut new = job("raced", 1);
+    new.guard = Some(GuardSpec {
+        digest,
+        fingerprint: Some(Fingerprint::of_bytes(b"params")),
+    });
+    let id = q.queue.enqueue(&new).expect("enqueue").id();
+    let queues = ["default".to_owned()];
+    let claimed = q
+        .queue
+        .claim(&ClaimRequest {
+            worker: "w",
+            queues: &queues,
+            limit: 1,
+            ttl: Duration::from_secs(60),
+        })
+        .expect("claim")
+        .pop()
+        .expect("the job");
+    let Some(Acquired::Granted(glease)) = claimed.guard.clone() else {
+        panic!("expected the guard granted, got {:?}", claimed.guard);
+    };
+    let app = format!(
+        "outsider_{}",
+        q.db.schema.as_deref().expect("a schema per test")
+    );
+    let take_over = format!(
+        "SET application_name = '{app}'; BEGIN; \
+         UPDATE safe_jobs SET fence = fence + 1, owner = 'outsider' WHERE digest = {}",
+        q.db.blob(digest.as_bytes())
+    );
+    let completion_waits = format!(
+        "SELECT CAST(count(*) AS BIGINT) AS n FROM pg_stat_activity w, pg_stat_activity o \
+         WHERE o.application_name = '{app}' AND o.pid = ANY(pg_blocking_pids(w.pid))"
+    );
+    let outsider = q.db.builder().max_size(1).build().expect("an outsider");
+    let done = outsider
+        .with_connection(|conn| {
+            conn.batch_execute(&take_over)
+                .expect("take the guard over, uncommitted");
+            thread::scope(|s| {
+                let completing = s.spawn(|| {
+                    q.queue.complete(
+                        &Completion {
+                            lease: &claimed.lease,
+                            outcome: CompleteAs::Succeeded,
+                            progress: None,
+                            guard: Some(GuardFinish::Succeeded {
+                                lease: &glease,
+                                result: None,
+                                effects_ttl: Duration::from_secs(60),
+                                has_effects: true,
+                            }),
+                        },
+                        None,
+                    )
+                });
+                let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                while q.db.query_i64(&completion_waits) == 0 {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "the completion never waited for the guard row"
+                    );
+                    thread::sleep(Duration::from_millis(5));
+                }
+                conn.batch_execute("COMMIT").expect("commit the takeover");
+                completing.join().expect("the completion did not panic")
+            })
+        })
+        .expect("a connection")
+        .expect("complete");
+    assert_eq!(done, Completed::GuardStale);
+    let row = q.queue.get(id).expect("get").expect("the job");
+    assert_eq!(
+        (row.state, row.fence),
+        (QueueState::Running, claimed.lease.fence),
+        "the job must be untouched: {row:?}"
+    );
+    let guard = q.db.store.get(&digest).expect("get").expect("the guard");
+    assert_eq!(
+        (guard.state, guard.fence, guard.owner.as_deref()),
+        (JobState::Running, glease.fence + 1, Some("outsider")),
+        "the guard must be the outsider's: {guard:?}"
+    );
 }
 
 #[cfg(feature = "mysql")]

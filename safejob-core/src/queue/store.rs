@@ -13,7 +13,8 @@
 //!   lease expired (a zombie) can never complete the job afterwards;
 //! * for a job carrying a [`GuardSpec`], the claim performs the guard's acquire (exactly the
 //!   [`LeaseStore::acquire`] contract, deciding with [`classify_existing`](crate::store::classify_existing))
-//!   in the same atomic step, and the completion performs the guard's finalize or release in the
+//!   in the same atomic step (or, for a key that exists already, right after it under the job's
+//!   lease), and the completion performs the guard's finalize or release in the
 //!   same atomic step: a guarded job costs no more commits than an unguarded one.
 //!
 //! Enqueueing inside the caller's own transaction is a backend concern, because the transaction
@@ -321,8 +322,8 @@ pub struct Claimed {
     pub job: QueuedJob,
     /// The lease.
     pub lease: QueueLease,
-    /// For a guarded job: the guard's acquire answer, decided in the claim's atomic step.
-    /// `Granted` carries the guard lease to finalize with.
+    /// For a guarded job: the guard's acquire answer, decided with the claim (see
+    /// [`QueueStore::claim`]). `Granted` carries the guard lease to finalize with.
     pub guard: Option<Acquired>,
 }
 
@@ -718,9 +719,12 @@ pub trait QueueStore: Send + Sync {
     /// now + ttl. A job is never handed to two concurrent claims (`FOR UPDATE SKIP LOCKED` on
     /// PostgreSQL and MySQL, an immediate transaction on SQLite).
     ///
-    /// For a job with a guard, the same atomic step performs the guard's acquire for
-    /// `req.worker` with `req.ttl` under the [`LeaseStore::acquire`] contract and returns its
-    /// answer in [`Claimed::guard`]; the job is claimed whatever the answer.
+    /// For a job with a guard, the guard's acquire for `req.worker` with `req.ttl` under the
+    /// [`LeaseStore::acquire`] contract, with its answer in [`Claimed::guard`]; the job is
+    /// claimed whatever the answer. A fresh key's acquire is part of the claim's atomic step. A
+    /// store may decide a key that exists already right after that step, while the job's lease
+    /// is held (PostgreSQL's one-statement claim does): a crash in between leaves the job to the
+    /// reaper and the key as it was, and guarded jobs are always idempotent.
     fn claim(&self, req: &ClaimRequest<'_>) -> Result<Vec<Claimed>, StoreError>;
 
     /// Extends the job's lease to now + ttl where it is `running` under `lease.fence`; in the
