@@ -7,6 +7,9 @@
 #   BIN=target/release/safejob-bench JOBS=2000 REPS=3 OUT=target/queue-bench \
 #       safejob-bench/scripts/queue_matrix.sh
 #
+# EFFECTS (default none) is the guarded jobs' --effects: none (no-op jobs declare no effects, as
+# the peers' no-op jobs have none), transactional or after-commit.
+#
 # Needs a release build with the peers (cargo build --release -p safejob-bench --all-features),
 # PostgreSQL at PG and, unless MYSQL is empty, MariaDB/MySQL at MYSQL (root@127.0.0.1:3306).
 # Every run starts from empty tables, as the peers do (River re-creates its schema, fang empties
@@ -20,6 +23,7 @@ JOBS=${JOBS:-2000}
 REPS=${REPS:-3}
 WORKERS=${WORKERS:-"1 4"}
 OUT=${OUT:-target/queue-bench}
+EFFECTS=${EFFECTS:-none}
 PG=${PG:-postgres://root@127.0.0.1:5432}
 MYSQL=${MYSQL-mysql://root@127.0.0.1:3306}
 SQLITE_DIR=${SQLITE_DIR:-$OUT/sqlite}
@@ -39,16 +43,16 @@ for rep in $(seq 1 "$REPS"); do
         echo "rep $rep, $t workers: postgres + peers" >&2
         fresh_pg
         "$BIN" queue --url "$PG/bench_safejob" --jobs "$JOBS" --workers "$t" --guarded \
-            --peer river --peer fang > "$OUT/pg-w$t-r$rep.jsonl"
+            --effects "$EFFECTS" --peer river --peer fang > "$OUT/pg-w$t-r$rep.jsonl"
         echo "rep $rep, $t workers: sqlite" >&2
         rm -f "$SQLITE_DIR"/queue.db*
         "$BIN" queue --url "sqlite://$SQLITE_DIR/queue.db" --jobs "$JOBS" --workers "$t" \
-            --guarded > "$OUT/sqlite-w$t-r$rep.jsonl"
+            --guarded --effects "$EFFECTS" > "$OUT/sqlite-w$t-r$rep.jsonl"
         if [ -n "$MYSQL" ]; then
             echo "rep $rep, $t workers: mysql" >&2
             fresh_mysql
             "$BIN" queue --url "$MYSQL/bench_safejob" --jobs "$JOBS" --workers "$t" --guarded \
-                > "$OUT/mysql-w$t-r$rep.jsonl"
+                --effects "$EFFECTS" > "$OUT/mysql-w$t-r$rep.jsonl"
         fi
     done
 done

@@ -31,7 +31,7 @@ use std::{
 
 use clap::ValueEnum;
 use safejob_core::{
-    EffectsMode, IdempotencyKey, KeyError, Outcome, PerformContext, SafeJob,
+    IdempotencyKey, KeyError, Outcome, PerformContext, SafeJob,
     queue::{
         EnqueueOptions, GuardedJob, NewJob, Queue, QueueJob, QueueStore, Registry, WorkContext,
         WorkError, Worker,
@@ -142,6 +142,9 @@ pub struct Figure {
     pub op: Op,
     /// Our queue with every job guarded.
     pub guarded: bool,
+    /// For a guarded run: where its jobs' effects run (`--effects`; `none`: the jobs declare
+    /// none).
+    pub effects: Option<&'static str>,
     /// Jobs in the step.
     pub jobs: usize,
     /// Workers of the run (the enqueue steps run on one client thread whatever this says).
@@ -190,7 +193,7 @@ fn line(fields: &[(&str, Value)]) -> String {
 }
 
 /// The result line of one figure: `{"bench":"queue","system":…,"backend":…,"op":…,
-/// "guarded":…,"jobs":…,"workers":…,"batch":…,"jobs_per_s":…,"elapsed_s":…,"load1":…}`, with a
+/// "guarded":…,"effects":…,"jobs":…,"workers":…,"batch":…,"jobs_per_s":…,"elapsed_s":…,"load1":…}`, with a
 /// `"note"` last when the system does the step its own way.
 pub fn figure_line(f: &Figure, load1: Option<f64>) -> String {
     let mut fields = vec![
@@ -199,6 +202,7 @@ pub fn figure_line(f: &Figure, load1: Option<f64>) -> String {
         ("backend", json!(f.backend)),
         ("op", json!(f.op.as_str())),
         ("guarded", json!(f.guarded)),
+        ("effects", json!(f.effects)),
         ("jobs", json!(f.jobs)),
         ("workers", json!(f.workers)),
         ("batch", json!(f.batch)),
@@ -315,7 +319,7 @@ pub fn run(args: &QueueArgs) -> Result<(), BenchError> {
                 batch,
                 warmup: args.warmup,
             },
-            effects: args.effects.mode(),
+            effects: args.effects,
         };
         for f in ours.run(false)? {
             emit(f);
@@ -427,9 +431,11 @@ impl QueueJob for Noop {
 }
 
 /// The guarded no-op job: a fresh idempotency key each, so every one is granted and succeeds.
+/// Its `on_succeeded_once` does nothing; with `--effects none` it declares no effects at all.
 #[derive(Serialize, Deserialize)]
 struct GuardedNoop {
     key: String,
+    has_effects: bool,
 }
 
 impl SafeJob for GuardedNoop {
@@ -443,6 +449,10 @@ impl SafeJob for GuardedNoop {
         DONE.fetch_add(1, Ordering::Relaxed);
         Ok(Outcome::done())
     }
+
+    fn has_effects(&self) -> bool {
+        self.has_effects
+    }
 }
 
 impl GuardedJob for GuardedNoop {
@@ -454,7 +464,7 @@ struct Ours {
     store: Arc<dyn QueueStore>,
     backend: &'static str,
     w: Workload,
-    effects: EffectsMode,
+    effects: Effects,
 }
 
 impl Ours {
@@ -473,11 +483,13 @@ impl Ours {
         let queue_name = format!("{prefix}-{}", if guarded { "g" } else { "u" });
         let options = EnqueueOptions::new().queue(queue_name.clone());
         let client = Queue::new(self.store.clone());
+        let has_effects = self.effects != Effects::None;
         let figure = |op, jobs, batch, elapsed| Figure {
             system: "safejob",
             backend: self.backend,
             op,
             guarded,
+            effects: guarded.then(|| self.effects.as_str()),
             jobs,
             workers: self.w.workers,
             batch,
@@ -490,7 +502,13 @@ impl Ours {
         let start = Instant::now();
         for i in 0..jobs {
             if guarded {
-                client.enqueue_guarded(&GuardedNoop { key: key(i) }, &options)?;
+                client.enqueue_guarded(
+                    &GuardedNoop {
+                        key: key(i),
+                        has_effects,
+                    },
+                    &options,
+                )?;
             } else {
                 client.enqueue_with(&Noop { n: i as u64 }, &options)?;
             }
@@ -504,7 +522,13 @@ impl Ours {
             let rows = (i..end)
                 .map(|i| {
                     if guarded {
-                        NewJob::guarded(&GuardedNoop { key: key(i) }, &options)
+                        NewJob::guarded(
+                            &GuardedNoop {
+                                key: key(i),
+                                has_effects,
+                            },
+                            &options,
+                        )
                     } else {
                         NewJob::of(&Noop { n: i as u64 }, &options)
                     }
@@ -530,7 +554,7 @@ impl Ours {
         let builder = Worker::builder(self.store.clone(), registry)
             .queues([queue_name.as_str()])
             .concurrency(u32::try_from(self.w.workers)?)
-            .effects(self.effects);
+            .effects(self.effects.mode());
         DONE.store(0, Ordering::SeqCst);
         let start = Instant::now();
         let pool = builder.start()?;
@@ -579,6 +603,7 @@ mod tests {
 
     fn figure(system: &'static str, op: Op, guarded: bool, jobs: usize, ms: u64) -> Figure {
         Figure {
+            effects: guarded.then_some("none"),
             system,
             backend: "postgres",
             op,
@@ -605,7 +630,7 @@ mod tests {
         let l = figure_line(&f, Some(1.5));
         assert_eq!(
             l,
-            r#"{"bench":"queue","system":"safejob","backend":"postgres","op":"enqueue_batched","guarded":false,"jobs":10000,"workers":4,"batch":1000,"jobs_per_s":25000.0,"elapsed_s":0.4,"load1":1.5}"#
+            r#"{"bench":"queue","system":"safejob","backend":"postgres","op":"enqueue_batched","guarded":false,"effects":null,"jobs":10000,"workers":4,"batch":1000,"jobs_per_s":25000.0,"elapsed_s":0.4,"load1":1.5}"#
         );
         let mut f = figure("fang", Op::Drain, false, 3, 0);
         f.note = Some("one row per call");
@@ -614,6 +639,9 @@ mod tests {
         assert_eq!(v["load1"], Value::Null);
         assert_eq!(v["batch"], Value::Null);
         assert_eq!(v["note"], "one row per call");
+        let f = figure("safejob", Op::Drain, true, 3, 1);
+        let v: Value = serde_json::from_str(&figure_line(&f, None)).unwrap();
+        assert_eq!(v["effects"], "none");
     }
 
     #[test]
@@ -702,7 +730,7 @@ mod tests {
                 batch: 7,
                 warmup: 5,
             },
-            effects: EffectsMode::Transactional,
+            effects: Effects::None,
         };
         for guarded in [false, true] {
             let figures = ours.run(guarded).unwrap();

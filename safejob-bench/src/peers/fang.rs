@@ -91,6 +91,7 @@ pub fn run(url: &str, w: &Workload) -> Result<Vec<Figure>, BenchError> {
         backend: "postgres",
         op,
         guarded: false,
+        effects: None,
         jobs,
         workers: w.workers,
         batch,
