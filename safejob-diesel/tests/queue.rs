@@ -425,12 +425,13 @@ fn statements_per_operation(db: &TestDb) {
     );
     assert_eq!(sent.commits, 1);
 
-    let run = |guarded: bool| -> (usize, usize) {
+    // `with_hook`: transactional effects (a hook that does nothing) on a guarded job.
+    let run = |guarded: bool, with_hook: bool| -> (usize, usize) {
         let mut new = job("counted_one", usize::from(guarded));
-        new.queue = format!("q{guarded}");
+        new.queue = format!("q{guarded}{with_hook}");
         if guarded {
             new.guard = Some(GuardSpec {
-                digest: KeyDigest::of("counted guard"),
+                digest: KeyDigest::of(&format!("counted guard {with_hook}")),
                 fingerprint: Some(Fingerprint::of_bytes(b"params")),
             });
         }
@@ -453,6 +454,7 @@ fn statements_per_operation(db: &TestDb) {
             None => None,
             other => panic!("guard answer {other:?}"),
         };
+        let mut nothing = |_: &mut dyn std::any::Any| Ok(());
         let done = queue
             .complete(
                 &Completion {
@@ -466,12 +468,22 @@ fn statements_per_operation(db: &TestDb) {
                         has_effects: true,
                     }),
                 },
-                None,
+                if with_hook { Some(&mut nothing) } else { None },
             )
             .expect("complete");
         assert_eq!(done, Completed::Applied);
         let complete = Sent::take(&counter);
-        if !guarded || postgres {
+        if with_hook {
+            // The job's update and the guard's finalize (PostgreSQL: one statement), then the
+            // hook, in one transaction.
+            assert_eq!(
+                complete.statements.len(),
+                if postgres { 1 } else { 2 },
+                "{:?}",
+                complete.statements
+            );
+            assert_eq!(complete.begun, 1, "{:?}", complete.statements);
+        } else if !guarded || postgres {
             // PostgreSQL: guarded or not, one statement in autocommit each.
             assert_eq!(
                 claim.statements.len(),
@@ -487,8 +499,13 @@ fn statements_per_operation(db: &TestDb) {
         }
         (claim.commits, complete.commits)
     };
-    let plain = run(false);
-    let guarded = run(true);
+    let plain = run(false, false);
+    let guarded = run(true, false);
+    let transactional = run(true, true);
+    assert_eq!(
+        transactional, plain,
+        "a guarded job with transactional effects costs no more commits than an unguarded one"
+    );
     assert_eq!(
         plain,
         (1, 1),

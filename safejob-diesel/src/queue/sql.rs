@@ -185,15 +185,18 @@ const GUARDED_CLAIM: &str = "WITH due AS (SELECT id FROM safe_queue_jobs WHERE {
     SELECT j.*, g.fence AS g_fence, g.attempts AS g_attempts, g.expires_us AS g_expires_us \
     FROM j LEFT JOIN want ON want.id = j.id LEFT JOIN g ON g.digest = want.guard_digest";
 
-/// The PostgreSQL completion of a guarded job as succeeded without a hook, one statement in
-/// autocommit: the job's fenced update (`j`) only where the guard is still `running` under its
-/// fence, the guard's finalize (`g`) only where `j` applied. Lock order as everywhere: the job row,
-/// then the guard row. A guard taken over between the statement's snapshot and `g`'s row lock
-/// would leave `j` applied and `g` not; the statement then fails on purpose (the `CAST` of a
-/// message to an integer), so nothing at all is applied, and the transactional path decides.
-/// Binds: progress, id, fence, digest, fence (guard), result, effects, ttl, digest, fence
-/// (guard), id, fence. Reads back `applied` (0 or 1) and `job_live` (the job was `running`
-/// under its fence: when nothing applied, the guard was stale rather than the job).
+/// The PostgreSQL completion of a guarded job as succeeded, one statement: the job's fenced update
+/// (`j`) only where the guard is still `running` under its fence, the guard's finalize (`g`) only
+/// where `j` applied. Lock order as everywhere: the job row, then the guard row. Binds: progress,
+/// id, fence, digest, fence (guard), result, effects, ttl, digest, fence (guard), id, fence.
+/// Reads back `GuardedDoneRow`: `applied` ({applied}), `guard_applied` (`g`'s count) and
+/// `job_live` (the job was `running` under its fence: when nothing applied, the guard was stale
+/// rather than the job).
+///
+/// A guard taken over between the statement's snapshot and `g`'s row lock leaves `j` applied and
+/// `g` not. In autocommit ([`GUARDED_APPLIED_OR_FAIL`]) the statement then fails on purpose, so
+/// nothing at all is applied and the transactional path decides; inside a transaction
+/// ([`GUARDED_APPLIED`]) the caller reads the two counts and rolls back.
 const GUARDED_SUCCEEDED: &str = "WITH j AS (UPDATE safe_queue_jobs SET {done}, \
     state = 'succeeded', finished_at = {now} WHERE {fenced} AND EXISTS (SELECT 1 FROM safe_jobs \
     WHERE digest = ? AND fence = ? AND state = 'running') RETURNING id), \
@@ -201,10 +204,26 @@ const GUARDED_SUCCEEDED: &str = "WITH j AS (UPDATE safe_queue_jobs SET {done}, \
     lease_expires_at = {plus}, updated_at = {now}, finalized_at = {now} \
     WHERE digest = ? AND fence = ? AND state = 'running' AND EXISTS (SELECT 1 FROM j) \
     RETURNING digest) \
-    SELECT CAST(CASE WHEN (SELECT count(*) FROM j) = (SELECT count(*) FROM g) \
-    THEN CAST((SELECT count(*) FROM j) AS text) \
-    ELSE 'safejob: the guard was taken over during the completion' END AS int8) AS applied, \
+    SELECT {applied} AS applied, (SELECT count(*) FROM g) AS guard_applied, \
     (SELECT count(*) FROM safe_queue_jobs WHERE {fenced}) AS job_live";
+
+/// `applied` in autocommit: `j`'s count where it equals `g`'s, else an error (the `CAST` of a
+/// message to an integer) that undoes the whole statement.
+const GUARDED_APPLIED_OR_FAIL: &str = "CAST(CASE WHEN (SELECT count(*) FROM j) = \
+    (SELECT count(*) FROM g) THEN CAST((SELECT count(*) FROM j) AS text) \
+    ELSE 'safejob: the guard was taken over during the completion' END AS int8)";
+
+/// `applied` inside a transaction: `j`'s count.
+const GUARDED_APPLIED: &str = "(SELECT count(*) FROM j)";
+
+/// The two renderings of [`GUARDED_SUCCEEDED`].
+#[derive(Debug)]
+pub(crate) struct GuardedSucceeded {
+    /// For autocommit: fails rather than apply the job's half alone.
+    pub(crate) autocommit: String,
+    /// For a transaction the caller rolls back when the counts differ.
+    pub(crate) in_transaction: String,
+}
 
 /// The PostgreSQL insert of a batch: one array per column (PostgreSQL array literals bound as
 /// text and cast), expanded by `unnest … WITH ORDINALITY` in batch order, so ids are assigned in
@@ -274,8 +293,8 @@ pub(crate) struct QueueSql {
     /// Succeeded: progress.
     pub(crate) succeeded: String,
     /// PostgreSQL: a guarded job succeeded with its guard's finalize, one statement
-    /// ([`GUARDED_SUCCEEDED`], `GuardedDoneRow`); the other backends use a transaction.
-    pub(crate) guarded_succeeded: Option<String>,
+    /// ([`GUARDED_SUCCEEDED`], `GuardedDoneRow`); the other backends send two.
+    pub(crate) guarded_succeeded: Option<GuardedSucceeded>,
     /// Retry: progress, delay, attempt, kind, message.
     pub(crate) retry: String,
     /// Snooze without an error: progress, delay, delay.
@@ -406,9 +425,16 @@ impl QueueSql {
                  WHERE {FENCED}"
             )),
             guarded_succeeded: (kind == BackendKind::Postgres).then(|| {
-                r(&GUARDED_SUCCEEDED
-                    .replace("{done}", done)
-                    .replace("{fenced}", FENCED))
+                let with = |applied: &str| {
+                    r(&GUARDED_SUCCEEDED
+                        .replace("{done}", done)
+                        .replace("{fenced}", FENCED)
+                        .replace("{applied}", applied))
+                };
+                GuardedSucceeded {
+                    autocommit: with(GUARDED_APPLIED_OR_FAIL),
+                    in_transaction: with(GUARDED_APPLIED),
+                }
             }),
             retry: r(&format!(
                 "UPDATE safe_queue_jobs SET {done}, state = 'retrying', run_at = {{plus}}, \
@@ -683,6 +709,8 @@ pub(crate) struct GuardedDoneRow {
     #[diesel(sql_type = BigInt)]
     pub applied: i64,
     #[diesel(sql_type = BigInt)]
+    pub guard_applied: i64,
+    #[diesel(sql_type = BigInt)]
     pub job_live: i64,
 }
 
@@ -917,8 +945,12 @@ mod tests {
                     assert_eq!(claim.matches('?').count(), 5, "{claim}");
                 }
                 if let Some(done) = &s.guarded_succeeded {
-                    assert!(!done.contains('{'), "{done}");
-                    assert_eq!(done.matches('?').count(), 12, "{done}");
+                    for sql in [&done.autocommit, &done.in_transaction] {
+                        assert!(!sql.contains('{'), "{sql}");
+                        assert_eq!(sql.matches('?').count(), 12, "{sql}");
+                    }
+                    assert!(done.autocommit.contains("taken over"));
+                    assert!(!done.in_transaction.contains("taken over"));
                 }
                 assert_eq!(s.guarded_succeeded.is_some(), kind == BackendKind::Postgres);
             }

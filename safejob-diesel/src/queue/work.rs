@@ -24,7 +24,8 @@ use safejob_core::{
 use super::{
     rows::{clean, instant, job, micros},
     sql::{
-        ClaimSql, ClaimedRow, GuardedDoneRow, IdRow, JobRow, QueueConnection, QueueSql, Sql, padded,
+        ClaimSql, ClaimedRow, GuardedDoneRow, GuardedSucceeded, IdRow, JobRow, QueueConnection,
+        QueueSql, Sql, padded,
     },
     tx::{End, Fail, QCtx},
 };
@@ -438,20 +439,37 @@ impl QCtx<'_> {
             } else {
                 EffectsState::Done
             };
-            let done = self.succeeded_at_once(
-                c,
-                sql,
-                progress.as_deref(),
-                lease,
-                g,
-                result,
-                effects,
-                effects_ttl,
-            )?;
-            if let Some(done) = done {
+            let success =
+                GuardedSuccess::new(progress.as_deref(), lease, g, result, effects, effects_ttl)?;
+            if let Some(done) = self.succeeded_at_once(c, sql, &success)? {
                 return Ok(done);
             }
         }
+        // PostgreSQL with transactional effects: the job's update and the guard's finalize are
+        // one statement inside the transaction, before the hook.
+        let in_transaction = match (&self.sql.guarded_succeeded, &completion.outcome, guard) {
+            (
+                Some(sql),
+                CompleteAs::Succeeded,
+                GuardFinish::Succeeded {
+                    lease: g,
+                    result,
+                    effects_ttl,
+                    has_effects: true,
+                },
+            ) if hook.is_some() => Some((
+                &sql.in_transaction,
+                GuardedSuccess::new(
+                    progress.as_deref(),
+                    lease,
+                    g,
+                    result,
+                    EffectsState::Done,
+                    effects_ttl,
+                )?,
+            )),
+            _ => None,
+        };
 
         let mut hook_ran = false;
         self.transaction(c, true, |c| {
@@ -459,7 +477,13 @@ impl QCtx<'_> {
                 // Never run the effects twice: a failure after them is reported, not retried.
                 return Err(StoreError::backend("completion failed after its effects ran").into());
             }
-            if !exactly_one(c.conn.run_exec(&job_update)?, id)? {
+            if let Some((sql, success)) = &in_transaction {
+                let rows: Vec<GuardedDoneRow> = c.conn.run_load(&success.stmt(sql))?;
+                match success.answer(&rows)? {
+                    Completed::Applied => {}
+                    other => return Ok(End::Rollback(other)),
+                }
+            } else if !exactly_one(c.conn.run_exec(&job_update)?, id)? {
                 return Ok(End::Rollback(Completed::Stale));
             }
             let applied = match guard {
@@ -485,7 +509,9 @@ impl QCtx<'_> {
                         )? == Finalized::Committed
                     }
                     Some(hook) => {
-                        if !self.finalize_done(c, g, result, effects_ttl)? {
+                        if in_transaction.is_none()
+                            && !self.finalize_done(c, g, result, effects_ttl)?
+                        {
                             return Ok(End::Rollback(Completed::GuardStale));
                         }
                         hook_ran = true;
@@ -514,48 +540,17 @@ impl QCtx<'_> {
         })
     }
 
-    /// PostgreSQL: a guarded job's `succeeded` and its guard's finalize (effects `effects`) in
-    /// one statement in autocommit ([`QueueSql::guarded_succeeded`]). `None` when the statement
-    /// failed without applying anything (a guard taken over under it makes it fail on purpose):
-    /// the caller's transaction then decides.
-    #[allow(clippy::too_many_arguments)]
+    /// PostgreSQL: a guarded job's `succeeded` and its guard's finalize in one statement in
+    /// autocommit ([`GuardedSucceeded::autocommit`]). `None` when the statement failed without
+    /// applying anything (a guard taken over under it makes it fail on purpose): the caller's
+    /// transaction then decides.
     fn succeeded_at_once<C: QueueConnection>(
         &self,
         c: &mut PooledConn<C>,
-        sql: &str,
-        progress: Option<&str>,
-        lease: &QueueLease,
-        guard: &Lease,
-        result: Option<&serde_json::Value>,
-        effects: EffectsState,
-        effects_ttl: Duration,
+        sql: &GuardedSucceeded,
+        success: &GuardedSuccess<'_>,
     ) -> Result<Option<Completed>, StoreError> {
-        let id = lease.id.0;
-        let f = fence(lease)?;
-        let g = i64::try_from(guard.fence).map_err(|_| StoreError::backend("fence"))?;
-        let digest = guard.digest.as_bytes().as_slice();
-        let result = result
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(StoreError::backend)?;
-        let stmt = Sql::new(
-            sql,
-            vec![
-                Bind::OptText(progress),
-                Bind::Int(id),
-                Bind::Int(f),
-                Bind::Bytes(digest),
-                Bind::Int(g),
-                Bind::OptText(result.as_deref()),
-                Bind::Text(effects.as_str()),
-                Bind::Int(micros(effects_ttl)?),
-                Bind::Bytes(digest),
-                Bind::Int(g),
-                Bind::Int(id),
-                Bind::Int(f),
-            ],
-        );
-        let rows: Vec<GuardedDoneRow> = match c.conn.run_load(&stmt) {
+        let rows: Vec<GuardedDoneRow> = match c.conn.run_load(&success.stmt(&sql.autocommit)) {
             Ok(rows) => rows,
             Err(e) if crate::error::is_connection_lost(&e) => {
                 // Its outcome is unknown: an ambiguous commit.
@@ -563,25 +558,11 @@ impl QCtx<'_> {
                 return Err(self.guard.errors.write_error(e));
             }
             Err(e) => {
-                tracing::debug!(error = %e, job = id, "safejob-diesel queue: the one-statement guarded completion did not apply; completing in a transaction");
+                tracing::debug!(error = %e, job = success.id, "safejob-diesel queue: the one-statement guarded completion did not apply; completing in a transaction");
                 return Ok(None);
             }
         };
-        let Some(row) = rows.first() else {
-            return Err(StoreError::backend(
-                "the guarded completion returned no row",
-            ));
-        };
-        Ok(Some(
-            match (
-                exactly_one(usize::try_from(row.applied).unwrap_or(2), id)?,
-                row.job_live,
-            ) {
-                (true, _) => Completed::Applied,
-                (false, 0) => Completed::Stale,
-                (false, _) => Completed::GuardStale,
-            },
-        ))
+        success.answer(&rows).map(Some)
     }
 
     /// The guard's `running → succeeded` with effects `done`, by the store's own statement (the
@@ -616,6 +597,85 @@ impl QCtx<'_> {
             ))
             .into()),
         }
+    }
+}
+
+/// The binds of a guarded success on PostgreSQL ([`GuardedSucceeded`]), and what its row means.
+struct GuardedSuccess<'a> {
+    progress: Option<&'a str>,
+    id: i64,
+    fence: i64,
+    digest: &'a [u8],
+    guard_fence: i64,
+    result: Option<String>,
+    effects: EffectsState,
+    ttl_us: i64,
+}
+
+impl<'a> GuardedSuccess<'a> {
+    fn new(
+        progress: Option<&'a str>,
+        lease: &QueueLease,
+        guard: &'a Lease,
+        result: Option<&serde_json::Value>,
+        effects: EffectsState,
+        effects_ttl: Duration,
+    ) -> Result<Self, StoreError> {
+        Ok(Self {
+            progress,
+            id: lease.id.0,
+            fence: fence(lease)?,
+            digest: guard.digest.as_bytes().as_slice(),
+            guard_fence: i64::try_from(guard.fence)
+                .map_err(|_| StoreError::backend("fence out of range"))?,
+            result: result
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(StoreError::backend)?,
+            effects,
+            ttl_us: micros(effects_ttl)?,
+        })
+    }
+
+    fn stmt<'s>(&'s self, sql: &'s str) -> Sql<'s> {
+        Sql::new(
+            sql,
+            vec![
+                Bind::OptText(self.progress),
+                Bind::Int(self.id),
+                Bind::Int(self.fence),
+                Bind::Bytes(self.digest),
+                Bind::Int(self.guard_fence),
+                Bind::OptText(self.result.as_deref()),
+                Bind::Text(self.effects.as_str()),
+                Bind::Int(self.ttl_us),
+                Bind::Bytes(self.digest),
+                Bind::Int(self.guard_fence),
+                Bind::Int(self.id),
+                Bind::Int(self.fence),
+            ],
+        )
+    }
+
+    /// Applied when both halves applied; the job's half alone (only inside a transaction, which
+    /// the caller then rolls back) is a stale guard; neither is a stale job or a stale guard.
+    fn answer(&self, rows: &[GuardedDoneRow]) -> Result<Completed, StoreError> {
+        let Some(row) = rows.first() else {
+            return Err(StoreError::backend(
+                "the guarded completion returned no row",
+            ));
+        };
+        Ok(match (row.applied, row.guard_applied, row.job_live) {
+            (1, 1, _) => Completed::Applied,
+            (1, 0, _) | (0, _, 1) => Completed::GuardStale,
+            (0, _, 0) => Completed::Stale,
+            (j, g, _) => {
+                return Err(super::rows::corrupt(
+                    self.id,
+                    format!("a guarded completion matched {j} job and {g} guard rows"),
+                ));
+            }
+        })
     }
 }
 
