@@ -118,6 +118,7 @@ fn check_torture(label: &str, out: &Output, proxy: bool) {
         "lost",
         "effects_doubled",
         "effects_missing",
+        "effects_unexpected",
     ] {
         assert_eq!(u(v, zero), 0, "{label}: {zero} in {v}");
     }
@@ -207,7 +208,7 @@ fn check_proofs(label: &str, out: &Output, server: bool) {
     assert!(out.status.success(), "{label}: {:?}", out.status);
 }
 
-/// All three effects modes and the proofs, at once; `url_for(name)` gives each its own database
+/// All four effects modes (after-commit, transactional, outbox, none) and the proofs, at once; `url_for(name)` gives each its own database
 /// URL.
 fn torture_backend(backend: &str, url_for: impl Fn(&str) -> String, proxy: bool, seed: u64) {
     thread::scope(|s| {
@@ -221,6 +222,10 @@ fn torture_backend(backend: &str, url_for: impl Fn(&str) -> String, proxy: bool,
         };
         let outbox = {
             let args = torture_args(&url_for("outbox"), "outbox", seed + 2, proxy);
+            s.spawn(move || run(&args))
+        };
+        let none = {
+            let args = torture_args(&url_for("no_effects"), "none", seed + 3, proxy);
             s.spawn(move || run(&args))
         };
         let proofs = {
@@ -242,6 +247,11 @@ fn torture_backend(backend: &str, url_for: impl Fn(&str) -> String, proxy: bool,
             &outbox.join().expect("outbox run"),
             proxy,
         );
+        check_torture(
+            &format!("{backend} none"),
+            &none.join().expect("no-effects run"),
+            proxy,
+        );
         check_proofs(
             &format!("{backend} proofs"),
             &proofs.join().expect("proofs"),
@@ -250,14 +260,16 @@ fn torture_backend(backend: &str, url_for: impl Fn(&str) -> String, proxy: bool,
     });
 }
 
-/// The checker is not a rubber stamp: a job that writes its effect twice, or forgets it, fails
-/// the run (exit status 1) with the count of keys it broke.
+/// The checker is not a rubber stamp: a job that writes its effect twice, forgets it, or declares
+/// effects in a run whose jobs have none fails the run (exit status 1) with the count of keys it
+/// broke.
 #[test]
 fn the_checker_fails_runs_that_break_exactly_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    for (sabotage, field) in [
-        ("double-effect", "effects_doubled"),
-        ("forget-effect", "effects_missing"),
+    for (sabotage, effects, field) in [
+        ("double-effect", "after-commit", "effects_doubled"),
+        ("forget-effect", "after-commit", "effects_missing"),
+        ("declare-effects", "none", "effects_unexpected"),
     ] {
         let url = format!(
             "sqlite://{}",
@@ -278,6 +290,8 @@ fn the_checker_fails_runs_that_break_exactly_once() {
             "9",
             "--sabotage",
             sabotage,
+            "--effects",
+            effects,
         ]
         .map(String::from)
         .to_vec();

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use safejob_core::{
     JobRecord, JobState, KeyDigest, LeaseStore,
-    store::{ListFilter, ListQuery},
+    store::{EffectsState, ListFilter, ListQuery},
 };
 use safejob_diesel::DieselStore;
 
@@ -31,6 +31,8 @@ pub struct Verdict {
     pub effects_doubled: u64,
     /// Succeeded keys with no effect row that are not listed in doubt: an effect silently lost.
     pub effects_missing: u64,
+    /// `--effects none`: succeeded keys with an effect row, or whose effects are not `done`.
+    pub effects_unexpected: u64,
     /// Digest prefixes of the keys whose effects are in doubt.
     pub effects_in_doubt: Vec<String>,
     /// Of those, how many have their effect row anyway (the effect did happen).
@@ -124,6 +126,10 @@ pub fn check(
         if doubt {
             v.effects_in_doubt.push(row.digest.short());
             v.in_doubt_with_effect += u64::from(!fences.is_empty());
+        } else if effects == EffectsKind::None {
+            if !fences.is_empty() || row.effects != EffectsState::Done {
+                v.effects_unexpected += 1;
+            }
         } else if fences.is_empty() {
             v.effects_missing += 1;
         }
@@ -150,6 +156,12 @@ pub fn check(
         v.violations.push(format!(
             "{} succeeded keys have no effect and are not in doubt",
             v.effects_missing
+        ));
+    }
+    if v.effects_unexpected > 0 {
+        v.violations.push(format!(
+            "{} keys without effects have an effect row or effects not done",
+            v.effects_unexpected
         ));
     }
     // EffectsKind: a mode whose effects commit with the finalize may never leave one in doubt.

@@ -33,6 +33,10 @@ pub enum EffectsKind {
     /// As `Transactional`, plus outbox messages emitted in the same transaction and delivered by
     /// relays running in the workers (see [`super::outbox`]).
     Outbox,
+    /// None: the job declares no effects (`SafeJob::has_effects` is false), so the finalize
+    /// records them `done` in its one autocommit statement and `on_succeeded_once` is never
+    /// called. The checker requires no effect row, effects `done` and nothing in doubt.
+    None,
 }
 
 impl EffectsKind {
@@ -42,13 +46,14 @@ impl EffectsKind {
             Self::AfterCommit => "after-commit",
             Self::Transactional => "transactional",
             Self::Outbox => "outbox",
+            Self::None => "none",
         }
     }
 
     /// The runner's mode.
     pub fn runner_mode(self) -> EffectsMode {
         match self {
-            Self::AfterCommit => EffectsMode::AfterCommit,
+            Self::AfterCommit | Self::None => EffectsMode::AfterCommit,
             Self::Transactional | Self::Outbox => EffectsMode::Transactional,
         }
     }
@@ -59,7 +64,7 @@ impl EffectsKind {
     }
 
     /// What the proxy matches to cut a connection after the commit was sent: the finalize's own
-    /// `UPDATE` in autocommit, recognised by the marker in its parameters (after-commit), or the
+    /// `UPDATE` in autocommit, recognised by the marker in its parameters (after-commit, none), or the
     /// `COMMIT` of the finalize transaction, the only transaction the store opens
     /// (transactional). `COMMIT` is matched with what frames it on the wire — PostgreSQL's simple
     /// query ends it with a NUL, MySQL's `COM_QUERY` starts it with the command byte 0x03 — so
@@ -67,7 +72,7 @@ impl EffectsKind {
     /// connection of the store sends, does not match.
     pub fn ambiguous_pattern(self, backend: BackendKind) -> Vec<u8> {
         match (self, backend) {
-            (Self::AfterCommit, _) => FINALIZE_MARKER.as_bytes().to_vec(),
+            (Self::AfterCommit | Self::None, _) => FINALIZE_MARKER.as_bytes().to_vec(),
             (Self::Transactional | Self::Outbox, BackendKind::Mysql) => b"\x03COMMIT".to_vec(),
             (Self::Transactional | Self::Outbox, _) => b"COMMIT\0".to_vec(),
         }
@@ -87,7 +92,9 @@ impl EffectsKind {
             ctx.fence()
         );
         match self {
-            Self::AfterCommit => db::exec(harness, &sql).map(drop).map_err(JobError),
+            // None: only a job that wrongly declares effects gets here (`Sabotage::DeclareEffects`);
+            // its row shows the checker an effect that should not exist.
+            Self::AfterCommit | Self::None => db::exec(harness, &sql).map(drop).map_err(JobError),
             Self::Transactional => in_transaction(ctx, harness.backend(), &sql),
             Self::Outbox => {
                 in_transaction(ctx, harness.backend(), &sql)?;
@@ -148,6 +155,8 @@ pub enum Sabotage {
     DoubleEffect,
     /// `on_succeeded_once` writes nothing and says it is done.
     ForgetEffect,
+    /// With `--effects none`: the job declares effects anyway and writes them after the commit.
+    DeclareEffects,
 }
 
 /// Key number `key_no` of the run: records its perform calls and its effects in the database.
@@ -237,6 +246,10 @@ impl SafeJob for TortureJob<'_> {
         Ok(Outcome::json(
             serde_json::json!({ "k": self.key_no, "tag": FINALIZE_MARKER }),
         ))
+    }
+
+    fn has_effects(&self) -> bool {
+        self.effects != EffectsKind::None || self.sabotage == Sabotage::DeclareEffects
     }
 
     fn on_succeeded_once(&self, ctx: &mut EffectsContext<'_>) -> Result<(), JobError> {

@@ -594,6 +594,7 @@ fn run(args: &RunArgs, ns: &Namespace, dir: &Path, seed: u64) -> (ExitCode, bool
         "lost": verdict.lost,
         "effects_doubled": verdict.effects_doubled,
         "effects_missing": verdict.effects_missing,
+        "effects_unexpected": verdict.effects_unexpected,
         "effects_in_doubt": verdict.effects_in_doubt,
         "in_doubt_with_effect": verdict.in_doubt_with_effect,
         "zombie_finalizes_rejected": events.count("lease_lost"),
