@@ -422,6 +422,9 @@ impl QCtx<'_> {
             });
         };
 
+        // PostgreSQL: a guarded success is one statement, in autocommit (no hook, or no effects)
+        // or inside the transaction, before the hook (transactional effects).
+        let mut in_transaction = None;
         if let (
             Some(sql),
             CompleteAs::Succeeded,
@@ -432,44 +435,31 @@ impl QCtx<'_> {
                 has_effects,
             },
         ) = (&self.sql.guarded_succeeded, &completion.outcome, guard)
-            && (hook.is_none() || !has_effects)
         {
-            let effects = if has_effects {
-                EffectsState::Pending
-            } else {
-                EffectsState::Done
-            };
-            let success =
-                GuardedSuccess::new(progress.as_deref(), lease, g, result, effects, effects_ttl)?;
-            if let Some(done) = self.succeeded_at_once(c, sql, &success)? {
-                return Ok(done);
-            }
-        }
-        // PostgreSQL with transactional effects: the job's update and the guard's finalize are
-        // one statement inside the transaction, before the hook.
-        let in_transaction = match (&self.sql.guarded_succeeded, &completion.outcome, guard) {
-            (
-                Some(sql),
-                CompleteAs::Succeeded,
-                GuardFinish::Succeeded {
-                    lease: g,
-                    result,
-                    effects_ttl,
-                    has_effects: true,
-                },
-            ) if hook.is_some() => Some((
-                &sql.in_transaction,
-                GuardedSuccess::new(
-                    progress.as_deref(),
+            let progress = progress.as_deref();
+            if has_effects && hook.is_some() {
+                let success = GuardedSuccess::new(
+                    progress,
                     lease,
                     g,
                     result,
                     EffectsState::Done,
                     effects_ttl,
-                )?,
-            )),
-            _ => None,
-        };
+                )?;
+                in_transaction = Some((&sql.in_transaction, success));
+            } else {
+                let effects = if has_effects {
+                    EffectsState::Pending
+                } else {
+                    EffectsState::Done
+                };
+                let success =
+                    GuardedSuccess::new(progress, lease, g, result, effects, effects_ttl)?;
+                if let Some(done) = self.succeeded_at_once(c, sql, &success)? {
+                    return Ok(done);
+                }
+            }
+        }
 
         let mut hook_ran = false;
         self.transaction(c, true, |c| {
