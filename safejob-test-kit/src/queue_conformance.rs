@@ -2433,6 +2433,16 @@ impl safejob_core::LeaseStore for GuardsOf {
             .guards()
             .finalize_succeeded(lease, result, effects_ttl, hook)
     }
+    fn finalize_succeeded_without_effects(
+        &self,
+        lease: &safejob_core::store::Lease,
+        result: Option<&serde_json::Value>,
+        effects_ttl: Duration,
+    ) -> Result<safejob_core::store::Finalized, StoreError> {
+        self.0
+            .guards()
+            .finalize_succeeded_without_effects(lease, result, effects_ttl)
+    }
     fn finalize_failed(
         &self,
         lease: &safejob_core::store::Lease,

@@ -333,17 +333,23 @@ impl QueueStore for MemoryQueue {
                     result,
                     effects_ttl,
                     has_effects,
-                } => match if has_effects {
-                    self.guards
-                        .finalize_succeeded(lease, result, effects_ttl, hook)?
-                } else {
-                    self.guards
-                        .finalize_succeeded_without_effects(lease, result, effects_ttl)?
-                } {
-                    Finalized::Committed => true,
-                    Finalized::Stale => false,
-                    Finalized::EffectsAborted => return Ok(Completed::EffectsAborted),
-                },
+                } => {
+                    let finalized = if has_effects {
+                        self.guards
+                            .finalize_succeeded(lease, result, effects_ttl, hook)?
+                    } else {
+                        self.guards.finalize_succeeded_without_effects(
+                            lease,
+                            result,
+                            effects_ttl,
+                        )?
+                    };
+                    match finalized {
+                        Finalized::Committed => true,
+                        Finalized::Stale => false,
+                        Finalized::EffectsAborted => return Ok(Completed::EffectsAborted),
+                    }
+                }
                 GuardFinish::Failed { lease, failure } => {
                     self.guards.finalize_failed(lease, failure)? == FenceCheck::Applied
                 }
