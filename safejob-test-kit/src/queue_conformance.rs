@@ -1527,6 +1527,107 @@ pub fn guarded_claim_acquires_the_guard(harness: &dyn QueueHarness) {
     );
 }
 
+/// One claim of several guarded jobs answers each job for its own key, whatever mix of keys it
+/// holds: fresh keys granted (fence 1), a duplicate of one of them busy, a succeeded key replayed,
+/// a key held elsewhere busy, an expired key taken over (fence + 1), another fingerprint a
+/// conflict.
+pub fn guarded_claim_answers_each_job_for_its_key(harness: &dyn QueueHarness) {
+    let c = Case::new("guarded_claim_answers_each_job_for_its_key", harness);
+    let spec = |part: &str| guard_spec(&c, part, 1);
+    let acquire = |part: &str| {
+        c.ok(
+            "guards().acquire",
+            c.store.guards().acquire(&AcquireRequest {
+                digest: spec(part).digest,
+                fingerprint: spec(part).fingerprint,
+                owner: "outsider",
+                ttl: TTL,
+            }),
+        )
+    };
+    // `expired`: held by an outsider whose lease then runs out.
+    let Acquired::Granted(expired) = acquire("expired") else {
+        c.fail(format_args!("the outsider's first acquire"));
+    };
+    c.advance(PAST_TTL);
+    // `held`: held by an outsider now; `done`: succeeded with a result.
+    ensure!(
+        c,
+        matches!(acquire("held"), Acquired::Granted(_)),
+        "the outsider holds `held`"
+    );
+    let Acquired::Granted(done) = acquire("done") else {
+        c.fail(format_args!("the outsider's acquire of `done`"));
+    };
+    let receipt = json!({"receipt": "done"});
+    ensure!(
+        c,
+        c.ok(
+            "guards().finalize_succeeded",
+            c.store
+                .guards()
+                .finalize_succeeded_without_effects(&done, Some(&receipt), TTL),
+        ) == safejob_core::store::Finalized::Committed,
+        "the outsider finalizes `done`"
+    );
+    // In claim order: fresh, its duplicate, done, held, fresh2, expired, `done` with another
+    // fingerprint.
+    let mut ids = Vec::new();
+    for (part, fp) in [
+        ("fresh", 1),
+        ("fresh", 1),
+        ("done", 1),
+        ("held", 1),
+        ("fresh2", 1),
+        ("expired", 1),
+        ("done", 2),
+    ] {
+        let mut job = c.new_job("guarded");
+        job.guard = Some(guard_spec(&c, part, fp));
+        ids.push(c.enqueue(job));
+    }
+    let claimed = c.claim_as("wb", 10);
+    let got: Vec<JobId> = claimed.iter().map(|x| x.job.id).collect();
+    ensure!(c, got == ids, "claim order: {got:?} against {ids:?}");
+    let granted = |i: usize, part: &str, fence: u64| match &claimed[i].guard {
+        Some(Acquired::Granted(lease)) => ensure!(
+            c,
+            lease.digest == spec(part).digest && lease.fence == fence && lease.owner == "wb",
+            "job {i} ({part}): the lease {lease:?}, expected fence {fence}"
+        ),
+        other => c.fail(format_args!(
+            "job {i} ({part}): expected Granted, got {other:?}"
+        )),
+    };
+    granted(0, "fresh", 1);
+    ensure!(
+        c,
+        matches!(&claimed[1].guard, Some(Acquired::Busy { owner, .. }) if owner.as_deref() == Some("wb")),
+        "job 1 (a duplicate of job 0's key): expected Busy by wb, got {:?}",
+        claimed[1].guard
+    );
+    ensure!(
+        c,
+        matches!(&claimed[2].guard, Some(Acquired::AlreadySucceeded(r)) if r.result.as_ref() == Some(&receipt)),
+        "job 2 (done): expected AlreadySucceeded with the receipt, got {:?}",
+        claimed[2].guard
+    );
+    ensure!(
+        c,
+        matches!(&claimed[3].guard, Some(Acquired::Busy { owner, .. }) if owner.as_deref() == Some("outsider")),
+        "job 3 (held): expected Busy by the outsider, got {:?}",
+        claimed[3].guard
+    );
+    granted(4, "fresh2", 1);
+    granted(5, "expired", expired.fence + 1);
+    ensure!(
+        c,
+        matches!(&claimed[6].guard, Some(Acquired::KeyConflict { .. })),
+        "job 6 (done, other fingerprint): expected KeyConflict, got {:?}",
+        claimed[6].guard
+    );
+}
+
 /// A guarded completion is all or nothing: a stale guard fence or an aborted transactional hook
 /// leaves the job running under its lease and the guard untouched.
 pub fn guarded_completion_is_all_or_nothing(harness: &dyn QueueHarness) {
@@ -2720,6 +2821,7 @@ macro_rules! __queue_store_conformance_cases {
             progress_is_persisted_under_the_fence
             snapshot_counts_kinds_workers_and_age
             guarded_claim_acquires_the_guard
+            guarded_claim_answers_each_job_for_its_key
             guarded_completion_is_all_or_nothing
             guarded_success_without_hook_is_all_or_nothing
             worker_retries_with_backoff_then_dead_letters
