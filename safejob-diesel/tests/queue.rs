@@ -97,6 +97,21 @@ fn job(kind: &str, n: usize) -> NewJob {
     }
 }
 
+/// Claims one job of `queue_name` as worker `w` with a 60 s lease.
+fn claim_one(queue: &dyn QueueStore, queue_name: &str) -> safejob_core::queue::Claimed {
+    let queues = [queue_name.to_owned()];
+    queue
+        .claim(&ClaimRequest {
+            worker: "w",
+            queues: &queues,
+            limit: 1,
+            ttl: Duration::from_secs(60),
+        })
+        .expect("claim")
+        .pop()
+        .expect("a claimed job")
+}
+
 fn count_jobs(q: &QueueRef<'_>, predicate: &str) -> i64 {
     let cast = match q.db.backend() {
         safejob_diesel::BackendKind::Mysql => "SIGNED",
@@ -437,17 +452,7 @@ fn statements_per_operation(db: &TestDb) {
         }
         queue.enqueue(&new).expect("enqueue");
         Sent::take(&counter);
-        let queues = [new.queue.clone()];
-        let claimed = queue
-            .claim(&ClaimRequest {
-                worker: "w",
-                queues: &queues,
-                limit: 1,
-                ttl: Duration::from_secs(60),
-            })
-            .expect("claim")
-            .pop()
-            .expect("a claimed job");
+        let claimed = claim_one(&queue, &new.queue);
         let claim = Sent::take(&counter);
         let guard_lease = match &claimed.guard {
             Some(Acquired::Granted(lease)) => Some(lease.clone()),
@@ -679,18 +684,7 @@ fn mysql_lock_wait_timeouts_are_retried_inside_the_queue() {
             });
         }
         q.queue.enqueue(&new).expect("enqueue");
-        let queues = [new.queue.clone()];
-        let claimed = q
-            .queue
-            .claim(&ClaimRequest {
-                worker: "w",
-                queues: &queues,
-                limit: 1,
-                ttl: Duration::from_secs(60),
-            })
-            .expect("claim")
-            .pop()
-            .expect("a job");
+        let claimed = claim_one(&*q.queue, &new.queue);
         let guard_lease = match &claimed.guard {
             Some(Acquired::Granted(lease)) => Some(lease.clone()),
             None => None,
@@ -819,18 +813,7 @@ fn postgres_guard_taken_over_under_the_one_statement_completion_changes_nothing(
         fingerprint: Some(Fingerprint::of_bytes(b"params")),
     });
     let id = q.queue.enqueue(&new).expect("enqueue").id();
-    let queues = ["default".to_owned()];
-    let claimed = q
-        .queue
-        .claim(&ClaimRequest {
-            worker: "w",
-            queues: &queues,
-            limit: 1,
-            ttl: Duration::from_secs(60),
-        })
-        .expect("claim")
-        .pop()
-        .expect("the job");
+    let claimed = claim_one(&*q.queue, "default");
     let Some(Acquired::Granted(glease)) = claimed.guard.clone() else {
         panic!("expected the guard granted, got {:?}", claimed.guard);
     };

@@ -253,6 +253,37 @@ impl<'h> Case<'h> {
         }
     }
 
+    /// Enqueues a job guarded by `spec` and claims it, expecting the guard granted: the job, its
+    /// claim and the guard lease.
+    #[track_caller]
+    fn claim_guarded(&self, spec: GuardSpec) -> (JobId, Claimed, safejob_core::store::Lease) {
+        let mut job = self.new_job("guarded");
+        job.guard = Some(spec);
+        let id = self.enqueue(job);
+        let claimed = self.claim_one();
+        let Some(Acquired::Granted(glease)) = claimed.guard.clone() else {
+            self.fail(format_args!(
+                "expected the guard granted, got {:?}",
+                claimed.guard
+            ));
+        };
+        (id, claimed, glease)
+    }
+
+    /// `outsider` acquires `spec`'s key through the guard store, outside the queue.
+    #[track_caller]
+    fn acquire_outside(&self, spec: GuardSpec) -> Acquired {
+        self.ok(
+            "guards().acquire",
+            self.store.guards().acquire(&AcquireRequest {
+                digest: spec.digest,
+                fingerprint: spec.fingerprint,
+                owner: "outsider",
+                ttl: TTL,
+            }),
+        )
+    }
+
     #[track_caller]
     fn complete(&self, lease: &QueueLease, outcome: CompleteAs) -> Completed {
         self.ok(
@@ -1534,17 +1565,7 @@ pub fn guarded_claim_acquires_the_guard(harness: &dyn QueueHarness) {
 pub fn guarded_claim_answers_each_job_for_its_key(harness: &dyn QueueHarness) {
     let c = Case::new("guarded_claim_answers_each_job_for_its_key", harness);
     let spec = |part: &str| guard_spec(&c, part, 1);
-    let acquire = |part: &str| {
-        c.ok(
-            "guards().acquire",
-            c.store.guards().acquire(&AcquireRequest {
-                digest: spec(part).digest,
-                fingerprint: spec(part).fingerprint,
-                owner: "outsider",
-                ttl: TTL,
-            }),
-        )
-    };
+    let acquire = |part: &str| c.acquire_outside(spec(part));
     // `expired`: held by an outsider whose lease then runs out.
     let Acquired::Granted(expired) = acquire("expired") else {
         c.fail(format_args!("the outsider's first acquire"));
@@ -1633,16 +1654,7 @@ pub fn guarded_claim_answers_each_job_for_its_key(harness: &dyn QueueHarness) {
 pub fn guarded_completion_is_all_or_nothing(harness: &dyn QueueHarness) {
     let c = Case::new("guarded_completion_is_all_or_nothing", harness);
     let spec = guard_spec(&c, "atomic", 1);
-    let mut job = c.new_job("guarded");
-    job.guard = Some(spec);
-    let id = c.enqueue(job);
-    let claimed = c.claim_one();
-    let Some(Acquired::Granted(glease)) = claimed.guard.clone() else {
-        c.fail(format_args!(
-            "expected the guard granted, got {:?}",
-            claimed.guard
-        ));
-    };
+    let (id, claimed, glease) = c.claim_guarded(spec);
     let complete = |hook: Option<&mut safejob_core::store::TxEffects<'_>>| {
         c.ok(
             "complete",
@@ -1686,15 +1698,7 @@ pub fn guarded_completion_is_all_or_nothing(harness: &dyn QueueHarness) {
     );
     // The guard's lease expires and someone outside the queue takes the key over.
     c.advance(PAST_TTL);
-    let other = c.ok(
-        "guards().acquire",
-        c.store.guards().acquire(&AcquireRequest {
-            digest: spec.digest,
-            fingerprint: spec.fingerprint,
-            owner: "outsider",
-            ttl: TTL,
-        }),
-    );
+    let other = c.acquire_outside(spec);
     ensure!(
         c,
         matches!(other, Acquired::Granted(_)),
@@ -1730,16 +1734,7 @@ pub fn guarded_completion_is_all_or_nothing(harness: &dyn QueueHarness) {
 pub fn guarded_success_without_hook_is_all_or_nothing(harness: &dyn QueueHarness) {
     let c = Case::new("guarded_success_without_hook_is_all_or_nothing", harness);
     let spec = guard_spec(&c, "nohook", 1);
-    let mut job = c.new_job("guarded");
-    job.guard = Some(spec);
-    let id = c.enqueue(job.clone());
-    let claimed = c.claim_one();
-    let Some(Acquired::Granted(glease)) = claimed.guard.clone() else {
-        c.fail(format_args!(
-            "expected the guard granted, got {:?}",
-            claimed.guard
-        ));
-    };
+    let (id, claimed, glease) = c.claim_guarded(spec);
     let complete = |lease: &QueueLease, glease: &safejob_core::store::Lease, has_effects| {
         c.ok(
             "complete",
@@ -1761,15 +1756,7 @@ pub fn guarded_success_without_hook_is_all_or_nothing(harness: &dyn QueueHarness
     };
     // The guard's lease expires and someone outside the queue takes the key over.
     c.advance(PAST_TTL);
-    let other = c.ok(
-        "guards().acquire",
-        c.store.guards().acquire(&AcquireRequest {
-            digest: spec.digest,
-            fingerprint: spec.fingerprint,
-            owner: "outsider",
-            ttl: TTL,
-        }),
-    );
+    let other = c.acquire_outside(spec);
     let Acquired::Granted(outsider) = other else {
         c.fail(format_args!("takeover of the expired guard: {other:?}"));
     };
