@@ -79,6 +79,8 @@ mod migrate;
 mod mysql;
 mod ops;
 pub mod outbox;
+#[cfg(test)]
+mod plans;
 mod pool;
 #[cfg(feature = "postgres")]
 mod postgres;

@@ -32,7 +32,7 @@ use serde_json::Value;
 use crate::{
     error::{ErrorContext, is_connection_lost, is_retryable},
     pool::{PooledConn, StoreConnection},
-    sql::Statements,
+    sql::{Listing, Statements},
     stmt::{Bind, GrantRow, RawRow, Stmt},
 };
 
@@ -608,14 +608,15 @@ impl Ctx<'_> {
         c: &mut PooledConn<C>,
         query: &ListQuery,
     ) -> Result<Vec<JobRecord>, StoreError> {
-        let (index, state) = match query.filter {
-            ListFilter::All => (0, None),
-            ListFilter::State(state) => (1, Some(state.as_str())),
-            ListFilter::EffectsInDoubt => (2, None),
-            ListFilter::ExpiredLeases => (3, None),
+        let (listing, state) = match query.filter {
+            ListFilter::All => (Listing::All, None),
+            ListFilter::State(JobState::Succeeded) => (Listing::Succeeded, None),
+            ListFilter::State(state) => (Listing::OtherState, Some(state.as_str())),
+            ListFilter::EffectsInDoubt => (Listing::EffectsInDoubt, None),
+            ListFilter::ExpiredLeases => (Listing::ExpiredLeases, None),
         };
         let after = query.after.as_ref().map(|d| d.as_bytes().as_slice());
-        let sql = &self.sql.list[index][usize::from(after.is_some())];
+        let sql = &self.sql.list[listing as usize][usize::from(after.is_some())];
         let mut binds = Vec::with_capacity(3);
         binds.extend(state.map(Bind::Text));
         binds.extend(after.map(Bind::Bytes));

@@ -126,8 +126,9 @@ pub(crate) struct Statements {
     pub(crate) finish_effects: String,
     /// Claim-effects CAS: owner, ttl_us, digest, fence.
     pub(crate) claim_effects: String,
-    /// Listings, by filter (all, state, in doubt, expired) × with/without a cursor.
-    pub(crate) list: [[String; 2]; 4],
+    /// Listings, by [`Listing`] × without/with a cursor (digest). Binds: the state (for
+    /// [`Listing::OtherState`]), the cursor, the limit.
+    pub(crate) list: [[String; 2]; 5],
 }
 
 const COLS: &str = "digest, fingerprint, state, fence, attempts, owner, \
@@ -138,9 +139,44 @@ const COLS: &str = "digest, fingerprint, state, fence, attempts, owner, \
 /// A running row whose lease is no longer live (`JobRecord::lease_live` negated).
 const LEASE_DEAD: &str = "(lease_expires_at IS NULL OR lease_expires_at <= {now})";
 
-/// `JobRecord::effects_in_doubt`, in SQL.
-const IN_DOUBT: &str = "state = 'succeeded' AND (effects = 'in_doubt' OR (effects = 'pending' \
+/// The predicate of the partial index `safe_jobs_state` (SQLite, PostgreSQL), written as the
+/// migration writes it: a planner uses a partial index only for a query that names its predicate.
+const NOT_SUCCEEDED: &str = "state <> 'succeeded'";
+
+/// `JobRecord::effects_in_doubt`, in SQL. It opens with the predicate of the partial index
+/// `safe_jobs_effects_open` (implied by the rest), so the listing reaches that index.
+const IN_DOUBT: &str = "effects IN ('pending', 'in_doubt') AND state = 'succeeded' \
+    AND (effects = 'in_doubt' OR (effects = 'pending' \
     AND (lease_expires_at IS NULL OR lease_expires_at <= {now})))";
+
+/// Which listing statement a [`ListFilter`](safejob_core::ListFilter) runs: the index of
+/// [`Statements::list`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Listing {
+    /// Every row, through the primary key.
+    All = 0,
+    /// Succeeded rows, through the primary key (they are most rows, and absent from
+    /// `safe_jobs_state`).
+    Succeeded = 1,
+    /// Rows of one other state (bound), through `safe_jobs_state`.
+    OtherState = 2,
+    /// Rows whose effects are in doubt, through `safe_jobs_effects_open`.
+    EffectsInDoubt = 3,
+    /// Running rows whose lease expired, through `safe_jobs_state`.
+    ExpiredLeases = 4,
+}
+
+impl Listing {
+    /// Every listing, in the order of [`Statements::list`].
+    #[cfg(test)]
+    pub(crate) const ALL: [Listing; 5] = [
+        Listing::All,
+        Listing::Succeeded,
+        Listing::OtherState,
+        Listing::EffectsInDoubt,
+        Listing::ExpiredLeases,
+    ];
+}
 
 impl Statements {
     /// The statements of dialect `d`, reading the database clock plus `offset_us` (0 except in
@@ -229,9 +265,12 @@ impl Statements {
             )),
             list: [
                 list("1 = 1"),
-                list("state = ?"),
+                list("state = 'succeeded'"),
+                list(&format!("{NOT_SUCCEEDED} AND state = ?")),
                 list(IN_DOUBT),
-                list(&format!("state = 'running' AND {LEASE_DEAD}")),
+                list(&format!(
+                    "{NOT_SUCCEEDED} AND state = 'running' AND {LEASE_DEAD}"
+                )),
             ],
         }
     }

@@ -1,0 +1,300 @@
+//! Every listing reaches its index and pages in digest order with nothing to sort, on a
+//! migrated database holding 10,000 rows (mostly succeeded, as in production), read from the
+//! database's own query plan of the statement the store runs.
+//!
+//! SQLite runs always. PostgreSQL and MySQL/MariaDB read `SAFEJOB_TEST_POSTGRES_URL` /
+//! `SAFEJOB_TEST_MYSQL_URL`, print a skip line without them, and fail without them when
+//! `SAFEJOB_REQUIRE_BACKENDS=1`. Each runs in its own schema / database, dropped afterwards.
+
+use diesel::{
+    QueryableByName, RunQueryDsl,
+    sql_types::{Nullable, Text},
+};
+
+use crate::{
+    ConnectionRef, DieselStore,
+    sql::{Dialect, Listing},
+};
+
+/// The listing statements' binds, as literals: a state other than succeeded, the cursor (a
+/// digest), the limit.
+const STATE: &str = "'failed'";
+const LIMIT: &str = "10";
+
+/// 10,000 rows: 1 % failed, 0.4 % running (half of them expired), 0.3 % with effects in doubt,
+/// the rest succeeded with effects done. Digests are distinct and spread over the key space.
+fn fill_sql(store: &DieselStore) -> String {
+    let d = Dialect::of(store.backend());
+    let now = (d.now)(0);
+    let digits = "(SELECT 0 AS d UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 \
+                  UNION ALL SELECT 4 UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 \
+                  UNION ALL SELECT 8 UNION ALL SELECT 9)";
+    let digest = match store.backend() {
+        crate::BackendKind::Sqlite => "randomblob(32)",
+        crate::BackendKind::Postgres => "sha256(CAST(CAST(n.i AS text) AS bytea))",
+        crate::BackendKind::Mysql => "UNHEX(SHA2(n.i, 256))",
+    };
+    format!(
+        "INSERT INTO safe_jobs (digest, state, fence, attempts, lease_expires_at, effects, \
+         created_at, updated_at) \
+         SELECT {digest}, \
+           CASE WHEN n.i % 100 = 0 THEN 'failed' WHEN n.i % 250 = 1 THEN 'running' \
+                ELSE 'succeeded' END, \
+           1, 1, CASE WHEN n.i % 250 = 1 AND n.i % 500 <> 1 THEN {now} ELSE NULL END, \
+           CASE WHEN n.i % 300 = 2 THEN 'in_doubt' ELSE 'done' END, {now}, {now} \
+         FROM (SELECT a.d * 1000 + b.d * 100 + c.d * 10 + e.d AS i \
+               FROM {digits} a, {digits} b, {digits} c, {digits} e) n"
+    )
+}
+
+/// The statement of `listing` (with a cursor or not), and its binds as literals.
+fn statement(store: &DieselStore, listing: Listing, cursor: bool) -> (String, Vec<String>) {
+    let sql = store.ctx().sql.list[listing as usize][usize::from(cursor)].clone();
+    let mut binds = Vec::new();
+    if listing == Listing::OtherState {
+        binds.push(STATE.to_owned());
+    }
+    if cursor {
+        binds.push(match store.backend() {
+            crate::BackendKind::Postgres => format!("decode('{}', 'hex')", "00".repeat(32)),
+            _ => format!("X'{}'", "00".repeat(32)),
+        });
+    }
+    binds.push(LIMIT.to_owned());
+    assert_eq!(sql.matches('?').count(), binds.len(), "{listing:?}: {sql}");
+    (sql, binds)
+}
+
+/// `sql` with its `n`-th `?` (from 1) replaced by `bind(n)`.
+fn substitute(sql: &str, bind: impl Fn(usize) -> String) -> String {
+    let mut parts = sql.split('?');
+    let mut out = parts.next().unwrap_or_default().to_owned();
+    for (n, part) in parts.enumerate() {
+        out.push_str(&bind(n + 1));
+        out.push_str(part);
+    }
+    out
+}
+
+/// The index a listing must reach on SQLite and PostgreSQL (`None`: the primary key).
+fn expected_index(listing: Listing) -> Option<&'static str> {
+    match listing {
+        Listing::All | Listing::Succeeded => None,
+        Listing::OtherState | Listing::ExpiredLeases => Some("safe_jobs_state"),
+        Listing::EffectsInDoubt => Some("safe_jobs_effects_open"),
+    }
+}
+
+#[derive(QueryableByName)]
+struct Detail {
+    #[diesel(sql_type = Text)]
+    detail: String,
+}
+
+#[derive(QueryableByName)]
+struct PgPlan {
+    #[diesel(sql_type = Text, column_name = "QUERY PLAN")]
+    line: String,
+}
+
+#[derive(QueryableByName)]
+struct MysqlPlan {
+    #[diesel(sql_type = Nullable<Text>)]
+    key: Option<String>,
+    #[diesel(sql_type = Nullable<Text>, column_name = "Extra")]
+    extra: Option<String>,
+}
+
+/// The plan of every listing, with and without a cursor, as one text each.
+fn plans(store: &DieselStore) -> Vec<(Listing, bool, String)> {
+    let fill = fill_sql(store);
+    let mut out = Vec::new();
+    store
+        .with_connection(|conn| {
+            match conn {
+                #[cfg(feature = "sqlite")]
+                ConnectionRef::Sqlite(c) => {
+                    diesel::sql_query(&fill).execute(*c)?;
+                    diesel::sql_query("ANALYZE").execute(*c)?;
+                }
+                #[cfg(feature = "postgres")]
+                ConnectionRef::Postgres(c) => {
+                    diesel::sql_query(&fill).execute(*c)?;
+                    diesel::sql_query("ANALYZE safe_jobs").execute(*c)?;
+                    // The store's statements are prepared; judge the plan PostgreSQL may cache.
+                    diesel::sql_query("SET plan_cache_mode = force_generic_plan").execute(*c)?;
+                }
+                #[cfg(feature = "mysql")]
+                ConnectionRef::Mysql(c) => {
+                    diesel::sql_query(&fill).execute(*c)?;
+                    diesel::sql_query("ANALYZE TABLE safe_jobs").execute(*c)?;
+                }
+                #[allow(unreachable_patterns)]
+                _ => unreachable!("a backend that is not compiled in"),
+            }
+            for listing in Listing::ALL {
+                for cursor in [false, true] {
+                    let (sql, binds) = statement(store, listing, cursor);
+                    let literal = substitute(&sql, |n| binds[n - 1].clone());
+                    let plan = match conn {
+                        #[cfg(feature = "sqlite")]
+                        ConnectionRef::Sqlite(c) => {
+                            diesel::sql_query(format!("EXPLAIN QUERY PLAN {literal}"))
+                                .load::<Detail>(*c)?
+                                .into_iter()
+                                .map(|r| r.detail)
+                                .collect::<Vec<_>>()
+                                .join("\n")
+                        }
+                        #[cfg(feature = "postgres")]
+                        ConnectionRef::Postgres(c) => {
+                            let params = substitute(&sql, |n| format!("${n}"));
+                            let values = binds.join(", ");
+                            diesel::sql_query("DEALLOCATE ALL").execute(*c)?;
+                            diesel::sql_query(format!("PREPARE listing AS {params}"))
+                                .execute(*c)?;
+                            diesel::sql_query(format!("EXPLAIN EXECUTE listing({values})"))
+                                .load::<PgPlan>(*c)?
+                                .into_iter()
+                                .map(|r| r.line)
+                                .collect::<Vec<_>>()
+                                .join("\n")
+                        }
+                        #[cfg(feature = "mysql")]
+                        ConnectionRef::Mysql(c) => diesel::sql_query(format!("EXPLAIN {literal}"))
+                            .load::<MysqlPlan>(*c)?
+                            .into_iter()
+                            .map(|r| {
+                                format!(
+                                    "key={} extra={}",
+                                    r.key.unwrap_or_default(),
+                                    r.extra.unwrap_or_default()
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join("\n"),
+                        #[allow(unreachable_patterns)]
+                        _ => unreachable!("a backend that is not compiled in"),
+                    };
+                    out.push((listing, cursor, format!("{plan}\n-- {literal}")));
+                }
+            }
+            Ok::<_, diesel::result::Error>(())
+        })
+        .expect("a pooled connection")
+        .expect("the listing plans");
+    out
+}
+
+/// SQLite and PostgreSQL: the expected index (or the primary key), and no sort, except of the
+/// few rows the in-doubt listing reads from its partial index (PostgreSQL's choice for them).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+fn assert_partial_index_plans(store: &DieselStore, primary_key: &str, sort: &str) {
+    for (listing, cursor, plan) in plans(store) {
+        let what = format!("{listing:?} (cursor: {cursor}):\n{plan}");
+        if listing != Listing::EffectsInDoubt {
+            assert!(!plan.contains(sort), "sorts: {what}");
+        }
+        match expected_index(listing) {
+            Some(index) => assert!(plan.contains(index), "not through {index}: {what}"),
+            None => {
+                assert!(plan.contains(primary_key), "not in key order: {what}");
+                assert!(!plan.contains("safe_jobs_state"), "{what}");
+            }
+        }
+    }
+}
+
+#[cfg(feature = "sqlite")]
+#[test]
+fn sqlite_listings_use_their_indexes_without_sorting() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let url = format!("sqlite://{}", dir.path().join("plans.db").display());
+    let store = DieselStore::builder(&url).build().expect("sqlite store");
+    store.migrate().expect("migrations");
+    // A WITHOUT ROWID table is its primary key: a scan of it is in digest order.
+    assert_partial_index_plans(&store, "safe_jobs", "TEMP B-TREE");
+}
+
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+fn env_url(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("SAFEJOB_REQUIRE_BACKENDS").is_ok_and(|v| v == "1") => {
+            panic!("SAFEJOB_REQUIRE_BACKENDS=1 but {var} is not set")
+        }
+        _ => {
+            safejob_test_kit::report_skip(format_args!("{var} not set"));
+            None
+        }
+    }
+}
+
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+fn admin<C: diesel::Connection>(url: &str, sql: &str) {
+    let mut conn = C::establish(url).unwrap_or_else(|e| panic!("the test database: {e}"));
+    conn.batch_execute(sql)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_listings_use_their_indexes_without_sorting() {
+    let Some(url) = env_url("SAFEJOB_TEST_POSTGRES_URL") else {
+        return;
+    };
+    let schema = format!("sj_plans_{}", std::process::id());
+    admin::<diesel::PgConnection>(&url, &format!("CREATE SCHEMA {schema}"));
+    let set = format!("SET search_path TO {schema}");
+    let result = std::panic::catch_unwind(|| {
+        let store = DieselStore::builder(&url)
+            .on_connect(move |conn| conn.batch_execute(&set))
+            .build()
+            .expect("postgres store");
+        store.migrate().expect("migrations");
+        assert_partial_index_plans(&store, "safe_jobs_pkey", "Sort");
+    });
+    admin::<diesel::PgConnection>(&url, &format!("DROP SCHEMA {schema} CASCADE"));
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// MySQL has no partial indexes: listings by state page through `safe_jobs_state` (state, then
+/// the primary key) without a filesort; the in-doubt listing sorts only the in-doubt rows.
+#[cfg(feature = "mysql")]
+#[test]
+fn mysql_listings_by_state_use_their_index_without_sorting() {
+    let Some(admin_url) = env_url("SAFEJOB_TEST_MYSQL_URL") else {
+        return;
+    };
+    let database = format!("sj_plans_{}", std::process::id());
+    admin::<diesel::MysqlConnection>(&admin_url, &format!("CREATE DATABASE {database}"));
+    let mut url = url::Url::parse(&admin_url).expect("SAFEJOB_TEST_MYSQL_URL is a URL");
+    url.set_path(&format!("/{database}"));
+    let result = std::panic::catch_unwind(|| {
+        let store = DieselStore::builder(url.as_str())
+            .build()
+            .expect("mysql store");
+        store.migrate().expect("migrations");
+        for (listing, cursor, plan) in plans(&store) {
+            let what = format!("{listing:?} (cursor: {cursor}):\n{plan}");
+            match listing {
+                Listing::EffectsInDoubt => {
+                    assert!(plan.contains("key=safe_jobs_effects_expiry"), "{what}")
+                }
+                Listing::OtherState | Listing::ExpiredLeases => {
+                    assert!(plan.contains("key=safe_jobs_state"), "{what}");
+                    assert!(!plan.contains("filesort"), "sorts: {what}");
+                }
+                Listing::All | Listing::Succeeded => {
+                    assert!(!plan.contains("filesort"), "sorts: {what}")
+                }
+            }
+        }
+    });
+    admin::<diesel::MysqlConnection>(&admin_url, &format!("DROP DATABASE {database}"));
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
