@@ -6,10 +6,7 @@
 //! `SAFEJOB_TEST_MYSQL_URL`, print a skip line without them, and fail without them when
 //! `SAFEJOB_REQUIRE_BACKENDS=1`. Each runs in its own schema / database, dropped afterwards.
 
-use diesel::{
-    QueryableByName, RunQueryDsl,
-    sql_types::{Nullable, Text},
-};
+use diesel::{QueryableByName, RunQueryDsl, sql_types::Text};
 
 use crate::{
     ConnectionRef, DieselStore,
@@ -77,6 +74,7 @@ fn substitute(sql: &str, bind: impl Fn(usize) -> String) -> String {
 }
 
 /// The index a listing must reach on SQLite and PostgreSQL (`None`: the primary key).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 fn expected_index(listing: Listing) -> Option<&'static str> {
     match listing {
         Listing::All | Listing::Succeeded => None,
@@ -85,23 +83,26 @@ fn expected_index(listing: Listing) -> Option<&'static str> {
     }
 }
 
+#[cfg(feature = "sqlite")]
 #[derive(QueryableByName)]
 struct Detail {
     #[diesel(sql_type = Text)]
     detail: String,
 }
 
+#[cfg(feature = "postgres")]
 #[derive(QueryableByName)]
 struct PgPlan {
     #[diesel(sql_type = Text, column_name = "QUERY PLAN")]
     line: String,
 }
 
+#[cfg(feature = "mysql")]
 #[derive(QueryableByName)]
 struct MysqlPlan {
-    #[diesel(sql_type = Nullable<Text>)]
+    #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
     key: Option<String>,
-    #[diesel(sql_type = Nullable<Text>, column_name = "Extra")]
+    #[diesel(sql_type = diesel::sql_types::Nullable<Text>, column_name = "Extra")]
     extra: Option<String>,
 }
 
