@@ -17,30 +17,16 @@ use serde_json::Value;
 
 const EXE: &str = env!("CARGO_BIN_EXE_safejob-torture");
 
-fn required() -> bool {
-    std::env::var("SAFEJOB_REQUIRE_BACKENDS").is_ok_and(|v| v == "1")
-}
-
 /// The URL in `var` when the backend can be tested; `None` after printing why not.
 fn server_url(var: &str, compiled: bool, feature: &str) -> Option<String> {
-    let url = std::env::var(var).ok().filter(|u| !u.is_empty());
-    match (url, compiled) {
-        (Some(url), true) => Some(url),
-        (None, _) if required() => panic!("SAFEJOB_REQUIRE_BACKENDS=1 but {var} is not set"),
-        (Some(_), false) if required() => panic!(
-            "SAFEJOB_REQUIRE_BACKENDS=1 but safejob-bench was built without the `{feature}` feature"
-        ),
-        (None, _) => {
-            safejob_test_kit::report_skip(format_args!("{var} is not set"));
-            None
-        }
-        (Some(_), false) => {
-            safejob_test_kit::report_skip(format_args!(
-                "safejob-bench was built without the `{feature}` feature"
-            ));
-            None
-        }
+    let url = safejob_test_kit::backend_url(var)?;
+    if !compiled {
+        safejob_test_kit::skip_unless_required(format_args!(
+            "safejob-bench was built without the `{feature}` feature"
+        ));
+        return None;
     }
+    Some(url)
 }
 
 fn run(args: &[String]) -> Output {

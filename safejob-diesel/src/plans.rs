@@ -218,20 +218,6 @@ fn sqlite_listings_use_their_indexes_without_sorting() {
 }
 
 #[cfg(any(feature = "postgres", feature = "mysql"))]
-fn env_url(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var("SAFEJOB_REQUIRE_BACKENDS").is_ok_and(|v| v == "1") => {
-            panic!("SAFEJOB_REQUIRE_BACKENDS=1 but {var} is not set")
-        }
-        _ => {
-            safejob_test_kit::report_skip(format_args!("{var} not set"));
-            None
-        }
-    }
-}
-
-#[cfg(any(feature = "postgres", feature = "mysql"))]
 fn admin<C: diesel::Connection>(url: &str, sql: &str) {
     let mut conn = C::establish(url).unwrap_or_else(|e| panic!("the test database: {e}"));
     conn.batch_execute(sql)
@@ -241,7 +227,7 @@ fn admin<C: diesel::Connection>(url: &str, sql: &str) {
 #[cfg(feature = "postgres")]
 #[test]
 fn postgres_listings_use_their_indexes_without_sorting() {
-    let Some(url) = env_url("SAFEJOB_TEST_POSTGRES_URL") else {
+    let Some(url) = safejob_test_kit::backend_url("SAFEJOB_TEST_POSTGRES_URL") else {
         return;
     };
     let schema = format!("sj_plans_{}", std::process::id());
@@ -266,7 +252,7 @@ fn postgres_listings_use_their_indexes_without_sorting() {
 #[cfg(feature = "mysql")]
 #[test]
 fn mysql_listings_by_state_use_their_index_without_sorting() {
-    let Some(admin_url) = env_url("SAFEJOB_TEST_MYSQL_URL") else {
+    let Some(admin_url) = safejob_test_kit::backend_url("SAFEJOB_TEST_MYSQL_URL") else {
         return;
     };
     let database = format!("sj_plans_{}", std::process::id());

@@ -110,21 +110,10 @@ mod ambiguous_commit {
         }
     }
 
-    fn url(var: &str) -> Option<String> {
-        match std::env::var(var) {
-            Ok(url) if !url.is_empty() => Some(url),
-            _ if std::env::var("SAFEJOB_REQUIRE_BACKENDS").is_ok_and(|v| v == "1") => {
-                panic!("SAFEJOB_REQUIRE_BACKENDS=1 but {var} is not set")
-            }
-            _ => {
-                safejob_test_kit::report_skip(format_args!("{var} is not set"));
-                None
-            }
-        }
-    }
-
     fn run(var: &str, mode: EffectsMode) {
-        let Some(url) = url(var) else { return };
+        let Some(url) = safejob_test_kit::backend_url(var) else {
+            return;
+        };
         let admin = DieselStore::connect(&url).expect("connect");
         let backend = admin.backend();
         let mut parsed = url::Url::parse(&url).expect("a URL");

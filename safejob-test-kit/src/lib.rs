@@ -100,5 +100,5 @@ pub use memory::MemoryHarness;
 pub use probe::EffectProbe;
 pub use proxy::{FaultProxy, ProxyStats};
 pub use queue_conformance::{MemoryQueueHarness, QueueHarness};
-pub use skip::report_skip;
+pub use skip::{backend_url, backends_required, report_skip, skip_unless_required};
 pub use torture::{CrashPoint, Torture, TortureFailure, TortureReport, Violation};

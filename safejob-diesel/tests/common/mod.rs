@@ -189,22 +189,6 @@ pub fn unique_name(test: &str) -> String {
     format!("sj_{test}_{}_{seq}", std::process::id())
 }
 
-fn required() -> bool {
-    std::env::var("SAFEJOB_REQUIRE_BACKENDS").is_ok_and(|v| v == "1")
-}
-
-/// The URL in `var`, or `None` after printing the skip line (a panic when backends are required).
-fn env_url(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if required() => panic!("SAFEJOB_REQUIRE_BACKENDS=1 but {var} is not set"),
-        _ => {
-            safejob_test_kit::report_skip(format_args!("{var} not set"));
-            None
-        }
-    }
-}
-
 /// A migrated SQLite store in a fresh temporary directory.
 #[cfg(feature = "sqlite")]
 pub fn sqlite(test: &str) -> TestDb {
@@ -255,7 +239,7 @@ pub fn postgres_with(
     test: &str,
     options: impl FnOnce(DieselStoreBuilder) -> DieselStoreBuilder,
 ) -> Option<TestDb> {
-    let admin_url = env_url("SAFEJOB_TEST_POSTGRES_URL")?;
+    let admin_url = safejob_test_kit::backend_url("SAFEJOB_TEST_POSTGRES_URL")?;
     let schema = unique_name(test);
     if let Err(error) =
         admin_execute::<diesel::PgConnection>(&admin_url, &format!("CREATE SCHEMA {schema}"))
@@ -295,7 +279,7 @@ pub fn mysql_with(
     test: &str,
     options: impl FnOnce(DieselStoreBuilder) -> DieselStoreBuilder,
 ) -> Option<TestDb> {
-    let admin_url = env_url("SAFEJOB_TEST_MYSQL_URL")?;
+    let admin_url = safejob_test_kit::backend_url("SAFEJOB_TEST_MYSQL_URL")?;
     let database = unique_name(test);
     if let Err(error) =
         admin_execute::<diesel::MysqlConnection>(&admin_url, &format!("CREATE DATABASE {database}"))
@@ -325,10 +309,7 @@ pub fn mysql_with(
 
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 fn unreachable_db(var: &str, error: &str) -> Option<TestDb> {
-    if required() {
-        panic!("SAFEJOB_REQUIRE_BACKENDS=1 but the database at {var} is unreachable: {error}");
-    }
-    safejob_test_kit::report_skip(format_args!(
+    safejob_test_kit::skip_unless_required(format_args!(
         "the database at {var} is unreachable: {error}"
     ));
     None
