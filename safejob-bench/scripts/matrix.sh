@@ -36,7 +36,7 @@ for rep in $(seq "$repeats"); do
         at=$(date -u +%H:%M:%S)
         # A failed run is recorded (its error is on stderr, in the log) and the matrix goes on.
         { $bin guard --url "$url" --jobs "$jobs" --threads "$threads" --effects "$effects" \
-            --baseline --rounds 3 ||
+            --baseline --rounds 4 ||
             echo "{\"bench\":\"failed\",\"backend\":\"$backend\",\"effects\":\"$effects\",\"threads\":$threads}"; } |
           sed "s/^{/{\"rep\":$rep,\"at\":\"$at\",/" | tee -a "$out"
       done

@@ -118,7 +118,8 @@ struct GuardArgs {
     #[arg(long, default_value_t = 50)]
     warmup: usize,
     /// Alternate guard and baseline this many times (jobs split evenly), so a burst of load on a
-    /// shared machine hits both alike. Figures are over all rounds.
+    /// shared machine hits both alike; the guard goes first in even rounds and the baseline in
+    /// odd ones (an even count balances the order). Figures are over all rounds.
     #[arg(long, default_value_t = 1)]
     rounds: usize,
     /// SQL run on every new pooled connection after the store's own setup, for profiling only:
@@ -154,6 +155,12 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether the baseline runs before the guard in `round`: in odd rounds, so over an even number
+/// of rounds neither always runs on the fresher tables, caches or checkpoint.
+fn baseline_first(round: usize) -> bool {
+    round % 2 == 1
 }
 
 /// A random prefix for this run's keys, so runs never collide on the same database.
@@ -213,10 +220,14 @@ fn guard(args: &GuardArgs) -> Result<(), BenchError> {
     for round in 0..rounds {
         // Spread the remainder over the first rounds so the total is exactly --jobs.
         let n = args.jobs / rounds + usize::from(round < args.jobs % rounds);
+        let baseline_first = baseline_first(round);
+        if let Some(b) = baseline.as_ref().filter(|_| baseline_first) {
+            hand_written.merge(b.run(&format!("{prefix}-b{round}"), n, threads)?);
+        }
         if run_guard {
             guarded.merge(runner.run(&format!("{prefix}-g{round}"), n, threads)?);
         }
-        if let Some(b) = &baseline {
+        if let Some(b) = baseline.as_ref().filter(|_| !baseline_first) {
             hand_written.merge(b.run(&format!("{prefix}-b{round}"), n, threads)?);
         }
     }
@@ -240,6 +251,19 @@ mod tests {
     use clap::CommandFactory;
 
     use super::*;
+
+    #[test]
+    fn guard_and_baseline_take_turns_going_first() {
+        // Position 0 or 1 inside each round; over 4 rounds both sides sum to the same.
+        let (mut guard, mut baseline) = (0, 0);
+        for round in 0..4 {
+            let first = usize::from(baseline_first(round));
+            baseline += 1 - first;
+            guard += first;
+        }
+        assert_eq!((guard, baseline), (2, 2));
+        assert!(!baseline_first(0), "the guard goes first in round 0");
+    }
 
     #[test]
     fn cli_is_consistent() {

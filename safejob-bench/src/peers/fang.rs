@@ -97,6 +97,7 @@ pub fn run(url: &str, w: &Workload) -> Result<Vec<Figure>, BenchError> {
         batch,
         elapsed,
         note,
+        passes: 1,
     };
     let (single, batched) = enqueue(&queue, w.jobs, w.batch)?;
     let mut figures = vec![

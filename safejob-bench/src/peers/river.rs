@@ -105,6 +105,7 @@ async fn steps(pool: &PgPool, w: &Workload, jobs: usize) -> Result<Vec<Figure>, 
         batch,
         elapsed,
         note,
+        passes: 1,
     };
     let mut figures = Vec::with_capacity(3);
 
