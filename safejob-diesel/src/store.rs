@@ -67,6 +67,8 @@ pub(crate) enum Pools {
 pub struct DieselStore {
     pub(crate) pools: Pools,
     kind: BackendKind,
+    /// To render the statements again when a test moves the clock.
+    #[cfg(feature = "test-util")]
     dialect: Dialect,
     /// The statements, and the test clock offset (µs) they were rendered with.
     sql: RwLock<(i64, Arc<Statements>)>,
@@ -244,6 +246,7 @@ impl DieselStoreBuilder {
             pools,
             kind: url.kind,
             sql: RwLock::new((0, Arc::new(Statements::render(&dialect, 0)))),
+            #[cfg(feature = "test-util")]
             dialect,
             errors,
             connection_timeout,
@@ -415,8 +418,10 @@ impl DieselStore {
     /// Makes `by` pass on this store's clock: from now on every statement of this store reads
     /// the database clock plus the total advanced so far. A testing aid (the database's own clock
     /// cannot be moved, and nothing should sleep to let a lease expire); it affects this
-    /// `DieselStore` only, not other stores or processes on the same database. Production code
-    /// never calls it, and then the clock is the database's, unchanged.
+    /// `DieselStore` only, not other stores or processes on the same database. Only with the
+    /// `test-util` feature, which production builds leave off: there the clock is the
+    /// database's, unchanged.
+    #[cfg(feature = "test-util")]
     pub fn advance_clock_for_tests(&self, by: Duration) {
         let by = i64::try_from(by.as_micros()).unwrap_or(i64::MAX);
         let mut sql = self.sql.write().unwrap_or_else(PoisonError::into_inner);

@@ -42,9 +42,10 @@ use serde_json::json;
 
 /// A store under test, and a way to make time pass as that store sees it.
 ///
-/// The memory store's harness advances a `ManualClock`; a SQL store's harness shifts its stored
-/// lease expiries back by the same amount (the database clock itself cannot be moved). Neither
-/// sleeps.
+/// The memory store's harness advances a `ManualClock`. A `DieselStore`'s harness calls
+/// `DieselStore::advance_clock_for_tests` (safejob-diesel's `test-util` feature, for
+/// dev-dependencies), which moves the store's view of the database clock; the database clock
+/// itself cannot be moved. Neither sleeps.
 pub trait StoreHarness {
     /// The store under test. Each call returns the same store.
     fn store(&self) -> Arc<dyn LeaseStore>;

@@ -177,9 +177,11 @@ impl DieselQueue {
     }
 
     /// Makes `by` pass on this queue's clock and its store's (see
-    /// [`DieselStore::advance_clock_for_tests`]): a testing aid, never called in production.
+    /// [`DieselStore::advance_clock_for_tests`]): a testing aid, only with the `test-util`
+    /// feature.
     /// Advance through the queue, not the store alone, so that the queue and its guards agree
     /// on the time.
+    #[cfg(feature = "test-util")]
     pub fn advance_clock_for_tests(&self, by: Duration) {
         let by_us = i64::try_from(by.as_micros()).unwrap_or(i64::MAX);
         self.store.advance_clock_for_tests(by);
