@@ -220,14 +220,14 @@ fn guard(args: &GuardArgs) -> Result<(), BenchError> {
     for round in 0..rounds {
         // Spread the remainder over the first rounds so the total is exactly --jobs.
         let n = args.jobs / rounds + usize::from(round < args.jobs % rounds);
-        let baseline_first = baseline_first(round);
-        if let Some(b) = baseline.as_ref().filter(|_| baseline_first) {
+        let baseline_leads = baseline_first(round);
+        if let Some(b) = baseline.as_ref().filter(|_| baseline_leads) {
             hand_written.merge(b.run(&format!("{prefix}-b{round}"), n, threads)?);
         }
         if run_guard {
             guarded.merge(runner.run(&format!("{prefix}-g{round}"), n, threads)?);
         }
-        if let Some(b) = baseline.as_ref().filter(|_| !baseline_first) {
+        if let Some(b) = baseline.as_ref().filter(|_| !baseline_leads) {
             hand_written.merge(b.run(&format!("{prefix}-b{round}"), n, threads)?);
         }
     }
