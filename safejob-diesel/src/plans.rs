@@ -140,12 +140,9 @@ fn plans(store: &DieselStore) -> Vec<(Listing, bool, String)> {
                     let plan = match conn {
                         #[cfg(feature = "sqlite")]
                         ConnectionRef::Sqlite(c) => {
-                            diesel::sql_query(format!("EXPLAIN QUERY PLAN {literal}"))
-                                .load::<Detail>(*c)?
-                                .into_iter()
-                                .map(|r| r.detail)
-                                .collect::<Vec<_>>()
-                                .join("\n")
+                            let rows = diesel::sql_query(format!("EXPLAIN QUERY PLAN {literal}"))
+                                .load::<Detail>(*c)?;
+                            lines(rows, |r| r.detail)
                         }
                         #[cfg(feature = "postgres")]
                         ConnectionRef::Postgres(c) => {
@@ -154,26 +151,23 @@ fn plans(store: &DieselStore) -> Vec<(Listing, bool, String)> {
                             diesel::sql_query("DEALLOCATE ALL").execute(*c)?;
                             diesel::sql_query(format!("PREPARE listing AS {params}"))
                                 .execute(*c)?;
-                            diesel::sql_query(format!("EXPLAIN EXECUTE listing({values})"))
-                                .load::<PgPlan>(*c)?
-                                .into_iter()
-                                .map(|r| r.line)
-                                .collect::<Vec<_>>()
-                                .join("\n")
+                            let rows =
+                                diesel::sql_query(format!("EXPLAIN EXECUTE listing({values})"))
+                                    .load::<PgPlan>(*c)?;
+                            lines(rows, |r| r.line)
                         }
                         #[cfg(feature = "mysql")]
-                        ConnectionRef::Mysql(c) => diesel::sql_query(format!("EXPLAIN {literal}"))
-                            .load::<MysqlPlan>(*c)?
-                            .into_iter()
-                            .map(|r| {
+                        ConnectionRef::Mysql(c) => {
+                            let rows = diesel::sql_query(format!("EXPLAIN {literal}"))
+                                .load::<MysqlPlan>(*c)?;
+                            lines(rows, |r| {
                                 format!(
                                     "key={} extra={}",
                                     r.key.unwrap_or_default(),
                                     r.extra.unwrap_or_default()
                                 )
                             })
-                            .collect::<Vec<_>>()
-                            .join("\n"),
+                        }
                         #[allow(unreachable_patterns)]
                         _ => unreachable!("a backend that is not compiled in"),
                     };
@@ -185,6 +179,11 @@ fn plans(store: &DieselStore) -> Vec<(Listing, bool, String)> {
         .expect("a pooled connection")
         .expect("the listing plans");
     out
+}
+
+/// A plan's rows, one line each.
+fn lines<R>(rows: Vec<R>, line: impl Fn(R) -> String) -> String {
+    rows.into_iter().map(line).collect::<Vec<_>>().join("\n")
 }
 
 /// SQLite and PostgreSQL: the expected index (or the primary key), and no sort, except of the
