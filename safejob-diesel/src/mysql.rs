@@ -2,7 +2,10 @@
 //! it *matched*, not only those it changed: a renew within the same microsecond, or any CAS that
 //! rewrites identical values, still counts 1 (pinned by `tests/backends.rs`).
 
-use diesel::{MysqlConnection, QueryResult, connection::SimpleConnection};
+use diesel::{
+    MysqlConnection, QueryResult,
+    connection::{AnsiTransactionManager, SimpleConnection, TransactionManager},
+};
 
 use crate::pool::{ConnectionRef, PoolOptions, StoreConnection, run_statements};
 
@@ -15,6 +18,20 @@ impl StoreConnection for MysqlConnection {
 
     fn as_ref(&mut self) -> ConnectionRef<'_> {
         ConnectionRef::Mysql(self)
+    }
+
+    /// A deadlock (or a lock-wait timeout with `innodb_rollback_on_timeout`) rolls the whole
+    /// transaction back and, with `autocommit` on, every later statement of a hook that swallowed
+    /// the error would commit by itself, outside `succeeded`. With `autocommit` off they open a
+    /// new transaction instead, which the store's confirm finds without our `succeeded` and rolls
+    /// back.
+    fn begin_effects(&mut self) -> QueryResult<()> {
+        self.batch_execute("SET autocommit = 0")?;
+        AnsiTransactionManager::begin_transaction(self)
+    }
+
+    fn end_effects(&mut self) -> QueryResult<()> {
+        self.batch_execute("SET autocommit = 1")
     }
 
     run_statements!();

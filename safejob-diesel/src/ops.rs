@@ -420,21 +420,35 @@ impl Ctx<'_> {
                 Finalized::Stale
             });
         };
-        self.finalize_with_hook(c, &stmt, digest, hook)
+        self.finalize_with_hook(c, &stmt, lease, hook)
     }
 
-    /// The fenced state change, then the hook, in one transaction on one connection.
+    /// The fenced state change, then the hook, then the confirm, in one transaction on one
+    /// connection (see [`Ctx::confirm_succeeded`]).
     fn finalize_with_hook<C: StoreConnection>(
         &self,
         c: &mut PooledConn<C>,
         stmt: &Stmt<'_>,
-        digest: &[u8],
+        lease: &Lease,
         hook: &mut TxEffects<'_>,
     ) -> Result<Finalized, StoreError> {
+        let finalized = self.finalize_with_hook_in_tx(c, stmt, lease, hook);
+        c.end_effects();
+        finalized
+    }
+
+    fn finalize_with_hook_in_tx<C: StoreConnection>(
+        &self,
+        c: &mut PooledConn<C>,
+        stmt: &Stmt<'_>,
+        lease: &Lease,
+        hook: &mut TxEffects<'_>,
+    ) -> Result<Finalized, StoreError> {
+        let digest = lease.digest.as_bytes().as_slice();
         // The transaction as a whole is retried on a deadlock before the hook runs; the hook's
         // own statements are its business (an error there aborts, and the runner retries).
         let begin_and_update = |conn: &mut C| -> QueryResult<usize> {
-            conn.begin_write()?;
+            conn.begin_effects()?;
             match conn.exec(stmt) {
                 Ok(n) => Ok(n),
                 Err(e) => {
@@ -460,6 +474,10 @@ impl Ctx<'_> {
                 c.rollback();
                 Ok(Finalized::EffectsAborted)
             }
+            Ok(Ok(())) if !self.confirm_succeeded(&mut c.conn, lease) => {
+                c.rollback();
+                Ok(Finalized::EffectsAborted)
+            }
             Ok(Ok(())) => match AnsiTransactionManager::commit_transaction(&mut c.conn) {
                 Ok(()) => Ok(Finalized::Committed),
                 Err(e) => {
@@ -468,6 +486,53 @@ impl Ctx<'_> {
                     Err(self.errors.write_error(e))
                 }
             },
+        }
+    }
+
+    /// After a transactional effects hook returned `Ok`, before COMMIT: whether the transaction
+    /// is still alive and still holds `running → succeeded` under `lease`'s fence.
+    ///
+    /// diesel's `Ok` from COMMIT proves neither. A hook may swallow a database error: PostgreSQL
+    /// then has aborted the transaction and answers COMMIT with a silent ROLLBACK; MySQL and
+    /// MariaDB roll the whole transaction back on a deadlock (the hook's later statements then
+    /// run in a new transaction, see [`StoreConnection::begin_effects`]); SQLite does so after
+    /// `INSERT OR ROLLBACK` or `RAISE(ROLLBACK)`. One `SELECT` inside the transaction tells: it
+    /// fails in an aborted PostgreSQL transaction, and finds no `succeeded` row under our fence
+    /// where the finalize was rolled back. `false` means: roll back and report the effects
+    /// aborted, so nothing is half-committed and the next attempt runs the job again.
+    pub(crate) fn confirm_succeeded<C: StoreConnection>(
+        &self,
+        conn: &mut C,
+        lease: &Lease,
+    ) -> bool {
+        let Ok(fence) = fence(lease) else {
+            return false;
+        };
+        let stmt = Stmt::new(
+            &self.sql.confirm_succeeded,
+            vec![Bind::Bytes(lease.digest.as_bytes()), Bind::Int(fence)],
+        );
+        match conn.micros(&stmt) {
+            Ok(rows) if rows.len() == 1 => true,
+            Ok(_) => {
+                tracing::warn!(
+                    key = %lease.digest,
+                    fence = lease.fence,
+                    "the finalize was rolled back under the effects hook (a swallowed error?): \
+                     rolling back the hook's writes"
+                );
+                false
+            }
+            Err(error) => {
+                tracing::warn!(
+                    key = %lease.digest,
+                    fence = lease.fence,
+                    %error,
+                    "the finalize transaction was aborted under the effects hook (a swallowed \
+                     error?): rolling back"
+                );
+                false
+            }
         }
     }
 

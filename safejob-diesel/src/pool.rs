@@ -109,6 +109,20 @@ pub(crate) trait StoreConnection:
     fn begin_write(&mut self) -> QueryResult<()> {
         AnsiTransactionManager::begin_transaction(self)
     }
+    /// Begins the write transaction a transactional effects hook runs in. Every backend but
+    /// MySQL: [`begin_write`](StoreConnection::begin_write). MySQL / MariaDB first turn
+    /// `autocommit` off, so that when the server rolls the whole transaction back under the hook
+    /// (a deadlock), the hook's later statements join a new transaction that the store rolls back,
+    /// instead of committing one by one. Pair with [`end_effects`](StoreConnection::end_effects).
+    fn begin_effects(&mut self) -> QueryResult<()> {
+        self.begin_write()
+    }
+    /// Undoes what [`begin_effects`](StoreConnection::begin_effects) set, once the transaction is
+    /// committed or rolled back (never with one open: MySQL's `SET autocommit = 1` would commit
+    /// it). Nothing on every backend but MySQL.
+    fn end_effects(&mut self) -> QueryResult<()> {
+        Ok(())
+    }
     /// Runs a statement; the number of rows it matched.
     fn exec(&mut self, stmt: &Stmt<'_>) -> QueryResult<usize>;
     /// Runs a query returning whole rows.
@@ -159,6 +173,15 @@ impl<C: StoreConnection> PooledConn<C> {
     /// Rolls back an open transaction; marks the connection broken if that fails.
     pub(crate) fn rollback(&mut self) {
         if AnsiTransactionManager::rollback_transaction(&mut self.conn).is_err() {
+            self.broken = true;
+        }
+    }
+
+    /// [`StoreConnection::end_effects`] after an effects transaction ended, unless the connection
+    /// is broken (its transaction may still be open, and it is thrown away anyway); a failure
+    /// marks it broken.
+    pub(crate) fn end_effects(&mut self) {
+        if !self.broken && self.conn.end_effects().is_err() {
             self.broken = true;
         }
     }

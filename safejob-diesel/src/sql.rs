@@ -118,6 +118,9 @@ pub(crate) struct Statements {
     pub(crate) expiry_of: String,
     /// Finalize-succeeded CAS: result, effects, ttl_us, digest, fence.
     pub(crate) finalize_succeeded: String,
+    /// Inside a finalize transaction, after the effects hook: one row (the fence, as `us`) only
+    /// while the transaction is alive and holds our `succeeded`. Binds: digest, fence.
+    pub(crate) confirm_succeeded: String,
     /// Finalize-failed CAS: failure, digest, fence.
     pub(crate) finalize_failed: String,
     /// Release CAS: last_error, digest, fence.
@@ -246,6 +249,8 @@ impl Statements {
                  effects = ?, lease_expires_at = {expiry}, updated_at = {now}, \
                  finalized_at = {now} \
                  WHERE digest = ? AND fence = ? AND state = 'running'"),
+            confirm_succeeded: r("SELECT fence AS us FROM safe_jobs \
+                 WHERE digest = ? AND fence = ? AND state = 'succeeded'"),
             finalize_failed: r("UPDATE safe_jobs SET state = 'failed', failure = ?, \
                  lease_expires_at = NULL, updated_at = {now}, finalized_at = {now} \
                  WHERE digest = ? AND fence = ? AND state = 'running'"),

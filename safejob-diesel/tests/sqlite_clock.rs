@@ -65,8 +65,7 @@ fn sqlite_store_clock_follows_the_system_clock() {
     );
     let advanced = store_after - store_before;
     assert!(
-        advanced >= chrono::Duration::milliseconds(150)
-            && advanced <= chrono::Duration::seconds(5),
+        advanced >= chrono::Duration::milliseconds(150) && advanced <= chrono::Duration::seconds(5),
         "the store clock advanced {advanced} over a 200 ms sleep ({store_before} → {store_after})"
     );
 

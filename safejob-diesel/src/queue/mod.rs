@@ -109,7 +109,7 @@ pub use self::{enqueue::MAX_ROWS_PER_STATEMENT, snapshot::DURATION_SAMPLE};
 use self::{
     listen::{Listener, Wakers},
     sql::{QueueConnection, QueueSql},
-    tx::{Fail, QCtx},
+    tx::{Begin, Fail, QCtx},
 };
 use crate::{
     BackendKind, ConnectionRef, DieselStore,
@@ -304,7 +304,7 @@ impl QCtx<'_> {
                 }
             }
         }
-        self.transaction(c, true, |c| {
+        self.transaction(c, Begin::Write, |c| {
             Ok(tx::End::Commit(enqueue::enqueue(
                 &self.sql,
                 &mut c.conn,

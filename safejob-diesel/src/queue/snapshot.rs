@@ -17,7 +17,7 @@ use super::{
     sql::{
         CountRow, DurationRow, InFlightRow, KindRow, OldestRow, QueueConnection, Sql, WorkerRow,
     },
-    tx::{End, QCtx},
+    tx::{Begin, End, QCtx},
 };
 use crate::{BackendKind, pool::PooledConn, stmt::Bind};
 
@@ -39,7 +39,7 @@ impl QCtx<'_> {
                 conn.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             })?;
         }
-        self.transaction(c, false, |c| {
+        self.transaction(c, Begin::Read, |c| {
             if self.sql.kind == BackendKind::Postgres {
                 c.conn
                     .batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")?;

@@ -49,6 +49,18 @@ impl From<StoreError> for Fail {
     }
 }
 
+/// How a transaction begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Begin {
+    /// A plain transaction (reads).
+    Read,
+    /// A write transaction: SQLite `BEGIN IMMEDIATE`.
+    Write,
+    /// A write transaction that runs a transactional effects hook
+    /// ([`StoreConnection::begin_effects`](crate::pool::StoreConnection::begin_effects)).
+    Effects,
+}
+
 /// How a transaction body ends.
 pub(crate) enum End<T> {
     Commit(T),
@@ -127,21 +139,33 @@ impl QCtx<'_> {
         }
     }
 
-    /// Runs `body` in one transaction (a write transaction — SQLite `BEGIN IMMEDIATE` — when
-    /// `write`), committing or rolling back as it says. A deadlock or lock-wait timeout rolls back
-    /// and runs the whole body again.
+    /// Runs `body` in one transaction begun as `begin` says, committing or rolling back as it
+    /// says. A deadlock or lock-wait timeout rolls back and runs the whole body again.
     pub(crate) fn transaction<C: QueueConnection, T>(
         &self,
         c: &mut PooledConn<C>,
-        write: bool,
+        begin: Begin,
+        body: impl FnMut(&mut PooledConn<C>) -> Result<End<T>, Fail>,
+    ) -> Result<T, StoreError> {
+        let ended = self.transaction_once_ended(c, begin, body);
+        if begin == Begin::Effects {
+            c.end_effects();
+        }
+        ended
+    }
+
+    fn transaction_once_ended<C: QueueConnection, T>(
+        &self,
+        c: &mut PooledConn<C>,
+        begin: Begin,
         mut body: impl FnMut(&mut PooledConn<C>) -> Result<End<T>, Fail>,
     ) -> Result<T, StoreError> {
         let mut attempt = 0;
         loop {
-            let begun = if write {
-                c.conn.begin_write()
-            } else {
-                AnsiTransactionManager::begin_transaction(&mut c.conn)
+            let begun = match begin {
+                Begin::Read => AnsiTransactionManager::begin_transaction(&mut c.conn),
+                Begin::Write => c.conn.begin_write(),
+                Begin::Effects => c.conn.begin_effects(),
             };
             let outcome = match begun {
                 Ok(()) => body(c),

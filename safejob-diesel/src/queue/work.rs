@@ -27,7 +27,7 @@ use super::{
         ClaimSql, ClaimedRow, GuardedDoneRow, GuardedSucceeded, IdRow, JobRow, QueueConnection,
         QueueSql, Sql, padded,
     },
-    tx::{End, Fail, QCtx},
+    tx::{Begin, End, Fail, QCtx},
 };
 use crate::{
     ops::{FinalizeEffects, lease},
@@ -88,7 +88,7 @@ impl QCtx<'_> {
                 (QueueSql::with_list(pick, n), Some((mark, read)))
             }
         };
-        self.transaction(c, true, |c| {
+        self.transaction(c, Begin::Write, |c| {
             let rows: Vec<JobRow> = match mark_read {
                 None => {
                     let mut binds = vec![Bind::Text(req.worker), Bind::Int(ttl)];
@@ -254,7 +254,7 @@ impl QCtx<'_> {
             })?;
             return answer(out);
         };
-        self.transaction(c, true, |c| {
+        self.transaction(c, Begin::Write, |c| {
             let Some(us) = self.renew_job(&mut c.conn, lease, ttl_us)? else {
                 return Ok(End::Rollback(Renewed::Stale));
             };
@@ -461,8 +461,13 @@ impl QCtx<'_> {
             }
         }
 
+        let begin = if hook.is_some() {
+            Begin::Effects
+        } else {
+            Begin::Write
+        };
         let mut hook_ran = false;
-        self.transaction(c, true, |c| {
+        self.transaction(c, begin, |c| {
             if hook_ran {
                 // Never run the effects twice: a failure after them is reported, not retried.
                 return Err(StoreError::backend("completion failed after its effects ran").into());
@@ -510,6 +515,11 @@ impl QCtx<'_> {
                         match ran {
                             Err(panic) => return Err(Fail::Panic(panic)),
                             Ok(Err(_aborted)) => {
+                                return Ok(End::Rollback(Completed::EffectsAborted));
+                            }
+                            // The job's update and the guard's finalize share this transaction:
+                            // the guard's `succeeded` still standing proves both.
+                            Ok(Ok(())) if !self.guard.confirm_succeeded(&mut c.conn, g) => {
                                 return Ok(End::Rollback(Completed::EffectsAborted));
                             }
                             Ok(Ok(())) => true,
