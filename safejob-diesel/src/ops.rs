@@ -642,12 +642,18 @@ impl Ctx<'_> {
             );
             let n = run(c, |conn| conn.exec(&claim)).map_err(|e| self.err(e))?;
             if one_or_none(n, digest)? {
+                // Our lease carries the fence our UPDATE wrote, never one read afterwards: a
+                // claim that committed in between holds the row now, and ours is lost.
+                let claimed = row.fence + 1;
                 let Some((row, _)) = self.select_row(c, digest)? else {
                     return Ok(EffectsClaim::Missing);
                 };
+                if row.fence != claimed {
+                    return Ok(EffectsClaim::NotInDoubt(row));
+                }
                 let lease = Lease {
                     digest: req.digest,
-                    fence: row.fence,
+                    fence: claimed,
                     attempt: row.attempts,
                     owner: req.owner.to_owned(),
                     expires_at: row.lease_expires_at.unwrap_or(now),
