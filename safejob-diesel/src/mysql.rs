@@ -10,10 +10,19 @@ use diesel::{
 use crate::pool::{ConnectionRef, PoolOptions, StoreConnection, run_statements};
 
 impl StoreConnection for MysqlConnection {
-    fn init(&mut self, _options: &PoolOptions) -> QueryResult<()> {
+    fn init(&mut self, options: &PoolOptions) -> QueryResult<()> {
         // READ COMMITTED, as on PostgreSQL: no gap locks, so concurrent inserts of different keys
         // do not deadlock each other.
-        self.batch_execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        self.batch_execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")?;
+        if let Some(timeout) = options.lock_timeout {
+            // Whole seconds, at least 1: the server's granularity.
+            let secs = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
+            self.batch_execute(&format!(
+                "SET SESSION innodb_lock_wait_timeout = {}",
+                secs.max(1)
+            ))?;
+        }
+        Ok(())
     }
 
     fn as_ref(&mut self) -> ConnectionRef<'_> {

@@ -70,6 +70,8 @@ pub(crate) struct PoolOptions {
     pub(crate) max_lifetime: Option<Duration>,
     pub(crate) test_on_check_out: bool,
     pub(crate) busy_timeout: Duration,
+    /// PostgreSQL `lock_timeout` and MySQL `innodb_lock_wait_timeout` of every connection.
+    pub(crate) lock_timeout: Option<Duration>,
     pub(crate) synchronous: SqliteSynchronous,
     pub(crate) setup: Option<SetupHook>,
     /// The builder's opt-in: record "effects done" through a second, relaxed-durability pool.
@@ -88,6 +90,7 @@ impl Default for PoolOptions {
             max_lifetime: Some(Duration::from_secs(1800)),
             test_on_check_out: false,
             busy_timeout: Duration::from_secs(30),
+            lock_timeout: Some(Duration::from_secs(30)),
             synchronous: SqliteSynchronous::Full,
             setup: None,
             relaxed_effects_marks: false,

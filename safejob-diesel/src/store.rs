@@ -90,7 +90,8 @@ impl fmt::Debug for DieselStore {
 /// Defaults: 10 connections at most, 1 kept idle, 10 s to wait for a free connection, idle
 /// connections closed after 10 min and every connection after 30 min, no test query on check-out
 /// (it would double the round trips of every primitive; a connection that failed is discarded
-/// when it comes back instead), SQLite `busy_timeout` 30 s and `synchronous=FULL`.
+/// when it comes back instead), a 30 s lock timeout on PostgreSQL and MySQL, SQLite
+/// `busy_timeout` 30 s and `synchronous=FULL`.
 #[must_use]
 pub struct DieselStoreBuilder {
     url: String,
@@ -147,6 +148,26 @@ impl DieselStoreBuilder {
     /// for seconds (5 s was measured to fail 4 threads hammering one file).
     pub fn sqlite_busy_timeout(mut self, timeout: Duration) -> Self {
         self.options.busy_timeout = timeout;
+        self
+    }
+
+    /// PostgreSQL and MySQL / MariaDB: how long a statement waits for a row lock before it fails
+    /// (PostgreSQL `lock_timeout`, MySQL `innodb_lock_wait_timeout`, in whole seconds there);
+    /// `None` keeps the server's setting (PostgreSQL: wait forever; MySQL: 50 s). Defaults to
+    /// 30 seconds. SQLite waits for its write lock as [`sqlite_busy_timeout`] says.
+    ///
+    /// Row locks are held for milliseconds in normal operation. The timeout is for the session
+    /// that holds one and will never finish: a connection cut during COMMIT can stay half-open on
+    /// the server until TCP keepalive notices (hours by default), and until then the runner's
+    /// settling release and every acquire of that key would wait. With the timeout they fail and
+    /// are retried later; the key's lease still expires as usual. It applies to the statements of
+    /// a transactional effects hook too: a hook that waits longer for a lock fails its attempt.
+    /// A MySQL lock-wait timeout is retried like a deadlock (up to 6 times), so a blocked
+    /// statement there fails after about 7 × the timeout.
+    ///
+    /// [`sqlite_busy_timeout`]: DieselStoreBuilder::sqlite_busy_timeout
+    pub fn lock_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.options.lock_timeout = timeout;
         self
     }
 

@@ -9,14 +9,15 @@
 mod common;
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, mpsc},
+    thread,
     time::Duration,
 };
 
 use common::TestDb;
 use diesel::connection::{Instrumentation, InstrumentationEvent};
 use safejob_core::{
-    KeyDigest, LeaseStore,
+    KeyDigest, LeaseStore, StoreError,
     store::{
         AcquireRequest, Acquired, EffectsClaim, EffectsOutcome, FenceCheck, Finalized, Lease,
         Renewed,
@@ -180,4 +181,76 @@ on_every_backend! {
             other => panic!("unexpected {other:?}"),
         }
     }
+}
+
+/// A session that holds a key's row lock and never finishes (a connection cut during COMMIT,
+/// half-open on the server) must not block the settling release: with the store's lock timeout
+/// the release fails in bounded time and works once the lock is gone. Catches the lock timeout
+/// left out of the connection setup (`postgres.rs` / `mysql.rs` `init`) — tried on both: the
+/// release waited behind the lock past the 20 s bound (PostgreSQL has no lock timeout at all).
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+fn a_held_row_lock_cannot_block_the_release(db: &TestDb) {
+    let lease = grant(&*db.store, &request("race-lock", "worker", TTL));
+    let lock = format!(
+        "UPDATE safe_jobs SET owner = owner WHERE digest = {}",
+        db.blob(lease.digest.as_bytes())
+    );
+    let (locked, is_locked) = mpsc::channel();
+    let (finish, finished) = mpsc::channel::<()>();
+    let holder = db.store.clone();
+    let blocker = thread::spawn(move || {
+        holder
+            .with_connection(|conn| {
+                conn.batch_execute("BEGIN").unwrap();
+                conn.batch_execute(&lock).unwrap();
+                locked.send(()).unwrap();
+                let _ = finished.recv_timeout(Duration::from_secs(60));
+                conn.batch_execute("ROLLBACK").unwrap();
+            })
+            .unwrap();
+    });
+    is_locked.recv().unwrap();
+
+    let settler = db
+        .builder()
+        .lock_timeout(Some(Duration::from_millis(500)))
+        .build()
+        .unwrap();
+    let (answer, answered) = mpsc::channel();
+    let to_release = lease.clone();
+    thread::spawn(move || {
+        let released = settler.release(&to_release, Some("finalize outcome unknown"));
+        let _ = answer.send(released.map_err(|e: StoreError| e.to_string()));
+    });
+    let released = answered.recv_timeout(Duration::from_secs(20));
+    finish.send(()).unwrap();
+    blocker.join().unwrap();
+    let released = released.expect("the release still waited behind the held row lock after 20 s");
+    assert!(
+        released.is_err(),
+        "a blocked release cannot apply: {released:?}"
+    );
+    assert_eq!(
+        db.store.release(&lease, None).unwrap(),
+        FenceCheck::Applied,
+        "once the lock is gone"
+    );
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_a_held_row_lock_cannot_block_the_release() {
+    let Some(db) = common::postgres("held_lock") else {
+        return;
+    };
+    a_held_row_lock_cannot_block_the_release(&db);
+}
+
+#[cfg(feature = "mysql")]
+#[test]
+fn mysql_a_held_row_lock_cannot_block_the_release() {
+    let Some(db) = common::mysql("held_lock") else {
+        return;
+    };
+    a_held_row_lock_cannot_block_the_release(&db);
 }
