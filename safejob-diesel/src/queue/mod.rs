@@ -448,3 +448,58 @@ impl<'a, 'b: 'a> From<&'a mut ConnectionRef<'b>> for ConnectionRef<'a> {
         }
     }
 }
+
+#[cfg(all(test, feature = "sqlite"))]
+mod tests {
+    use diesel::result::{DatabaseErrorKind, Error as DieselError};
+
+    use super::*;
+
+    /// A deadlock inside the guard's half of a queue transaction (MySQL: two claims locking guard
+    /// rows) reaches the transaction as a store error; it is rolled back and run again like any
+    /// deadlock, not returned. Catches the retry of `Fail::Store` removed from
+    /// `QCtx::transaction` — tried: the body ran once and the claim failed with the deadlock.
+    #[test]
+    fn a_deadlock_in_the_guard_half_runs_the_transaction_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("q.db").display());
+        let store = Arc::new(DieselStore::builder(&url).build().unwrap());
+        store.migrate().unwrap();
+        let queue = DieselQueue::new(store);
+        let deadlock = || {
+            let info = Box::new(
+                "Deadlock found when trying to get lock; try restarting transaction".to_owned(),
+            );
+            StoreError::backend(DieselError::DatabaseError(
+                DatabaseErrorKind::SerializationFailure,
+                info,
+            ))
+        };
+        let runs = (|| -> Result<u32, StoreError> {
+            with_queue!(queue, q, conn => {
+                let mut runs = 0;
+                q.transaction(conn, Begin::Write, |_| {
+                    runs += 1;
+                    if runs == 1 {
+                        return Err(Fail::Store(deadlock()));
+                    }
+                    Ok(tx::End::Commit(runs))
+                })
+            })
+        })()
+        .unwrap();
+        assert_eq!(runs, 2);
+
+        let other = (|| -> Result<u32, StoreError> {
+            with_queue!(queue, q, conn => {
+                q.transaction(conn, Begin::Write, |_| -> Result<tx::End<u32>, Fail> {
+                    Err(Fail::Store(StoreError::backend("not a lock conflict")))
+                })
+            })
+        })();
+        assert!(
+            other.is_err(),
+            "other store errors are returned, not retried"
+        );
+    }
+}

@@ -102,6 +102,17 @@ pub(crate) fn store_error(errors: &ErrorContext, error: DieselError) -> StoreErr
     errors.store_error(error)
 }
 
+/// A store error that wraps a deadlock or lock-wait timeout: the guard's primitives, run inside
+/// a queue transaction, report diesel's errors as [`StoreError::Backend`].
+pub(crate) fn is_retryable_store_error(error: &StoreError) -> bool {
+    match error {
+        StoreError::Backend { source } => source
+            .downcast_ref::<DieselError>()
+            .is_some_and(is_retryable),
+        _ => false,
+    }
+}
+
 fn backoff(attempt: u32) -> Duration {
     let jitter = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -201,6 +212,14 @@ impl QCtx<'_> {
                 }
                 Err(Fail::Store(e)) => {
                     c.rollback();
+                    // The guard's half reports a deadlock as a store error (MySQL deadlocks two
+                    // claims on their guard rows): the transaction is rolled back, so run it again.
+                    if is_retryable_store_error(&e) && attempt < MAX_RETRIES {
+                        tracing::debug!(error = %e, attempt, "safejob-diesel queue: retrying a transaction after a lock conflict in its guard");
+                        std::thread::sleep(backoff(attempt));
+                        attempt += 1;
+                        continue;
+                    }
                     return Err(e);
                 }
                 Err(Fail::Panic(panic)) => {
