@@ -889,3 +889,76 @@ fn mysql_claims_skip_locked_rows() {
     };
     claims_skip_locked_rows(&q, "SET SESSION innodb_lock_wait_timeout = 1");
 }
+
+/// PostgreSQL claims in one statement in autocommit, then acquires the guards of keys that exist
+/// already. When one of those acquires fails, the jobs the statement claimed and the guards it
+/// granted are given back at once, not left `running` under the worker until their leases end.
+/// Catches `claim_at_once` calling `guards_and_leases` instead of
+/// `guards_and_leases_or_give_back` — tried: both jobs stayed `running` and the fresh key's
+/// guard stayed `running`.
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_a_claim_whose_guard_acquire_fails_gives_its_jobs_back() {
+    use safejob_core::{
+        LeaseStore,
+        queue::GuardSpec,
+        store::{AcquireRequest, Acquired, JobState, StoreError},
+    };
+    let Some(q) = postgres("give_back") else {
+        return;
+    };
+    let store = q.db.store.clone();
+    // A key that exists, released, with a stored result that is not JSON: the follow-up
+    // acquire reads the row and reports it corrupt.
+    let corrupt = KeyDigest::of("give-back-corrupt");
+    let req = AcquireRequest {
+        digest: corrupt,
+        fingerprint: None,
+        owner: "earlier",
+        ttl: Duration::from_secs(60),
+    };
+    let Acquired::Granted(lease) = store.acquire(&req).unwrap() else {
+        panic!("a fresh key is granted");
+    };
+    store.release(&lease, None).unwrap();
+    q.db.execute(&format!(
+        "UPDATE safe_jobs SET result = 'not json' WHERE digest = {}",
+        q.db.blob(corrupt.as_bytes())
+    ));
+    let fresh = KeyDigest::of("give-back-fresh");
+    for digest in [fresh, corrupt] {
+        let mut new = job("give_back", 0);
+        new.guard = Some(GuardSpec {
+            digest,
+            fingerprint: None,
+        });
+        q.queue.enqueue(&new).unwrap();
+    }
+
+    let queues = ["default".to_owned()];
+    let claimed = q.queue.claim(&ClaimRequest {
+        worker: "w",
+        queues: &queues,
+        limit: 2,
+        ttl: Duration::from_secs(60),
+    });
+    assert!(
+        matches!(claimed, Err(StoreError::CorruptRow { .. })),
+        "{claimed:?}"
+    );
+    let q_ref = QueueRef {
+        db: &q.db,
+        queue: q.queue.clone(),
+    };
+    assert_eq!(
+        count_jobs(&q_ref, "state = 'running'"),
+        0,
+        "claimed jobs left running"
+    );
+    assert_eq!(count_jobs(&q_ref, "state = 'pending'"), 2);
+    let guard = store
+        .get(&fresh)
+        .unwrap()
+        .expect("the fresh key's guard row");
+    assert_eq!(guard.state, JobState::Released);
+}

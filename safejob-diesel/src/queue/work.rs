@@ -159,7 +159,7 @@ impl QCtx<'_> {
             };
             jobs.push((job, granted));
         }
-        self.guards_and_leases(c, req, jobs)
+        self.guards_and_leases_or_give_back(c, req, jobs)
     }
 
     /// The claimed jobs in claim order with their leases, after acquiring (in digest order, so
@@ -171,6 +171,38 @@ impl QCtx<'_> {
         req: &ClaimRequest<'_>,
         mut jobs: Vec<(QueuedJob, Option<Acquired>)>,
     ) -> Result<Vec<Claimed>, StoreError> {
+        self.acquire_guards(c, req, &mut jobs)?;
+        Ok(claimed(req, jobs))
+    }
+
+    /// [`QCtx::guards_and_leases`] after a claim that committed already (PostgreSQL's one
+    /// statement): when an acquire fails, the jobs claimed and the guards granted are given back
+    /// at once (best effort; whatever is not expires with its lease) rather than left running
+    /// under this worker until their leases end.
+    fn guards_and_leases_or_give_back<C: QueueConnection>(
+        &self,
+        c: &mut PooledConn<C>,
+        req: &ClaimRequest<'_>,
+        mut jobs: Vec<(QueuedJob, Option<Acquired>)>,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let acquired = self.acquire_guards(c, req, &mut jobs);
+        let claimed = claimed(req, jobs);
+        if let Err(error) = acquired {
+            tracing::warn!(%error, jobs = claimed.len(), "safejob-diesel queue: a claim's guard acquire failed; giving its jobs back");
+            for job in &claimed {
+                self.give_back(c, job);
+            }
+            return Err(error);
+        }
+        Ok(claimed)
+    }
+
+    fn acquire_guards<C: QueueConnection>(
+        &self,
+        c: &mut PooledConn<C>,
+        req: &ClaimRequest<'_>,
+        jobs: &mut [(QueuedJob, Option<Acquired>)],
+    ) -> Result<(), StoreError> {
         jobs.sort_by_key(|(j, _)| (j.priority, j.run_at, j.id));
         let mut pending: Vec<usize> = (0..jobs.len())
             .filter(|&i| jobs[i].0.guard.is_some() && jobs[i].1.is_none())
@@ -190,19 +222,31 @@ impl QCtx<'_> {
                 },
             )?);
         }
-        Ok(jobs
-            .into_iter()
-            .map(|(job, guard)| {
-                let lease = QueueLease {
-                    id: job.id,
-                    fence: job.fence,
-                    attempt: job.attempts,
-                    owner: req.worker.to_owned(),
-                    expires_at: job.lease_expires_at.unwrap_or(job.updated_at),
-                };
-                Claimed { job, lease, guard }
-            })
-            .collect())
+        Ok(())
+    }
+
+    /// Gives one claimed job back, due now and without counting the attempt, with its guard
+    /// released if it was granted.
+    fn give_back<C: QueueConnection>(&self, c: &mut PooledConn<C>, job: &Claimed) {
+        let guard = match &job.guard {
+            Some(Acquired::Granted(lease)) => Some(GuardFinish::Release {
+                lease,
+                error: Some("the claim gave its jobs back"),
+            }),
+            _ => None,
+        };
+        let completion = Completion {
+            lease: &job.lease,
+            outcome: CompleteAs::Snooze {
+                delay: Duration::ZERO,
+                error: None,
+            },
+            progress: None,
+            guard,
+        };
+        if let Err(error) = self.complete(c, &completion, None) {
+            tracing::warn!(%error, job = job.job.id.0, "safejob-diesel queue: could not give a claimed job back; its lease will expire");
+        }
     }
 
     /// The job's renew statement: the new expiry, or `None` when stale.
@@ -677,6 +721,22 @@ impl<'a> GuardedSuccess<'a> {
             }
         })
     }
+}
+
+/// The jobs of a claim as [`Claimed`], each with its lease.
+fn claimed(req: &ClaimRequest<'_>, jobs: Vec<(QueuedJob, Option<Acquired>)>) -> Vec<Claimed> {
+    jobs.into_iter()
+        .map(|(job, guard)| {
+            let lease = QueueLease {
+                id: job.id,
+                fence: job.fence,
+                attempt: job.attempts,
+                owner: req.worker.to_owned(),
+                expires_at: job.lease_expires_at.unwrap_or(job.updated_at),
+            };
+            Claimed { job, lease, guard }
+        })
+        .collect()
 }
 
 fn progress_text(progress: &Progress) -> Result<String, StoreError> {
