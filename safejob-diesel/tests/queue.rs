@@ -798,14 +798,34 @@ fn postgres_claims_skip_locked_rows() {
 #[cfg(feature = "postgres")]
 #[test]
 fn postgres_guard_taken_over_under_the_one_statement_completion_changes_nothing() {
+    guard_taken_over_under_the_one_statement_completion("guard_race", false);
+}
+
+/// The same race with transactional effects: the statement's in-transaction rendering applies
+/// the job's half alone, answers `GuardStale`, and the transaction is rolled back before the hook
+/// could run. Catches the answer's `(1, 0, _)` arm (job applied, guard not) read as `Applied` —
+/// tried: the completion answered `EffectsAborted` after running the hook (the confirm caught
+/// it) instead of `GuardStale` without running it; without the confirm it committed the job
+/// `succeeded` with the guard still the outsider's.
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_guard_taken_over_under_the_transactional_completion_runs_no_hook() {
+    guard_taken_over_under_the_one_statement_completion("guard_race_hook", true);
+}
+
+#[cfg(feature = "postgres")]
+fn guard_taken_over_under_the_one_statement_completion(test: &str, with_hook: bool) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
     use safejob_core::{
         Fingerprint, JobState, LeaseStore,
         queue::{CompleteAs, Completed, Completion, GuardFinish, GuardSpec},
-        store::Acquired,
+        store::{Acquired, EffectsAborted},
     };
-    let Some(q) = postgres("guard_race") else {
+    let Some(q) = postgres(test) else {
         return;
     };
+    let hook_ran = AtomicBool::new(false);
     let digest = KeyDigest::of("a guard taken over mid-statement");
     let mut new = job("raced", 1);
     new.guard = Some(GuardSpec {
@@ -837,6 +857,10 @@ fn postgres_guard_taken_over_under_the_one_statement_completion_changes_nothing(
                 .expect("take the guard over, uncommitted");
             thread::scope(|s| {
                 let completing = s.spawn(|| {
+                    let mut hook = |_: &mut dyn std::any::Any| -> Result<(), EffectsAborted> {
+                        hook_ran.store(true, Ordering::SeqCst);
+                        Ok(())
+                    };
                     q.queue.complete(
                         &Completion {
                             lease: &claimed.lease,
@@ -849,7 +873,7 @@ fn postgres_guard_taken_over_under_the_one_statement_completion_changes_nothing(
                                 has_effects: true,
                             }),
                         },
-                        None,
+                        if with_hook { Some(&mut hook) } else { None },
                     )
                 });
                 let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -867,6 +891,10 @@ fn postgres_guard_taken_over_under_the_one_statement_completion_changes_nothing(
         .expect("a connection")
         .expect("complete");
     assert_eq!(done, Completed::GuardStale);
+    assert!(
+        !hook_ran.load(Ordering::SeqCst),
+        "the hook ran for a stale guard"
+    );
     let row = q.queue.get(id).expect("get").expect("the job");
     assert_eq!(
         (row.state, row.fence),
