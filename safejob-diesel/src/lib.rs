@@ -52,7 +52,7 @@
 //! | acquire, takeover | 3: + a fenced `UPDATE … RETURNING` | 4: + a fenced `UPDATE`, read back |
 //! | renew | 1: `UPDATE … RETURNING` | 2: `UPDATE`, read back |
 //! | finalize (succeeded or failed), release, finish effects | 1: a fenced `UPDATE` | 1 |
-//! | finalize with transactional effects | `BEGIN`, `UPDATE`, the effects, `COMMIT` | same |
+//! | finalize with transactional effects | `BEGIN`, `UPDATE`, the effects, a confirming `SELECT`, `COMMIT` | the same between `SET autocommit = 0` and `SET autocommit = 1` |
 //!
 //! Every fenced write is one conditional `UPDATE` that must match exactly one row (applied) or
 //! none (stale); MySQL reports matched rows, not changed rows, because diesel connects with
@@ -65,7 +65,11 @@
 //! ## Transactional effects
 //!
 //! With `EffectsMode::Transactional`, `on_succeeded_once` runs inside the finalize transaction;
-//! reach its connection with [`TransactionExt::diesel_connection`].
+//! reach its connection with [`TransactionExt::diesel_connection`]. After the hook returns `Ok`
+//! the store confirms, inside the transaction and before `COMMIT`, that the transaction is alive
+//! and holds this attempt's `succeeded`; if not (the hook swallowed an error that aborted or
+//! rolled back the transaction), it rolls back and reports the effects aborted, so the attempt
+//! is retried. docs/guarantees.md says what a hook may do with errors on each database.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
