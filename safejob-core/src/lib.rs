@@ -55,15 +55,15 @@
 
 pub mod clock;
 pub mod fingerprint;
-pub mod job;
+pub mod guard;
 pub mod key;
-pub mod memory;
 pub mod outcome;
 pub mod policy;
 pub mod queue;
 pub mod report;
-pub mod runner;
-pub mod store;
+
+// The guard's modules keep their paths from the crate root (`safejob_core::store::Lease`, ...).
+pub use guard::{job, memory, runner, store};
 
 pub use clock::{Clock, SystemClock};
 pub use fingerprint::{Fingerprint, FingerprintError};

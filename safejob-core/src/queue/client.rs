@@ -75,7 +75,10 @@ impl Queue {
         Ok(self.store.enqueue(&NewJob::of(job, options)?)?)
     }
 
-    /// Enqueues `jobs` in one atomic step (one statement in SQL backends), answers in order.
+    /// Enqueues `jobs` in one atomic step (all or none), answers in order. In the diesel
+    /// backends that is one `INSERT` in autocommit only on PostgreSQL and SQLite, for up to 2,000
+    /// jobs none of which has a unique key; otherwise one transaction (MySQL reads its rows back,
+    /// larger batches go in chunks of 2,000, unique keys held by live jobs are looked up).
     pub fn enqueue_many<J: QueueJob>(
         &self,
         jobs: &[J],

@@ -52,6 +52,7 @@
 
 mod client;
 mod exec;
+mod guarded;
 mod job;
 mod memory;
 mod registry;

@@ -15,7 +15,10 @@
 //!   [`LeaseStore::acquire`] contract, deciding with [`classify_existing`](crate::store::classify_existing))
 //!   in the same atomic step (or, for a key that exists already, right after it under the job's
 //!   lease), and the completion performs the guard's finalize or release in the
-//!   same atomic step: a guarded job costs no more commits than an unguarded one.
+//!   same atomic step. The guard's halves ride in the claim's and the completion's own commits;
+//!   what a guarded job adds is the after-commit effects mark (through [`QueueStore::guards`],
+//!   after the effects ran) and, where a store decides an existing key after the claim
+//!   (PostgreSQL), that acquire's statements, each in autocommit.
 //!
 //! Enqueueing inside the caller's own transaction is a backend concern, because the transaction
 //! type is the backend's: SQL backends offer an `enqueue_in(conn, &[NewJob])` that runs the same
@@ -533,7 +536,8 @@ pub struct StateCount {
 }
 
 /// Execution figures of one kind, over the finished jobs still in the store (since the last
-/// prune). Build them with [`KindStats::from_finished`] so every backend computes alike.
+/// prune). Every backend builds them with [`KindStats::from_finished`], but not from the same
+/// durations: see [`KindStats::p95`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct KindStats {
     /// The kind.
@@ -545,9 +549,12 @@ pub struct KindStats {
     /// Mean duration of the succeeded jobs' last attempt: `finished_at − attempted_at`, by the
     /// store clock.
     pub mean: Duration,
-    /// 95th percentile (nearest rank).
+    /// 95th percentile (nearest rank) of the succeeded jobs' durations. The memory backend takes
+    /// it over all of them; the diesel backends over a sample, the kind's 10,000 succeeded jobs
+    /// with the highest ids (the most recently enqueued), so past 10,000 the backends can differ.
+    /// Executions, success rate and mean cover every finished job on every backend.
     pub p95: Duration,
-    /// 99th percentile (nearest rank).
+    /// 99th percentile (nearest rank), over the same durations as [`KindStats::p95`].
     pub p99: Duration,
 }
 
@@ -697,8 +704,9 @@ pub trait QueueStore: Send + Sync {
     /// completion: renewals from inside `perform`, recording after-commit effects.
     fn guards(&self) -> &dyn LeaseStore;
 
-    /// Inserts `jobs` in one atomic step (one statement in SQL backends, or one transaction) and
-    /// answers per job, in order. `run_at` is resolved by the store clock. A job whose unique key
+    /// Inserts `jobs` in one atomic step (all or none: in the diesel backends one statement or
+    /// one transaction, depending on the backend, the batch size and unique keys) and answers per
+    /// job, in order. `run_at` is resolved by the store clock. A job whose unique key
     /// is held by a live job (in the store, or earlier in the same batch) is not inserted: the
     /// answer is `Duplicate` with the live job's id. Of concurrent enqueues with one unique key,
     /// exactly one inserts.

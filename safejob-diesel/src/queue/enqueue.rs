@@ -1,4 +1,7 @@
-//! Enqueueing: one multi-row `INSERT` per batch, on a pooled connection or the caller's own.
+//! Enqueueing: one multi-row `INSERT` per [`MAX_ROWS_PER_STATEMENT`] (2,000) rows of a batch, on a
+//! pooled connection or the caller's own. A pooled batch is one statement in autocommit only on
+//! PostgreSQL and SQLite, up to 2,000 rows, with no unique keys; anything else runs in one
+//! transaction (`enqueue_pooled` in `mod.rs`).
 //! On PostgreSQL the batch is bound as one array per column and expanded by `unnest`, so the
 //! statement text is the same for every batch size (prepared once per connection) and costs
 //! twelve binds however many rows it carries; SQLite and MySQL bind a `VALUES` row per job.

@@ -52,19 +52,26 @@
 //! |---|---|---|---|
 //! | enqueue one or a batch (≤ 2000 rows) | 1: `WITH ins AS (INSERT … ON CONFLICT DO NOTHING RETURNING) SELECT … pg_notify` | 1: `INSERT … ON CONFLICT DO NOTHING RETURNING` | `BEGIN`, `INSERT … ON DUPLICATE KEY UPDATE`, read back by token, `COMMIT` |
 //! | + jobs with unique keys | in `BEGIN` … `COMMIT`, + 1 `SELECT` of the live holders when some are held | same | + 1 `SELECT` of the live holders |
-//! | claim up to N (MySQL: at most 16,384) | `BEGIN`, 1 `WITH … FOR UPDATE SKIP LOCKED UPDATE … RETURNING`, `COMMIT` | `BEGIN IMMEDIATE`, 1 `UPDATE … RETURNING`, `COMMIT` | `BEGIN`, `SELECT … FOR UPDATE SKIP LOCKED`, `UPDATE`, `SELECT`, `COMMIT` |
-//! | + per guarded job claimed | + the guard's acquire (1–3 statements) in the same transaction | same | same (2–4) |
+//! | claim up to N (MySQL: at most 16,384) | 1 `WITH … FOR UPDATE SKIP LOCKED … UPDATE … RETURNING` in autocommit | `BEGIN IMMEDIATE`, 1 `UPDATE … RETURNING`, `COMMIT` | `BEGIN`, `SELECT … FOR UPDATE SKIP LOCKED`, `UPDATE`, `SELECT`, `COMMIT` |
+//! | + per guarded job claimed, key never seen | nothing: the claim statement inserts the guard row | + the guard's acquire (1 statement) in the same transaction | same (2) |
+//! | + per guarded job claimed, key that exists | + the store's acquire after the claim, in autocommit (2–3 statements) | + the guard's acquire (2–3) in the same transaction | same (2–4) |
 //! | renew, progress | 1 `UPDATE` (renew `RETURNING` the expiry) | same | 1 (renew: + read back) |
 //! | renew with the guard's lease | `BEGIN`, the job's renew, the guard's renew, `COMMIT` | same | same |
 //! | complete, unguarded | 1 fenced `UPDATE` in autocommit | same | same |
-//! | complete, guarded | `BEGIN`, fenced `UPDATE`, the guard's fenced `UPDATE`, (effects), `COMMIT` | same | same |
+//! | complete succeeded, guarded, no hook | 1 statement in autocommit: the job's update and the guard's finalize | `BEGIN`, fenced `UPDATE`, the guard's fenced `UPDATE`, `COMMIT` | same |
+//! | complete succeeded, guarded, transactional effects | `BEGIN`, that statement, the hook, 1 confirming `SELECT`, `COMMIT` | `BEGIN`, fenced `UPDATE`, the guard's fenced `UPDATE`, the hook, 1 confirming `SELECT`, `COMMIT` | same |
+//! | complete otherwise, guarded | `BEGIN`, fenced `UPDATE`, the guard's fenced `UPDATE`, `COMMIT` | same | same |
+//! | after-commit effects, once they ran | + 1 fenced `UPDATE` of the guard row (`finish_effects`), its own commit | same | same |
 //! | reap | 1 `SELECT`, then 1 conditional `UPDATE` per expired job | same | same |
 //! | retry, cancel | 1 conditional `UPDATE` (+ `pg_notify`) | 1 | 1 |
 //! | retry_matching | 1 `UPDATE` for jobs without unique key, then 1 per finished job with one | same | same |
 //! | purge, prune | 1 `DELETE` | 1 | 1 |
 //!
-//! A guarded job's claim and acquire share one transaction, and so do its completion and the
-//! guard's finalize: it costs no more commits than an unguarded one. Every fenced write matches
+//! A guarded job's claim and acquire share one transaction (PostgreSQL: one statement, for a key
+//! never seen), and so do its completion and the guard's finalize (PostgreSQL, success without a
+//! hook: one statement). So a guarded job whose key is new costs the commits of an unguarded one
+//! with transactional effects or none; after-commit effects add the effects mark, and on
+//! PostgreSQL a key that exists adds the acquire after the claim. Every fenced write matches
 //! `id, fence, state = 'running'` and must match exactly one row (applied) or none (stale).
 //! Deadlocks and lock-wait timeouts (MySQL 1213 / 1205) are retried inside the store, a
 //! transaction as a whole.
@@ -191,9 +198,10 @@ impl DieselQueue {
     }
 
     /// Enqueues `jobs` on `conn`, inside whatever transaction is open on it: the jobs exist if and
-    /// only if that transaction commits. The same single `INSERT` as
-    /// [`QueueStore::enqueue_many`] (in chunks of [`MAX_ROWS_PER_STATEMENT`] rows); nothing is
-    /// retried here — a deadlock is the transaction owner's to handle.
+    /// only if that transaction commits. The same statements as [`QueueStore::enqueue_many`]:
+    /// one `INSERT` per [`MAX_ROWS_PER_STATEMENT`] rows (MySQL: each read back by a `SELECT`), and
+    /// a `SELECT` of the live holders when some unique keys are held; nothing is retried here — a
+    /// deadlock is the transaction owner's to handle.
     ///
     /// ```
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {

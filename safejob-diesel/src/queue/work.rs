@@ -1,5 +1,7 @@
-//! What workers do: claim (with the guard's acquire in the same transaction), renew, progress,
-//! and the fenced completion (with the guard's finalize in the same transaction).
+//! What workers do: claim (with the guard's acquire in the same transaction; PostgreSQL: fresh
+//! keys in the claim's one statement, keys that exist right after it), renew, progress, and the
+//! fenced completion (with the guard's finalize in the same transaction; PostgreSQL, a success
+//! without a hook: one statement).
 //!
 //! Lock order, everywhere: job rows first, then guard rows (a claim's guard acquires sorted by
 //! digest), so two transactions of the queue never wait on each other in a cycle.

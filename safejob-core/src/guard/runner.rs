@@ -1,0 +1,287 @@
+//! The runner: the pipeline (acquire → perform → finalize → on_succeeded_once) straight on a
+//! [`LeaseStore`], one job at a time, and the deliberate recovery of effects in doubt.
+
+use std::{
+    panic::resume_unwind,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use tracing::{info, info_span};
+
+use crate::{
+    FailurePolicy, JobRecord, NeverFinalize, SafeJob,
+    guard::pipeline::{self, Ended, OnStore, Run},
+    report::{Report, RunError, TtlError},
+    store::{AcquireRequest, EffectsClaim, EffectsOutcome, FenceCheck, LeaseStore},
+};
+
+/// The shortest lease accepted.
+pub const MIN_TTL: Duration = Duration::from_millis(1);
+/// The longest lease accepted: a lease is a liveness promise, not a lock for days.
+pub const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The default lease TTL. Defaults to 30 seconds.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
+
+/// Checks that `ttl` is within [`MIN_TTL`]..=[`MAX_TTL`].
+pub fn validate_ttl(ttl: Duration) -> Result<Duration, TtlError> {
+    if ttl < MIN_TTL {
+        Err(TtlError::TooShort { ttl, min: MIN_TTL })
+    } else if ttl > MAX_TTL {
+        Err(TtlError::TooLong { ttl, max: MAX_TTL })
+    } else {
+        Ok(ttl)
+    }
+}
+
+/// Where `on_succeeded_once` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EffectsMode {
+    /// After the finalize commits, in the winning worker. A crash or error inside leaves the key
+    /// effects-in-doubt. The default.
+    #[default]
+    AfterCommit,
+    /// Inside the finalize transaction, on the store's transaction handle: the effects' own
+    /// writes commit atomically with `succeeded`, or not at all.
+    Transactional,
+}
+
+/// A runner could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The default TTL is out of range.
+    #[error("invalid default ttl: {0}")]
+    InvalidTtl(#[from] TtlError),
+    /// The worker id is empty or longer than 128 bytes.
+    #[error("worker id must be 1 to 128 bytes, got {len}")]
+    InvalidWorkerId {
+        /// Its length.
+        len: usize,
+    },
+}
+
+/// Builds a [`Runner`].
+pub struct RunnerBuilder {
+    store: Arc<dyn LeaseStore>,
+    worker_id: Option<String>,
+    default_ttl: Duration,
+    policy: Arc<dyn FailurePolicy>,
+    effects: EffectsMode,
+}
+
+impl RunnerBuilder {
+    /// Names this worker in the rows it leases. Defaults to `worker-<pid>-<n>`.
+    pub fn worker_id(mut self, id: impl Into<String>) -> Self {
+        self.worker_id = Some(id.into());
+        self
+    }
+
+    /// Lease TTL for jobs that do not set their own. Defaults to 30 seconds.
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.default_ttl = ttl;
+        self
+    }
+
+    /// What to do with errors from `perform`. Defaults to [`NeverFinalize`].
+    pub fn failure_policy(mut self, policy: impl FailurePolicy + 'static) -> Self {
+        self.policy = Arc::new(policy);
+        self
+    }
+
+    /// Where effects run. Defaults to [`EffectsMode::AfterCommit`].
+    pub fn effects(mut self, mode: EffectsMode) -> Self {
+        self.effects = mode;
+        self
+    }
+
+    /// Validates and builds.
+    pub fn build(self) -> Result<Runner, ConfigError> {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let worker_id = self.worker_id.unwrap_or_else(|| {
+            format!(
+                "worker-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            )
+        });
+        if worker_id.is_empty() || worker_id.len() > 128 {
+            return Err(ConfigError::InvalidWorkerId {
+                len: worker_id.len(),
+            });
+        }
+        Ok(Runner {
+            store: self.store,
+            worker_id,
+            default_ttl: validate_ttl(self.default_ttl)?,
+            policy: self.policy,
+            effects: self.effects,
+        })
+    }
+}
+
+/// Runs the exactly-once pipeline for one job at a time; cheap to share across threads.
+///
+/// ```
+/// use std::sync::Arc;
+/// use safejob_core::*;
+///
+/// struct Charge { id: u32, cents: u64 }
+/// impl SafeJob for Charge {
+///     type Error = std::io::Error;
+///     fn key(&self) -> Result<IdempotencyKey, KeyError> {
+///         IdempotencyKey::from_parts(["charge", &self.id.to_string()])
+///     }
+///     fn perform(&self, _: &mut PerformContext<'_>) -> Result<Outcome, Self::Error> {
+///         Ok(Outcome::json(serde_json::json!({"charged": self.cents})))
+///     }
+/// }
+///
+/// let runner = Runner::builder(Arc::new(MemoryStore::new())).build()?;
+/// let first = runner.run(&Charge { id: 7, cents: 500 })?;
+/// assert!(matches!(first, Report::Succeeded { attempt: 1, .. }));
+/// let again = runner.run(&Charge { id: 7, cents: 500 })?;
+/// assert!(matches!(again, Report::AlreadySucceeded { .. }));
+/// assert_eq!(again.disposition(), Disposition::Ack);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Runner {
+    store: Arc<dyn LeaseStore>,
+    worker_id: String,
+    default_ttl: Duration,
+    policy: Arc<dyn FailurePolicy>,
+    effects: EffectsMode,
+}
+
+/// What [`Runner::recover_effects`] and [`Runner::confirm_effects`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Recovery {
+    /// The in-doubt effects were claimed and resolved (re-run, or confirmed by an operator).
+    Resolved {
+        /// The fence of the recovery claim.
+        fence: u64,
+    },
+    /// Nothing to recover: the key's effects are not in doubt.
+    NotInDoubt(Box<JobRecord>),
+    /// No row for the key.
+    Missing,
+}
+
+impl Runner {
+    /// Starts a builder on `store`.
+    pub fn builder(store: Arc<dyn LeaseStore>) -> RunnerBuilder {
+        RunnerBuilder {
+            store,
+            worker_id: None,
+            default_ttl: DEFAULT_TTL,
+            policy: Arc::new(NeverFinalize),
+            effects: EffectsMode::AfterCommit,
+        }
+    }
+
+    /// The worker id written into leases.
+    pub fn worker_id(&self) -> &str {
+        &self.worker_id
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn LeaseStore> {
+        &self.store
+    }
+
+    /// Runs the pipeline for `job` once and reports. A panic in `perform` releases the lease (so
+    /// the next attempt starts at once) and a panic in effects marks them in doubt; the panic then
+    /// continues to unwind into the caller.
+    pub fn run<J: SafeJob + ?Sized>(&self, job: &J) -> Result<Report, RunError<J::Error>> {
+        let key = job.key()?;
+        let fingerprint = job.fingerprint()?;
+        let ttl = validate_ttl(job.lease_ttl().unwrap_or(self.default_ttl))?;
+        let run = Run {
+            key: &key,
+            fingerprint,
+            owner: &self.worker_id,
+            ttl,
+            effects: self.effects,
+            policy: &*self.policy,
+        };
+        unwind(pipeline::run(job, &run, &OnStore(&*self.store)))
+    }
+
+    /// A deliberate recovery for a key whose effects are in doubt: claims the effects (bumping the
+    /// fence so no earlier worker can record them) and runs `job.on_succeeded_once` once more.
+    /// Call it only after checking that the effects did not happen, or when they are safe to
+    /// repeat: this is the one path that may run them a second time, and only because you asked.
+    pub fn recover_effects<J: SafeJob + ?Sized>(
+        &self,
+        job: &J,
+    ) -> Result<Recovery, RunError<J::Error>> {
+        self.resolve_in_doubt(job, true)
+    }
+
+    /// Records that an operator checked that the in-doubt effects of `job`'s key did happen:
+    /// marks them done without running anything.
+    pub fn confirm_effects<J: SafeJob + ?Sized>(
+        &self,
+        job: &J,
+    ) -> Result<Recovery, RunError<J::Error>> {
+        self.resolve_in_doubt(job, false)
+    }
+
+    fn resolve_in_doubt<J: SafeJob + ?Sized>(
+        &self,
+        job: &J,
+        rerun: bool,
+    ) -> Result<Recovery, RunError<J::Error>> {
+        let key = job.key()?;
+        let fingerprint = job.fingerprint()?;
+        let ttl = validate_ttl(job.lease_ttl().unwrap_or(self.default_ttl))?;
+        let span =
+            info_span!("safejob.recover", key = %key.digest(), worker = %self.worker_id, rerun);
+        let _entered = span.enter();
+        let req = AcquireRequest {
+            digest: *key.digest(),
+            fingerprint,
+            owner: &self.worker_id,
+            ttl,
+        };
+        let (lease, row) = match self.store.claim_effects(&req)? {
+            EffectsClaim::Claimed(lease, row) => (lease, row),
+            EffectsClaim::NotInDoubt(row) => return Ok(Recovery::NotInDoubt(Box::new(row))),
+            EffectsClaim::Missing => return Ok(Recovery::Missing),
+            EffectsClaim::KeyConflict { stored, given } => {
+                return Err(RunError::KeyConflict {
+                    digest: *key.digest(),
+                    stored,
+                    given,
+                });
+            }
+        };
+        info!(fence = lease.fence, "in-doubt effects claimed for recovery");
+        if rerun {
+            unwind(pipeline::run_effects(
+                job,
+                &*self.store,
+                &key,
+                &lease,
+                row.result.as_ref(),
+            ))?;
+        } else if self.store.finish_effects(&lease, EffectsOutcome::Done)? == FenceCheck::Stale {
+            return Err(RunError::LeaseLost {
+                attempt: lease.attempt,
+                fence: lease.fence,
+            });
+        }
+        Ok(Recovery::Resolved { fence: lease.fence })
+    }
+}
+
+/// Hands a run's end to the caller: its value, or its panic, unwinding on.
+fn unwind<T>(ended: Ended<T>) -> T {
+    match ended {
+        Ended::Returned(value) => value,
+        Ended::Panicked(panic) => resume_unwind(panic),
+    }
+}
