@@ -9,7 +9,7 @@
 /// (PostgreSQL or MariaDB) and before its reply came back: the runner's settle path must find
 /// the commit, run the effects once, and a later duplicate must not run them again. Checked from
 /// the database.
-mod ambiguous_commit {
+pub(crate) mod ambiguous_commit {
     use std::sync::Arc;
 
     use diesel::{MysqlConnection, PgConnection, RunQueryDsl};
@@ -23,7 +23,7 @@ mod ambiguous_commit {
     /// Bound into the finalize statement with the result: the bytes the proxy matches. The
     /// store prepares its statements once per connection, so after the first use only the
     /// statement's name and its parameters go over the wire, never `UPDATE safe_jobs` again.
-    const MARKER: &str = "proxy-test-finalize-marker";
+    pub(crate) const MARKER: &str = "proxy-test-finalize-marker";
 
     /// Runs `$body` with `$c` bound to the concrete connection of a server backend.
     macro_rules! on_conn {
@@ -85,7 +85,7 @@ mod ambiguous_commit {
         }
     }
 
-    fn count(store: &DieselStore, sql: &str) -> i64 {
+    pub(crate) fn count(store: &DieselStore, sql: &str) -> i64 {
         #[derive(diesel::QueryableByName)]
         struct N {
             #[diesel(sql_type = diesel::sql_types::BigInt)]
@@ -99,7 +99,7 @@ mod ambiguous_commit {
     }
 
     /// The test's schema (PostgreSQL) or database (MariaDB), dropped at the end.
-    struct Namespace {
+    pub(crate) struct Namespace {
         admin: DieselStore,
         drop: String,
     }
@@ -110,10 +110,18 @@ mod ambiguous_commit {
         }
     }
 
-    fn run(var: &str, mode: EffectsMode) {
-        let Some(url) = safejob_test_kit::backend_url(var) else {
-            return;
-        };
+    /// A test's namespace with its `proxy_effects` table, a store that reaches it directly, and
+    /// one that reaches it through a fault proxy.
+    pub(crate) struct Setup {
+        pub(crate) _namespace: Namespace,
+        pub(crate) backend: BackendKind,
+        pub(crate) direct: Arc<DieselStore>,
+        pub(crate) proxied: Arc<DieselStore>,
+        pub(crate) proxy: FaultProxy,
+    }
+
+    pub(crate) fn setup(var: &str, tag: &str) -> Option<Setup> {
+        let url = safejob_test_kit::backend_url(var)?;
         let admin = DieselStore::connect(&url).expect("connect");
         let backend = admin.backend();
         let mut parsed = url::Url::parse(&url).expect("a URL");
@@ -126,12 +134,7 @@ mod ambiguous_commit {
             .expect("resolve")
             .find(|a| a.ip().is_loopback())
             .expect("the test database must be on the loopback interface");
-        let tx = mode == EffectsMode::Transactional;
-        let name = format!(
-            "sj_proxy_{}_{}",
-            std::process::id(),
-            if tx { "tx" } else { "ac" }
-        );
+        let name = format!("sj_proxy_{}_{tag}", std::process::id());
 
         // The namespace, and how every store of the test reaches it.
         let (create, drop, search_path) = match backend {
@@ -153,7 +156,7 @@ mod ambiguous_commit {
             .with_connection(|c| c.batch_execute(&create))
             .expect("connection")
             .expect("create the namespace");
-        let _namespace = Namespace { admin, drop };
+        let namespace = Namespace { admin, drop };
         let builder = |url: &str| {
             let set = search_path.clone();
             DieselStore::builder(url).on_connect(move |c| match &set {
@@ -186,6 +189,28 @@ mod ambiguous_commit {
                 .build()
                 .expect("store through the proxy"),
         );
+        Some(Setup {
+            _namespace: namespace,
+            backend,
+            direct,
+            proxied,
+            proxy,
+        })
+    }
+
+    fn run(var: &str, mode: EffectsMode) {
+        let tx = mode == EffectsMode::Transactional;
+        // The namespace is bound first so that it is dropped last, after the stores.
+        let Some(Setup {
+            _namespace,
+            backend,
+            direct,
+            proxied,
+            proxy,
+        }) = setup(var, if tx { "tx" } else { "ac" })
+        else {
+            return;
+        };
         let runner = Runner::builder(proxied.clone())
             .effects(mode)
             .build()
@@ -276,6 +301,229 @@ mod ambiguous_commit {
 
     #[test]
     fn mariadb_transactional_finalize_cut_after_commit_was_sent() {
+        run("SAFEJOB_TEST_MYSQL_URL", EffectsMode::Transactional);
+    }
+}
+
+/// The same cut under the queue: a guarded queued job whose completion (the job's `succeeded`
+/// and the guard's finalize) reaches the server and loses its reply. The worker settles it as the
+/// Runner does (fenced release, re-read under its fence): it finds the commit, runs after-commit
+/// effects once (transactional ones committed with it), reports the job succeeded and leaves no
+/// effects in doubt; a duplicate runs nothing. Before the pipeline was one, the queue did not
+/// settle: the cut left the job to the reaper and the key effects-pending, in doubt for an
+/// operator once its window passed, with the effects never run.
+mod queue_completion_cut {
+    use std::{
+        collections::BTreeMap,
+        sync::{
+            Arc, Mutex,
+            atomic::{AtomicBool, Ordering},
+        },
+    };
+
+    use diesel::{MysqlConnection, PgConnection, RunQueryDsl};
+    use safejob_core::{
+        EffectsContext, EffectsMode, IdempotencyKey, JobState, KeyError, LeaseStore, Outcome,
+        PerformContext, SafeJob,
+        queue::{EnqueueOptions, GuardedJob, Queue, QueueState, Ran, Registry, Worker},
+        store::EffectsState,
+    };
+    use safejob_diesel::{
+        BackendKind, ConnectionRef, DieselStore, TransactionExt, queue::DieselQueue,
+    };
+    use safejob_test_kit::proxy::FaultProxy;
+    use serde::{Deserialize, Serialize};
+
+    use super::ambiguous_commit::{MARKER, Setup, count, setup};
+
+    /// What a queued job reaches by its test's name: the direct store its after-commit effects
+    /// write through, and the proxy its first `perform` arms.
+    struct Scene {
+        backend: BackendKind,
+        direct: Arc<DieselStore>,
+        proxy: Arc<FaultProxy>,
+        pattern: Vec<u8>,
+        armed: AtomicBool,
+    }
+
+    static SCENES: Mutex<BTreeMap<String, Arc<Scene>>> = Mutex::new(BTreeMap::new());
+
+    fn scene(name: &str) -> Arc<Scene> {
+        SCENES.lock().unwrap()[name].clone()
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0}")]
+    struct JobError(String);
+
+    #[derive(Serialize, Deserialize)]
+    struct QueuedCharge {
+        scene: String,
+        id: u32,
+        /// Whether `perform` arms the proxy (the job under test, not the warm-up).
+        cut: bool,
+    }
+
+    impl SafeJob for QueuedCharge {
+        type Error = JobError;
+        fn key(&self) -> Result<IdempotencyKey, KeyError> {
+            IdempotencyKey::from_parts(["proxy-queue-test", &self.id.to_string()])
+        }
+        fn perform(&self, _: &mut PerformContext<'_>) -> Result<Outcome, JobError> {
+            let scene = scene(&self.scene);
+            // Between the claim and the completion: the next match is the completion's.
+            if self.cut && !scene.armed.swap(true, Ordering::SeqCst) {
+                scene.proxy.cut_after_match(scene.pattern.clone());
+            }
+            Ok(Outcome::json(serde_json::json!({ "tag": MARKER })))
+        }
+        fn on_succeeded_once(&self, ctx: &mut EffectsContext<'_>) -> Result<(), JobError> {
+            let scene = scene(&self.scene);
+            let sql = format!(
+                "INSERT INTO proxy_effects (id, fence) VALUES ({}, {})",
+                self.id,
+                ctx.fence()
+            );
+            let e = |e: &dyn std::fmt::Display| JobError(e.to_string());
+            if ctx.is_transactional() {
+                match scene.backend {
+                    BackendKind::Postgres => ctx
+                        .diesel_connection::<PgConnection>()
+                        .map_err(|x| e(&x))
+                        .and_then(|c| diesel::sql_query(&sql).execute(c).map_err(|x| e(&x))),
+                    _ => ctx
+                        .diesel_connection::<MysqlConnection>()
+                        .map_err(|x| e(&x))
+                        .and_then(|c| diesel::sql_query(&sql).execute(c).map_err(|x| e(&x))),
+                }
+                .map(drop)
+            } else {
+                scene
+                    .direct
+                    .with_connection(|c| match c {
+                        ConnectionRef::Postgres(c) => diesel::sql_query(&sql).execute(*c),
+                        ConnectionRef::Mysql(c) => diesel::sql_query(&sql).execute(*c),
+                        #[allow(unreachable_patterns)]
+                        _ => unreachable!("a server backend"),
+                    })
+                    .map_err(|x| e(&x))?
+                    .map(drop)
+                    .map_err(|x| e(&x))
+            }
+        }
+    }
+
+    impl GuardedJob for QueuedCharge {
+        const KIND: &'static str = "proxy_queued_charge";
+    }
+
+    fn run(var: &str, mode: EffectsMode) {
+        let tx = mode == EffectsMode::Transactional;
+        let tag = if tx { "qtx" } else { "qac" };
+        let Some(Setup {
+            _namespace,
+            backend,
+            direct,
+            proxied,
+            proxy,
+        }) = setup(var, tag)
+        else {
+            return;
+        };
+        // What the completion sends last: PostgreSQL completes a guarded success without a
+        // hook in one statement in autocommit, carrying the result (the marker) as a parameter;
+        // with a hook, and on MariaDB always, it is a transaction ending in COMMIT.
+        let pattern: Vec<u8> = match (tx, backend) {
+            (false, BackendKind::Postgres) => MARKER.as_bytes().to_vec(),
+            (_, BackendKind::Postgres) => b"COMMIT\0".to_vec(),
+            (_, _) => b"\x03COMMIT".to_vec(),
+        };
+        let name = format!("{var}-{tag}");
+        let proxy = Arc::new(proxy);
+        SCENES.lock().unwrap().insert(
+            name.clone(),
+            Arc::new(Scene {
+                backend,
+                direct: direct.clone(),
+                proxy: proxy.clone(),
+                pattern,
+                armed: AtomicBool::new(false),
+            }),
+        );
+        let queue = Arc::new(DieselQueue::new(proxied));
+        let client = Queue::new(queue.clone());
+        let mut registry = Registry::new();
+        registry.register_guarded::<QueuedCharge>();
+        let worker = Worker::builder(queue.clone(), registry)
+            .effects(mode)
+            .build()
+            .expect("worker");
+        let job = |id, cut| QueuedCharge {
+            scene: name.clone(),
+            id,
+            cut,
+        };
+        let run_one = |charge: &QueuedCharge| {
+            client
+                .enqueue_guarded(charge, &EnqueueOptions::new())
+                .expect("enqueue");
+            let worked = worker.run_once().expect("run");
+            assert_eq!(worked.len(), 1);
+            worked.into_iter().next().unwrap()
+        };
+        // Warm up: statements prepared on the proxied connections.
+        assert!(matches!(run_one(&job(1, false)).ran, Ran::Succeeded));
+
+        let worked = run_one(&job(2, true));
+        assert_eq!(
+            proxy.stats().ambiguous_cuts,
+            1,
+            "the completion was cut after it was sent"
+        );
+        assert!(matches!(worked.ran, Ran::Succeeded), "{:?}", worked.ran);
+        let plain = Queue::new(Arc::new(DieselQueue::new(direct.clone())));
+        let row = plain.get(worked.id).expect("get").expect("the job");
+        assert_eq!(row.state, QueueState::Succeeded);
+        let guard = direct
+            .get(job(2, false).key().expect("key").digest())
+            .expect("get")
+            .expect("the guard row");
+        assert_eq!(
+            (guard.state, guard.fence, guard.effects),
+            (JobState::Succeeded, 1, EffectsState::Done),
+            "settled, effects done, nothing in doubt: {guard:?}"
+        );
+        let effects = match backend {
+            BackendKind::Postgres => {
+                "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM proxy_effects WHERE id = 2"
+            }
+            _ => "SELECT CAST(COUNT(*) AS SIGNED) AS n FROM proxy_effects WHERE id = 2",
+        };
+        assert_eq!(count(&direct, effects), 1);
+
+        // A duplicate completes without running anything.
+        assert!(matches!(run_one(&job(2, false)).ran, Ran::Succeeded));
+        assert_eq!(count(&direct, effects), 1);
+        SCENES.lock().unwrap().remove(&name);
+    }
+
+    #[test]
+    fn postgres_after_commit_completion_cut_after_it_was_sent() {
+        run("SAFEJOB_TEST_POSTGRES_URL", EffectsMode::AfterCommit);
+    }
+
+    #[test]
+    fn postgres_transactional_completion_cut_after_commit_was_sent() {
+        run("SAFEJOB_TEST_POSTGRES_URL", EffectsMode::Transactional);
+    }
+
+    #[test]
+    fn mariadb_after_commit_completion_cut_after_commit_was_sent() {
+        run("SAFEJOB_TEST_MYSQL_URL", EffectsMode::AfterCommit);
+    }
+
+    #[test]
+    fn mariadb_transactional_completion_cut_after_commit_was_sent() {
         run("SAFEJOB_TEST_MYSQL_URL", EffectsMode::Transactional);
     }
 }
