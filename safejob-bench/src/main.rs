@@ -19,6 +19,7 @@
 
 mod baseline;
 mod driver;
+mod duplicates;
 mod guard;
 #[cfg(feature = "peers")]
 mod peers;
@@ -60,6 +61,9 @@ enum Command {
     /// Enqueue (single and batched) and drain rates of our queue, guarded and not, and of River
     /// and fang with --peer; JSON lines.
     Queue(queue_bench::QueueArgs),
+    /// K guarded payouts enqueued C times each, drained by W workers: the drain's wall time (one
+    /// JSON line). Every copy must succeed and the effects run K times.
+    Duplicates(duplicates::DuplicatesArgs),
 }
 
 /// Where effects run: the runner's two modes, or a job that has none.
@@ -142,6 +146,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Guard(args) => guard(&args),
         Command::Queue(args) => queue_bench::run(&args),
+        Command::Duplicates(args) => duplicates::run(&args, &run_prefix()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -398,7 +398,10 @@ fn run_peer(peer: Peer, _url: &str, _w: &Workload) -> Result<Vec<Figure>, BenchE
 /// for each worker, the claimer, the maintenance thread and the enqueuing client.
 ///
 /// [`MemoryQueue`]: safejob_core::queue::MemoryQueue
-fn open_ours(url: &str, workers: usize) -> Result<(Arc<dyn QueueStore>, &'static str), BenchError> {
+pub fn open_ours(
+    url: &str,
+    workers: usize,
+) -> Result<(Arc<dyn QueueStore>, &'static str), BenchError> {
     if url.starts_with("memory:") {
         return Ok((Arc::new(safejob_core::queue::MemoryQueue::new()), "memory"));
     }
