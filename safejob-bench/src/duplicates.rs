@@ -135,3 +135,23 @@ pub fn run(args: &DuplicatesArgs, run_id: &str) -> Result<(), BenchError> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The drain finishes every copy and counts the effects once per key (a run whose effects
+    /// ran for a duplicate, or whose copies did not all succeed, is an error, not a figure).
+    #[test]
+    fn the_memory_queue_drains_every_copy_and_runs_each_payout_once() {
+        let args = DuplicatesArgs {
+            url: "memory://".to_owned(),
+            keys: 5,
+            copies: 2,
+            workers: 1,
+            work_ms: 0,
+        };
+        run(&args, "test").expect("a clean drain");
+        assert_eq!(EFFECTS.load(Ordering::SeqCst), 5);
+    }
+}
