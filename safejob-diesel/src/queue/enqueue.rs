@@ -22,9 +22,9 @@ use safejob_core::{
 
 use super::{
     rows::{at_text, clean, micros, state},
-    sql::{CHANNEL, EnqRow, QueueConnection, QueueSql, Sql, padded},
+    sql::{CHANNEL, EnqRow, QueueSql, padded},
 };
-use crate::{BackendKind, stmt::Bind};
+use crate::backend::{BackendKind, Bind, DbConnection, Stmt};
 
 /// The most rows one `INSERT` carries (15 binds each: below every backend's limit on binds).
 pub const MAX_ROWS_PER_STATEMENT: usize = 2000;
@@ -75,7 +75,7 @@ fn token() -> String {
 /// Inserts `jobs` on `conn` (autocommit, or inside whatever transaction is open on it) and answers
 /// per job, in order. Statement errors are returned as diesel errors so that the caller decides
 /// about retries; rows that cannot be matched are store errors.
-pub(crate) fn enqueue<C: QueueConnection>(
+pub(crate) fn enqueue<C: DbConnection>(
     sql: &QueueSql,
     conn: &mut C,
     jobs: &[NewJob],
@@ -179,7 +179,7 @@ pub(crate) fn enqueue<C: QueueConnection>(
 }
 
 /// One multi-row `INSERT` of `rows[chunk]`: the rows it inserted, in id (= insertion) order.
-fn insert<C: QueueConnection>(
+fn insert<C: DbConnection>(
     sql: &QueueSql,
     conn: &mut C,
     rows: &[Row<'_>],
@@ -235,15 +235,15 @@ fn insert<C: QueueConnection>(
     }
     // One row: the same text every time, so it is prepared once per connection; batches vary.
     let stmt = if chunk.len() == 1 {
-        Sql::new(&text, binds)
+        Stmt::new(&text, binds)
     } else {
-        Sql::uncached(&text, binds)
+        Stmt::uncached(&text, binds)
     };
     let mut inserted: Vec<EnqRow> = if mysql {
-        conn.run_exec(&stmt)?;
-        conn.run_load(&Sql::new(&sql.inserted_by_token, vec![Bind::Text(&token)]))?
+        conn.exec(&stmt)?;
+        conn.load(&Stmt::new(&sql.inserted_by_token, vec![Bind::Text(&token)]))?
     } else {
-        conn.run_load(&stmt)?
+        conn.load(&stmt)?
     };
     inserted.sort_by_key(|r| r.id);
     Ok(inserted)
@@ -315,7 +315,7 @@ impl ArrayLit {
 
 /// The PostgreSQL insert of `rows[chunk]` (`text` is [`QueueSql::insert_unnest`]): the rows it
 /// inserted, in id (= batch) order.
-fn insert_unnest<C: QueueConnection>(
+fn insert_unnest<C: DbConnection>(
     text: &str,
     conn: &mut C,
     rows: &[Row<'_>],
@@ -381,13 +381,13 @@ fn insert_unnest<C: QueueConnection>(
     ];
     let binds = arrays.iter().map(|a| Bind::Text(a)).collect();
     // The same text for every batch: prepared once per connection.
-    let mut inserted: Vec<EnqRow> = conn.run_load(&Sql::new(text, binds))?;
+    let mut inserted: Vec<EnqRow> = conn.load(&Stmt::new(text, binds))?;
     inserted.sort_by_key(|r| r.id);
     Ok(inserted)
 }
 
 /// The live jobs holding the unique keys of `jobs[chunk]`.
-fn live_holders<C: QueueConnection>(
+fn live_holders<C: DbConnection>(
     sql: &QueueSql,
     conn: &mut C,
     jobs: &[NewJob],
@@ -405,5 +405,5 @@ fn live_holders<C: QueueConnection>(
     let binds = (0..n)
         .map(|i| Bind::Bytes(keys.get(i).copied().unwrap_or(first)))
         .collect();
-    conn.run_load(&Sql::new(&text, binds))
+    conn.load(&Stmt::new(&text, binds))
 }

@@ -24,15 +24,16 @@ use safejob_core::{
 use super::{
     rows::{clean, instant, job, micros},
     sql::{
-        ClaimSql, ClaimedRow, GuardedDoneRow, GuardedSucceeded, IdRow, JobRow, QueueConnection,
-        QueueSql, Sql, padded,
+        ClaimSql, ClaimedRow, GuardedDoneRow, GuardedSucceeded, IdRow, JobRow, QueueSql, padded,
     },
     tx::{Begin, End, Fail, QCtx},
 };
 use crate::{
-    ops::{FinalizeEffects, lease},
-    pool::PooledConn,
-    stmt::{Bind, GrantRow, MicrosRow, Stmt},
+    backend::{Bind, DbConnection, Stmt, pool::PooledConn},
+    guard::{
+        ops::{FinalizeEffects, lease},
+        sql::{GrantRow, MicrosRow},
+    },
 };
 
 /// The most jobs one MySQL claim takes.
@@ -54,7 +55,7 @@ fn exactly_one(n: usize, id: i64) -> Result<bool, StoreError> {
 }
 
 impl QCtx<'_> {
-    pub(crate) fn claim<C: QueueConnection>(
+    pub(crate) fn claim<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         req: &ClaimRequest<'_>,
@@ -94,12 +95,12 @@ impl QCtx<'_> {
                     let mut binds = vec![Bind::Text(req.worker), Bind::Int(ttl)];
                     binds.extend(queues.iter().copied());
                     binds.push(Bind::Int(limit));
-                    c.conn.run_load(&Sql::new(&text, binds))?
+                    c.conn.load(&Stmt::new(&text, binds))?
                 }
                 Some((mark, read)) => {
                     let mut binds = queues.clone();
                     binds.push(Bind::Int(limit));
-                    let ids: Vec<IdRow> = c.conn.run_load(&Sql::new(&text, binds))?;
+                    let ids: Vec<IdRow> = c.conn.load(&Stmt::new(&text, binds))?;
                     let Some(first) = ids.first().map(|r| r.id) else {
                         return Ok(End::Commit(Vec::new()));
                     };
@@ -108,9 +109,11 @@ impl QCtx<'_> {
                     let mut binds = vec![Bind::Text(req.worker), Bind::Int(ttl)];
                     binds.extend(id_binds.clone());
                     c.conn
-                        .run_exec(&Sql::new(&QueueSql::with_list(mark, n), binds))?;
-                    c.conn
-                        .run_load(&Sql::new(&QueueSql::with_list(read, n), id_binds.collect()))?
+                        .exec(&Stmt::new(&QueueSql::with_list(mark, n), binds))?;
+                    c.conn.load(&Stmt::new(
+                        &QueueSql::with_list(read, n),
+                        id_binds.collect(),
+                    ))?
                 }
             };
             let jobs = rows
@@ -125,7 +128,7 @@ impl QCtx<'_> {
     /// inserts the guard rows of fresh keys. A guarded job whose key exists already is decided
     /// right after by the store's acquire, under the job's lease: a crash in between leaves the
     /// job to the reaper and the key as it was.
-    fn claim_at_once<'b, C: QueueConnection>(
+    fn claim_at_once<'b, C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         req: &ClaimRequest<'b>,
@@ -141,8 +144,8 @@ impl QCtx<'_> {
             Bind::Text(req.worker),
             Bind::Int(ttl),
         ]);
-        let stmt = Sql::new(text, binds);
-        let rows: Vec<ClaimedRow> = self.run(c, |conn| conn.run_load(&stmt))?;
+        let stmt = Stmt::new(text, binds);
+        let rows: Vec<ClaimedRow> = self.run(c, |conn| conn.load(&stmt))?;
         let mut jobs = Vec::with_capacity(rows.len());
         for row in rows {
             let job = job(row.job)?;
@@ -165,7 +168,7 @@ impl QCtx<'_> {
     /// The claimed jobs in claim order with their leases, after acquiring (in digest order, so
     /// guard rows are locked in one order everywhere) the guard of each guarded job not granted
     /// yet.
-    fn guards_and_leases<C: QueueConnection>(
+    fn guards_and_leases<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         req: &ClaimRequest<'_>,
@@ -179,7 +182,7 @@ impl QCtx<'_> {
     /// statement): when an acquire fails, the jobs claimed and the guards granted are given back
     /// at once (best effort; whatever is not expires with its lease) rather than left running
     /// under this worker until their leases end.
-    fn guards_and_leases_or_give_back<C: QueueConnection>(
+    fn guards_and_leases_or_give_back<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         req: &ClaimRequest<'_>,
@@ -197,7 +200,7 @@ impl QCtx<'_> {
         Ok(claimed)
     }
 
-    fn acquire_guards<C: QueueConnection>(
+    fn acquire_guards<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         req: &ClaimRequest<'_>,
@@ -227,7 +230,7 @@ impl QCtx<'_> {
 
     /// Gives one claimed job back, due now and without counting the attempt, with its guard
     /// released if it was granted.
-    fn give_back<C: QueueConnection>(&self, c: &mut PooledConn<C>, job: &Claimed) {
+    fn give_back<C: DbConnection>(&self, c: &mut PooledConn<C>, job: &Claimed) {
         let guard = match &job.guard {
             Some(Acquired::Granted(lease)) => Some(GuardFinish::Release {
                 lease,
@@ -250,7 +253,7 @@ impl QCtx<'_> {
     }
 
     /// The job's renew statement: the new expiry, or `None` when stale.
-    fn renew_job<C: QueueConnection>(
+    fn renew_job<C: DbConnection>(
         &self,
         conn: &mut C,
         lease: &QueueLease,
@@ -258,25 +261,25 @@ impl QCtx<'_> {
     ) -> Result<Option<i64>, Fail> {
         let id = lease.id.0;
         let f = fence(lease)?;
-        let stmt = Sql::new(
+        let stmt = Stmt::new(
             &self.sql.renew,
             vec![Bind::Int(ttl), Bind::Int(id), Bind::Int(f)],
         );
         if self.sql.kind != crate::BackendKind::Mysql {
-            let rows: Vec<MicrosRow> = conn.run_load(&stmt)?;
+            let rows: Vec<MicrosRow> = conn.load(&stmt)?;
             exactly_one(rows.len(), id)?;
             return Ok(rows.first().map(|r| r.us));
         }
-        let n = conn.run_exec(&stmt)?;
+        let n = conn.exec(&stmt)?;
         if !exactly_one(n, id)? {
             return Ok(None);
         }
-        let read = Sql::new(&self.sql.expiry_of, vec![Bind::Int(id), Bind::Int(f)]);
-        let rows: Vec<MicrosRow> = conn.run_load(&read)?;
+        let read = Stmt::new(&self.sql.expiry_of, vec![Bind::Int(id), Bind::Int(f)]);
+        let rows: Vec<MicrosRow> = conn.load(&read)?;
         Ok(rows.first().map(|r| r.us))
     }
 
-    pub(crate) fn renew<C: QueueConnection>(
+    pub(crate) fn renew<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         lease: &QueueLease,
@@ -310,7 +313,7 @@ impl QCtx<'_> {
 
     /// Runs `body` in autocommit with the deadlock retries of [`QCtx::run`], for bodies that
     /// return store errors as well as diesel ones.
-    fn transaction_free<C: QueueConnection>(
+    fn transaction_free<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         mut body: impl FnMut(&mut C) -> Result<(), Fail>,
@@ -332,7 +335,7 @@ impl QCtx<'_> {
         }
     }
 
-    pub(crate) fn progress<C: QueueConnection>(
+    pub(crate) fn progress<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         lease: &QueueLease,
@@ -341,11 +344,11 @@ impl QCtx<'_> {
         let text = progress_text(progress)?;
         let id = lease.id.0;
         let f = fence(lease)?;
-        let stmt = Sql::new(
+        let stmt = Stmt::new(
             &self.sql.progress,
             vec![Bind::Text(&text), Bind::Int(id), Bind::Int(f)],
         );
-        let n = self.run(c, |conn| conn.run_exec(&stmt))?;
+        let n = self.run(c, |conn| conn.exec(&stmt))?;
         Ok(if exactly_one(n, id)? {
             FenceCheck::Applied
         } else {
@@ -353,7 +356,7 @@ impl QCtx<'_> {
         })
     }
 
-    pub(crate) fn complete<C: QueueConnection>(
+    pub(crate) fn complete<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         completion: &Completion<'_>,
@@ -441,15 +444,15 @@ impl QCtx<'_> {
             }
         }
         binds.extend([Bind::Int(id), Bind::Int(f)]);
-        let job_update = Sql::new(text, binds);
+        let job_update = Stmt::new(text, binds);
 
         let Some(guard) = completion.guard else {
             // One statement in autocommit; a connection lost while it ran leaves its outcome
             // unknown, which is an ambiguous commit.
-            let n = match c.conn.run_exec(&job_update) {
+            let n = match c.conn.exec(&job_update) {
                 Ok(n) => n,
                 Err(e) if crate::error::is_retryable(&e) => {
-                    self.run(c, |conn| conn.run_exec(&job_update))?
+                    self.run(c, |conn| conn.exec(&job_update))?
                 }
                 Err(e) => {
                     if crate::error::is_connection_lost(&e) {
@@ -517,12 +520,12 @@ impl QCtx<'_> {
                 return Err(StoreError::backend("completion failed after its effects ran").into());
             }
             if let Some((sql, success)) = &in_transaction {
-                let rows: Vec<GuardedDoneRow> = c.conn.run_load(&success.stmt(sql))?;
+                let rows: Vec<GuardedDoneRow> = c.conn.load(&success.stmt(sql))?;
                 match success.answer(&rows)? {
                     Completed::Applied => {}
                     other => return Ok(End::Rollback(other)),
                 }
-            } else if !exactly_one(c.conn.run_exec(&job_update)?, id)? {
+            } else if !exactly_one(c.conn.exec(&job_update)?, id)? {
                 return Ok(End::Rollback(Completed::Stale));
             }
             let applied = match guard {
@@ -588,13 +591,13 @@ impl QCtx<'_> {
     /// autocommit ([`GuardedSucceeded::autocommit`]). `None` when the statement failed without
     /// applying anything (a guard taken over under it makes it fail on purpose): the caller's
     /// transaction then decides.
-    fn succeeded_at_once<C: QueueConnection>(
+    fn succeeded_at_once<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         sql: &GuardedSucceeded,
         success: &GuardedSuccess<'_>,
     ) -> Result<Option<Completed>, StoreError> {
-        let rows: Vec<GuardedDoneRow> = match c.conn.run_load(&success.stmt(&sql.autocommit)) {
+        let rows: Vec<GuardedDoneRow> = match c.conn.load(&success.stmt(&sql.autocommit)) {
             Ok(rows) => rows,
             Err(e) if crate::error::is_connection_lost(&e) => {
                 // Its outcome is unknown: an ambiguous commit.
@@ -611,7 +614,7 @@ impl QCtx<'_> {
 
     /// The guard's `running → succeeded` with effects `done`, by the store's own statement (the
     /// effects then run in this transaction): whether it applied.
-    fn finalize_done<C: QueueConnection>(
+    fn finalize_done<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         lease: &Lease,
@@ -681,8 +684,8 @@ impl<'a> GuardedSuccess<'a> {
         })
     }
 
-    fn stmt<'s>(&'s self, sql: &'s str) -> Sql<'s> {
-        Sql::new(
+    fn stmt<'s>(&'s self, sql: &'s str) -> Stmt<'s> {
+        Stmt::new(
             sql,
             vec![
                 Bind::OptText(self.progress),
