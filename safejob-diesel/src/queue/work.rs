@@ -356,117 +356,22 @@ impl QCtx<'_> {
         })
     }
 
+    /// Completes a claimed job as `completion` says, with its guard's half in the same
+    /// transaction. Picks the path: no guard ([`QCtx::complete_unguarded`]); PostgreSQL's guarded
+    /// success in one statement ([`QCtx::complete_guarded_at_once`], unless a transactional hook
+    /// must run after it); everything else in one transaction ([`QCtx::complete_in_transaction`]).
     pub(crate) fn complete<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         completion: &Completion<'_>,
-        mut hook: Option<&mut TxEffects<'_>>,
+        hook: Option<&mut TxEffects<'_>>,
     ) -> Result<Completed, StoreError> {
         let lease = completion.lease;
-        let id = lease.id.0;
-        let f = fence(lease)?;
         let progress = completion.progress.map(progress_text).transpose()?;
-        let attempt = i64::from(lease.attempt);
-        let (text, mut binds): (&str, Vec<Bind<'_>>) = {
-            let p = Bind::OptText(progress.as_deref());
-            match &completion.outcome {
-                CompleteAs::Succeeded => (&self.sql.succeeded, vec![p]),
-                CompleteAs::Retry { delay, error } => (
-                    &self.sql.retry,
-                    vec![
-                        p,
-                        Bind::Int(micros(*delay)?),
-                        Bind::Int(attempt),
-                        Bind::Text(error.kind.as_str()),
-                        Bind::Text(&error.message),
-                    ],
-                ),
-                CompleteAs::Snooze { delay, error: None } => {
-                    let d = Bind::Int(micros(*delay)?);
-                    (&self.sql.snooze, vec![p, d, d])
-                }
-                CompleteAs::Snooze {
-                    delay,
-                    error: Some(error),
-                } => {
-                    let d = Bind::Int(micros(*delay)?);
-                    (
-                        &self.sql.snooze_error,
-                        vec![
-                            p,
-                            Bind::Int(attempt),
-                            Bind::Text(error.kind.as_str()),
-                            Bind::Text(&error.message),
-                            d,
-                            d,
-                        ],
-                    )
-                }
-                CompleteAs::Dead { error } => (
-                    &self.sql.finish,
-                    vec![
-                        p,
-                        Bind::Text("dead"),
-                        Bind::Int(attempt),
-                        Bind::Text(error.kind.as_str()),
-                        Bind::Text(&error.message),
-                    ],
-                ),
-                CompleteAs::Cancelled { reason } => (
-                    &self.sql.finish,
-                    vec![
-                        p,
-                        Bind::Text("cancelled"),
-                        Bind::Int(attempt),
-                        Bind::Text(ErrorKind::Cancelled.as_str()),
-                        Bind::Text(reason),
-                    ],
-                ),
-            }
-        };
-        // Messages are stored as text: no NUL (PostgreSQL refuses it).
-        let cleaned: Vec<String> = binds
-            .iter()
-            .filter_map(|b| match b {
-                Bind::Text(t) if t.contains('\0') => Some(clean(t).into_owned()),
-                _ => None,
-            })
-            .collect();
-        if !cleaned.is_empty() {
-            let mut cleaned = cleaned.iter();
-            for b in &mut binds {
-                if let Bind::Text(t) = b
-                    && t.contains('\0')
-                    && let Some(c) = cleaned.next()
-                {
-                    *b = Bind::Text(c);
-                }
-            }
-        }
-        binds.extend([Bind::Int(id), Bind::Int(f)]);
-        let job_update = Stmt::new(text, binds);
-
+        let mut scratch = Vec::new();
+        let job_update = self.job_update(completion, progress.as_deref(), &mut scratch)?;
         let Some(guard) = completion.guard else {
-            // One statement in autocommit; a connection lost while it ran leaves its outcome
-            // unknown, which is an ambiguous commit.
-            let n = match c.conn.exec(&job_update) {
-                Ok(n) => n,
-                Err(e) if crate::error::is_retryable(&e) => {
-                    self.run(c, |conn| conn.exec(&job_update))?
-                }
-                Err(e) => {
-                    if crate::error::is_connection_lost(&e) {
-                        c.broken = true;
-                        return Err(self.guard.errors.write_error(e));
-                    }
-                    return Err(self.err(e));
-                }
-            };
-            return Ok(if exactly_one(n, id)? {
-                Completed::Applied
-            } else {
-                Completed::Stale
-            });
+            return self.complete_unguarded(c, lease.id.0, &job_update);
         };
 
         // PostgreSQL: a guarded success is one statement, in autocommit (no hook, or no effects)
@@ -493,7 +398,7 @@ impl QCtx<'_> {
                     EffectsState::Done,
                     effects_ttl,
                 )?;
-                in_transaction = Some((&sql.in_transaction, success));
+                in_transaction = Some((sql.in_transaction.as_str(), success));
             } else {
                 let effects = if has_effects {
                     EffectsState::Pending
@@ -502,12 +407,114 @@ impl QCtx<'_> {
                 };
                 let success =
                     GuardedSuccess::new(progress, lease, g, result, effects, effects_ttl)?;
-                if let Some(done) = self.succeeded_at_once(c, sql, &success)? {
+                if let Some(done) = self.complete_guarded_at_once(c, sql, &success)? {
                     return Ok(done);
                 }
             }
         }
+        self.complete_in_transaction(c, lease.id.0, &job_update, guard, in_transaction, hook)
+    }
 
+    /// The job's fenced update for `completion` (binds: the outcome's, then id, fence). Text
+    /// binds are stored without NUL (PostgreSQL refuses it in text): `scratch` holds the cleaned
+    /// copies.
+    fn job_update<'a>(
+        &'a self,
+        completion: &'a Completion<'_>,
+        progress: Option<&'a str>,
+        scratch: &'a mut Vec<String>,
+    ) -> Result<Stmt<'a>, StoreError> {
+        let lease = completion.lease;
+        let attempt = i64::from(lease.attempt);
+        let p = Bind::OptText(progress);
+        let (text, binds): (&str, Vec<Bind<'_>>) = match &completion.outcome {
+            CompleteAs::Succeeded => (&self.sql.succeeded, vec![p]),
+            CompleteAs::Retry { delay, error } => (
+                &self.sql.retry,
+                vec![
+                    p,
+                    Bind::Int(micros(*delay)?),
+                    Bind::Int(attempt),
+                    Bind::Text(error.kind.as_str()),
+                    Bind::Text(&error.message),
+                ],
+            ),
+            CompleteAs::Snooze { delay, error: None } => {
+                let d = Bind::Int(micros(*delay)?);
+                (&self.sql.snooze, vec![p, d, d])
+            }
+            CompleteAs::Snooze {
+                delay,
+                error: Some(error),
+            } => {
+                let d = Bind::Int(micros(*delay)?);
+                let kind = Bind::Text(error.kind.as_str());
+                let message = Bind::Text(&error.message);
+                let binds = vec![p, Bind::Int(attempt), kind, message, d, d];
+                (&self.sql.snooze_error, binds)
+            }
+            CompleteAs::Dead { error } => {
+                let (kind, message) = (error.kind.as_str(), error.message.as_str());
+                (
+                    &self.sql.finish,
+                    finish_binds(p, "dead", attempt, kind, message),
+                )
+            }
+            CompleteAs::Cancelled { reason } => {
+                let kind = ErrorKind::Cancelled.as_str();
+                (
+                    &self.sql.finish,
+                    finish_binds(p, "cancelled", attempt, kind, reason),
+                )
+            }
+        };
+        let mut binds = without_nul(binds, scratch);
+        binds.extend([Bind::Int(lease.id.0), Bind::Int(fence(lease)?)]);
+        Ok(Stmt::new(text, binds))
+    }
+
+    /// No guard: the job's update alone, one statement in autocommit. A connection lost while it
+    /// ran leaves its outcome unknown, which is an ambiguous commit.
+    fn complete_unguarded<C: DbConnection>(
+        &self,
+        c: &mut PooledConn<C>,
+        id: i64,
+        job_update: &Stmt<'_>,
+    ) -> Result<Completed, StoreError> {
+        let n = match c.conn.exec(job_update) {
+            Ok(n) => n,
+            Err(e) if crate::error::is_retryable(&e) => {
+                self.run(c, |conn| conn.exec(job_update))?
+            }
+            Err(e) => {
+                if crate::error::is_connection_lost(&e) {
+                    c.broken = true;
+                    return Err(self.guard.errors.write_error(e));
+                }
+                return Err(self.err(e));
+            }
+        };
+        Ok(if exactly_one(n, id)? {
+            Completed::Applied
+        } else {
+            Completed::Stale
+        })
+    }
+
+    /// A guarded job in one transaction: the job's update (or, PostgreSQL with transactional
+    /// effects, `in_transaction`: the job's update and the guard's finalize in one statement),
+    /// then the guard's half, with the effects hook and the confirm when there is a hook. Begun
+    /// with [`Begin::Effects`] when a hook is given; retried as a whole after a deadlock, but
+    /// never once the hook ran.
+    fn complete_in_transaction<C: DbConnection>(
+        &self,
+        c: &mut PooledConn<C>,
+        id: i64,
+        job_update: &Stmt<'_>,
+        guard: GuardFinish<'_>,
+        in_transaction: Option<(&str, GuardedSuccess<'_>)>,
+        mut hook: Option<&mut TxEffects<'_>>,
+    ) -> Result<Completed, StoreError> {
         let begin = if hook.is_some() {
             Begin::Effects
         } else {
@@ -525,60 +532,26 @@ impl QCtx<'_> {
                     Completed::Applied => {}
                     other => return Ok(End::Rollback(other)),
                 }
-            } else if !exactly_one(c.conn.exec(&job_update)?, id)? {
+            } else if !exactly_one(c.conn.exec(job_update)?, id)? {
                 return Ok(End::Rollback(Completed::Stale));
             }
-            let applied = match guard {
-                GuardFinish::Succeeded {
-                    lease: g,
-                    result,
-                    effects_ttl,
-                    has_effects: false,
-                } => self.finalize_done(c, g, result, effects_ttl)?,
-                GuardFinish::Succeeded {
-                    lease: g,
-                    result,
-                    effects_ttl,
-                    has_effects: true,
-                } => match hook.as_deref_mut() {
-                    None => {
-                        self.guard.finalize_succeeded(
-                            c,
-                            g,
-                            result,
-                            effects_ttl,
-                            FinalizeEffects::AfterCommit,
-                        )? == Finalized::Committed
+            let applied = match (guard, hook.as_deref_mut()) {
+                (
+                    GuardFinish::Succeeded {
+                        lease: g,
+                        result,
+                        effects_ttl,
+                        has_effects: true,
+                    },
+                    Some(hook),
+                ) => {
+                    if in_transaction.is_none() && !self.finalize_done(c, g, result, effects_ttl)? {
+                        return Ok(End::Rollback(Completed::GuardStale));
                     }
-                    Some(hook) => {
-                        if in_transaction.is_none()
-                            && !self.finalize_done(c, g, result, effects_ttl)?
-                        {
-                            return Ok(End::Rollback(Completed::GuardStale));
-                        }
-                        hook_ran = true;
-                        let ran =
-                            catch_unwind(AssertUnwindSafe(|| hook(&mut c.conn as &mut dyn Any)));
-                        match ran {
-                            Err(panic) => return Err(Fail::Panic(panic)),
-                            Ok(Err(_aborted)) => {
-                                return Ok(End::Rollback(Completed::EffectsAborted));
-                            }
-                            // The job's update and the guard's finalize share this transaction:
-                            // the guard's `succeeded` still standing proves both.
-                            Ok(Ok(())) if !self.guard.confirm_succeeded(&mut c.conn, g) => {
-                                return Ok(End::Rollback(Completed::EffectsAborted));
-                            }
-                            Ok(Ok(())) => true,
-                        }
-                    }
-                },
-                GuardFinish::Failed { lease: g, failure } => {
-                    self.guard.finalize_failed(c, g, failure)? == FenceCheck::Applied
+                    hook_ran = true;
+                    return self.effects_then_confirm(c, g, hook);
                 }
-                GuardFinish::Release { lease: g, error } => {
-                    self.guard.release(c, g, error)? == FenceCheck::Applied
-                }
+                (guard, _) => self.finish_guard(c, guard)?,
             };
             if !applied {
                 return Ok(End::Rollback(Completed::GuardStale));
@@ -587,11 +560,66 @@ impl QCtx<'_> {
         })
     }
 
+    /// Runs the transactional effects hook on this transaction's connection, then confirms that
+    /// the transaction is alive and still holds the guard's `succeeded` (a hook that swallowed
+    /// an error may have lost it): commit only then.
+    fn effects_then_confirm<C: DbConnection>(
+        &self,
+        c: &mut PooledConn<C>,
+        guard: &Lease,
+        hook: &mut TxEffects<'_>,
+    ) -> Result<End<Completed>, Fail> {
+        let ran = catch_unwind(AssertUnwindSafe(|| hook(&mut c.conn as &mut dyn Any)));
+        match ran {
+            Err(panic) => Err(Fail::Panic(panic)),
+            Ok(Err(_aborted)) => Ok(End::Rollback(Completed::EffectsAborted)),
+            // The job's update and the guard's finalize share this transaction: the guard's
+            // `succeeded` still standing proves both.
+            Ok(Ok(())) if !self.guard.confirm_succeeded(&mut c.conn, guard) => {
+                Ok(End::Rollback(Completed::EffectsAborted))
+            }
+            Ok(Ok(())) => Ok(End::Commit(Completed::Applied)),
+        }
+    }
+
+    /// The guard's half when no effects run in this transaction: whether it applied.
+    fn finish_guard<C: DbConnection>(
+        &self,
+        c: &mut PooledConn<C>,
+        guard: GuardFinish<'_>,
+    ) -> Result<bool, Fail> {
+        Ok(match guard {
+            GuardFinish::Succeeded {
+                lease: g,
+                result,
+                effects_ttl,
+                has_effects: false,
+            } => self.finalize_done(c, g, result, effects_ttl)?,
+            GuardFinish::Succeeded {
+                lease: g,
+                result,
+                effects_ttl,
+                has_effects: true,
+            } => {
+                let effects = FinalizeEffects::AfterCommit;
+                self.guard
+                    .finalize_succeeded(c, g, result, effects_ttl, effects)?
+                    == Finalized::Committed
+            }
+            GuardFinish::Failed { lease: g, failure } => {
+                self.guard.finalize_failed(c, g, failure)? == FenceCheck::Applied
+            }
+            GuardFinish::Release { lease: g, error } => {
+                self.guard.release(c, g, error)? == FenceCheck::Applied
+            }
+        })
+    }
+
     /// PostgreSQL: a guarded job's `succeeded` and its guard's finalize in one statement in
     /// autocommit ([`GuardedSucceeded::autocommit`]). `None` when the statement failed without
     /// applying anything (a guard taken over under it makes it fail on purpose): the caller's
     /// transaction then decides.
-    fn succeeded_at_once<C: DbConnection>(
+    fn complete_guarded_at_once<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         sql: &GuardedSucceeded,
@@ -740,6 +768,42 @@ fn claimed(req: &ClaimRequest<'_>, jobs: Vec<(QueuedJob, Option<Acquired>)>) -> 
             Claimed { job, lease, guard }
         })
         .collect()
+}
+
+/// The binds of a dead or cancelled job before its id and fence: progress, state, attempt, kind,
+/// message.
+fn finish_binds<'a>(
+    progress: Bind<'a>,
+    state: &'a str,
+    attempt: i64,
+    kind: &'a str,
+    message: &'a str,
+) -> Vec<Bind<'a>> {
+    vec![
+        progress,
+        Bind::Text(state),
+        Bind::Int(attempt),
+        Bind::Text(kind),
+        Bind::Text(message),
+    ]
+}
+
+/// `binds` with every text holding a NUL replaced by its cleaned copy, kept in `scratch`.
+fn without_nul<'a>(mut binds: Vec<Bind<'a>>, scratch: &'a mut Vec<String>) -> Vec<Bind<'a>> {
+    scratch.extend(binds.iter().filter_map(|b| match b {
+        Bind::Text(t) if t.contains('\0') => Some(clean(t).into_owned()),
+        _ => None,
+    }));
+    let mut cleaned = scratch.iter();
+    for b in &mut binds {
+        if let Bind::Text(t) = b
+            && t.contains('\0')
+            && let Some(c) = cleaned.next()
+        {
+            *b = Bind::Text(c);
+        }
+    }
+    binds
 }
 
 fn progress_text(progress: &Progress) -> Result<String, StoreError> {
