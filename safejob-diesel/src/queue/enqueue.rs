@@ -188,6 +188,7 @@ fn insert<C: DbConnection>(
     if let Some(text) = &sql.insert_unnest {
         return insert_unnest(text, conn, rows, chunk);
     }
+    // MySQL has no `INSERT … RETURNING`: each batch is tagged with a token and read back by it.
     let mysql = sql.kind == BackendKind::Mysql;
     let token = if mysql { token() } else { String::new() };
     let values = vec![sql.insert_row.as_str(); chunk.len()].join(", ");

@@ -13,7 +13,7 @@ use diesel::{
     sql_types::{BigInt, Binary, Nullable, Text},
 };
 
-use crate::backend::{BackendKind, render as render_sql};
+use crate::backend::{BackendKind, Dialect, render as render_sql};
 
 /// The channel enqueue and retry notify on PostgreSQL, and listeners listen on.
 pub(crate) const CHANNEL: &str = "safejob_queue";
@@ -258,7 +258,7 @@ impl QueueSql {
     pub(crate) fn render(kind: BackendKind, off: i64) -> Self {
         let r = |t: &str| render(kind, off, t);
         let rc = |t: &str| render_cols(kind, off, t, "");
-        let returning = kind != BackendKind::Mysql;
+        let returning = Dialect::of(kind).returning;
         let run_at = "COALESCE({at}, {plus})";
         let token = if kind == BackendKind::Mysql {
             ", ?"

@@ -29,7 +29,7 @@ use super::{
     tx::{Begin, End, Fail, QCtx},
 };
 use crate::{
-    backend::{Bind, DbConnection, Stmt, pool::PooledConn},
+    backend::{Bind, DbConnection, Dialect, Stmt, pool::PooledConn},
     guard::{
         ops::{FinalizeEffects, lease},
         sql::{GrantRow, MicrosRow},
@@ -265,7 +265,9 @@ impl QCtx<'_> {
             &self.sql.renew,
             vec![Bind::Int(ttl), Bind::Int(id), Bind::Int(f)],
         );
-        if self.sql.kind != crate::BackendKind::Mysql {
+        // Where the backend has `UPDATE … RETURNING` the renew reads its expiry back itself;
+        // MySQL reads it with a second statement.
+        if Dialect::of(self.sql.kind).returning {
             let rows: Vec<MicrosRow> = conn.load(&stmt)?;
             exactly_one(rows.len(), id)?;
             return Ok(rows.first().map(|r| r.us));
