@@ -23,6 +23,7 @@
 //! (`advance_clock_for_tests`); its statements are then rendered again with the offset written
 //! into every `{now}`. In production the offset is 0 and `{now}` is the bare database clock.
 
+use chrono::{DateTime, Utc};
 use safejob_core::queue::MAX_ERROR_HISTORY;
 
 use super::BackendKind;
@@ -44,6 +45,8 @@ pub(crate) struct Dialect {
     pub(crate) returning: bool,
     /// `{at}`: a bound UTC text instant as a timestamp (NULL stays NULL).
     at: &'static str,
+    /// What the bound text of `{at}` ends with ([`Dialect::at_text`]).
+    at_zone: &'static str,
     /// `{bigint}`: the cast target of an integer.
     bigint: &'static str,
     /// `{append}`: the error history `errors` with one error appended (`{obj}` is
@@ -81,6 +84,7 @@ const SQLITE: Dialect = Dialect {
     to_us: "(CAST(ROUND((julianday({}) - 2440587.5) * 86400000.0) AS INTEGER) * 1000)",
     returning: true,
     at: "strftime('%Y-%m-%d %H:%M:%f', ?)",
+    at_zone: "",
     bigint: "BIGINT",
     append: "json_insert(CASE WHEN json_array_length(errors) >= {max} \
         THEN json_remove(errors, '$[0]') ELSE errors END, '$[#]', {obj})",
@@ -105,6 +109,8 @@ const POSTGRES: Dialect = Dialect {
     to_us: "CAST(extract(epoch FROM {}) * 1000000 AS int8)",
     returning: true,
     at: "CAST(CAST(? AS text) AS timestamptz)",
+    // Without a zone the text would be read in the session's time zone.
+    at_zone: "+00",
     bigint: "BIGINT",
     append: "CAST((CASE WHEN jsonb_array_length(CAST(errors AS jsonb)) >= {max} \
         THEN CAST(errors AS jsonb) - 0 ELSE CAST(errors AS jsonb) END) \
@@ -127,6 +133,7 @@ const MYSQL: Dialect = Dialect {
     to_us: "TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', {})",
     returning: false,
     at: "CAST(? AS DATETIME(6))",
+    at_zone: "",
     bigint: "SIGNED",
     append: "JSON_ARRAY_APPEND(CASE WHEN JSON_LENGTH(errors) >= {max} \
         THEN JSON_REMOVE(errors, '$[0]') ELSE errors END, '$', {obj})",
@@ -141,6 +148,11 @@ impl Dialect {
             BackendKind::Postgres => &POSTGRES,
             BackendKind::Mysql => &MYSQL,
         }
+    }
+
+    /// The text to bind to `{at}` for the instant `at`.
+    pub(crate) fn at_text(&self, at: DateTime<Utc>) -> String {
+        format!("{}{}", at.format("%Y-%m-%d %H:%M:%S%.6f"), self.at_zone)
     }
 
     /// `{now}` for the clock offset `offset_us` (the query-plan tests fill a table with it).

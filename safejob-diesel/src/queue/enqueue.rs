@@ -21,10 +21,10 @@ use safejob_core::{
 };
 
 use super::{
-    rows::{at_text, clean, micros, state},
+    rows::{clean, micros, state},
     sql::{CHANNEL, EnqRow, QueueSql, padded},
 };
-use crate::backend::{BackendKind, Bind, DbConnection, Stmt};
+use crate::backend::{BackendKind, Bind, DbConnection, Dialect, Stmt};
 
 /// The most rows one `INSERT` carries (15 binds each: below every backend's limit on binds).
 pub const MAX_ROWS_PER_STATEMENT: usize = 2000;
@@ -43,7 +43,7 @@ struct Row<'a> {
 fn row<'a>(kind: BackendKind, job: &'a NewJob) -> Result<Row<'a>, StoreError> {
     let (at, delay) = match job.run_at {
         RunAt::Now => (None, 0),
-        RunAt::At(at) => (Some(at_text(kind, at)), 0),
+        RunAt::At(at) => (Some(Dialect::of(kind).at_text(at)), 0),
         RunAt::After(delay) => (None, micros(delay)?),
     };
     Ok(Row {
