@@ -77,29 +77,16 @@
 #[cfg(not(any(feature = "sqlite", feature = "postgres", feature = "mysql")))]
 compile_error!("safejob-diesel needs at least one backend feature: sqlite, postgres or mysql");
 
+mod backend;
 mod error;
-mod migrate;
-#[cfg(feature = "mysql")]
-mod mysql;
-mod ops;
+mod guard;
 pub mod outbox;
-#[cfg(test)]
-mod plans;
-mod pool;
-#[cfg(feature = "postgres")]
-mod postgres;
 pub mod queue;
-mod sql;
-#[cfg(feature = "sqlite")]
-mod sqlite;
-mod stmt;
-mod store;
-mod tx;
-mod url;
 
+pub use backend::{
+    pool::{ConnectionRef, SetupHook, SqliteSynchronous},
+    url::BackendKind,
+};
 pub use error::{BoxError, ConnectError, MigrateError};
-pub use pool::{ConnectionRef, SetupHook, SqliteSynchronous};
+pub use guard::{DieselStore, DieselStoreBuilder, TransactionExt, TxError};
 pub use queue::DieselQueue;
-pub use store::{DieselStore, DieselStoreBuilder};
-pub use tx::{TransactionExt, TxError};
-pub use url::BackendKind;

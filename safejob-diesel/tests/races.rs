@@ -27,10 +27,13 @@ use safejob_diesel::{ConnectionRef, DieselStore};
 
 const TTL: Duration = Duration::from_secs(30);
 
+/// The prefix a trap waits for and its action.
+type Armed = Option<(&'static str, Box<dyn FnOnce() + Send>)>;
+
 /// One action, run once, after the first statement whose SQL starts with `prefix` finishes.
 #[derive(Clone, Default)]
 struct Trap {
-    armed: Arc<Mutex<Option<(&'static str, Box<dyn FnOnce() + Send>)>>>,
+    armed: Arc<Mutex<Armed>>,
 }
 
 impl Trap {

@@ -2,11 +2,11 @@
 //! OS clock of the host the workers run on. Lease expiry is judged by it, so it must follow real
 //! time, with no offset.
 //!
-//! What this catches: the SQLite `now` of `safejob-diesel/src/sql.rs` replaced by a constant
-//! (`strftime('%Y-%m-%d %H:%M:%f', '2026-01-01 00:00:00')` instead of `'now'`): the store clock is
-//! then far from the system clock and does not advance, and a 1 ms lease never expires; or a test
-//! clock offset (`advance_clock_for_tests`, feature `test-util`) rendered into a store that
-//! never asked for one: the store clock is then off the system clock by the offset.
+//! What this catches: the SQLite `now` of `safejob-diesel/src/backend/dialect.rs` replaced by a
+//! constant (`strftime('%Y-%m-%d %H:%M:%f', '2026-01-01 00:00:00')` instead of `'now'`): the
+//! store clock is then far from the system clock and does not advance, and a 1 ms lease never
+//! expires; or a test clock offset (`advance_clock_for_tests`, feature `test-util`) rendered into
+//! a store that never asked for one: the store clock is then off the system clock by the offset.
 //!
 //! This test sleeps 200 ms to measure the clock's progress, not to wait for a lease (the other
 //! tests move the store clock instead of sleeping).

@@ -6,13 +6,11 @@ use safejob_core::StoreError;
 
 use super::{
     MessageId, OutboxMessage, RelayError, is_missing_outbox, migrate_hint,
-    sql::{AdminSql, OutboxConnection, RecordRow},
+    sql::{AdminSql, CountRow, RecordRow},
 };
 use crate::{
     DieselStore,
-    pool::StoreConnection,
-    stmt::{Bind, Stmt},
-    store::{Pools, with_conn},
+    backend::{Bind, DbConnection, Stmt, pool::with_conn},
 };
 
 /// How many messages are in each state.
@@ -61,7 +59,8 @@ fn sql(store: &DieselStore) -> AdminSql {
 pub fn counts(store: &DieselStore) -> Result<OutboxCounts, RelayError> {
     let sql = sql(store);
     let stmt = Stmt::new(&sql.counts, vec![]);
-    let rows = with_conn!(store, conn => conn.conn.counts(&stmt)).map_err(|e| error(store, e))?;
+    let rows = with_conn!(store, conn => conn.conn.load::<CountRow>(&stmt))
+        .map_err(|e| error(store, e))?;
     let n = |i: usize| {
         rows.get(i)
             .map_or(0, |row| u64::try_from(row.n).unwrap_or(0))
@@ -84,7 +83,8 @@ pub fn dead_messages(
         &sql.dead,
         vec![Bind::Int(after), Bind::Int(i64::from(limit))],
     );
-    let rows = with_conn!(store, conn => conn.conn.records(&stmt)).map_err(|e| error(store, e))?;
+    let rows = with_conn!(store, conn => conn.conn.load::<RecordRow>(&stmt))
+        .map_err(|e| error(store, e))?;
     rows.into_iter().map(record).collect()
 }
 

@@ -3,8 +3,11 @@
 use safejob_core::{EffectsContext, KeyDigest};
 use serde_json::Value;
 
-use super::{MessageId, is_missing_outbox, migrate_hint, sql::EmitSql, sql::OutboxConnection};
-use crate::stmt::{Bind, Stmt};
+use super::{
+    MessageId, is_missing_outbox, migrate_hint,
+    sql::{CountRow, EmitSql},
+};
+use crate::backend::{Bind, DbConnection, Stmt};
 
 /// The longest topic accepted, in bytes.
 pub const MAX_TOPIC_LEN: usize = 255;
@@ -107,7 +110,7 @@ fn validate_topic(topic: &str) -> Result<(), EmitError> {
     Err(EmitError::InvalidTopic { reason })
 }
 
-fn emit<C: OutboxConnection>(
+fn emit<C: DbConnection>(
     conn: &mut C,
     digest: &KeyDigest,
     topic: &str,
@@ -126,7 +129,7 @@ fn emit<C: OutboxConnection>(
     let bytes = digest.as_bytes().as_slice();
     let next = Stmt::new(&sql.next_seq, vec![Bind::Bytes(bytes)]);
     let seq = conn
-        .counts(&next)
+        .load::<CountRow>(&next)
         .map_err(failed)?
         .first()
         .map_or(0, |row| row.n);

@@ -43,14 +43,15 @@ use tracing::{debug, warn};
 
 use super::{
     OutboxMessage, Sink, SinkError, is_missing_outbox, migrate_hint,
-    sql::{Claim, MessageRow, OutboxConnection, RelaySql},
+    sql::{Claim, IdRow, MessageRow, RelaySql},
 };
 use crate::{
     BackendKind, DieselStore,
+    backend::{
+        Bind, DbConnection, Stmt,
+        pool::{PooledConn, with_conn},
+    },
     error::{is_connection_lost, is_retryable},
-    pool::{PooledConn, StoreConnection},
-    stmt::{Bind, Stmt},
-    store::{Pools, with_conn},
 };
 
 /// The most messages one claim takes.
@@ -582,7 +583,7 @@ impl Relay {
         Ok(rows)
     }
 
-    fn claim_on<C: OutboxConnection>(
+    fn claim_on<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         token: &str,
@@ -601,18 +602,18 @@ impl Relay {
                     // BEGIN IMMEDIATE: the write lock is taken first, so the claim never meets a
                     // busy snapshot halfway.
                     run(c, |conn| {
-                        in_write_transaction(conn, |conn| conn.messages(&stmt))
+                        in_write_transaction(conn, |conn| conn.load::<MessageRow>(&stmt))
                     })
                 } else {
                     // One statement in autocommit: atomic on its own.
-                    run(c, |conn| conn.messages(&stmt))
+                    run(c, |conn| conn.load::<MessageRow>(&stmt))
                 }
             }
             Claim::PickMarkRead { pick, mark, read } => {
                 let pick = Stmt::new(pick, vec![Bind::Int(limit)]);
                 let claimed = run(c, |conn| {
                     in_write_transaction(conn, |conn| {
-                        let ids = conn.ids(&pick)?;
+                        let ids = conn.load::<IdRow>(&pick)?;
                         let Some(first) = ids.first().map(|row| row.id) else {
                             return Ok(false);
                         };
@@ -629,7 +630,7 @@ impl Relay {
                     return Ok(Vec::new());
                 }
                 let read = Stmt::new(read, vec![Bind::Text(token)]);
-                run(c, |conn| conn.messages(&read))
+                run(c, |conn| conn.load::<MessageRow>(&read))
             }
         }
     }
@@ -706,7 +707,7 @@ pub(super) fn message(row: MessageRow) -> Result<OutboxMessage, String> {
 }
 
 /// Runs `f` in a write transaction (SQLite: `BEGIN IMMEDIATE`), committing on `Ok`.
-fn in_write_transaction<C: StoreConnection, T>(
+fn in_write_transaction<C: DbConnection, T>(
     conn: &mut C,
     f: impl FnOnce(&mut C) -> QueryResult<T>,
 ) -> QueryResult<T> {
@@ -724,7 +725,7 @@ fn in_write_transaction<C: StoreConnection, T>(
 
 /// Runs `f`, retrying deadlocks and lock-wait timeouts (rolled back whole, so safe to repeat), and
 /// marking the connection broken when it was lost.
-fn run<C: StoreConnection, T>(
+fn run<C: DbConnection, T>(
     c: &mut PooledConn<C>,
     mut f: impl FnMut(&mut C) -> QueryResult<T>,
 ) -> QueryResult<T> {

@@ -1,51 +1,17 @@
 //! The outbox's SQL, per backend, and the rows it reads back.
 //!
-//! Like the store's own statements (`sql.rs`), every timestamp is the database's clock, written in
-//! the statement, and read back as integer microseconds since the Unix epoch. The clock spellings
-//! are repeated here rather than shared because the store's dialect is private to its module and
-//! the outbox never needs the store's test clock offset: outbox tests move time by shifting the
-//! rows' timestamps back instead.
+//! Every statement is a template in the crate's one vocabulary ([`crate::backend::dialect`]):
+//! every timestamp is the database's clock, written in the statement, and read back as integer
+//! microseconds since the Unix epoch.
 
 use std::sync::LazyLock;
 
 use diesel::{
-    QueryResult, QueryableByName,
+    QueryableByName,
     sql_types::{BigInt, Binary, Nullable, Text},
 };
 
-use crate::{BackendKind, pool::StoreConnection, stmt::Stmt};
-
-/// What the outbox needs per backend beyond the store's clock ([`crate::sql::Dialect`]: now,
-/// now plus `?` µs, timestamps as µs).
-struct Clock {
-    /// The backend.
-    kind: BackendKind,
-    /// The type to cast a computed integer to.
-    bigint: &'static str,
-}
-
-const SQLITE: Clock = Clock {
-    kind: BackendKind::Sqlite,
-    bigint: "BIGINT",
-};
-
-const POSTGRES: Clock = Clock {
-    kind: BackendKind::Postgres,
-    bigint: "BIGINT",
-};
-
-const MYSQL: Clock = Clock {
-    kind: BackendKind::Mysql,
-    bigint: "SIGNED",
-};
-
-fn clock(kind: BackendKind) -> &'static Clock {
-    match kind {
-        BackendKind::Sqlite => &SQLITE,
-        BackendKind::Postgres => &POSTGRES,
-        BackendKind::Mysql => &MYSQL,
-    }
-}
+use crate::backend::{BackendKind, render as render_sql};
 
 /// The columns a relay hands to its sink.
 const MESSAGE_COLS: &str =
@@ -64,16 +30,10 @@ const DUE: &str = "delivered_at IS NULL AND dead_at IS NULL AND available_at <= 
 /// still live by the database clock.
 const FENCE: &str = "id = ? AND claim_token = ? AND claimed_until > {now}";
 
-fn render(clock: &Clock, template: &str) -> String {
-    // The outbox renders without a test clock offset.
-    let base = crate::sql::Dialect::of(clock.kind);
-    let mut out = template
-        .replace("{plus_us}", &(base.expiry)(0))
-        .replace("{now}", &(base.now)(0))
-        .replace("{bigint}", clock.bigint);
-    for col in ["created_at", "available_at", "delivered_at", "dead_at"] {
-        out = out.replace(&format!("{{us:{col}}}"), &base.to_us.replace("{}", col));
-    }
+/// Renders `template` for `kind` in the shared vocabulary ([`crate::backend::dialect`]), without
+/// a test clock offset: outbox tests move time by shifting the rows' timestamps back instead.
+fn render(kind: BackendKind, template: &str) -> String {
+    let out = render_sql(kind, 0, template);
     debug_assert!(!out.contains('{'), "unrendered placeholder in {out}");
     out
 }
@@ -89,18 +49,17 @@ pub(crate) struct EmitSql {
 
 impl EmitSql {
     fn render(kind: BackendKind) -> Self {
-        let c = clock(kind);
         Self {
             // The finalize transaction holds the key's safe_jobs row (only the winning finalize
             // gets here), so no other transaction inserts for this digest meanwhile; the unique
             // (digest, seq) constraint would refuse it anyway.
             next_seq: render(
-                c,
+                kind,
                 "SELECT CAST(COALESCE(MAX(seq) + 1, 0) AS {bigint}) AS n \
                  FROM safe_outbox WHERE digest = ?",
             ),
             insert: render(
-                c,
+                kind,
                 "INSERT INTO safe_outbox (digest, seq, message_id, topic, payload, created_at, \
                  available_at, attempts) VALUES (?, ?, ?, ?, ?, {now}, {now}, 0)",
             ),
@@ -156,8 +115,7 @@ pub(crate) struct RelaySql {
 
 impl RelaySql {
     pub(crate) fn render(kind: BackendKind, batch: usize) -> Self {
-        let c = clock(kind);
-        let r = |t: &str| render(c, t);
+        let r = |t: &str| render(kind, t);
         let claim = match kind {
             // A locking CTE runs exactly once, so the LIMIT holds (an `IN (SELECT … LIMIT)` may
             // be re-evaluated by the planner and claim more). SKIP LOCKED: concurrent relays take
@@ -165,7 +123,7 @@ impl RelaySql {
             BackendKind::Postgres => Claim::Returning(r(&format!(
                 "WITH due AS (SELECT id FROM safe_outbox WHERE {DUE} \
                  ORDER BY available_at, id LIMIT ? FOR UPDATE SKIP LOCKED) \
-                 UPDATE safe_outbox SET claim_token = ?, claimed_until = {{plus_us}}, \
+                 UPDATE safe_outbox SET claim_token = ?, claimed_until = {{plus}}, \
                  attempts = attempts + 1 FROM due WHERE safe_outbox.id = due.id \
                  RETURNING {}",
                 MESSAGE_COLS
@@ -176,7 +134,7 @@ impl RelaySql {
             ))),
             // BEGIN IMMEDIATE holds the write lock for the whole statement: one claimer at a time.
             BackendKind::Sqlite => Claim::Returning(r(&format!(
-                "UPDATE safe_outbox SET claim_token = ?, claimed_until = {{plus_us}}, \
+                "UPDATE safe_outbox SET claim_token = ?, claimed_until = {{plus}}, \
                  attempts = attempts + 1 WHERE id IN (SELECT id FROM safe_outbox WHERE {DUE} \
                  ORDER BY available_at, id LIMIT ?) RETURNING {MESSAGE_COLS}"
             ))),
@@ -186,7 +144,7 @@ impl RelaySql {
                      FOR UPDATE SKIP LOCKED"
                 )),
                 mark: r(&format!(
-                    "UPDATE safe_outbox SET claim_token = ?, claimed_until = {{plus_us}}, \
+                    "UPDATE safe_outbox SET claim_token = ?, claimed_until = {{plus}}, \
                      attempts = attempts + 1 WHERE id IN ({})",
                     vec!["?"; batch].join(", ")
                 )),
@@ -202,7 +160,7 @@ impl RelaySql {
                  claimed_until = NULL WHERE {FENCE}"
             )),
             retry: r(&format!(
-                "UPDATE safe_outbox SET available_at = {{plus_us}}, last_error = ?, \
+                "UPDATE safe_outbox SET available_at = {{plus}}, last_error = ?, \
                  claim_token = NULL, claimed_until = NULL WHERE {FENCE}"
             )),
             bury: r(&format!(
@@ -235,8 +193,7 @@ pub(crate) struct AdminSql {
 
 impl AdminSql {
     pub(crate) fn render(kind: BackendKind) -> Self {
-        let c = clock(kind);
-        let r = |t: &str| render(c, t);
+        let r = |t: &str| render(kind, t);
         Self {
             dead: r(&format!(
                 "SELECT {RECORD_COLS} FROM safe_outbox WHERE dead_at IS NOT NULL AND id > ? \
@@ -304,43 +261,6 @@ pub(crate) struct IdRow {
     #[diesel(sql_type = BigInt)]
     pub id: i64,
 }
-
-/// What the outbox needs of a connection beyond what the store needs.
-pub(crate) trait OutboxConnection: StoreConnection {
-    /// Which backend this connection speaks.
-    const KIND: BackendKind;
-    fn messages(&mut self, stmt: &Stmt<'_>) -> QueryResult<Vec<MessageRow>>;
-    fn records(&mut self, stmt: &Stmt<'_>) -> QueryResult<Vec<RecordRow>>;
-    fn counts(&mut self, stmt: &Stmt<'_>) -> QueryResult<Vec<CountRow>>;
-    fn ids(&mut self, stmt: &Stmt<'_>) -> QueryResult<Vec<IdRow>>;
-}
-
-macro_rules! outbox_connection {
-    ($conn:ty, $kind:expr) => {
-        impl OutboxConnection for $conn {
-            const KIND: BackendKind = $kind;
-            fn messages(&mut self, stmt: &Stmt<'_>) -> QueryResult<Vec<MessageRow>> {
-                diesel::RunQueryDsl::load(stmt.clone(), self)
-            }
-            fn records(&mut self, stmt: &Stmt<'_>) -> QueryResult<Vec<RecordRow>> {
-                diesel::RunQueryDsl::load(stmt.clone(), self)
-            }
-            fn counts(&mut self, stmt: &Stmt<'_>) -> QueryResult<Vec<CountRow>> {
-                diesel::RunQueryDsl::load(stmt.clone(), self)
-            }
-            fn ids(&mut self, stmt: &Stmt<'_>) -> QueryResult<Vec<IdRow>> {
-                diesel::RunQueryDsl::load(stmt.clone(), self)
-            }
-        }
-    };
-}
-
-#[cfg(feature = "sqlite")]
-outbox_connection!(diesel::SqliteConnection, BackendKind::Sqlite);
-#[cfg(feature = "postgres")]
-outbox_connection!(diesel::PgConnection, BackendKind::Postgres);
-#[cfg(feature = "mysql")]
-outbox_connection!(diesel::MysqlConnection, BackendKind::Mysql);
 
 #[cfg(test)]
 mod tests {

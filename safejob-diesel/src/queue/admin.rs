@@ -12,10 +12,10 @@ use safejob_core::{
 
 use super::{
     rows::job,
-    sql::{FINISHED, FilterShape, IdRow, JobRow, QueueConnection, ReapRow, Sql},
+    sql::{FINISHED, FilterShape, IdRow, JobRow, ReapRow},
     tx::{QCtx, is_unique_violation},
 };
-use crate::{BackendKind, pool::PooledConn, stmt::Bind};
+use crate::backend::{BackendKind, Bind, DbConnection, Stmt, pool::PooledConn};
 
 /// The longest retention pruning computes with (older cutoffs delete nothing anyway).
 const MAX_RETENTION: Duration = Duration::from_secs(200 * 366 * 24 * 3600);
@@ -44,13 +44,13 @@ fn with_default_state(filter: &JobFilter) -> JobFilter {
 }
 
 impl QCtx<'_> {
-    pub(crate) fn heartbeat<C: QueueConnection>(
+    pub(crate) fn heartbeat<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         hb: &Heartbeat<'_>,
     ) -> Result<(), StoreError> {
         let queues = serde_json::to_string(hb.queues).map_err(StoreError::backend)?;
-        let stmt = Sql::new(
+        let stmt = Stmt::new(
             &self.sql.heartbeat,
             vec![
                 Bind::Text(hb.worker),
@@ -58,19 +58,19 @@ impl QCtx<'_> {
                 Bind::Int(i64::from(hb.concurrency)),
             ],
         );
-        self.run(c, |conn| conn.run_exec(&stmt)).map(drop)
+        self.run(c, |conn| conn.exec(&stmt)).map(drop)
     }
 
-    pub(crate) fn remove_worker<C: QueueConnection>(
+    pub(crate) fn remove_worker<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         worker: &str,
     ) -> Result<(), StoreError> {
-        let stmt = Sql::new(&self.sql.remove_worker, vec![Bind::Text(worker)]);
-        self.run(c, |conn| conn.run_exec(&stmt)).map(drop)
+        let stmt = Stmt::new(&self.sql.remove_worker, vec![Bind::Text(worker)]);
+        self.run(c, |conn| conn.exec(&stmt)).map(drop)
     }
 
-    pub(crate) fn reap<C: QueueConnection>(
+    pub(crate) fn reap<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         limit: usize,
@@ -78,11 +78,11 @@ impl QCtx<'_> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let find = Sql::new(
+        let find = Stmt::new(
             &self.sql.expired,
             vec![Bind::Int(i64::try_from(limit).unwrap_or(i64::MAX))],
         );
-        let expired: Vec<ReapRow> = self.run(c, |conn| conn.run_load(&find))?;
+        let expired: Vec<ReapRow> = self.run(c, |conn| conn.load(&find))?;
         let mut reaped = Vec::with_capacity(expired.len());
         for row in expired {
             let (index, state) = if row.idempotent == 0 {
@@ -96,7 +96,7 @@ impl QCtx<'_> {
                 "lease of worker {} expired",
                 row.owner.as_deref().unwrap_or("?")
             );
-            let stmt = Sql::new(
+            let stmt = Stmt::new(
                 &self.sql.reap[index],
                 vec![
                     Bind::Int(row.attempts),
@@ -107,7 +107,7 @@ impl QCtx<'_> {
                 ],
             );
             // Still running, still expired, same fence: else someone got there first.
-            if self.run(c, |conn| conn.run_exec(&stmt))? == 1 {
+            if self.run(c, |conn| conn.exec(&stmt))? == 1 {
                 reaped.push(Reaped {
                     id: JobId(row.id),
                     kind: row.kind,
@@ -119,17 +119,17 @@ impl QCtx<'_> {
         Ok(reaped)
     }
 
-    pub(crate) fn get<C: QueueConnection>(
+    pub(crate) fn get<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         id: JobId,
     ) -> Result<Option<QueuedJob>, StoreError> {
-        let stmt = Sql::new(&self.sql.get, vec![Bind::Int(id.0)]);
-        let rows: Vec<JobRow> = self.run(c, |conn| conn.run_load(&stmt))?;
+        let stmt = Stmt::new(&self.sql.get, vec![Bind::Int(id.0)]);
+        let rows: Vec<JobRow> = self.run(c, |conn| conn.load(&stmt))?;
         rows.into_iter().next().map(job).transpose()
     }
 
-    pub(crate) fn list<C: QueueConnection>(
+    pub(crate) fn list<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         query: &JobQuery,
@@ -146,40 +146,40 @@ impl QCtx<'_> {
             &shape,
             "ORDER BY id LIMIT ?",
         );
-        let stmt = Sql::new(&text, binds);
-        let rows: Vec<JobRow> = self.run(c, |conn| conn.run_load(&stmt))?;
+        let stmt = Stmt::new(&text, binds);
+        let rows: Vec<JobRow> = self.run(c, |conn| conn.load(&stmt))?;
         rows.into_iter().map(job).collect()
     }
 
-    fn notify<C: QueueConnection>(&self, c: &mut PooledConn<C>) -> Result<(), StoreError> {
+    fn notify<C: DbConnection>(&self, c: &mut PooledConn<C>) -> Result<(), StoreError> {
         if self.sql.kind == BackendKind::Postgres {
-            let stmt = Sql::new(&self.sql.notify, vec![]);
-            self.run(c, |conn| conn.run_exec(&stmt))?;
+            let stmt = Stmt::new(&self.sql.notify, vec![]);
+            self.run(c, |conn| conn.exec(&stmt))?;
         }
         Ok(())
     }
 
     /// The retry of one job, without the wake-up.
-    fn retry_one<C: QueueConnection>(
+    fn retry_one<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         id: JobId,
     ) -> Result<OpResult, StoreError> {
-        let stmt = Sql::new(&self.sql.retry_one, vec![Bind::Int(id.0)]);
+        let stmt = Stmt::new(&self.sql.retry_one, vec![Bind::Int(id.0)]);
         for _ in 0..8 {
-            let n = match c.conn.run_exec(&stmt) {
+            let n = match c.conn.exec(&stmt) {
                 Ok(n) => n,
                 // A finished job whose key another live job holds now.
                 Err(e) if is_unique_violation(&e) => {
                     let holder =
-                        Sql::new(&self.sql.holder_of, vec![Bind::Int(id.0), Bind::Int(id.0)]);
-                    let holders: Vec<IdRow> = self.run(c, |conn| conn.run_load(&holder))?;
+                        Stmt::new(&self.sql.holder_of, vec![Bind::Int(id.0), Bind::Int(id.0)]);
+                    let holders: Vec<IdRow> = self.run(c, |conn| conn.load(&holder))?;
                     match holders.first() {
                         Some(h) => return Ok(OpResult::UniqueKeyHeld { by: JobId(h.id) }),
                         None => continue, // it finished in between: try again
                     }
                 }
-                Err(_) => self.run(c, |conn| conn.run_exec(&stmt))?,
+                Err(_) => self.run(c, |conn| conn.exec(&stmt))?,
             };
             if n > 0 {
                 return Ok(OpResult::Applied);
@@ -194,7 +194,7 @@ impl QCtx<'_> {
         ))
     }
 
-    pub(crate) fn retry<C: QueueConnection>(
+    pub(crate) fn retry<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         id: JobId,
@@ -206,7 +206,7 @@ impl QCtx<'_> {
         Ok(result)
     }
 
-    pub(crate) fn retry_matching<C: QueueConnection>(
+    pub(crate) fn retry_matching<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         filter: &JobFilter,
@@ -227,16 +227,16 @@ impl QCtx<'_> {
             &shape,
             "",
         );
-        let bulk = Sql::new(&text, binds.clone());
-        let mut applied = self.run(c, |conn| conn.run_exec(&bulk))? as u64;
+        let bulk = Stmt::new(&text, binds.clone());
+        let mut applied = self.run(c, |conn| conn.exec(&bulk))? as u64;
         // Finished jobs with a unique key one by one, by id: each takes its key back only if no
         // other live job holds it (an earlier one of this very retry included).
         shape.extra = vec!["unique_key IS NOT NULL", FINISHED];
         let text = self
             .sql
             .filtered("SELECT id FROM safe_queue_jobs", &shape, "ORDER BY id");
-        let keyed = Sql::new(&text, binds);
-        let ids: Vec<IdRow> = self.run(c, |conn| conn.run_load(&keyed))?;
+        let keyed = Stmt::new(&text, binds);
+        let ids: Vec<IdRow> = self.run(c, |conn| conn.load(&keyed))?;
         for row in ids {
             if self.retry_one(c, JobId(row.id))? == OpResult::Applied {
                 applied += 1;
@@ -248,13 +248,13 @@ impl QCtx<'_> {
         Ok(applied)
     }
 
-    pub(crate) fn cancel<C: QueueConnection>(
+    pub(crate) fn cancel<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         id: JobId,
     ) -> Result<OpResult, StoreError> {
-        let stmt = Sql::new(&self.sql.cancel, vec![Bind::Int(id.0)]);
-        if self.run(c, |conn| conn.run_exec(&stmt))? > 0 {
+        let stmt = Stmt::new(&self.sql.cancel, vec![Bind::Int(id.0)]);
+        if self.run(c, |conn| conn.exec(&stmt))? > 0 {
             return Ok(OpResult::Applied);
         }
         Ok(match self.get(c, id)? {
@@ -263,7 +263,7 @@ impl QCtx<'_> {
         })
     }
 
-    pub(crate) fn purge<C: QueueConnection>(
+    pub(crate) fn purge<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         filter: &JobFilter,
@@ -275,11 +275,11 @@ impl QCtx<'_> {
         let (mut shape, binds) = filter_binds(&filter);
         shape.extra = vec![FINISHED];
         let text = self.sql.filtered("DELETE FROM safe_queue_jobs", &shape, "");
-        let stmt = Sql::new(&text, binds);
-        Ok(self.run(c, |conn| conn.run_exec(&stmt))? as u64)
+        let stmt = Stmt::new(&text, binds);
+        Ok(self.run(c, |conn| conn.exec(&stmt))? as u64)
     }
 
-    pub(crate) fn prune<C: QueueConnection>(
+    pub(crate) fn prune<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         retention: Duration,
@@ -289,13 +289,13 @@ impl QCtx<'_> {
             return Ok(0);
         }
         let back = i64::try_from(retention.min(MAX_RETENTION).as_micros()).unwrap_or(i64::MAX);
-        let stmt = Sql::new(
+        let stmt = Stmt::new(
             &self.sql.prune,
             vec![
                 Bind::Int(-back),
                 Bind::Int(i64::try_from(limit).unwrap_or(i64::MAX)),
             ],
         );
-        Ok(self.run(c, |conn| conn.run_exec(&stmt))? as u64)
+        Ok(self.run(c, |conn| conn.exec(&stmt))? as u64)
     }
 }

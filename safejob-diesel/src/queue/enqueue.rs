@@ -24,10 +24,10 @@ use safejob_core::{
 };
 
 use super::{
-    rows::{at_text, clean, micros, state},
-    sql::{CHANNEL, EnqRow, QueueConnection, QueueSql, Sql, padded},
+    rows::{clean, micros, state},
+    sql::{CHANNEL, EnqRow, QueueSql, padded},
 };
-use crate::{BackendKind, stmt::Bind};
+use crate::backend::{BackendKind, Bind, DbConnection, Dialect, Stmt};
 
 /// The most rows one `INSERT` carries (15 binds each: below every backend's limit on binds).
 pub const MAX_ROWS_PER_STATEMENT: usize = 2000;
@@ -46,7 +46,7 @@ struct Row<'a> {
 fn row<'a>(kind: BackendKind, job: &'a NewJob) -> Result<Row<'a>, StoreError> {
     let (at, delay) = match job.run_at {
         RunAt::Now => (None, 0),
-        RunAt::At(at) => (Some(at_text(kind, at)), 0),
+        RunAt::At(at) => (Some(Dialect::of(kind).at_text(at)), 0),
         RunAt::After(delay) => (None, micros(delay)?),
     };
     Ok(Row {
@@ -78,7 +78,7 @@ fn token() -> String {
 /// Inserts `jobs` on `conn` (autocommit, or inside whatever transaction is open on it) and answers
 /// per job, in order. Statement errors are returned as diesel errors so that the caller decides
 /// about retries; rows that cannot be matched are store errors.
-pub(crate) fn enqueue<C: QueueConnection>(
+pub(crate) fn enqueue<C: DbConnection>(
     sql: &QueueSql,
     conn: &mut C,
     jobs: &[NewJob],
@@ -182,7 +182,7 @@ pub(crate) fn enqueue<C: QueueConnection>(
 }
 
 /// One multi-row `INSERT` of `rows[chunk]`: the rows it inserted, in id (= insertion) order.
-fn insert<C: QueueConnection>(
+fn insert<C: DbConnection>(
     sql: &QueueSql,
     conn: &mut C,
     rows: &[Row<'_>],
@@ -191,6 +191,7 @@ fn insert<C: QueueConnection>(
     if let Some(text) = &sql.insert_unnest {
         return insert_unnest(text, conn, rows, chunk);
     }
+    // MySQL has no `INSERT … RETURNING`: each batch is tagged with a token and read back by it.
     let mysql = sql.kind == BackendKind::Mysql;
     let token = if mysql { token() } else { String::new() };
     let values = vec![sql.insert_row.as_str(); chunk.len()].join(", ");
@@ -238,15 +239,15 @@ fn insert<C: QueueConnection>(
     }
     // One row: the same text every time, so it is prepared once per connection; batches vary.
     let stmt = if chunk.len() == 1 {
-        Sql::new(&text, binds)
+        Stmt::new(&text, binds)
     } else {
-        Sql::uncached(&text, binds)
+        Stmt::uncached(&text, binds)
     };
     let mut inserted: Vec<EnqRow> = if mysql {
-        conn.run_exec(&stmt)?;
-        conn.run_load(&Sql::new(&sql.inserted_by_token, vec![Bind::Text(&token)]))?
+        conn.exec(&stmt)?;
+        conn.load(&Stmt::new(&sql.inserted_by_token, vec![Bind::Text(&token)]))?
     } else {
-        conn.run_load(&stmt)?
+        conn.load(&stmt)?
     };
     inserted.sort_by_key(|r| r.id);
     Ok(inserted)
@@ -318,7 +319,7 @@ impl ArrayLit {
 
 /// The PostgreSQL insert of `rows[chunk]` (`text` is [`QueueSql::insert_unnest`]): the rows it
 /// inserted, in id (= batch) order.
-fn insert_unnest<C: QueueConnection>(
+fn insert_unnest<C: DbConnection>(
     text: &str,
     conn: &mut C,
     rows: &[Row<'_>],
@@ -384,13 +385,13 @@ fn insert_unnest<C: QueueConnection>(
     ];
     let binds = arrays.iter().map(|a| Bind::Text(a)).collect();
     // The same text for every batch: prepared once per connection.
-    let mut inserted: Vec<EnqRow> = conn.run_load(&Sql::new(text, binds))?;
+    let mut inserted: Vec<EnqRow> = conn.load(&Stmt::new(text, binds))?;
     inserted.sort_by_key(|r| r.id);
     Ok(inserted)
 }
 
 /// The live jobs holding the unique keys of `jobs[chunk]`.
-fn live_holders<C: QueueConnection>(
+fn live_holders<C: DbConnection>(
     sql: &QueueSql,
     conn: &mut C,
     jobs: &[NewJob],
@@ -408,5 +409,5 @@ fn live_holders<C: QueueConnection>(
     let binds = (0..n)
         .map(|i| Bind::Bytes(keys.get(i).copied().unwrap_or(first)))
         .collect();
-    conn.run_load(&Sql::new(&text, binds))
+    conn.load(&Stmt::new(&text, binds))
 }

@@ -20,13 +20,15 @@ use std::{
 use safejob_core::{queue::Waker, store::StoreError};
 
 use super::{
-    sql::{CHANNEL, QueueConnection, SchemaRow, Sql},
+    sql::{CHANNEL, SchemaRow},
     tx::store_error,
 };
 use crate::{
     DieselStore,
-    pool::PooledConn,
-    store::{Pools, with_conn},
+    backend::{
+        DbConnection, Stmt,
+        pool::{PooledConn, with_conn},
+    },
 };
 
 /// How often the listening connection is checked for notifications.
@@ -91,7 +93,7 @@ fn run(store: &Arc<DieselStore>, wakers: &Wakers, stop: &AtomicBool) {
     }
 }
 
-fn listen_on<C: QueueConnection>(
+fn listen_on<C: DbConnection>(
     store: &DieselStore,
     c: &mut PooledConn<C>,
     wakers: &Wakers,
@@ -104,7 +106,7 @@ fn listen_on<C: QueueConnection>(
     };
     let schema: Vec<SchemaRow> = c
         .conn
-        .run_load(&Sql::new("SELECT current_schema() AS schema", vec![]))
+        .load(&Stmt::new("SELECT current_schema() AS schema", vec![]))
         .map_err(|e| fail(c, e))?;
     let schema = schema
         .into_iter()

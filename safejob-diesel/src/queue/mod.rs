@@ -115,12 +115,15 @@ use safejob_core::{
 pub use self::{enqueue::MAX_ROWS_PER_STATEMENT, snapshot::DURATION_SAMPLE};
 use self::{
     listen::{Listener, Wakers},
-    sql::{QueueConnection, QueueSql},
+    sql::QueueSql,
     tx::{Begin, Fail, QCtx},
 };
 use crate::{
     BackendKind, ConnectionRef, DieselStore,
-    store::{Pools, with_conn},
+    backend::{
+        DbConnection,
+        pool::{PooledConn, with_conn},
+    },
 };
 
 /// The queue's [`QueueStore`] on a [`DieselStore`]'s database and pool.
@@ -141,14 +144,6 @@ impl std::fmt::Debug for DieselQueue {
             .field("store", &self.store)
             .finish_non_exhaustive()
     }
-}
-
-/// Runs `$body` with `$q` (a [`QCtx`]) and `$conn` bound to one of the store's pooled connections.
-macro_rules! with_queue {
-    ($self:expr, $q:ident, $conn:ident => $body:expr) => {{
-        let $q = $self.ctx();
-        with_conn!($self.store, $conn => $body)
-    }};
 }
 
 impl DieselQueue {
@@ -278,9 +273,9 @@ impl DieselQueue {
 }
 
 impl QCtx<'_> {
-    fn enqueue_pooled<C: QueueConnection>(
+    fn enqueue_pooled<C: DbConnection>(
         &self,
-        c: &mut crate::pool::PooledConn<C>,
+        c: &mut PooledConn<C>,
         jobs: &[NewJob],
     ) -> Result<Vec<Enqueued>, StoreError> {
         if jobs.is_empty() {
@@ -332,11 +327,13 @@ impl QueueStore for DieselQueue {
     }
 
     fn enqueue_many(&self, jobs: &[NewJob]) -> Result<Vec<Enqueued>, StoreError> {
-        with_queue!(self, q, conn => q.enqueue_pooled(conn, jobs))
+        let q = self.ctx();
+        with_conn!(self.store, conn => q.enqueue_pooled(conn, jobs))
     }
 
     fn claim(&self, req: &ClaimRequest<'_>) -> Result<Vec<Claimed>, StoreError> {
-        with_queue!(self, q, conn => q.claim(conn, req))
+        let q = self.ctx();
+        with_conn!(self.store, conn => q.claim(conn, req))
     }
 
     fn renew(
@@ -345,11 +342,13 @@ impl QueueStore for DieselQueue {
         guard: Option<&Lease>,
         ttl: Duration,
     ) -> Result<Renewed, StoreError> {
-        with_queue!(self, q, conn => q.renew(conn, lease, guard, ttl))
+        let q = self.ctx();
+        with_conn!(self.store, conn => q.renew(conn, lease, guard, ttl))
     }
 
     fn progress(&self, lease: &QueueLease, progress: &Progress) -> Result<FenceCheck, StoreError> {
-        with_queue!(self, q, conn => q.progress(conn, lease, progress))
+        let q = self.ctx();
+        with_conn!(self.store, conn => q.progress(conn, lease, progress))
     }
 
     fn complete(
@@ -357,51 +356,63 @@ impl QueueStore for DieselQueue {
         c: &Completion<'_>,
         hook: Option<&mut TxEffects<'_>>,
     ) -> Result<Completed, StoreError> {
-        with_queue!(self, q, conn => q.complete(conn, c, hook))
+        let q = self.ctx();
+        with_conn!(self.store, conn => q.complete(conn, c, hook))
     }
 
     fn heartbeat(&self, hb: &Heartbeat<'_>) -> Result<(), StoreError> {
-        with_queue!(self, q, conn => q.heartbeat(conn, hb))
+        let q = self.ctx();
+        with_conn!(self.store, conn => q.heartbeat(conn, hb))
     }
 
     fn remove_worker(&self, worker: &str) -> Result<(), StoreError> {
-        with_queue!(self, q, conn => q.remove_worker(conn, worker))
+        let q = self.ctx();
+        with_conn!(self.store, conn => q.remove_worker(conn, worker))
     }
 
     fn reap(&self, limit: usize) -> Result<Vec<Reaped>, StoreError> {
-        with_queue!(self, q, conn => q.reap(conn, limit))
+        let q = self.ctx();
+        with_conn!(self.store, conn => q.reap(conn, limit))
     }
 
     fn get(&self, id: JobId) -> Result<Option<QueuedJob>, StoreError> {
-        with_queue!(self, q, conn => q.get(conn, id))
+        let q = self.ctx();
+        with_conn!(self.store, conn => q.get(conn, id))
     }
 
     fn list(&self, query: &JobQuery) -> Result<Vec<QueuedJob>, StoreError> {
-        with_queue!(self, q, conn => q.list(conn, query))
+        let q = self.ctx();
+        with_conn!(self.store, conn => q.list(conn, query))
     }
 
     fn retry(&self, id: JobId) -> Result<OpResult, StoreError> {
-        with_queue!(self, q, conn => q.retry(conn, id))
+        let q = self.ctx();
+        with_conn!(self.store, conn => q.retry(conn, id))
     }
 
     fn retry_matching(&self, filter: &JobFilter) -> Result<u64, StoreError> {
-        with_queue!(self, q, conn => q.retry_matching(conn, filter))
+        let q = self.ctx();
+        with_conn!(self.store, conn => q.retry_matching(conn, filter))
     }
 
     fn cancel(&self, id: JobId) -> Result<OpResult, StoreError> {
-        with_queue!(self, q, conn => q.cancel(conn, id))
+        let q = self.ctx();
+        with_conn!(self.store, conn => q.cancel(conn, id))
     }
 
     fn purge(&self, filter: &JobFilter) -> Result<u64, StoreError> {
-        with_queue!(self, q, conn => q.purge(conn, filter))
+        let q = self.ctx();
+        with_conn!(self.store, conn => q.purge(conn, filter))
     }
 
     fn prune(&self, retention: Duration, limit: usize) -> Result<u64, StoreError> {
-        with_queue!(self, q, conn => q.prune(conn, retention, limit))
+        let q = self.ctx();
+        with_conn!(self.store, conn => q.prune(conn, retention, limit))
     }
 
     fn snapshot(&self) -> Result<Snapshot, StoreError> {
-        with_queue!(self, q, conn => q.snapshot(conn))
+        let q = self.ctx();
+        with_conn!(self.store, conn => q.snapshot(conn))
     }
 
     /// On PostgreSQL, starts (once) the listener thread that wakes `waker` when jobs are enqueued
@@ -484,7 +495,8 @@ mod tests {
             ))
         };
         let runs = (|| -> Result<u32, StoreError> {
-            with_queue!(queue, q, conn => {
+            let q = queue.ctx();
+            with_conn!(queue.store, conn => {
                 let mut runs = 0;
                 q.transaction(conn, Begin::Write, |_| {
                     runs += 1;
@@ -499,7 +511,8 @@ mod tests {
         assert_eq!(runs, 2);
 
         let other = (|| -> Result<u32, StoreError> {
-            with_queue!(queue, q, conn => {
+            let q = queue.ctx();
+            with_conn!(queue.store, conn => {
                 q.transaction(conn, Begin::Write, |_| -> Result<tx::End<u32>, Fail> {
                     Err(Fail::Store(StoreError::backend("not a lock conflict")))
                 })

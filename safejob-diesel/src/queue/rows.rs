@@ -11,7 +11,6 @@ use safejob_core::{
 use serde_json::Value;
 
 use super::sql::JobRow;
-use crate::BackendKind;
 
 /// A job row that cannot be read.
 pub(crate) fn corrupt(id: i64, detail: impl Into<String>) -> StoreError {
@@ -42,15 +41,6 @@ pub(crate) fn micros(d: Duration) -> Result<i64, StoreError> {
         .ok()
         .filter(|us| *us <= 366 * 24 * 3600 * 1_000_000)
         .ok_or_else(|| StoreError::backend(format!("duration {d:?} is out of range")))
-}
-
-/// A text instant for the `{at}` placeholder of `kind`.
-pub(crate) fn at_text(kind: BackendKind, at: DateTime<Utc>) -> String {
-    let base = at.format("%Y-%m-%d %H:%M:%S%.6f").to_string();
-    match kind {
-        BackendKind::Postgres => format!("{base}+00"),
-        _ => base,
-    }
 }
 
 /// Text as stored: PostgreSQL text cannot hold NUL, so no backend gets one.

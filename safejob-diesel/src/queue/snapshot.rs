@@ -14,12 +14,10 @@ use safejob_core::{
 
 use super::{
     rows::{corrupt, instant, state},
-    sql::{
-        CountRow, DurationRow, InFlightRow, KindRow, OldestRow, QueueConnection, Sql, WorkerRow,
-    },
+    sql::{CountRow, DurationRow, InFlightRow, KindRow, OldestRow, WorkerRow},
     tx::{Begin, End, QCtx},
 };
-use crate::{BackendKind, pool::PooledConn, stmt::Bind};
+use crate::backend::{BackendKind, Bind, DbConnection, Stmt, pool::PooledConn};
 
 /// How many of each kind's latest succeeded jobs the percentiles are computed from.
 pub const DURATION_SAMPLE: usize = 10_000;
@@ -29,7 +27,7 @@ fn micros(us: i64) -> Duration {
 }
 
 impl QCtx<'_> {
-    pub(crate) fn snapshot<C: QueueConnection>(
+    pub(crate) fn snapshot<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
     ) -> Result<Snapshot, StoreError> {
@@ -44,16 +42,15 @@ impl QCtx<'_> {
                 c.conn
                     .batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")?;
             }
-            let counts: Vec<CountRow> = c.conn.run_load(&Sql::new(&self.sql.counts, vec![]))?;
-            let kinds: Vec<KindRow> = c.conn.run_load(&Sql::new(&self.sql.kinds, vec![]))?;
+            let counts: Vec<CountRow> = c.conn.load(&Stmt::new(&self.sql.counts, vec![]))?;
+            let kinds: Vec<KindRow> = c.conn.load(&Stmt::new(&self.sql.kinds, vec![]))?;
             let sample = Bind::Int(DURATION_SAMPLE as i64);
-            let durations: Vec<DurationRow> = c
-                .conn
-                .run_load(&Sql::new(&self.sql.durations, vec![sample]))?;
-            let workers: Vec<WorkerRow> = c.conn.run_load(&Sql::new(&self.sql.workers, vec![]))?;
+            let durations: Vec<DurationRow> =
+                c.conn.load(&Stmt::new(&self.sql.durations, vec![sample]))?;
+            let workers: Vec<WorkerRow> = c.conn.load(&Stmt::new(&self.sql.workers, vec![]))?;
             let in_flight: Vec<InFlightRow> =
-                c.conn.run_load(&Sql::new(&self.sql.in_flight, vec![]))?;
-            let oldest: Vec<OldestRow> = c.conn.run_load(&Sql::new(&self.sql.oldest, vec![]))?;
+                c.conn.load(&Stmt::new(&self.sql.in_flight, vec![]))?;
+            let oldest: Vec<OldestRow> = c.conn.load(&Stmt::new(&self.sql.oldest, vec![]))?;
             Ok(End::Commit(assemble(
                 counts, kinds, durations, workers, in_flight, oldest,
             )?))

@@ -1,81 +1,22 @@
 //! The queue's SQL, per backend, and the rows it reads back.
 //!
-//! As in the store's own statements (`crate::sql`), every instant is the database's clock written
-//! into the statement, and every timestamp is read back as integer microseconds since the Unix
-//! epoch. The clock spellings are repeated here because the store's dialect is private to its
-//! module; they carry the same test offset as the store's, which
+//! Every statement is a template in the crate's one vocabulary ([`crate::backend::dialect`]:
+//! `{now}`, `{plus}`, `{at}`, `{us:EXPR}`, `{now_us}`, `{bigint}`, `{append}`), rendered with the
+//! same test clock offset as the store's, which
 //! [`DieselQueue::advance_clock_for_tests`](super::DieselQueue::advance_clock_for_tests) moves
-//! together with the store's.
-//!
-//! Placeholders in the templates: `{now}` (the clock), `{plus}` (the clock plus `?` µs: one
-//! bind), `{at}` (a bound UTC text instant, NULL passes through: one bind), `{us:EXPR}` (a
-//! timestamp expression as integer µs), `{now_us}`, `{bigint}` (the cast target of an integer),
-//! `{append}` (the error history with one error appended, oldest dropped beyond the bound: three
-//! binds, attempt, kind, message).
+//! together with the store's. The queue's own placeholders are filled in here first: `{cols}`
+//! (a whole job row, `{t}` its table qualifier), `{due}`, `{done}`, `{fenced}`, `{applied}`,
+//! `{run_at}`, `{channel}`, and per call `{q}` / `{ids}` (bind lists).
 
 use diesel::{
-    QueryResult, QueryableByName,
-    query_builder::{AstPass, Query, QueryFragment, QueryId},
-    query_dsl::RunQueryDsl,
-    sql_types::{BigInt, Binary, Nullable, Text, Untyped},
+    QueryableByName,
+    sql_types::{BigInt, Binary, Nullable, Text},
 };
-use safejob_core::queue::MAX_ERROR_HISTORY;
 
-use crate::{
-    BackendKind,
-    pool::StoreConnection,
-    stmt::{MicrosRow, Stmt},
-};
+use crate::backend::{BackendKind, Dialect, render as render_sql};
 
 /// The channel enqueue and retry notify on PostgreSQL, and listeners listen on.
 pub(crate) const CHANNEL: &str = "safejob_queue";
-
-/// How one backend spells what the queue needs beyond the store's clock
-/// ([`crate::sql::Dialect`]: now, now plus `?` µs, timestamps as µs): bound instants and JSON.
-struct Dialect {
-    /// A bound UTC text instant as a timestamp (NULL stays NULL).
-    at: &'static str,
-    /// The cast target of an integer.
-    bigint: &'static str,
-    /// The error history with one error appended (`{obj}` is the new error object).
-    append: &'static str,
-    /// A JSON object of the new error: attempt, at_us ({now_us}), kind, message.
-    error_object: &'static str,
-}
-
-const SQLITE: Dialect = Dialect {
-    at: "strftime('%Y-%m-%d %H:%M:%f', ?)",
-    bigint: "BIGINT",
-    append: "json_insert(CASE WHEN json_array_length(errors) >= {max} \
-        THEN json_remove(errors, '$[0]') ELSE errors END, '$[#]', {obj})",
-    error_object: "json_object('attempt', ?, 'at_us', {now_us}, 'kind', ?, 'message', ?)",
-};
-
-const POSTGRES: Dialect = Dialect {
-    at: "CAST(CAST(? AS text) AS timestamptz)",
-    bigint: "BIGINT",
-    append: "CAST((CASE WHEN jsonb_array_length(CAST(errors AS jsonb)) >= {max} \
-        THEN CAST(errors AS jsonb) - 0 ELSE CAST(errors AS jsonb) END) \
-        || jsonb_build_array({obj}) AS text)",
-    error_object: "jsonb_build_object('attempt', CAST(? AS int8), 'at_us', {now_us}, \
-        'kind', CAST(? AS text), 'message', CAST(? AS text))",
-};
-
-const MYSQL: Dialect = Dialect {
-    at: "CAST(? AS DATETIME(6))",
-    bigint: "SIGNED",
-    append: "JSON_ARRAY_APPEND(CASE WHEN JSON_LENGTH(errors) >= {max} \
-        THEN JSON_REMOVE(errors, '$[0]') ELSE errors END, '$', {obj})",
-    error_object: "JSON_OBJECT('attempt', ?, 'at_us', {now_us}, 'kind', ?, 'message', ?)",
-};
-
-fn dialect(kind: BackendKind) -> &'static Dialect {
-    match kind {
-        BackendKind::Sqlite => &SQLITE,
-        BackendKind::Postgres => &POSTGRES,
-        BackendKind::Mysql => &MYSQL,
-    }
-}
 
 /// The columns of a whole job row (`{t}` is an optional table qualifier).
 const JOB_COLS: &str = "{t}id AS id, {t}kind AS kind, {t}queue AS queue, {t}payload AS payload, \
@@ -98,34 +39,10 @@ const FENCED: &str = "id = ? AND fence = ? AND state = 'running'";
 const EXPIRED: &str =
     "state = 'running' AND (lease_expires_at IS NULL OR lease_expires_at <= {now})";
 
-/// Renders `template` for `kind` with the clock offset `off` (µs).
+/// Renders `template` for `kind` with the clock offset `off` (µs): `{t}` (the table qualifier
+/// of [`JOB_COLS`]) dropped, then the shared vocabulary ([`crate::backend::dialect`]).
 pub(crate) fn render(kind: BackendKind, off: i64, template: &str) -> String {
-    let d = dialect(kind);
-    let clock = crate::sql::Dialect::of(kind);
-    let now = (clock.now)(off);
-    let object = d.error_object.replace("{now_us}", "{us:{now}}");
-    let append = d
-        .append
-        .replace("{max}", &MAX_ERROR_HISTORY.to_string())
-        .replace("{obj}", &object);
-    let mut out = template
-        .replace("{append}", &append)
-        .replace("{now_us}", "{us:{now}}")
-        .replace("{plus}", &(clock.expiry)(off))
-        .replace("{at}", d.at)
-        .replace("{bigint}", d.bigint)
-        .replace("{t}", "")
-        .replace("{now}", &now);
-    // `{us:EXPR}`, innermost first (EXPR has no braces left once `{now}` is rendered).
-    while let Some(start) = out.find("{us:") {
-        let Some(len) = out[start..].find('}') else {
-            break;
-        };
-        let expr = out[start + 4..start + len].to_owned();
-        out.replace_range(start..=start + len, &clock.to_us.replace("{}", &expr));
-    }
-    debug_assert!(!out.contains("{us:"), "unrendered placeholder in {out}");
-    out
+    render_sql(kind, off, &template.replace("{t}", ""))
 }
 
 /// Like [`render`], qualifying the job columns of `{cols}` with `prefix`.
@@ -168,7 +85,7 @@ pub(crate) enum ClaimSql {
 /// `ON CONFLICT DO NOTHING` as in the store's own insert, in digest order). Of several claimed
 /// jobs with one key only the first in claim order asks (`want`), as if they were acquired one
 /// after the other. A guarded job with no `g_fence` back has a key that exists: the worker's
-/// store decides it right after ([`crate::ops::Ctx::acquire`]), still under the job's lease.
+/// store decides it right after ([`crate::guard::ops::Ctx::acquire`]), still under the job's lease.
 const GUARDED_CLAIM: &str = "WITH due AS (SELECT id FROM safe_queue_jobs WHERE {due} \
     ORDER BY priority, run_at, id LIMIT ? FOR UPDATE SKIP LOCKED), \
     j AS (UPDATE safe_queue_jobs AS j SET state = 'running', fence = j.fence + 1, \
@@ -341,7 +258,7 @@ impl QueueSql {
     pub(crate) fn render(kind: BackendKind, off: i64) -> Self {
         let r = |t: &str| render(kind, off, t);
         let rc = |t: &str| render_cols(kind, off, t, "");
-        let returning = kind != BackendKind::Mysql;
+        let returning = Dialect::of(kind).returning;
         let run_at = "COALESCE({at}, {plus})";
         let token = if kind == BackendKind::Mysql {
             ", ?"
@@ -583,61 +500,6 @@ pub(crate) struct FilterShape {
     pub(crate) extra: Vec<&'static str>,
 }
 
-/// A statement, cached per connection by its SQL text (fixed statements) or not (batch inserts,
-/// whose text changes with the batch size).
-#[derive(Debug, Clone)]
-pub(crate) struct Sql<'a> {
-    pub(crate) stmt: Stmt<'a>,
-    pub(crate) cache: bool,
-}
-
-impl<'a> Sql<'a> {
-    pub(crate) fn new(sql: &'a str, binds: Vec<crate::stmt::Bind<'a>>) -> Self {
-        Self {
-            stmt: Stmt::new(sql, binds),
-            cache: true,
-        }
-    }
-
-    pub(crate) fn uncached(sql: &'a str, binds: Vec<crate::stmt::Bind<'a>>) -> Self {
-        Self {
-            stmt: Stmt::new(sql, binds),
-            cache: false,
-        }
-    }
-}
-
-impl QueryId for Sql<'_> {
-    type QueryId = ();
-    const HAS_STATIC_QUERY_ID: bool = false;
-}
-
-impl Query for Sql<'_> {
-    type SqlType = Untyped;
-}
-
-impl<Conn> RunQueryDsl<Conn> for Sql<'_> {}
-
-macro_rules! sql_fragment {
-    ($backend:ty) => {
-        impl QueryFragment<$backend> for Sql<'_> {
-            fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, $backend>) -> QueryResult<()> {
-                if !self.cache {
-                    out.unsafe_to_cache_prepared();
-                }
-                self.stmt.walk_ast(out.reborrow())
-            }
-        }
-    };
-}
-
-#[cfg(feature = "sqlite")]
-sql_fragment!(diesel::sqlite::Sqlite);
-#[cfg(feature = "postgres")]
-sql_fragment!(diesel::pg::Pg);
-#[cfg(feature = "mysql")]
-sql_fragment!(diesel::mysql::Mysql);
-
 /// A whole job row.
 #[derive(Debug, QueryableByName)]
 pub(crate) struct JobRow {
@@ -823,86 +685,6 @@ pub(crate) struct SchemaRow {
     #[diesel(sql_type = Text)]
     pub schema: String,
 }
-
-/// Loads rows of type `R` (one impl per connection and row type: diesel's loading is typed by
-/// the concrete backend).
-pub(crate) trait LoadRows<R> {
-    fn load_rows(&mut self, sql: &Sql<'_>) -> QueryResult<Vec<R>>;
-}
-
-/// What the queue needs of a connection beyond what the store needs.
-pub(crate) trait QueueConnection:
-    StoreConnection
-    + LoadRows<JobRow>
-    + LoadRows<ClaimedRow>
-    + LoadRows<GuardedDoneRow>
-    + LoadRows<EnqRow>
-    + LoadRows<IdRow>
-    + LoadRows<ReapRow>
-    + LoadRows<CountRow>
-    + LoadRows<KindRow>
-    + LoadRows<DurationRow>
-    + LoadRows<WorkerRow>
-    + LoadRows<InFlightRow>
-    + LoadRows<OldestRow>
-    + LoadRows<SchemaRow>
-    + LoadRows<MicrosRow>
-{
-    /// Which backend this connection speaks.
-    const KIND: BackendKind;
-    /// Runs a statement; the rows it matched.
-    fn run_exec(&mut self, sql: &Sql<'_>) -> QueryResult<usize>;
-    /// Runs a query.
-    fn run_load<R>(&mut self, sql: &Sql<'_>) -> QueryResult<Vec<R>>
-    where
-        Self: LoadRows<R>,
-    {
-        self.load_rows(sql)
-    }
-    /// Drains the notifications received on this connection (PostgreSQL `LISTEN`): their
-    /// payloads.
-    fn drain_notifications(&mut self) -> QueryResult<Vec<String>> {
-        Ok(Vec::new())
-    }
-}
-
-macro_rules! queue_connection {
-    ($conn:ty, $kind:expr $(, $extra:item)*) => {
-        impl QueueConnection for $conn {
-            const KIND: BackendKind = $kind;
-            fn run_exec(&mut self, sql: &Sql<'_>) -> QueryResult<usize> {
-                RunQueryDsl::execute(sql.clone(), self)
-            }
-            $($extra)*
-        }
-        queue_connection!(@rows $conn: JobRow, ClaimedRow, GuardedDoneRow, EnqRow, IdRow, ReapRow, CountRow, KindRow,
-            DurationRow, WorkerRow, InFlightRow, OldestRow, SchemaRow, MicrosRow);
-    };
-    (@rows $conn:ty: $($row:ty),*) => {
-        $(
-            impl LoadRows<$row> for $conn {
-                fn load_rows(&mut self, sql: &Sql<'_>) -> QueryResult<Vec<$row>> {
-                    RunQueryDsl::load(sql.clone(), self)
-                }
-            }
-        )*
-    };
-}
-
-#[cfg(feature = "sqlite")]
-queue_connection!(diesel::SqliteConnection, BackendKind::Sqlite);
-#[cfg(feature = "postgres")]
-queue_connection!(
-    diesel::PgConnection,
-    BackendKind::Postgres,
-    fn drain_notifications(&mut self) -> QueryResult<Vec<String>> {
-        self.notifications_iter()
-            .map(|n| n.map(|n| n.payload))
-            .collect()
-    }
-);
-#[cfg(feature = "mysql")]
-queue_connection!(diesel::MysqlConnection, BackendKind::Mysql);
 
 #[cfg(test)]
 mod tests {

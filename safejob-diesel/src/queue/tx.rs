@@ -10,11 +10,11 @@ use diesel::{
 };
 use safejob_core::store::StoreError;
 
-use super::sql::{QueueConnection, QueueSql};
+use super::sql::QueueSql;
 use crate::{
+    backend::{DbConnection, pool::PooledConn},
     error::{ErrorContext, is_connection_lost, is_retryable},
-    ops::Ctx,
-    pool::PooledConn,
+    guard::ops::Ctx,
 };
 
 /// How many times a deadlock or lock-wait timeout is retried before it is reported.
@@ -57,7 +57,7 @@ pub(crate) enum Begin {
     /// A write transaction: SQLite `BEGIN IMMEDIATE`.
     Write,
     /// A write transaction that runs a transactional effects hook
-    /// ([`StoreConnection::begin_effects`](crate::pool::StoreConnection::begin_effects)).
+    /// ([`DbConnection::begin_effects`](crate::backend::DbConnection::begin_effects)).
     Effects,
 }
 
@@ -127,7 +127,7 @@ impl QCtx<'_> {
 
     /// Runs `f` in autocommit, retrying deadlocks and lock-wait timeouts, and marking the
     /// connection broken when it was lost.
-    pub(crate) fn run<C: QueueConnection, T>(
+    pub(crate) fn run<C: DbConnection, T>(
         &self,
         c: &mut PooledConn<C>,
         mut f: impl FnMut(&mut C) -> QueryResult<T>,
@@ -152,7 +152,7 @@ impl QCtx<'_> {
 
     /// Runs `body` in one transaction begun as `begin` says, committing or rolling back as it
     /// says. A deadlock or lock-wait timeout rolls back and runs the whole body again.
-    pub(crate) fn transaction<C: QueueConnection, T>(
+    pub(crate) fn transaction<C: DbConnection, T>(
         &self,
         c: &mut PooledConn<C>,
         begin: Begin,
@@ -165,7 +165,7 @@ impl QCtx<'_> {
         ended
     }
 
-    fn transaction_once_ended<C: QueueConnection, T>(
+    fn transaction_once_ended<C: DbConnection, T>(
         &self,
         c: &mut PooledConn<C>,
         begin: Begin,

@@ -26,15 +26,16 @@ use safejob_core::{
 use super::{
     rows::{clean, instant, job, micros},
     sql::{
-        ClaimSql, ClaimedRow, GuardedDoneRow, GuardedSucceeded, IdRow, JobRow, QueueConnection,
-        QueueSql, Sql, padded,
+        ClaimSql, ClaimedRow, GuardedDoneRow, GuardedSucceeded, IdRow, JobRow, QueueSql, padded,
     },
     tx::{Begin, End, Fail, QCtx},
 };
 use crate::{
-    ops::{FinalizeEffects, lease},
-    pool::PooledConn,
-    stmt::{Bind, GrantRow, MicrosRow, Stmt},
+    backend::{Bind, DbConnection, Dialect, Stmt, pool::PooledConn},
+    guard::{
+        ops::{FinalizeEffects, lease},
+        sql::{GrantRow, MicrosRow},
+    },
 };
 
 /// The most jobs one MySQL claim takes.
@@ -56,7 +57,7 @@ fn exactly_one(n: usize, id: i64) -> Result<bool, StoreError> {
 }
 
 impl QCtx<'_> {
-    pub(crate) fn claim<C: QueueConnection>(
+    pub(crate) fn claim<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         req: &ClaimRequest<'_>,
@@ -96,12 +97,12 @@ impl QCtx<'_> {
                     let mut binds = vec![Bind::Text(req.worker), Bind::Int(ttl)];
                     binds.extend(queues.iter().copied());
                     binds.push(Bind::Int(limit));
-                    c.conn.run_load(&Sql::new(&text, binds))?
+                    c.conn.load(&Stmt::new(&text, binds))?
                 }
                 Some((mark, read)) => {
                     let mut binds = queues.clone();
                     binds.push(Bind::Int(limit));
-                    let ids: Vec<IdRow> = c.conn.run_load(&Sql::new(&text, binds))?;
+                    let ids: Vec<IdRow> = c.conn.load(&Stmt::new(&text, binds))?;
                     let Some(first) = ids.first().map(|r| r.id) else {
                         return Ok(End::Commit(Vec::new()));
                     };
@@ -110,9 +111,11 @@ impl QCtx<'_> {
                     let mut binds = vec![Bind::Text(req.worker), Bind::Int(ttl)];
                     binds.extend(id_binds.clone());
                     c.conn
-                        .run_exec(&Sql::new(&QueueSql::with_list(mark, n), binds))?;
-                    c.conn
-                        .run_load(&Sql::new(&QueueSql::with_list(read, n), id_binds.collect()))?
+                        .exec(&Stmt::new(&QueueSql::with_list(mark, n), binds))?;
+                    c.conn.load(&Stmt::new(
+                        &QueueSql::with_list(read, n),
+                        id_binds.collect(),
+                    ))?
                 }
             };
             let jobs = rows
@@ -127,7 +130,7 @@ impl QCtx<'_> {
     /// inserts the guard rows of fresh keys. A guarded job whose key exists already is decided
     /// right after by the store's acquire, under the job's lease: a crash in between leaves the
     /// job to the reaper and the key as it was.
-    fn claim_at_once<'b, C: QueueConnection>(
+    fn claim_at_once<'b, C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         req: &ClaimRequest<'b>,
@@ -143,8 +146,8 @@ impl QCtx<'_> {
             Bind::Text(req.worker),
             Bind::Int(ttl),
         ]);
-        let stmt = Sql::new(text, binds);
-        let rows: Vec<ClaimedRow> = self.run(c, |conn| conn.run_load(&stmt))?;
+        let stmt = Stmt::new(text, binds);
+        let rows: Vec<ClaimedRow> = self.run(c, |conn| conn.load(&stmt))?;
         let mut jobs = Vec::with_capacity(rows.len());
         for row in rows {
             let job = job(row.job)?;
@@ -167,7 +170,7 @@ impl QCtx<'_> {
     /// The claimed jobs in claim order with their leases, after acquiring (in digest order, so
     /// guard rows are locked in one order everywhere) the guard of each guarded job not granted
     /// yet.
-    fn guards_and_leases<C: QueueConnection>(
+    fn guards_and_leases<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         req: &ClaimRequest<'_>,
@@ -181,7 +184,7 @@ impl QCtx<'_> {
     /// statement): when an acquire fails, the jobs claimed and the guards granted are given back
     /// at once (best effort; whatever is not expires with its lease) rather than left running
     /// under this worker until their leases end.
-    fn guards_and_leases_or_give_back<C: QueueConnection>(
+    fn guards_and_leases_or_give_back<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         req: &ClaimRequest<'_>,
@@ -199,7 +202,7 @@ impl QCtx<'_> {
         Ok(claimed)
     }
 
-    fn acquire_guards<C: QueueConnection>(
+    fn acquire_guards<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         req: &ClaimRequest<'_>,
@@ -229,7 +232,7 @@ impl QCtx<'_> {
 
     /// Gives one claimed job back, due now and without counting the attempt, with its guard
     /// released if it was granted.
-    fn give_back<C: QueueConnection>(&self, c: &mut PooledConn<C>, job: &Claimed) {
+    fn give_back<C: DbConnection>(&self, c: &mut PooledConn<C>, job: &Claimed) {
         let guard = match &job.guard {
             Some(Acquired::Granted(lease)) => Some(GuardFinish::Release {
                 lease,
@@ -252,7 +255,7 @@ impl QCtx<'_> {
     }
 
     /// The job's renew statement: the new expiry, or `None` when stale.
-    fn renew_job<C: QueueConnection>(
+    fn renew_job<C: DbConnection>(
         &self,
         conn: &mut C,
         lease: &QueueLease,
@@ -260,25 +263,27 @@ impl QCtx<'_> {
     ) -> Result<Option<i64>, Fail> {
         let id = lease.id.0;
         let f = fence(lease)?;
-        let stmt = Sql::new(
+        let stmt = Stmt::new(
             &self.sql.renew,
             vec![Bind::Int(ttl), Bind::Int(id), Bind::Int(f)],
         );
-        if self.sql.kind != crate::BackendKind::Mysql {
-            let rows: Vec<MicrosRow> = conn.run_load(&stmt)?;
+        // Where the backend has `UPDATE … RETURNING` the renew reads its expiry back itself;
+        // MySQL reads it with a second statement.
+        if Dialect::of(self.sql.kind).returning {
+            let rows: Vec<MicrosRow> = conn.load(&stmt)?;
             exactly_one(rows.len(), id)?;
             return Ok(rows.first().map(|r| r.us));
         }
-        let n = conn.run_exec(&stmt)?;
+        let n = conn.exec(&stmt)?;
         if !exactly_one(n, id)? {
             return Ok(None);
         }
-        let read = Sql::new(&self.sql.expiry_of, vec![Bind::Int(id), Bind::Int(f)]);
-        let rows: Vec<MicrosRow> = conn.run_load(&read)?;
+        let read = Stmt::new(&self.sql.expiry_of, vec![Bind::Int(id), Bind::Int(f)]);
+        let rows: Vec<MicrosRow> = conn.load(&read)?;
         Ok(rows.first().map(|r| r.us))
     }
 
-    pub(crate) fn renew<C: QueueConnection>(
+    pub(crate) fn renew<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         lease: &QueueLease,
@@ -312,7 +317,7 @@ impl QCtx<'_> {
 
     /// Runs `body` in autocommit with the deadlock retries of [`QCtx::run`], for bodies that
     /// return store errors as well as diesel ones.
-    fn transaction_free<C: QueueConnection>(
+    fn transaction_free<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         mut body: impl FnMut(&mut C) -> Result<(), Fail>,
@@ -334,7 +339,7 @@ impl QCtx<'_> {
         }
     }
 
-    pub(crate) fn progress<C: QueueConnection>(
+    pub(crate) fn progress<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         lease: &QueueLease,
@@ -343,11 +348,11 @@ impl QCtx<'_> {
         let text = progress_text(progress)?;
         let id = lease.id.0;
         let f = fence(lease)?;
-        let stmt = Sql::new(
+        let stmt = Stmt::new(
             &self.sql.progress,
             vec![Bind::Text(&text), Bind::Int(id), Bind::Int(f)],
         );
-        let n = self.run(c, |conn| conn.run_exec(&stmt))?;
+        let n = self.run(c, |conn| conn.exec(&stmt))?;
         Ok(if exactly_one(n, id)? {
             FenceCheck::Applied
         } else {
@@ -355,117 +360,22 @@ impl QCtx<'_> {
         })
     }
 
-    pub(crate) fn complete<C: QueueConnection>(
+    /// Completes a claimed job as `completion` says, with its guard's half in the same
+    /// transaction. Picks the path: no guard ([`QCtx::complete_unguarded`]); PostgreSQL's guarded
+    /// success in one statement ([`QCtx::complete_guarded_at_once`], unless a transactional hook
+    /// must run after it); everything else in one transaction ([`QCtx::complete_in_transaction`]).
+    pub(crate) fn complete<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         completion: &Completion<'_>,
-        mut hook: Option<&mut TxEffects<'_>>,
+        hook: Option<&mut TxEffects<'_>>,
     ) -> Result<Completed, StoreError> {
         let lease = completion.lease;
-        let id = lease.id.0;
-        let f = fence(lease)?;
         let progress = completion.progress.map(progress_text).transpose()?;
-        let attempt = i64::from(lease.attempt);
-        let (text, mut binds): (&str, Vec<Bind<'_>>) = {
-            let p = Bind::OptText(progress.as_deref());
-            match &completion.outcome {
-                CompleteAs::Succeeded => (&self.sql.succeeded, vec![p]),
-                CompleteAs::Retry { delay, error } => (
-                    &self.sql.retry,
-                    vec![
-                        p,
-                        Bind::Int(micros(*delay)?),
-                        Bind::Int(attempt),
-                        Bind::Text(error.kind.as_str()),
-                        Bind::Text(&error.message),
-                    ],
-                ),
-                CompleteAs::Snooze { delay, error: None } => {
-                    let d = Bind::Int(micros(*delay)?);
-                    (&self.sql.snooze, vec![p, d, d])
-                }
-                CompleteAs::Snooze {
-                    delay,
-                    error: Some(error),
-                } => {
-                    let d = Bind::Int(micros(*delay)?);
-                    (
-                        &self.sql.snooze_error,
-                        vec![
-                            p,
-                            Bind::Int(attempt),
-                            Bind::Text(error.kind.as_str()),
-                            Bind::Text(&error.message),
-                            d,
-                            d,
-                        ],
-                    )
-                }
-                CompleteAs::Dead { error } => (
-                    &self.sql.finish,
-                    vec![
-                        p,
-                        Bind::Text("dead"),
-                        Bind::Int(attempt),
-                        Bind::Text(error.kind.as_str()),
-                        Bind::Text(&error.message),
-                    ],
-                ),
-                CompleteAs::Cancelled { reason } => (
-                    &self.sql.finish,
-                    vec![
-                        p,
-                        Bind::Text("cancelled"),
-                        Bind::Int(attempt),
-                        Bind::Text(ErrorKind::Cancelled.as_str()),
-                        Bind::Text(reason),
-                    ],
-                ),
-            }
-        };
-        // Messages are stored as text: no NUL (PostgreSQL refuses it).
-        let cleaned: Vec<String> = binds
-            .iter()
-            .filter_map(|b| match b {
-                Bind::Text(t) if t.contains('\0') => Some(clean(t).into_owned()),
-                _ => None,
-            })
-            .collect();
-        if !cleaned.is_empty() {
-            let mut cleaned = cleaned.iter();
-            for b in &mut binds {
-                if let Bind::Text(t) = b
-                    && t.contains('\0')
-                    && let Some(c) = cleaned.next()
-                {
-                    *b = Bind::Text(c);
-                }
-            }
-        }
-        binds.extend([Bind::Int(id), Bind::Int(f)]);
-        let job_update = Sql::new(text, binds);
-
+        let mut scratch = Vec::new();
+        let job_update = self.job_update(completion, progress.as_deref(), &mut scratch)?;
         let Some(guard) = completion.guard else {
-            // One statement in autocommit; a connection lost while it ran leaves its outcome
-            // unknown, which is an ambiguous commit.
-            let n = match c.conn.run_exec(&job_update) {
-                Ok(n) => n,
-                Err(e) if crate::error::is_retryable(&e) => {
-                    self.run(c, |conn| conn.run_exec(&job_update))?
-                }
-                Err(e) => {
-                    if crate::error::is_connection_lost(&e) {
-                        c.broken = true;
-                        return Err(self.guard.errors.write_error(e));
-                    }
-                    return Err(self.err(e));
-                }
-            };
-            return Ok(if exactly_one(n, id)? {
-                Completed::Applied
-            } else {
-                Completed::Stale
-            });
+            return self.complete_unguarded(c, lease.id.0, &job_update);
         };
 
         // PostgreSQL: a guarded success is one statement, in autocommit (no hook, or no effects)
@@ -492,7 +402,7 @@ impl QCtx<'_> {
                     EffectsState::Done,
                     effects_ttl,
                 )?;
-                in_transaction = Some((&sql.in_transaction, success));
+                in_transaction = Some((sql.in_transaction.as_str(), success));
             } else {
                 let effects = if has_effects {
                     EffectsState::Pending
@@ -501,12 +411,114 @@ impl QCtx<'_> {
                 };
                 let success =
                     GuardedSuccess::new(progress, lease, g, result, effects, effects_ttl)?;
-                if let Some(done) = self.succeeded_at_once(c, sql, &success)? {
+                if let Some(done) = self.complete_guarded_at_once(c, sql, &success)? {
                     return Ok(done);
                 }
             }
         }
+        self.complete_in_transaction(c, lease.id.0, &job_update, guard, in_transaction, hook)
+    }
 
+    /// The job's fenced update for `completion` (binds: the outcome's, then id, fence). Text
+    /// binds are stored without NUL (PostgreSQL refuses it in text): `scratch` holds the cleaned
+    /// copies.
+    fn job_update<'a>(
+        &'a self,
+        completion: &'a Completion<'_>,
+        progress: Option<&'a str>,
+        scratch: &'a mut Vec<String>,
+    ) -> Result<Stmt<'a>, StoreError> {
+        let lease = completion.lease;
+        let attempt = i64::from(lease.attempt);
+        let p = Bind::OptText(progress);
+        let (text, binds): (&str, Vec<Bind<'_>>) = match &completion.outcome {
+            CompleteAs::Succeeded => (&self.sql.succeeded, vec![p]),
+            CompleteAs::Retry { delay, error } => (
+                &self.sql.retry,
+                vec![
+                    p,
+                    Bind::Int(micros(*delay)?),
+                    Bind::Int(attempt),
+                    Bind::Text(error.kind.as_str()),
+                    Bind::Text(&error.message),
+                ],
+            ),
+            CompleteAs::Snooze { delay, error: None } => {
+                let d = Bind::Int(micros(*delay)?);
+                (&self.sql.snooze, vec![p, d, d])
+            }
+            CompleteAs::Snooze {
+                delay,
+                error: Some(error),
+            } => {
+                let d = Bind::Int(micros(*delay)?);
+                let kind = Bind::Text(error.kind.as_str());
+                let message = Bind::Text(&error.message);
+                let binds = vec![p, Bind::Int(attempt), kind, message, d, d];
+                (&self.sql.snooze_error, binds)
+            }
+            CompleteAs::Dead { error } => {
+                let (kind, message) = (error.kind.as_str(), error.message.as_str());
+                (
+                    &self.sql.finish,
+                    finish_binds(p, "dead", attempt, kind, message),
+                )
+            }
+            CompleteAs::Cancelled { reason } => {
+                let kind = ErrorKind::Cancelled.as_str();
+                (
+                    &self.sql.finish,
+                    finish_binds(p, "cancelled", attempt, kind, reason),
+                )
+            }
+        };
+        let mut binds = without_nul(binds, scratch);
+        binds.extend([Bind::Int(lease.id.0), Bind::Int(fence(lease)?)]);
+        Ok(Stmt::new(text, binds))
+    }
+
+    /// No guard: the job's update alone, one statement in autocommit. A connection lost while it
+    /// ran leaves its outcome unknown, which is an ambiguous commit.
+    fn complete_unguarded<C: DbConnection>(
+        &self,
+        c: &mut PooledConn<C>,
+        id: i64,
+        job_update: &Stmt<'_>,
+    ) -> Result<Completed, StoreError> {
+        let n = match c.conn.exec(job_update) {
+            Ok(n) => n,
+            Err(e) if crate::error::is_retryable(&e) => {
+                self.run(c, |conn| conn.exec(job_update))?
+            }
+            Err(e) => {
+                if crate::error::is_connection_lost(&e) {
+                    c.broken = true;
+                    return Err(self.guard.errors.write_error(e));
+                }
+                return Err(self.err(e));
+            }
+        };
+        Ok(if exactly_one(n, id)? {
+            Completed::Applied
+        } else {
+            Completed::Stale
+        })
+    }
+
+    /// A guarded job in one transaction: the job's update (or, PostgreSQL with transactional
+    /// effects, `in_transaction`: the job's update and the guard's finalize in one statement),
+    /// then the guard's half, with the effects hook and the confirm when there is a hook. Begun
+    /// with [`Begin::Effects`] when a hook is given; retried as a whole after a deadlock, but
+    /// never once the hook ran.
+    fn complete_in_transaction<C: DbConnection>(
+        &self,
+        c: &mut PooledConn<C>,
+        id: i64,
+        job_update: &Stmt<'_>,
+        guard: GuardFinish<'_>,
+        in_transaction: Option<(&str, GuardedSuccess<'_>)>,
+        mut hook: Option<&mut TxEffects<'_>>,
+    ) -> Result<Completed, StoreError> {
         let begin = if hook.is_some() {
             Begin::Effects
         } else {
@@ -519,65 +531,31 @@ impl QCtx<'_> {
                 return Err(StoreError::backend("completion failed after its effects ran").into());
             }
             if let Some((sql, success)) = &in_transaction {
-                let rows: Vec<GuardedDoneRow> = c.conn.run_load(&success.stmt(sql))?;
+                let rows: Vec<GuardedDoneRow> = c.conn.load(&success.stmt(sql))?;
                 match success.answer(&rows)? {
                     Completed::Applied => {}
                     other => return Ok(End::Rollback(other)),
                 }
-            } else if !exactly_one(c.conn.run_exec(&job_update)?, id)? {
+            } else if !exactly_one(c.conn.exec(job_update)?, id)? {
                 return Ok(End::Rollback(Completed::Stale));
             }
-            let applied = match guard {
-                GuardFinish::Succeeded {
-                    lease: g,
-                    result,
-                    effects_ttl,
-                    has_effects: false,
-                } => self.finalize_done(c, g, result, effects_ttl)?,
-                GuardFinish::Succeeded {
-                    lease: g,
-                    result,
-                    effects_ttl,
-                    has_effects: true,
-                } => match hook.as_deref_mut() {
-                    None => {
-                        self.guard.finalize_succeeded(
-                            c,
-                            g,
-                            result,
-                            effects_ttl,
-                            FinalizeEffects::AfterCommit,
-                        )? == Finalized::Committed
+            let applied = match (guard, hook.as_deref_mut()) {
+                (
+                    GuardFinish::Succeeded {
+                        lease: g,
+                        result,
+                        effects_ttl,
+                        has_effects: true,
+                    },
+                    Some(hook),
+                ) => {
+                    if in_transaction.is_none() && !self.finalize_done(c, g, result, effects_ttl)? {
+                        return Ok(End::Rollback(Completed::GuardStale));
                     }
-                    Some(hook) => {
-                        if in_transaction.is_none()
-                            && !self.finalize_done(c, g, result, effects_ttl)?
-                        {
-                            return Ok(End::Rollback(Completed::GuardStale));
-                        }
-                        hook_ran = true;
-                        let ran =
-                            catch_unwind(AssertUnwindSafe(|| hook(&mut c.conn as &mut dyn Any)));
-                        match ran {
-                            Err(panic) => return Err(Fail::Panic(panic)),
-                            Ok(Err(_aborted)) => {
-                                return Ok(End::Rollback(Completed::EffectsAborted));
-                            }
-                            // The job's update and the guard's finalize share this transaction:
-                            // the guard's `succeeded` still standing proves both.
-                            Ok(Ok(())) if !self.guard.confirm_succeeded(&mut c.conn, g) => {
-                                return Ok(End::Rollback(Completed::EffectsAborted));
-                            }
-                            Ok(Ok(())) => true,
-                        }
-                    }
-                },
-                GuardFinish::Failed { lease: g, failure } => {
-                    self.guard.finalize_failed(c, g, failure)? == FenceCheck::Applied
+                    hook_ran = true;
+                    return self.effects_then_confirm(c, g, hook);
                 }
-                GuardFinish::Release { lease: g, error } => {
-                    self.guard.release(c, g, error)? == FenceCheck::Applied
-                }
+                (guard, _) => self.finish_guard(c, guard)?,
             };
             if !applied {
                 return Ok(End::Rollback(Completed::GuardStale));
@@ -586,17 +564,72 @@ impl QCtx<'_> {
         })
     }
 
+    /// Runs the transactional effects hook on this transaction's connection, then confirms that
+    /// the transaction is alive and still holds the guard's `succeeded` (a hook that swallowed
+    /// an error may have lost it): commit only then.
+    fn effects_then_confirm<C: DbConnection>(
+        &self,
+        c: &mut PooledConn<C>,
+        guard: &Lease,
+        hook: &mut TxEffects<'_>,
+    ) -> Result<End<Completed>, Fail> {
+        let ran = catch_unwind(AssertUnwindSafe(|| hook(&mut c.conn as &mut dyn Any)));
+        match ran {
+            Err(panic) => Err(Fail::Panic(panic)),
+            Ok(Err(_aborted)) => Ok(End::Rollback(Completed::EffectsAborted)),
+            // The job's update and the guard's finalize share this transaction: the guard's
+            // `succeeded` still standing proves both.
+            Ok(Ok(())) if !self.guard.confirm_succeeded(&mut c.conn, guard) => {
+                Ok(End::Rollback(Completed::EffectsAborted))
+            }
+            Ok(Ok(())) => Ok(End::Commit(Completed::Applied)),
+        }
+    }
+
+    /// The guard's half when no effects run in this transaction: whether it applied.
+    fn finish_guard<C: DbConnection>(
+        &self,
+        c: &mut PooledConn<C>,
+        guard: GuardFinish<'_>,
+    ) -> Result<bool, Fail> {
+        Ok(match guard {
+            GuardFinish::Succeeded {
+                lease: g,
+                result,
+                effects_ttl,
+                has_effects: false,
+            } => self.finalize_done(c, g, result, effects_ttl)?,
+            GuardFinish::Succeeded {
+                lease: g,
+                result,
+                effects_ttl,
+                has_effects: true,
+            } => {
+                let effects = FinalizeEffects::AfterCommit;
+                self.guard
+                    .finalize_succeeded(c, g, result, effects_ttl, effects)?
+                    == Finalized::Committed
+            }
+            GuardFinish::Failed { lease: g, failure } => {
+                self.guard.finalize_failed(c, g, failure)? == FenceCheck::Applied
+            }
+            GuardFinish::Release { lease: g, error } => {
+                self.guard.release(c, g, error)? == FenceCheck::Applied
+            }
+        })
+    }
+
     /// PostgreSQL: a guarded job's `succeeded` and its guard's finalize in one statement in
     /// autocommit ([`GuardedSucceeded::autocommit`]). `None` when the statement failed without
     /// applying anything (a guard taken over under it makes it fail on purpose): the caller's
     /// transaction then decides.
-    fn succeeded_at_once<C: QueueConnection>(
+    fn complete_guarded_at_once<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         sql: &GuardedSucceeded,
         success: &GuardedSuccess<'_>,
     ) -> Result<Option<Completed>, StoreError> {
-        let rows: Vec<GuardedDoneRow> = match c.conn.run_load(&success.stmt(&sql.autocommit)) {
+        let rows: Vec<GuardedDoneRow> = match c.conn.load(&success.stmt(&sql.autocommit)) {
             Ok(rows) => rows,
             Err(e) if crate::error::is_connection_lost(&e) => {
                 // Its outcome is unknown: an ambiguous commit.
@@ -613,7 +646,7 @@ impl QCtx<'_> {
 
     /// The guard's `running → succeeded` with effects `done`, by the store's own statement (the
     /// effects then run in this transaction): whether it applied.
-    fn finalize_done<C: QueueConnection>(
+    fn finalize_done<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         lease: &Lease,
@@ -683,8 +716,8 @@ impl<'a> GuardedSuccess<'a> {
         })
     }
 
-    fn stmt<'s>(&'s self, sql: &'s str) -> Sql<'s> {
-        Sql::new(
+    fn stmt<'s>(&'s self, sql: &'s str) -> Stmt<'s> {
+        Stmt::new(
             sql,
             vec![
                 Bind::OptText(self.progress),
@@ -739,6 +772,42 @@ fn claimed(req: &ClaimRequest<'_>, jobs: Vec<(QueuedJob, Option<Acquired>)>) -> 
             Claimed { job, lease, guard }
         })
         .collect()
+}
+
+/// The binds of a dead or cancelled job before its id and fence: progress, state, attempt, kind,
+/// message.
+fn finish_binds<'a>(
+    progress: Bind<'a>,
+    state: &'a str,
+    attempt: i64,
+    kind: &'a str,
+    message: &'a str,
+) -> Vec<Bind<'a>> {
+    vec![
+        progress,
+        Bind::Text(state),
+        Bind::Int(attempt),
+        Bind::Text(kind),
+        Bind::Text(message),
+    ]
+}
+
+/// `binds` with every text holding a NUL replaced by its cleaned copy, kept in `scratch`.
+fn without_nul<'a>(mut binds: Vec<Bind<'a>>, scratch: &'a mut Vec<String>) -> Vec<Bind<'a>> {
+    scratch.extend(binds.iter().filter_map(|b| match b {
+        Bind::Text(t) if t.contains('\0') => Some(clean(t).into_owned()),
+        _ => None,
+    }));
+    let mut cleaned = scratch.iter();
+    for b in &mut binds {
+        if let Bind::Text(t) = b
+            && t.contains('\0')
+            && let Some(c) = cleaned.next()
+        {
+            *b = Bind::Text(c);
+        }
+    }
+    binds
 }
 
 fn progress_text(progress: &Progress) -> Result<String, StoreError> {

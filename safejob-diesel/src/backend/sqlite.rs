@@ -2,13 +2,17 @@
 //! transactions begun `IMMEDIATE`.
 
 use diesel::{
-    QueryResult, SqliteConnection,
+    QueryResult, RunQueryDsl, SqliteConnection,
     connection::{AnsiTransactionManager, SimpleConnection},
 };
 
-use crate::pool::{ConnectionRef, PoolOptions, SqliteSynchronous, StoreConnection, run_statements};
+use super::{
+    BackendKind, ConnectionRef, DbConnection, PoolOptions, Row, Stmt, pool::SqliteSynchronous,
+};
 
-impl StoreConnection for SqliteConnection {
+impl DbConnection for SqliteConnection {
+    const KIND: BackendKind = BackendKind::Sqlite;
+
     fn init(&mut self, options: &PoolOptions) -> QueryResult<()> {
         let synchronous = match options.synchronous {
             // In WAL mode a NORMAL commit is not synced, but the next FULL commit of any
@@ -35,5 +39,11 @@ impl StoreConnection for SqliteConnection {
         AnsiTransactionManager::begin_transaction_sql(self, "BEGIN IMMEDIATE")
     }
 
-    run_statements!();
+    fn exec(&mut self, stmt: &Stmt<'_>) -> QueryResult<usize> {
+        RunQueryDsl::execute(stmt.clone(), self)
+    }
+
+    fn load<R: Row>(&mut self, stmt: &Stmt<'_>) -> QueryResult<Vec<R>> {
+        RunQueryDsl::load(stmt.clone(), self)
+    }
 }

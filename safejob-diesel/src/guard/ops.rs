@@ -1,4 +1,4 @@
-//! The `LeaseStore` primitives, written once over any [`StoreConnection`].
+//! The `LeaseStore` primitives, written once over any [`DbConnection`].
 //!
 //! Each primitive is one statement on the common path: a fresh acquire tries its `INSERT`
 //! first (no `SELECT` before it), and every fenced write is one conditional `UPDATE` whose
@@ -29,11 +29,10 @@ use safejob_core::{
 };
 use serde_json::Value;
 
+use super::sql::{GrantRow, Listing, MicrosRow, RawRow, Statements};
 use crate::{
+    backend::{Bind, DbConnection, Stmt, pool::PooledConn},
     error::{ErrorContext, is_connection_lost, is_retryable},
-    pool::{PooledConn, StoreConnection},
-    sql::{Listing, Statements},
-    stmt::{Bind, GrantRow, RawRow, Stmt},
 };
 
 /// How many times a deadlock or lock-wait timeout is retried before it is reported.
@@ -63,7 +62,7 @@ pub(crate) enum FinalizeEffects<'h, 'a> {
 /// completion transactions) nothing is retried: a deadlock has rolled back the whole transaction
 /// (MySQL goes on in autocommit, PostgreSQL refuses every statement), so only the transaction's
 /// owner can start over.
-fn run<C: StoreConnection, T>(
+fn run<C: DbConnection, T>(
     c: &mut PooledConn<C>,
     mut f: impl FnMut(&mut C) -> QueryResult<T>,
 ) -> QueryResult<T> {
@@ -87,7 +86,7 @@ fn run<C: StoreConnection, T>(
 }
 
 /// Whether a transaction is open on `conn` (a broken transaction manager counts as open).
-fn in_transaction<C: StoreConnection>(conn: &mut C) -> bool {
+fn in_transaction<C: DbConnection>(conn: &mut C) -> bool {
     AnsiTransactionManager::transaction_manager_status_mut(conn)
         .transaction_depth()
         .map_or(true, |depth| depth.is_some())
@@ -203,12 +202,12 @@ impl Ctx<'_> {
         self.errors.store_error(e)
     }
 
-    pub(crate) fn now<C: StoreConnection>(
+    pub(crate) fn now<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
     ) -> Result<DateTime<Utc>, StoreError> {
         let stmt = Stmt::new(&self.sql.now, vec![]);
-        let rows = run(c, |conn| conn.micros(&stmt)).map_err(|e| self.err(e))?;
+        let rows = run(c, |conn| conn.load::<MicrosRow>(&stmt)).map_err(|e| self.err(e))?;
         let us = rows
             .first()
             .ok_or_else(|| StoreError::backend("SELECT of the database clock returned no row"))?
@@ -216,19 +215,19 @@ impl Ctx<'_> {
         instant(us, &[])
     }
 
-    fn select_row<C: StoreConnection>(
+    fn select_row<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         digest: &[u8],
     ) -> Result<Option<(JobRecord, DateTime<Utc>)>, StoreError> {
         let stmt = Stmt::new(&self.sql.select_row, vec![Bind::Bytes(digest)]);
-        let rows = run(c, |conn| conn.rows(&stmt)).map_err(|e| self.err(e))?;
+        let rows = run(c, |conn| conn.load::<RawRow>(&stmt)).map_err(|e| self.err(e))?;
         rows.into_iter().next().map(record).transpose()
     }
 
     /// The grant of a row just inserted or taken over, on backends without `UPDATE … RETURNING`.
     /// `None` if the fence moved on already (the lease was taken over in between).
-    fn grant_of<C: StoreConnection>(
+    fn grant_of<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         digest: &[u8],
@@ -238,7 +237,7 @@ impl Ctx<'_> {
             &self.sql.grant_of,
             vec![Bind::Bytes(digest), Bind::Int(fence)],
         );
-        let rows = run(c, |conn| conn.grants(&stmt)).map_err(|e| self.err(e))?;
+        let rows = run(c, |conn| conn.load::<GrantRow>(&stmt)).map_err(|e| self.err(e))?;
         Ok(rows.into_iter().next())
     }
 
@@ -252,7 +251,7 @@ impl Ctx<'_> {
         }
     }
 
-    pub(crate) fn acquire<C: StoreConnection>(
+    pub(crate) fn acquire<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         req: &AcquireRequest<'_>,
@@ -272,7 +271,7 @@ impl Ctx<'_> {
                 ],
             );
             let inserted = if self.sql.returning {
-                run(c, |conn| conn.grants(&insert)).map(|rows| rows.into_iter().next())
+                run(c, |conn| conn.load::<GrantRow>(&insert)).map(|rows| rows.into_iter().next())
             } else {
                 match run(c, |conn| conn.exec(&insert)) {
                     Ok(n) if one_or_none(n, digest)? => match self.grant_of(c, digest, 1)? {
@@ -315,7 +314,7 @@ impl Ctx<'_> {
                 ],
             );
             let granted = if self.sql.returning {
-                run(c, |conn| conn.grants(&takeover))
+                run(c, |conn| conn.load::<GrantRow>(&takeover))
                     .map_err(|e| self.err(e))?
                     .into_iter()
                     .next()
@@ -341,7 +340,7 @@ impl Ctx<'_> {
         ))
     }
 
-    pub(crate) fn renew<C: StoreConnection>(
+    pub(crate) fn renew<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         lease: &Lease,
@@ -358,7 +357,7 @@ impl Ctx<'_> {
             ],
         );
         let expires_us = if self.sql.returning {
-            let rows = run(c, |conn| conn.micros(&stmt)).map_err(|e| self.err(e))?;
+            let rows = run(c, |conn| conn.load::<MicrosRow>(&stmt)).map_err(|e| self.err(e))?;
             one_or_none(rows.len(), digest)?;
             rows.first().map(|r| r.us)
         } else {
@@ -370,7 +369,7 @@ impl Ctx<'_> {
                 &self.sql.expiry_of,
                 vec![Bind::Bytes(digest), Bind::Int(fence)],
             );
-            let rows = run(c, |conn| conn.micros(&read)).map_err(|e| self.err(e))?;
+            let rows = run(c, |conn| conn.load::<MicrosRow>(&read)).map_err(|e| self.err(e))?;
             // Empty: taken over between the two statements; the lease is lost after all.
             rows.first().map(|r| r.us)
         };
@@ -383,7 +382,7 @@ impl Ctx<'_> {
     /// `running → succeeded` under the lease's fence, with the effects as `effects` says: left
     /// `pending` for after-commit effects, or `done` in the same autocommit statement (a job
     /// without effects), or `done` with the hook run inside the finalize's transaction.
-    pub(crate) fn finalize_succeeded<C: StoreConnection>(
+    pub(crate) fn finalize_succeeded<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         lease: &Lease,
@@ -425,7 +424,7 @@ impl Ctx<'_> {
 
     /// The fenced state change, then the hook, then the confirm, in one transaction on one
     /// connection (see [`Ctx::confirm_succeeded`]).
-    fn finalize_with_hook<C: StoreConnection>(
+    fn finalize_with_hook<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         stmt: &Stmt<'_>,
@@ -437,7 +436,7 @@ impl Ctx<'_> {
         finalized
     }
 
-    fn finalize_with_hook_in_tx<C: StoreConnection>(
+    fn finalize_with_hook_in_tx<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         stmt: &Stmt<'_>,
@@ -495,16 +494,12 @@ impl Ctx<'_> {
     /// diesel's `Ok` from COMMIT proves neither. A hook may swallow a database error: PostgreSQL
     /// then has aborted the transaction and answers COMMIT with a silent ROLLBACK; MySQL and
     /// MariaDB roll the whole transaction back on a deadlock (the hook's later statements then
-    /// run in a new transaction, see [`StoreConnection::begin_effects`]); SQLite does so after
+    /// run in a new transaction, see [`DbConnection::begin_effects`]); SQLite does so after
     /// `INSERT OR ROLLBACK` or `RAISE(ROLLBACK)`. One `SELECT` inside the transaction tells: it
     /// fails in an aborted PostgreSQL transaction, and finds no `succeeded` row under our fence
     /// where the finalize was rolled back. `false` means: roll back and report the effects
     /// aborted, so nothing is half-committed and the next attempt runs the job again.
-    pub(crate) fn confirm_succeeded<C: StoreConnection>(
-        &self,
-        conn: &mut C,
-        lease: &Lease,
-    ) -> bool {
+    pub(crate) fn confirm_succeeded<C: DbConnection>(&self, conn: &mut C, lease: &Lease) -> bool {
         let Ok(fence) = fence(lease) else {
             return false;
         };
@@ -512,7 +507,7 @@ impl Ctx<'_> {
             &self.sql.confirm_succeeded,
             vec![Bind::Bytes(lease.digest.as_bytes()), Bind::Int(fence)],
         );
-        match conn.micros(&stmt) {
+        match conn.load::<MicrosRow>(&stmt) {
             Ok(rows) if rows.len() == 1 => true,
             Ok(_) => {
                 tracing::warn!(
@@ -536,7 +531,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn fenced_write<C: StoreConnection>(
+    fn fenced_write<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         stmt: &Stmt<'_>,
@@ -550,7 +545,7 @@ impl Ctx<'_> {
         })
     }
 
-    pub(crate) fn finalize_failed<C: StoreConnection>(
+    pub(crate) fn finalize_failed<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         lease: &Lease,
@@ -569,7 +564,7 @@ impl Ctx<'_> {
         self.fenced_write(c, &stmt, digest)
     }
 
-    pub(crate) fn release<C: StoreConnection>(
+    pub(crate) fn release<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         lease: &Lease,
@@ -587,7 +582,7 @@ impl Ctx<'_> {
         self.fenced_write(c, &stmt, digest)
     }
 
-    pub(crate) fn finish_effects<C: StoreConnection>(
+    pub(crate) fn finish_effects<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         lease: &Lease,
@@ -610,7 +605,7 @@ impl Ctx<'_> {
         self.fenced_write(c, &stmt, digest)
     }
 
-    pub(crate) fn claim_effects<C: StoreConnection>(
+    pub(crate) fn claim_effects<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         req: &AcquireRequest<'_>,
@@ -666,7 +661,7 @@ impl Ctx<'_> {
         ))
     }
 
-    pub(crate) fn get<C: StoreConnection>(
+    pub(crate) fn get<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         digest: &KeyDigest,
@@ -674,7 +669,7 @@ impl Ctx<'_> {
         Ok(self.select_row(c, digest.as_bytes())?.map(|(row, _)| row))
     }
 
-    pub(crate) fn list<C: StoreConnection>(
+    pub(crate) fn list<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         query: &ListQuery,
@@ -693,7 +688,7 @@ impl Ctx<'_> {
         binds.extend(after.map(Bind::Bytes));
         binds.push(Bind::Int(i64::try_from(query.limit).unwrap_or(i64::MAX)));
         let stmt = Stmt::new(sql, binds);
-        let rows = run(c, |conn| conn.rows(&stmt)).map_err(|e| self.err(e))?;
+        let rows = run(c, |conn| conn.load::<RawRow>(&stmt)).map_err(|e| self.err(e))?;
         rows.into_iter()
             .map(|row| record(row).map(|(row, _)| row))
             .collect()

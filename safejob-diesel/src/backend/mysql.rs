@@ -3,13 +3,15 @@
 //! rewrites identical values, still counts 1 (pinned by `tests/backends.rs`).
 
 use diesel::{
-    MysqlConnection, QueryResult,
+    MysqlConnection, QueryResult, RunQueryDsl,
     connection::{AnsiTransactionManager, SimpleConnection, TransactionManager},
 };
 
-use crate::pool::{ConnectionRef, PoolOptions, StoreConnection, run_statements};
+use super::{BackendKind, ConnectionRef, DbConnection, PoolOptions, Row, Stmt};
 
-impl StoreConnection for MysqlConnection {
+impl DbConnection for MysqlConnection {
+    const KIND: BackendKind = BackendKind::Mysql;
+
     fn init(&mut self, options: &PoolOptions) -> QueryResult<()> {
         // READ COMMITTED, as on PostgreSQL: no gap locks, so concurrent inserts of different keys
         // do not deadlock each other.
@@ -43,5 +45,11 @@ impl StoreConnection for MysqlConnection {
         self.batch_execute("SET autocommit = 1")
     }
 
-    run_statements!();
+    fn exec(&mut self, stmt: &Stmt<'_>) -> QueryResult<usize> {
+        RunQueryDsl::execute(stmt.clone(), self)
+    }
+
+    fn load<R: Row>(&mut self, stmt: &Stmt<'_>) -> QueryResult<Vec<R>> {
+        RunQueryDsl::load(stmt.clone(), self)
+    }
 }

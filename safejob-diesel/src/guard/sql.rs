@@ -1,100 +1,13 @@
-//! The SQL of every primitive, written once and rendered per dialect.
-//!
-//! The statements differ only in how each database tells time and whether it has `RETURNING`,
-//! so each is a template with `{now}` (the database clock), `{expiry}` (the database clock plus a
-//! bound TTL in microseconds: the only `?` inside it), and `{us:column}` / `{now_us}` (a timestamp
-//! as integer microseconds since the epoch, so all three backends read rows alike). Lease expiry
-//! is never computed from the worker's clock.
-//!
-//! Tests cannot move a database's clock, so a store can be given a clock offset
-//! ([`DieselStore::advance_clock_for_tests`](crate::DieselStore::advance_clock_for_tests)); the
-//! statements are then rendered again with the offset written into every `{now}`. In production
-//! the offset is 0 and `{now}` is the bare database clock.
+//! The guard's SQL: every `LeaseStore` primitive's statement, written once as a template in the
+//! vocabulary of [`dialect`](crate::backend::dialect) and rendered per backend, and the rows
+//! they read back.
 
-/// How one backend spells time and which statement forms it has.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Dialect {
-    /// The database's current time, plus a test offset in microseconds (0 in production).
-    pub(crate) now: fn(i64) -> String,
-    /// The database's current time (plus the offset) plus `?` microseconds.
-    pub(crate) expiry: fn(i64) -> String,
-    /// A timestamp expression as integer microseconds since the Unix epoch (`{}` is the
-    /// expression).
-    pub(crate) to_us: &'static str,
-    /// `UPDATE … RETURNING` and `INSERT … ON CONFLICT DO NOTHING RETURNING` (PostgreSQL, SQLite).
-    pub(crate) returning: bool,
-}
-
-fn sqlite_modifier(offset_us: i64) -> String {
-    if offset_us == 0 {
-        String::new()
-    } else {
-        format!(", '{:+.6} seconds'", offset_us as f64 / 1e6)
-    }
-}
-
-pub(crate) const SQLITE: Dialect = Dialect {
-    // SQLite's 'now' is fixed for the duration of one sqlite3_step, so every use in a statement
-    // agrees. Stored as fixed-width UTC text: text order is time order.
-    now: |off| {
-        format!(
-            "strftime('%Y-%m-%d %H:%M:%f', 'now'{})",
-            sqlite_modifier(off)
-        )
-    },
-    expiry: |off| {
-        format!(
-            "strftime('%Y-%m-%d %H:%M:%f', 'now'{}, printf('%+.3f seconds', ? / 1000000.0))",
-            sqlite_modifier(off)
-        )
-    },
-    to_us: "(CAST(ROUND((julianday({}) - 2440587.5) * 86400000.0) AS INTEGER) * 1000)",
-    returning: true,
+use diesel::{
+    QueryableByName,
+    sql_types::{BigInt, Binary, Nullable, Text},
 };
 
-pub(crate) const POSTGRES: Dialect = Dialect {
-    // now() is the transaction's start: one value per statement in autocommit, and one value for
-    // the whole transactional finalize.
-    now: |off| match off {
-        0 => "now()".to_owned(),
-        off => format!("(now() + interval '{off} microseconds')"),
-    },
-    expiry: |off| {
-        format!(
-            "({} + CAST(? AS float8) * interval '1 microsecond')",
-            (POSTGRES.now)(off)
-        )
-    },
-    to_us: "CAST(extract(epoch FROM {}) * 1000000 AS int8)",
-    returning: true,
-};
-
-/// MySQL and MariaDB: `DATETIME(6)` written from `UTC_TIMESTAMP(6)` so that the session time zone
-/// never matters. MySQL has no `RETURNING`; MariaDB ≥ 10.5 has `INSERT … RETURNING`, but not for
-/// server-prepared statements (libmariadb reports no result metadata for it: diesel fails with
-/// "No metadata exists"), so both read a new grant back with a second statement.
-pub(crate) const MYSQL: Dialect = Dialect {
-    now: |off| match off {
-        0 => "UTC_TIMESTAMP(6)".to_owned(),
-        off => format!("(UTC_TIMESTAMP(6) + INTERVAL {off} MICROSECOND)"),
-    },
-    expiry: |off| format!("({} + INTERVAL ? MICROSECOND)", (MYSQL.now)(off)),
-    to_us: "TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', {})",
-    returning: false,
-};
-
-impl Dialect {
-    /// The clock and statement forms of `kind`: the one place each backend's time is spelled,
-    /// shared by the store, the queue and the outbox. (Plain text, so it exists whether or not
-    /// the backend's feature is compiled in.)
-    pub(crate) fn of(kind: crate::BackendKind) -> &'static Dialect {
-        match kind {
-            crate::BackendKind::Sqlite => &SQLITE,
-            crate::BackendKind::Postgres => &POSTGRES,
-            crate::BackendKind::Mysql => &MYSQL,
-        }
-    }
-}
+use crate::backend::{BackendKind, Dialect, render};
 
 /// Every statement of one store, rendered once at construction. Binds are listed after each.
 #[derive(Debug)]
@@ -182,15 +95,16 @@ impl Listing {
 }
 
 impl Statements {
-    /// The statements of dialect `d`, reading the database clock plus `offset_us` (0 except in
-    /// tests that move time).
-    pub(crate) fn render(d: &Dialect, offset_us: i64) -> Self {
-        let r = |template: &str| render(d, offset_us, template);
+    /// The statements of backend `kind`, reading the database clock plus `offset_us` (0 except
+    /// in tests that move time).
+    pub(crate) fn render(kind: BackendKind, offset_us: i64) -> Self {
+        let d = Dialect::of(kind);
+        let r = |template: &str| render(kind, offset_us, template);
         let grant_returning = "RETURNING fence, attempts, {us:lease_expires_at} AS expires_us";
         let insert = {
             let base = "INSERT INTO safe_jobs (digest, fingerprint, state, fence, attempts, owner, \
                 lease_expires_at, effects, created_at, updated_at) \
-                VALUES (?, ?, 'running', 1, 1, ?, {expiry}, 'none', {now}, {now})";
+                VALUES (?, ?, 'running', 1, 1, ?, {plus}, 'none', {now}, {now})";
             if d.returning {
                 // A duplicate is no error (and no server log line).
                 r(&format!(
@@ -231,7 +145,7 @@ impl Statements {
             takeover: returning(
                 &format!(
                     "UPDATE safe_jobs SET state = 'running', fence = fence + 1, \
-                     attempts = attempts + 1, owner = ?, lease_expires_at = {{expiry}}, \
+                     attempts = attempts + 1, owner = ?, lease_expires_at = {{plus}}, \
                      updated_at = {{now}} \
                      WHERE digest = ? AND fence = ? AND state = ? \
                      AND (state = 'released' OR {LEASE_DEAD})"
@@ -239,14 +153,14 @@ impl Statements {
                 grant_returning,
             ),
             renew: returning(
-                "UPDATE safe_jobs SET lease_expires_at = {expiry}, updated_at = {now} \
+                "UPDATE safe_jobs SET lease_expires_at = {plus}, updated_at = {now} \
                  WHERE digest = ? AND fence = ? AND state = 'running'",
                 "RETURNING {us:lease_expires_at} AS us",
             ),
             expiry_of: r("SELECT {us:lease_expires_at} AS us FROM safe_jobs \
                  WHERE digest = ? AND fence = ? AND state = 'running'"),
             finalize_succeeded: r("UPDATE safe_jobs SET state = 'succeeded', result = ?, \
-                 effects = ?, lease_expires_at = {expiry}, updated_at = {now}, \
+                 effects = ?, lease_expires_at = {plus}, updated_at = {now}, \
                  finalized_at = {now} \
                  WHERE digest = ? AND fence = ? AND state = 'running'"),
             confirm_succeeded: r("SELECT fence AS us FROM safe_jobs \
@@ -265,7 +179,7 @@ impl Statements {
                  AND effects = 'pending'"),
             claim_effects: r(&format!(
                 "UPDATE safe_jobs SET fence = fence + 1, effects = 'pending', owner = ?, \
-                 lease_expires_at = {{expiry}}, updated_at = {{now}} \
+                 lease_expires_at = {{plus}}, updated_at = {{now}} \
                  WHERE digest = ? AND fence = ? AND {IN_DOUBT}"
             )),
             list: [
@@ -281,22 +195,58 @@ impl Statements {
     }
 }
 
-fn render(d: &Dialect, offset_us: i64, template: &str) -> String {
-    let now = (d.now)(offset_us);
-    let mut out = template
-        .replace("{now_us}", &d.to_us.replace("{}", &now))
-        .replace("{expiry}", &(d.expiry)(offset_us))
-        .replace("{now}", &now);
-    for col in [
-        "lease_expires_at",
-        "created_at",
-        "updated_at",
-        "finalized_at",
-    ] {
-        out = out.replace(&format!("{{us:{col}}}"), &d.to_us.replace("{}", col));
-    }
-    debug_assert!(!out.contains("{us:"), "unrendered placeholder in {out}");
-    out
+/// A whole `safe_jobs` row, timestamps as microseconds since the Unix epoch, plus the database's
+/// now read in the same statement.
+#[derive(Debug, QueryableByName)]
+pub(crate) struct RawRow {
+    #[diesel(sql_type = Binary)]
+    pub digest: Vec<u8>,
+    #[diesel(sql_type = Nullable<Binary>)]
+    pub fingerprint: Option<Vec<u8>>,
+    #[diesel(sql_type = Text)]
+    pub state: String,
+    #[diesel(sql_type = BigInt)]
+    pub fence: i64,
+    #[diesel(sql_type = BigInt)]
+    pub attempts: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub owner: Option<String>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub expires_us: Option<i64>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub result: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub failure: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub last_error: Option<String>,
+    #[diesel(sql_type = Text)]
+    pub effects: String,
+    #[diesel(sql_type = BigInt)]
+    pub created_us: i64,
+    #[diesel(sql_type = BigInt)]
+    pub updated_us: i64,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub finalized_us: Option<i64>,
+    #[diesel(sql_type = BigInt)]
+    pub now_us: i64,
+}
+
+/// What a grant returns: the new fence, attempt and expiry.
+#[derive(Debug, QueryableByName)]
+pub(crate) struct GrantRow {
+    #[diesel(sql_type = BigInt)]
+    pub fence: i64,
+    #[diesel(sql_type = BigInt)]
+    pub attempts: i64,
+    #[diesel(sql_type = BigInt)]
+    pub expires_us: i64,
+}
+
+/// One integer (the database's now, or a new expiry), in microseconds.
+#[derive(Debug, QueryableByName)]
+pub(crate) struct MicrosRow {
+    #[diesel(sql_type = BigInt)]
+    pub us: i64,
 }
 
 #[cfg(test)]
@@ -306,7 +256,7 @@ mod tests {
     #[cfg(feature = "sqlite")]
     #[test]
     fn sqlite_statements_render_completely() {
-        let s = Statements::render(&SQLITE, 0);
+        let s = Statements::render(BackendKind::Sqlite, 0);
         assert!(
             s.insert
                 .contains("ON CONFLICT (digest) DO NOTHING RETURNING")
@@ -314,7 +264,7 @@ mod tests {
         assert_eq!(s.insert.matches('?').count(), 4);
         assert_eq!(s.takeover.matches('?').count(), 5);
         assert!(!s.select_row.contains('{'));
-        let later = Statements::render(&SQLITE, 31_000_000);
+        let later = Statements::render(BackendKind::Sqlite, 31_000_000);
         assert!(
             later.now.contains("'now', '+31.000000 seconds'"),
             "{}",
@@ -325,7 +275,7 @@ mod tests {
     #[cfg(feature = "mysql")]
     #[test]
     fn mysql_has_no_returning() {
-        let s = Statements::render(&MYSQL, 0);
+        let s = Statements::render(BackendKind::Mysql, 0);
         assert!(!s.insert.contains("RETURNING"));
         assert!(!s.renew.contains("RETURNING"));
     }

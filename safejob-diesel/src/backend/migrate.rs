@@ -4,12 +4,8 @@
 use diesel::backend::Backend;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
-use crate::{
-    DieselStore,
-    error::MigrateError,
-    pool::StoreConnection,
-    store::{Pools, with_conn},
-};
+use super::{DbConnection, pool::with_conn};
+use crate::{DieselStore, error::MigrateError};
 
 #[cfg(feature = "sqlite")]
 const SQLITE: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
@@ -61,7 +57,7 @@ impl Migratable for diesel::MysqlConnection {
 
 fn run<C>(conn: &mut C, backend: &'static str) -> Result<Vec<String>, MigrateError>
 where
-    C: StoreConnection + Migratable + MigrationHarness<<C as diesel::Connection>::Backend>,
+    C: DbConnection + Migratable + MigrationHarness<<C as diesel::Connection>::Backend>,
     <C as diesel::Connection>::Backend: Backend,
 {
     let failed = |source: Box<dyn std::error::Error + Send + Sync>| MigrateError::Migration {

@@ -8,10 +8,8 @@
 
 use diesel::{QueryableByName, RunQueryDsl, sql_types::Text};
 
-use crate::{
-    ConnectionRef, DieselStore,
-    sql::{Dialect, Listing},
-};
+use super::sql::Listing;
+use crate::{ConnectionRef, DieselStore, backend::Dialect};
 
 /// The listing statements' binds, as literals: a state other than succeeded, the cursor (a
 /// digest), the limit.
@@ -21,8 +19,7 @@ const LIMIT: &str = "10";
 /// 10,000 rows: 1 % failed, 0.4 % running (half of them expired), 0.3 % with effects in doubt,
 /// the rest succeeded with effects done. Digests are distinct and spread over the key space.
 fn fill_sql(store: &DieselStore) -> String {
-    let d = Dialect::of(store.backend());
-    let now = (d.now)(0);
+    let now = Dialect::of(store.backend()).now(0);
     let digits = "(SELECT 0 AS d UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 \
                   UNION ALL SELECT 4 UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 \
                   UNION ALL SELECT 8 UNION ALL SELECT 9)";

@@ -16,34 +16,21 @@ use safejob_core::{
 };
 use serde_json::Value;
 
-use crate::{
-    error::{ConnectError, ErrorContext},
+use super::{
     ops::{Ctx, FinalizeEffects},
-    pool::{
-        ConnectFailure, ConnectionRef, Manager, PoolOptions, SetupHook, SqliteSynchronous,
-        StoreConnection, TracingErrors,
-    },
-    sql::{Dialect, Statements},
-    url::{BackendKind, DatabaseUrl},
+    sql::Statements,
 };
-
-type Pool<C> = r2d2::Pool<Manager<C>>;
-
-/// The store's pool, and the optional relaxed-durability pool for effects marks.
-pub(crate) enum Pools {
-    #[cfg(feature = "sqlite")]
-    Sqlite(
-        Pool<diesel::SqliteConnection>,
-        Option<Pool<diesel::SqliteConnection>>,
-    ),
-    #[cfg(feature = "postgres")]
-    Postgres(
-        Pool<diesel::PgConnection>,
-        Option<Pool<diesel::PgConnection>>,
-    ),
-    #[cfg(feature = "mysql")]
-    Mysql(Pool<diesel::MysqlConnection>),
-}
+use crate::{
+    backend::{
+        BackendKind, DbConnection,
+        pool::{
+            ConnectFailure, ConnectionRef, Manager, Pool, PoolOptions, Pools, SetupHook,
+            SqliteSynchronous, TracingErrors, with_conn,
+        },
+        url::DatabaseUrl,
+    },
+    error::{ConnectError, ErrorContext},
+};
 
 /// A [`LeaseStore`] on SQLite, PostgreSQL or MySQL/MariaDB through diesel and an r2d2 pool.
 ///
@@ -67,9 +54,6 @@ pub(crate) enum Pools {
 pub struct DieselStore {
     pub(crate) pools: Pools,
     kind: BackendKind,
-    /// To render the statements again when a test moves the clock.
-    #[cfg(feature = "test-util")]
-    dialect: Dialect,
     /// The statements, and the test clock offset (µs) they were rendered with.
     sql: RwLock<(i64, Arc<Statements>)>,
     errors: ErrorContext,
@@ -237,23 +221,23 @@ impl DieselStoreBuilder {
             secrets: url.secrets.clone(),
         };
         let connection_timeout = options.connection_timeout;
-        let (pools, dialect): (Pools, Dialect) = match url.kind {
+        let pools = match url.kind {
             #[cfg(feature = "sqlite")]
             BackendKind::Sqlite => {
                 let (main, _) = pool::<diesel::SqliteConnection>(&url, &options)?;
                 let marks = relaxed_pool::<diesel::SqliteConnection>(&url, &options)?;
-                (Pools::Sqlite(main, marks), crate::sql::SQLITE)
+                Pools::Sqlite(main, marks)
             }
             #[cfg(feature = "postgres")]
             BackendKind::Postgres => {
                 let (main, _) = pool::<diesel::PgConnection>(&url, &options)?;
                 let marks = relaxed_pool::<diesel::PgConnection>(&url, &options)?;
-                (Pools::Postgres(main, marks), crate::sql::POSTGRES)
+                Pools::Postgres(main, marks)
             }
             #[cfg(feature = "mysql")]
             BackendKind::Mysql => {
                 let (pool, _) = pool::<diesel::MysqlConnection>(&url, &options)?;
-                (Pools::Mysql(pool), crate::sql::MYSQL)
+                Pools::Mysql(pool)
             }
             #[allow(unreachable_patterns)]
             other => {
@@ -266,9 +250,7 @@ impl DieselStoreBuilder {
         Ok(DieselStore {
             pools,
             kind: url.kind,
-            sql: RwLock::new((0, Arc::new(Statements::render(&dialect, 0)))),
-            #[cfg(feature = "test-util")]
-            dialect,
+            sql: RwLock::new((0, Arc::new(Statements::render(url.kind, 0)))),
             errors,
             connection_timeout,
         })
@@ -277,7 +259,7 @@ impl DieselStoreBuilder {
 
 /// The second pool for effects marks, if the builder opted in.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-fn relaxed_pool<C: StoreConnection>(
+fn relaxed_pool<C: DbConnection>(
     url: &DatabaseUrl,
     options: &PoolOptions,
 ) -> Result<Option<Pool<C>>, ConnectError> {
@@ -293,7 +275,7 @@ fn relaxed_pool<C: StoreConnection>(
 }
 
 /// Opens one connection directly (for a precise error), then builds the pool without waiting.
-fn pool<C: StoreConnection>(
+fn pool<C: DbConnection>(
     url: &DatabaseUrl,
     options: &PoolOptions,
 ) -> Result<(Pool<C>, C), ConnectError> {
@@ -323,44 +305,6 @@ fn pool<C: StoreConnection>(
         .error_handler(Box::new(TracingErrors))
         .build_unchecked(manager);
     Ok((pool, first))
-}
-
-/// Runs `$body` with `$conn` bound to a pooled connection of whichever backend the store has;
-/// `marks` picks the relaxed effects-marks pool when there is one.
-macro_rules! with_conn {
-    ($store:expr, $conn:ident => $body:expr) => {
-        with_conn!(@pick $store, main, $conn => $body)
-    };
-    ($store:expr, marks $conn:ident => $body:expr) => {
-        with_conn!(@pick $store, marks, $conn => $body)
-    };
-    (@pool main, $main:expr, $marks:expr) => {{
-        let _ = $marks;
-        $main
-    }};
-    (@pool marks, $main:expr, $marks:expr) => { $marks.as_ref().unwrap_or($main) };
-    (@pick $store:expr, $which:ident, $conn:ident => $body:expr) => {
-        match &$store.pools {
-            #[cfg(feature = "sqlite")]
-            Pools::Sqlite(main, marks) => {
-                let mut guard = $store.checkout(with_conn!(@pool $which, main, marks))?;
-                let $conn = &mut *guard;
-                $body
-            }
-            #[cfg(feature = "postgres")]
-            Pools::Postgres(main, marks) => {
-                let mut guard = $store.checkout(with_conn!(@pool $which, main, marks))?;
-                let $conn = &mut *guard;
-                $body
-            }
-            #[cfg(feature = "mysql")]
-            Pools::Mysql(main) => {
-                let mut guard = $store.checkout(main)?;
-                let $conn = &mut *guard;
-                $body
-            }
-        }
-    };
 }
 
 impl DieselStore {
@@ -405,7 +349,7 @@ impl DieselStore {
         }
     }
 
-    pub(crate) fn checkout<C: StoreConnection>(
+    pub(crate) fn checkout<C: DbConnection>(
         &self,
         pool: &Pool<C>,
     ) -> Result<r2d2::PooledConnection<Manager<C>>, StoreError> {
@@ -447,7 +391,7 @@ impl DieselStore {
         let by = i64::try_from(by.as_micros()).unwrap_or(i64::MAX);
         let mut sql = self.sql.write().unwrap_or_else(PoisonError::into_inner);
         let offset = sql.0.saturating_add(by);
-        *sql = (offset, Arc::new(Statements::render(&self.dialect, offset)));
+        *sql = (offset, Arc::new(Statements::render(self.kind, offset)));
     }
 }
 
@@ -530,5 +474,3 @@ impl LeaseStore for DieselStore {
         with_conn!(self, conn => ctx.list(conn, query))
     }
 }
-
-pub(crate) use with_conn;

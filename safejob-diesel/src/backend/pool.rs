@@ -1,18 +1,15 @@
-//! Connection pools: the builder's options, and the r2d2 manager that sets every connection up
+//! Connection pools: the builder's options, one pool per backend ([`Pools`]), and the r2d2 manager that sets every connection up
 //! and throws away any connection that could carry an open transaction back into the pool.
 
 use std::{marker::PhantomData, sync::Arc, time::Duration};
 
 use diesel::{
-    Connection, QueryResult,
+    QueryResult,
     connection::{AnsiTransactionManager, SimpleConnection, TransactionManager},
-    r2d2::R2D2Connection,
 };
 
-use crate::{
-    error::{BoxError, Secrets},
-    stmt::{GrantRow, MicrosRow, RawRow, Stmt},
-};
+use super::DbConnection;
+use crate::error::{BoxError, Secrets};
 
 /// SQLite's `synchronous` setting. Defaults to [`SqliteSynchronous::Full`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -99,71 +96,6 @@ impl Default for PoolOptions {
     }
 }
 
-/// What the store needs of a diesel connection type; implemented for the three backends.
-pub(crate) trait StoreConnection:
-    Connection<TransactionManager = AnsiTransactionManager> + R2D2Connection + Send + 'static
-{
-    /// The store's own setup of a new connection (SQLite pragmas).
-    fn init(&mut self, options: &PoolOptions) -> QueryResult<()>;
-    /// This connection as the public enum.
-    fn as_ref(&mut self) -> ConnectionRef<'_>;
-    /// Begins a write transaction (SQLite: `BEGIN IMMEDIATE`, so a read inside it never fails
-    /// later with a busy snapshot when it writes).
-    fn begin_write(&mut self) -> QueryResult<()> {
-        AnsiTransactionManager::begin_transaction(self)
-    }
-    /// Begins the write transaction a transactional effects hook runs in. Every backend but
-    /// MySQL: [`begin_write`](StoreConnection::begin_write). MySQL / MariaDB first turn
-    /// `autocommit` off, so that when the server rolls the whole transaction back under the hook
-    /// (a deadlock), the hook's later statements join a new transaction that the store rolls back,
-    /// instead of committing one by one. Pair with [`end_effects`](StoreConnection::end_effects).
-    fn begin_effects(&mut self) -> QueryResult<()> {
-        self.begin_write()
-    }
-    /// Undoes what [`begin_effects`](StoreConnection::begin_effects) set, once the transaction is
-    /// committed or rolled back (never with one open: MySQL's `SET autocommit = 1` would commit
-    /// it). Nothing on every backend but MySQL.
-    fn end_effects(&mut self) -> QueryResult<()> {
-        Ok(())
-    }
-    /// Runs a statement; the number of rows it matched.
-    fn exec(&mut self, stmt: &Stmt<'_>) -> QueryResult<usize>;
-    /// Runs a query returning whole rows.
-    fn rows(&mut self, stmt: &Stmt<'_>) -> QueryResult<Vec<RawRow>>;
-    /// Runs a query returning grants.
-    fn grants(&mut self, stmt: &Stmt<'_>) -> QueryResult<Vec<GrantRow>>;
-    /// Runs a query returning one integer per row.
-    fn micros(&mut self, stmt: &Stmt<'_>) -> QueryResult<Vec<MicrosRow>>;
-}
-
-/// Implements the statement-running part of [`StoreConnection`] for a concrete connection.
-macro_rules! run_statements {
-    () => {
-        fn exec(&mut self, stmt: &$crate::stmt::Stmt<'_>) -> diesel::QueryResult<usize> {
-            diesel::RunQueryDsl::execute(stmt.clone(), self)
-        }
-        fn rows(
-            &mut self,
-            stmt: &$crate::stmt::Stmt<'_>,
-        ) -> diesel::QueryResult<Vec<$crate::stmt::RawRow>> {
-            diesel::RunQueryDsl::load(stmt.clone(), self)
-        }
-        fn grants(
-            &mut self,
-            stmt: &$crate::stmt::Stmt<'_>,
-        ) -> diesel::QueryResult<Vec<$crate::stmt::GrantRow>> {
-            diesel::RunQueryDsl::load(stmt.clone(), self)
-        }
-        fn micros(
-            &mut self,
-            stmt: &$crate::stmt::Stmt<'_>,
-        ) -> diesel::QueryResult<Vec<$crate::stmt::MicrosRow>> {
-            diesel::RunQueryDsl::load(stmt.clone(), self)
-        }
-    };
-}
-pub(crate) use run_statements;
-
 /// A pooled connection and whether it must be thrown away instead of returned.
 pub struct PooledConn<C> {
     pub(crate) conn: C,
@@ -172,7 +104,7 @@ pub struct PooledConn<C> {
     pub(crate) broken: bool,
 }
 
-impl<C: StoreConnection> PooledConn<C> {
+impl<C: DbConnection> PooledConn<C> {
     /// Rolls back an open transaction; marks the connection broken if that fails.
     pub(crate) fn rollback(&mut self) {
         if AnsiTransactionManager::rollback_transaction(&mut self.conn).is_err() {
@@ -180,7 +112,7 @@ impl<C: StoreConnection> PooledConn<C> {
         }
     }
 
-    /// [`StoreConnection::end_effects`] after an effects transaction ended, unless the connection
+    /// [`DbConnection::end_effects`] after an effects transaction ended, unless the connection
     /// is broken (its transaction may still be open, and it is thrown away anyway); a failure
     /// marks it broken.
     pub(crate) fn end_effects(&mut self) {
@@ -220,7 +152,7 @@ pub(crate) enum ConnectFailure {
     Setup(BoxError),
 }
 
-impl<C: StoreConnection> Manager<C> {
+impl<C: DbConnection> Manager<C> {
     pub(crate) fn open(&self) -> Result<C, ConnectFailure> {
         let mut conn = C::establish(&self.url)
             .map_err(|e| ConnectFailure::Connect(Box::new(self.secrets.scrub(e))))?;
@@ -240,7 +172,7 @@ impl<C: StoreConnection> Manager<C> {
     }
 }
 
-impl<C: StoreConnection> r2d2::ManageConnection for Manager<C> {
+impl<C: DbConnection> r2d2::ManageConnection for Manager<C> {
     type Connection = PooledConn<C>;
     type Error = ConnectFailure;
 
@@ -275,3 +207,59 @@ impl r2d2::HandleError<ConnectFailure> for TracingErrors {
         tracing::warn!(%error, "safejob-diesel: could not open a pooled connection");
     }
 }
+
+/// An r2d2 pool of the crate's connections of type `C`.
+pub(crate) type Pool<C> = r2d2::Pool<Manager<C>>;
+
+/// A store's pool by backend, and the optional relaxed-durability pool for effects marks (not on
+/// MySQL, which has no per-session durability setting).
+pub(crate) enum Pools {
+    #[cfg(feature = "sqlite")]
+    Sqlite(
+        Pool<diesel::SqliteConnection>,
+        Option<Pool<diesel::SqliteConnection>>,
+    ),
+    #[cfg(feature = "postgres")]
+    Postgres(
+        Pool<diesel::PgConnection>,
+        Option<Pool<diesel::PgConnection>>,
+    ),
+    #[cfg(feature = "mysql")]
+    Mysql(Pool<diesel::MysqlConnection>),
+}
+
+/// Runs `$body` with `$conn` bound to a [`PooledConn`] of whichever backend the store has (the
+/// one dispatch from the run-time backend to the generic code; a closure cannot be generic over
+/// the connection type, so this is a macro). `marks` picks the relaxed effects-marks pool when
+/// there is one. A connection that cannot be had returns the store's error from the caller.
+macro_rules! with_conn {
+    ($store:expr, $conn:ident => $body:expr) => {
+        with_conn!($store, |main, _marks| main, $conn => $body)
+    };
+    ($store:expr, marks $conn:ident => $body:expr) => {
+        with_conn!($store, |main, marks| marks.as_ref().unwrap_or(main), $conn => $body)
+    };
+    ($store:expr, |$main:ident, $marks:ident| $pick:expr, $conn:ident => $body:expr) => {
+        match &$store.pools {
+            #[cfg(feature = "sqlite")]
+            $crate::backend::pool::Pools::Sqlite($main, $marks) => {
+                let mut guard = $store.checkout($pick)?;
+                let $conn = &mut *guard;
+                $body
+            }
+            #[cfg(feature = "postgres")]
+            $crate::backend::pool::Pools::Postgres($main, $marks) => {
+                let mut guard = $store.checkout($pick)?;
+                let $conn = &mut *guard;
+                $body
+            }
+            #[cfg(feature = "mysql")]
+            $crate::backend::pool::Pools::Mysql($main) => {
+                let mut guard = $store.checkout($main)?;
+                let $conn = &mut *guard;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_conn;

@@ -1,11 +1,13 @@
 //! PostgreSQL: `lock_timeout` per connection (and `synchronous_commit = off` on the relaxed
 //! effects-marks pool); statements use `now()`.
 
-use diesel::{PgConnection, QueryResult, connection::SimpleConnection};
+use diesel::{PgConnection, QueryResult, RunQueryDsl, connection::SimpleConnection};
 
-use crate::pool::{ConnectionRef, PoolOptions, StoreConnection, run_statements};
+use super::{BackendKind, ConnectionRef, DbConnection, PoolOptions, Row, Stmt};
 
-impl StoreConnection for PgConnection {
+impl DbConnection for PgConnection {
+    const KIND: BackendKind = BackendKind::Postgres;
+
     fn init(&mut self, options: &PoolOptions) -> QueryResult<()> {
         if let Some(timeout) = options.lock_timeout {
             // A row lock held by a session that will never commit (a half-open connection after
@@ -28,5 +30,18 @@ impl StoreConnection for PgConnection {
         ConnectionRef::Postgres(self)
     }
 
-    run_statements!();
+    fn exec(&mut self, stmt: &Stmt<'_>) -> QueryResult<usize> {
+        RunQueryDsl::execute(stmt.clone(), self)
+    }
+
+    fn load<R: Row>(&mut self, stmt: &Stmt<'_>) -> QueryResult<Vec<R>> {
+        RunQueryDsl::load(stmt.clone(), self)
+    }
+
+    /// `LISTEN`'s notifications: only PostgreSQL has them (the other backends' listeners poll).
+    fn drain_notifications(&mut self) -> QueryResult<Vec<String>> {
+        self.notifications_iter()
+            .map(|n| n.map(|n| n.payload))
+            .collect()
+    }
 }

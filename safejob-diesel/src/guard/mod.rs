@@ -1,0 +1,22 @@
+//! The exactly-once guard on diesel: [`DieselStore`], the core's `LeaseStore` port on SQLite,
+//! PostgreSQL and MySQL/MariaDB.
+//!
+//! - `store.rs`: [`DieselStore`] and its builder; each `LeaseStore` method checks out a pooled
+//!   connection and calls the primitive of the same name.
+//! - `ops.rs`: the primitives, written once, generic over
+//!   [`DbConnection`](crate::backend::DbConnection).
+//! - `sql.rs`: their statements (one template each, rendered per backend) and rows.
+//! - `tx.rs`: [`TransactionExt`], the finalize transaction's connection for transactional
+//!   effects.
+
+pub(crate) mod ops;
+#[cfg(test)]
+mod plans_tests;
+pub(crate) mod sql;
+mod store;
+mod tx;
+
+pub use self::{
+    store::{DieselStore, DieselStoreBuilder},
+    tx::{TransactionExt, TxError},
+};
