@@ -9,7 +9,7 @@ use std::{
 };
 
 use safejob_core::{
-    EffectsContext, Fingerprint, FingerprintError, IdempotencyKey, KeyError, Outcome,
+    EffectsContext, EffectsMode, Fingerprint, FingerprintError, IdempotencyKey, KeyError, Outcome,
     PerformContext, SafeJob,
     queue::{
         EnqueueOptions, ErrorKind, GuardedJob, JobId, KindOptions, MemoryQueue, NewJob, Queue,
@@ -48,6 +48,8 @@ fn seen(name: &str) -> u32 {
 thread_local! {
     /// The clock of the test running on this thread, for jobs that take time.
     static CLOCK: RefCell<Option<Arc<ManualClock>>> = const { RefCell::new(None) };
+    /// The queue of the test running on this thread, for jobs that call its reaper.
+    static STORE: RefCell<Option<Arc<MemoryQueue>>> = const { RefCell::new(None) };
 }
 
 fn advance(by: Duration) {
@@ -64,6 +66,10 @@ enum Act {
     Panic,
     /// `on_succeeded_once` panics.
     EffectsPanic,
+    /// `on_succeeded_once` fails.
+    EffectsFail,
+    /// `perform` outlives its claim: the queue lease expires and the reaper takes the job back.
+    Reaped,
     /// `perform` asks to be retried after this many seconds.
     RetryLater(u64),
     /// `perform` takes this many seconds (of the worker's clock), then fails.
@@ -93,7 +99,13 @@ impl SafeJob for Charge {
     fn perform(&self, _: &mut PerformContext<'_>) -> Result<Outcome, Declined> {
         let runs = bump(format!("{}:perform", self.id));
         match self.act {
-            Act::Succeed | Act::EffectsPanic => Ok(Outcome::done()),
+            Act::Succeed | Act::EffectsPanic | Act::EffectsFail => Ok(Outcome::done()),
+            Act::Reaped => {
+                advance(TTL + Duration::from_secs(1));
+                let store = STORE.with(|s| s.borrow().clone()).expect("a store");
+                assert_eq!(store.reap(10).unwrap().len(), 1);
+                Ok(Outcome::done())
+            }
             Act::FailOnce if runs == 1 => Err(Declined),
             Act::FailOnce => Ok(Outcome::done()),
             Act::Panic => panic!("perform blew up"),
@@ -105,8 +117,10 @@ impl SafeJob for Charge {
         }
     }
     fn on_succeeded_once(&self, _: &mut EffectsContext<'_>) -> Result<(), Declined> {
-        if self.act == Act::EffectsPanic {
-            panic!("ledger exploded");
+        match self.act {
+            Act::EffectsPanic => panic!("ledger exploded"),
+            Act::EffectsFail => return Err(Declined),
+            _ => {}
         }
         bump(format!("{}:effects", self.id));
         Ok(())
@@ -179,9 +193,14 @@ struct Setup {
 }
 
 fn setup() -> Setup {
+    setup_with(EffectsMode::AfterCommit)
+}
+
+fn setup_with(effects: EffectsMode) -> Setup {
     let clock = Arc::new(ManualClock::default());
     CLOCK.with(|c| *c.borrow_mut() = Some(clock.clone()));
     let store = Arc::new(MemoryQueue::with_clock(clock.clone()));
+    STORE.with(|s| *s.borrow_mut() = Some(store.clone()));
     let mut registry = Registry::new();
     registry
         .register_guarded::<Charge>()
@@ -190,6 +209,7 @@ fn setup() -> Setup {
     let worker = Worker::builder(store.clone(), registry)
         .clock(clock.clone())
         .lease_ttl(TTL)
+        .effects(effects)
         .build()
         .unwrap();
     Setup {
@@ -520,4 +540,58 @@ fn a_jobs_own_fingerprint_is_kept() {
     );
     assert_eq!(seen("pinned-1:pinned"), 1);
     assert_eq!(s.guard(&job).fingerprint, Some(own));
+}
+
+/// A job reaped while it ran (its claim's lease expired) completes stale: nothing of its
+/// success is written, its effects never run, and the guard lease it still holds is released at
+/// once, so the requeued attempt need not wait for it to expire.
+///
+/// Catches: `Exec::finish` releasing the guard on the wrong answers (`== Completed::Stale`
+/// turned into `!=`): the guard then stays held by a dead attempt.
+#[test]
+fn a_job_reaped_while_it_ran_releases_its_guard() {
+    let s = setup();
+    let job = charge("reaped-1", Act::Reaped);
+    let id = s.enqueue(&job);
+    assert_eq!(s.run()[&id], Ran::Stale);
+    assert_eq!(seen("reaped-1:effects"), 0);
+    let guard = s.guard(&job);
+    assert_eq!(
+        (guard.state, guard.last_error.as_deref()),
+        (JobState::Released, Some("queue lease lost"))
+    );
+    assert_eq!(s.state(id), QueueState::Retrying);
+}
+
+/// Transactional effects that fail roll the whole completion back; the attempt is then
+/// completed as a retry that gives the guard back, with the effects' error recorded.
+///
+/// Catches: `Exec::finish` releasing the guard itself after the rolled-back completion
+/// (`== Completed::Stale` turned into `!=`): the retry's completion then finds the guard stale
+/// and the job is left running; and `GiveBack::EffectsRolledBack` completed without the guard.
+#[test]
+fn failed_transactional_effects_roll_back_and_retry() {
+    let s = setup_with(EffectsMode::Transactional);
+    let job = charge("tx-fail-1", Act::EffectsFail);
+    let id = s.enqueue(&job);
+    assert_eq!(
+        s.run()[&id],
+        Ran::Retrying {
+            delay: RETRY,
+            kind: ErrorKind::Retryable
+        }
+    );
+    assert_eq!(
+        s.last_error(id),
+        "transactional effects failed and were rolled back: declined"
+    );
+    let guard = s.guard(&job);
+    assert_eq!(
+        (guard.state, guard.effects, guard.last_error.as_deref()),
+        (
+            JobState::Released,
+            EffectsState::None,
+            Some("transactional effects failed; finalize rolled back")
+        )
+    );
 }
