@@ -14,8 +14,10 @@ use crate::key::{DigestParseError, decode_hex32, encode_hex};
 /// fingerprint with the one given on every path, including replays of finished keys. A job with
 /// no fingerprint matches only rows stored without one.
 ///
-/// [`Fingerprint::of`] hashes a canonical JSON form (object keys sorted, no white space), so the
-/// field order of a struct or map never changes the fingerprint.
+/// [`Fingerprint::of`] hashes a canonical JSON form ([`canonical_json`]: object keys sorted, no
+/// white space), so the field order of a struct or map never changes the fingerprint;
+/// [`Fingerprint::of_json`] does the same for a job of a named kind, so one key used by two kinds
+/// is a conflict too.
 ///
 /// ```
 /// use safejob_core::Fingerprint;
@@ -42,9 +44,40 @@ impl Fingerprint {
     /// Fingerprints any serializable value through its canonical JSON form.
     pub fn of<T: Serialize + ?Sized>(params: &T) -> Result<Self, FingerprintError> {
         let value = serde_json::to_value(params)?;
-        let mut canonical = String::new();
-        write_canonical(&value, &mut canonical);
-        Ok(Self::of_bytes(canonical.as_bytes()))
+        Ok(Self::of_bytes(canonical_json(&value).as_bytes()))
+    }
+
+    /// Fingerprints a job of kind `kind` with parameters `params`: SHA-256 of the canonical JSON
+    /// of the pair `[kind, params]`, so the field order never matters and the kind always does.
+    /// A queued [`GuardedJob`](crate::queue::GuardedJob) gets exactly this by default; a job run
+    /// by a [`Runner`](crate::Runner) opts in with one line:
+    ///
+    /// ```
+    /// use safejob_core::{Fingerprint, FingerprintError};
+    /// use serde::Serialize;
+    ///
+    /// #[derive(Serialize)]
+    /// struct Refund { order: u64, cents: u64 }
+    ///
+    /// # fn fingerprint(job: &Refund) -> Result<Option<Fingerprint>, FingerprintError> {
+    /// // in `impl SafeJob for Refund`: fn fingerprint(&self) -> ... {
+    /// Fingerprint::of_json("refund", job).map(Some)
+    /// # }
+    /// let a = Fingerprint::of_json("refund", &Refund { order: 7, cents: 500 })?;
+    /// assert_eq!(a, Fingerprint::of_json("refund", &Refund { order: 7, cents: 500 })?);
+    /// assert_ne!(a, Fingerprint::of_json("refund", &Refund { order: 7, cents: 501 })?);
+    /// assert_ne!(a, Fingerprint::of_json("payout", &Refund { order: 7, cents: 500 })?);
+    /// # Ok::<(), FingerprintError>(())
+    /// ```
+    pub fn of_json<T: Serialize + ?Sized>(
+        kind: &str,
+        params: &T,
+    ) -> Result<Self, FingerprintError> {
+        let pair = Value::Array(vec![
+            Value::String(kind.to_owned()),
+            serde_json::to_value(params)?,
+        ]);
+        Ok(Self::of_bytes(canonical_json(&pair).as_bytes()))
     }
 
     /// Fingerprints raw bytes (already canonical parameters, a request body, ...).
@@ -79,6 +112,22 @@ impl fmt::Debug for Fingerprint {
         hex.truncate(12);
         write!(f, "Fingerprint({hex})")
     }
+}
+
+/// The canonical JSON text of `value`: object keys sorted (by their UTF-8 bytes), no white
+/// space, strings and numbers as serde_json writes them. Equal values give equal text whatever
+/// the order their maps were built in.
+///
+/// ```
+/// use safejob_core::fingerprint::canonical_json;
+/// use serde_json::json;
+///
+/// assert_eq!(canonical_json(&json!({"b": 1, "a": [true, null]})), r#"{"a":[true,null],"b":1}"#);
+/// ```
+pub fn canonical_json(value: &Value) -> String {
+    let mut out = String::new();
+    write_canonical(value, &mut out);
+    out
 }
 
 /// Writes JSON with object keys sorted, whatever map type serde_json was built with
@@ -142,6 +191,52 @@ mod tests {
             Fingerprint::of(&json!([1, 2])).unwrap(),
             Fingerprint::of(&json!([2, 1])).unwrap()
         );
+    }
+
+    #[test]
+    fn canonical_json_ignores_key_order_at_every_depth() {
+        // Built in opposite insertion orders; serde_json's map may or may not keep that order.
+        let mut a = serde_json::Map::new();
+        let mut b = serde_json::Map::new();
+        for i in 0..20 {
+            a.insert(
+                format!("k{i:02}"),
+                json!({"y": i, "x": [i, {"q": 1, "p": 2}]}),
+            );
+        }
+        for i in (0..20).rev() {
+            b.insert(
+                format!("k{i:02}"),
+                json!({"x": [i, {"p": 2, "q": 1}], "y": i}),
+            );
+        }
+        let (a, b) = (
+            canonical_json(&Value::Object(a)),
+            canonical_json(&Value::Object(b)),
+        );
+        assert_eq!(a, b);
+        assert!(
+            a.starts_with(r#"{"k00":{"x":[0,{"p":2,"q":1}],"y":0},"k01":"#),
+            "{a}"
+        );
+        assert!(!a.contains(' '));
+    }
+
+    #[test]
+    fn of_json_covers_the_kind_and_the_parameters() {
+        let params = json!({"b": 2, "a": 1});
+        let f = Fingerprint::of_json("refund", &params).unwrap();
+        assert_eq!(
+            f,
+            Fingerprint::of_json("refund", &json!({"a": 1, "b": 2})).unwrap()
+        );
+        assert_eq!(
+            f,
+            Fingerprint::of_bytes(br#"["refund",{"a":1,"b":2}]"#),
+            "the pair [kind, params] in canonical JSON"
+        );
+        assert_ne!(f, Fingerprint::of_json("payout", &params).unwrap());
+        assert_ne!(f, Fingerprint::of(&params).unwrap());
     }
 
     #[test]

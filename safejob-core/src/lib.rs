@@ -15,6 +15,7 @@
 //! use std::sync::Arc;
 //! use safejob_core::*;
 //!
+//! #[derive(serde::Serialize)]
 //! struct Payout { id: u64, cents: u64 }
 //!
 //! impl SafeJob for Payout {
@@ -22,8 +23,9 @@
 //!     fn key(&self) -> Result<IdempotencyKey, KeyError> {
 //!         IdempotencyKey::from_parts(["payout", &self.id.to_string()])
 //!     }
+//!     // Opt in: the same key with other parameters is a conflict, not a replay.
 //!     fn fingerprint(&self) -> Result<Option<Fingerprint>, FingerprintError> {
-//!         Fingerprint::of(&self.cents).map(Some)
+//!         Fingerprint::of_json("payout", self).map(Some)
 //!     }
 //!     fn perform(&self, _ctx: &mut PerformContext<'_>) -> Result<Outcome, Self::Error> {
 //!         Ok(Outcome::done())
@@ -45,6 +47,9 @@
 //! ));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! A job enqueued on the [`queue`] as a [`GuardedJob`](queue::GuardedJob) is fingerprinted this
+//! way by default; a job run by a [`Runner`] opts in as above ([`Fingerprint::of_json`]).
 //!
 //! The core does no I/O of its own: stores implement [`LeaseStore`] ([`MemoryStore`] here, SQL
 //! databases in `safejob-diesel`), and `safejob-test-kit` holds the conformance suite every store

@@ -81,6 +81,20 @@ impl<J: GuardedJob> Handler for Guarded<J> {
             }
             Err(e) => return dead(ErrorKind::Fatal, e.to_string(), "invalid key"),
         };
+        match job.guard_fingerprint() {
+            Ok(given) if given == spec.fingerprint => {}
+            Ok(_) => {
+                return dead(
+                    ErrorKind::KeyConflict,
+                    format!(
+                        "the payload's fingerprint does not match the one enqueued with key {}",
+                        spec.digest
+                    ),
+                    "fingerprint mismatch",
+                );
+            }
+            Err(e) => return dead(ErrorKind::Fatal, e.to_string(), "unfingerprintable payload"),
+        }
         let port = InCompletion {
             exec,
             answer,

@@ -13,7 +13,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
 use crate::{
-    Clock, FingerprintError, IdempotencyKey, KeyError, SafeJob,
+    Clock, Fingerprint, FingerprintError, IdempotencyKey, KeyError, SafeJob,
     queue::{
         GuardSpec, JobId, NewJob, Progress, QueueLease, QueueStore, RetryPolicy, RunAt,
         store::QueuedJob,
@@ -73,9 +73,36 @@ pub trait QueueJob: Serialize + DeserializeOwned + Send + Sync + 'static {
 /// A [`SafeJob`] that can be enqueued directly: the queue runs it through the guard (acquire
 /// sharing the claim's step, perform, finalize sharing the completion's step, then
 /// `on_succeeded_once`). Duplicate enqueues of one key succeed once.
+///
+/// A guarded job is fingerprinted by default ([`guard_fingerprint`](GuardedJob::guard_fingerprint)):
+/// the same key enqueued with other parameters, or by another kind, is a key conflict — dead,
+/// never run — instead of a silent replay of the other job's result.
 pub trait GuardedJob: SafeJob + Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The stable kind name stored with each job.
     const KIND: &'static str;
+
+    /// The fingerprint stored with the job's guard at enqueue, and computed again by the worker
+    /// from the decoded payload before it runs anything: a mismatch is dead with
+    /// [`ErrorKind::KeyConflict`](crate::queue::ErrorKind::KeyConflict), never run.
+    ///
+    /// Defaults to the job's own [`SafeJob::fingerprint`] when that gives one, else to
+    /// [`Fingerprint::of_json`]`(Self::KIND, self)`: SHA-256 of the kind and the payload's
+    /// canonical JSON. Two consequences of hashing the whole payload:
+    ///
+    /// * a payload type whose serialization is not stable across a round trip (a `HashSet`
+    ///   field, whose order varies) must pin its own `fingerprint` (or use a `BTreeSet`);
+    /// * changing the payload's shape (a new field) changes the fingerprint, so jobs enqueued
+    ///   before the change are refused after it. A type that evolves should fingerprint the
+    ///   fields that define the work in its own `fingerprint`.
+    ///
+    /// To run the same job through a [`Runner`](crate::Runner) as well, have its `fingerprint`
+    /// return `Fingerprint::of_json(Self::KIND, self)`: both paths then agree.
+    fn guard_fingerprint(&self) -> Result<Option<Fingerprint>, FingerprintError> {
+        match self.fingerprint()? {
+            Some(own) => Ok(Some(own)),
+            None => Fingerprint::of_json(Self::KIND, self).map(Some),
+        }
+    }
 
     /// Per-kind options. Defaults to [`KindOptions::new`]; `idempotent` is ignored (a guarded job
     /// is always safe to run again).
@@ -301,7 +328,7 @@ impl NewJob {
         let key = job.key()?;
         let guard = GuardSpec {
             digest: *key.digest(),
-            fingerprint: job.fingerprint()?,
+            fingerprint: job.guard_fingerprint()?,
         };
         Self::build(J::KIND, job, &J::options(), options, true, Some(guard))
     }
