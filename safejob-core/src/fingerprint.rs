@@ -262,4 +262,18 @@ mod tests {
         let f = Fingerprint::of_bytes(b"p");
         assert_eq!(Fingerprint::from_hex(&f.to_hex()).unwrap(), f);
     }
+
+    /// The stored bytes are the digest's (the SQL stores write `as_bytes`), and `Debug` shows a
+    /// prefix of the hex.
+    #[test]
+    fn bytes_round_trip_and_debug_shows_a_prefix() {
+        let f = Fingerprint::of_bytes(b"p");
+        let bytes: [u8; 32] = Sha256::digest(b"p").into();
+        assert_eq!(f.as_bytes(), &bytes);
+        assert_eq!(Fingerprint::from_bytes(*f.as_bytes()), f);
+        assert_eq!(
+            format!("{f:?}"),
+            format!("Fingerprint({})", &f.to_hex()[..12])
+        );
+    }
 }

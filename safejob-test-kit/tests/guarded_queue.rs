@@ -15,7 +15,7 @@ use safejob_core::{
         EnqueueOptions, ErrorKind, GuardedJob, JobId, KindOptions, MemoryQueue, NewJob, Queue,
         QueueState, QueueStore, Ran, Registry, RetryPolicy, Worker,
     },
-    store::{EffectsState, JobRecord, JobState},
+    store::{AcquireRequest, Acquired, EffectsState, JobRecord, JobState},
 };
 use safejob_test_kit::ManualClock;
 use serde::{Deserialize, Serialize};
@@ -70,6 +70,8 @@ enum Act {
     EffectsFail,
     /// `perform` outlives its claim: the queue lease expires and the reaper takes the job back.
     Reaped,
+    /// `perform` outlives its guard lease, which a rival takes over; it then fails for good.
+    GuardTakenThenFail,
     /// `perform` asks to be retried after this many seconds.
     RetryLater(u64),
     /// `perform` takes this many seconds (of the worker's clock), then fails.
@@ -100,6 +102,18 @@ impl SafeJob for Charge {
         let runs = bump(format!("{}:perform", self.id));
         match self.act {
             Act::Succeed | Act::EffectsPanic | Act::EffectsFail => Ok(Outcome::done()),
+            Act::GuardTakenThenFail => {
+                advance(TTL + Duration::from_secs(1));
+                let store = STORE.with(|s| s.borrow().clone()).expect("a store");
+                let taken = store.guards().acquire(&AcquireRequest {
+                    digest: *self.key().unwrap().digest(),
+                    fingerprint: self.guard_fingerprint().unwrap(),
+                    owner: "rival",
+                    ttl: TTL,
+                });
+                assert!(matches!(taken, Ok(Acquired::Granted(_))), "{taken:?}");
+                Ok(Outcome::failed("declined", "card declined"))
+            }
             Act::Reaped => {
                 advance(TTL + Duration::from_secs(1));
                 let store = STORE.with(|s| s.borrow().clone()).expect("a store");
@@ -593,5 +607,30 @@ fn failed_transactional_effects_roll_back_and_retry() {
             EffectsState::None,
             Some("transactional effects failed; finalize rolled back")
         )
+    );
+}
+
+/// A permanent failure decided after the guard lease was taken over finalizes nothing: the
+/// completion's guard half is stale, so the job is retried as `lease_lost` and the key stays the
+/// rival's — not completed as succeeded or dead on the word of a stale attempt.
+///
+/// Catches: a stale guarded `finalize_failed` reported as applied (`pipeline::fail`), which the
+/// queue would then complete from its report without writing.
+#[test]
+fn a_failure_decided_after_the_guard_was_taken_is_lease_lost() {
+    let s = setup();
+    let job = charge("taken-then-fail-1", Act::GuardTakenThenFail);
+    let id = s.enqueue(&job);
+    assert_eq!(
+        s.run()[&id],
+        Ran::Retrying {
+            delay: RETRY,
+            kind: ErrorKind::LeaseLost
+        }
+    );
+    let guard = s.guard(&job);
+    assert_eq!(
+        (guard.state, guard.fence, guard.owner.as_deref()),
+        (JobState::Running, 2, Some("rival"))
     );
 }

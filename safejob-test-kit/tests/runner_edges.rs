@@ -81,6 +81,70 @@ fn a_lease_lost_during_perform_is_reported_lost() {
     }
 }
 
+/// While `perform` runs, its lease expires and another worker takes the key over; `perform`
+/// does not renew, and decides the job failed for good.
+struct FailsTooLate {
+    harness: MemoryHarness,
+}
+
+impl SafeJob for FailsTooLate {
+    type Error = GaveUp;
+    fn key(&self) -> Result<IdempotencyKey, KeyError> {
+        IdempotencyKey::new("fails-too-late:1")
+    }
+    fn perform(&self, ctx: &mut PerformContext<'_>) -> Result<Outcome, GaveUp> {
+        self.harness.advance(TTL + Duration::from_secs(1));
+        let taken = self.harness.store().acquire(&AcquireRequest {
+            digest: *ctx.key().digest(),
+            fingerprint: None,
+            owner: "rival",
+            ttl: TTL,
+        });
+        assert!(matches!(
+            taken,
+            Ok(safejob_core::store::Acquired::Granted(_))
+        ));
+        Ok(Outcome::failed("declined", "card declined"))
+    }
+}
+
+/// A permanent failure decided by an attempt whose lease was taken over finalizes nothing and
+/// says so: `LeaseLost`, and the row stays the new holder's.
+///
+/// Catches: a stale `finalize_failed` reported as applied (`FenceCheck::Stale` answered
+/// `Report::Failed` in `pipeline::fail`).
+#[test]
+fn a_failure_finalized_too_late_is_lease_lost() {
+    let harness = MemoryHarness::new();
+    let runner = Runner::builder(harness.store())
+        .default_ttl(TTL)
+        .build()
+        .unwrap();
+    let job = FailsTooLate {
+        harness: harness.clone(),
+    };
+    let error = runner.run(&job).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            RunError::LeaseLost {
+                fence: 1,
+                attempt: 1
+            }
+        ),
+        "{error:?}"
+    );
+    let row = harness
+        .store()
+        .get(job.key().unwrap().digest())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (row.state, row.fence, row.owner.as_deref()),
+        (safejob_core::JobState::Running, 2, Some("rival"))
+    );
+}
+
 /// The bounds themselves are accepted; one step past them is refused.
 ///
 /// Catches: `<` or `>` in `validate_ttl` turned into `<=` or `>=`.

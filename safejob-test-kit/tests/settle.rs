@@ -203,6 +203,9 @@ impl SafeJob for Posting {
     }
     fn on_succeeded_once(&self, _: &mut EffectsContext<'_>) -> Result<(), TestError> {
         *tally().entry(self.tag.clone()).or_insert(0) += 1;
+        if self.tag.starts_with("panic") {
+            panic!("ledger exploded");
+        }
         Ok(())
     }
 }
@@ -422,4 +425,40 @@ fn queued_completion_that_did_not_commit_is_released_and_retried() {
         let row = s.store.guards().get(&digest).unwrap().expect("a guard row");
         assert_eq!((row.state, row.attempts), (JobState::Succeeded, 2));
     }
+}
+
+/// A settled completion whose effects then panic: the job is succeeded (its completion
+/// committed), the effects are in doubt, and the worker reports the job succeeded rather than an
+/// error — the settle tells the queue's port that its completion committed.
+///
+/// Catches: `settled_committed` doing nothing for the queue's port (tried: the worker then
+/// reports a store error for a job that succeeded).
+#[test]
+fn queued_completion_settled_committed_then_effects_panic() {
+    let s = cut_setup(Cut::AfterApplying, EffectsMode::AfterCommit);
+    let job = Posting {
+        tag: "panic-settled".into(),
+    };
+    let id = s
+        .queue
+        .enqueue_guarded(&job, &EnqueueOptions::new())
+        .unwrap()
+        .id();
+    let worked = s.worker.run_once().unwrap();
+    assert_eq!(worked[0].ran, Ran::Succeeded);
+    assert_eq!(seen("panic-settled"), 1);
+    let row = s.store.guards().get(job.key().unwrap().digest()).unwrap();
+    let row = row.expect("a guard row");
+    assert_eq!(
+        (row.state, row.effects, row.last_error.as_deref()),
+        (
+            JobState::Succeeded,
+            EffectsState::InDoubt,
+            Some("on_succeeded_once panicked")
+        )
+    );
+    assert_eq!(
+        s.queue.get(id).unwrap().unwrap().state,
+        QueueState::Succeeded
+    );
 }

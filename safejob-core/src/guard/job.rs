@@ -45,7 +45,11 @@ pub trait SafeJob {
     fn key(&self) -> Result<IdempotencyKey, KeyError>;
 
     /// Fingerprint of the parameters; a reused key with other parameters is a key conflict.
-    /// Defaults to none.
+    /// Defaults to none, so a `Runner` run of the same key with other parameters replays the
+    /// first one's result: opt in with one line, `Fingerprint::of_json("kind", self).map(Some)`
+    /// for a serializable job ([`Fingerprint::of_json`]). A queued
+    /// [`GuardedJob`](crate::queue::GuardedJob) is fingerprinted by default
+    /// ([`GuardedJob::guard_fingerprint`](crate::queue::GuardedJob::guard_fingerprint)).
     fn fingerprint(&self) -> Result<Option<Fingerprint>, FingerprintError> {
         Ok(None)
     }

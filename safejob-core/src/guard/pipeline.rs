@@ -108,6 +108,10 @@ pub(crate) trait Finish {
     /// Gives the lease back. Best effort: a release that cannot be written leaves a lease that
     /// expires (invariant 4).
     fn release(&self, lease: &Lease, why: GiveBack<'_>);
+
+    /// A `succeeded` finalize whose answer was lost was found committed by the settle: whatever
+    /// this port writes with the finalize committed with it.
+    fn settled_committed(&self);
 }
 
 /// The port of a run straight on a [`LeaseStore`] (the `Runner`'s).
@@ -148,6 +152,8 @@ impl Finish for OnStore<'_> {
     fn release(&self, lease: &Lease, why: GiveBack<'_>) {
         release(self.0, lease, why.note());
     }
+
+    fn settled_committed(&self) {}
 }
 
 /// What one run is: the job's key and parameters, and how the pipeline runs it.
@@ -355,7 +361,7 @@ where
         Effects::None
     };
     let finalized = port.succeeded(lease, result.as_ref(), attempt.ttl, effects);
-    let lost = match settle(port.guards(), lease, finalized) {
+    let lost = match settle(port, lease, finalized) {
         Ok(Finalized::Committed) => None,
         Ok(Finalized::Stale) => Some(attempt.lease_lost()),
         Ok(Finalized::EffectsAborted) => {
@@ -418,7 +424,7 @@ where
         attempt.ttl,
         Effects::Inside(&mut hook),
     );
-    let settled = settle(port.guards(), lease, finalized);
+    let settled = settle(port, lease, finalized);
     if matches!(settled, Ok(Finalized::EffectsAborted)) {
         // The whole finalize rolled back and the row is still ours: give it back.
         let message = match (&failed, &panicked) {
@@ -464,8 +470,8 @@ where
 /// the row. Then: `Applied` means the finalize did not commit, and now never will; `Stale` means
 /// the row moved on: re-read it, and it is ours only if it is `succeeded` under our fence (a row
 /// finalized `succeeded` by another attempt is that attempt's success, never ours).
-pub(crate) fn settle(
-    store: &dyn LeaseStore,
+fn settle<F: Finish + ?Sized>(
+    port: &F,
     lease: &Lease,
     finalized: Result<Finalized, StoreError>,
 ) -> Result<Finalized, StoreError> {
@@ -473,6 +479,7 @@ pub(crate) fn settle(
         Ok(finalized) => return Ok(finalized),
         Err(error) => error,
     };
+    let store = port.guards();
     warn!(fence = lease.fence, %error, "finalize outcome unknown; resolving");
     match store.release(lease, Some("finalize outcome unknown")) {
         Ok(FenceCheck::Applied) => {
@@ -488,6 +495,7 @@ pub(crate) fn settle(
                     fence = lease.fence,
                     "ambiguous finalize resolved: committed"
                 );
+                port.settled_committed();
                 Ok(Finalized::Committed)
             }
             Ok(_) => Ok(Finalized::Stale),

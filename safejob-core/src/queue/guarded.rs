@@ -123,9 +123,12 @@ impl<J: GuardedJob> Handler for Guarded<J> {
             Some(ran) => ran,
             None => match result {
                 Some(result) => complete_unwritten(exec, &spec, &self.options.retry, result),
-                // A panic is always written: in perform, by the release; in effects, after the
-                // finalize that the completion carried.
-                None => Err(StoreError::backend("a panicked run wrote no completion")),
+                // A panic in perform is written by its release, one in effects comes after a
+                // (settled) completion; only transactional effects whose completion failed with
+                // a store error get here: the job's lease expires and the reaper retries it.
+                None => Err(StoreError::backend(
+                    "transactional effects panicked and the completion's outcome is unknown",
+                )),
             },
         }
     }
@@ -265,10 +268,16 @@ impl Finish for InCompletion<'_, '_> {
                 .map(|(_, ran)| ran),
         );
     }
+
+    fn settled_committed(&self) {
+        // The completion is one atomic step: the job's `succeeded` committed with the guard's.
+        self.record(Ok(Ran::Succeeded));
+    }
 }
 
 /// Completes a run that wrote no completion, from its report. The guard is not touched: it was
-/// not granted, or it was lost, released by the settle, or finalized by a settled completion.
+/// not granted, lost, or released by the settle of a completion that did not commit (or its
+/// lease expires, when the settle could not reach the store).
 fn complete_unwritten<E: std::error::Error + 'static>(
     exec: &Exec<'_>,
     spec: &GuardSpec,
@@ -276,10 +285,14 @@ fn complete_unwritten<E: std::error::Error + 'static>(
     result: RunResult<E>,
 ) -> Result<Ran, StoreError> {
     let outcome = match result {
-        // The completion's answer was lost, and the settle found it committed (job and guard
-        // in one step). Finalizing reports come with a written completion otherwise.
-        Ok(Report::Succeeded { .. } | Report::Failed { .. } | Report::RetryLater { .. })
-        | Err(RunError::EffectsInDoubt { .. }) => return Ok(Ran::Succeeded),
+        // These reports are made only by a written (or settled) completion.
+        Ok(
+            report @ (Report::Succeeded { .. } | Report::Failed { .. } | Report::RetryLater { .. }),
+        ) => {
+            return Err(StoreError::backend(format!(
+                "a guarded run reported {report:?} without its completion"
+            )));
+        }
         Ok(Report::AlreadySucceeded { .. }) => {
             info!(job = %exec.claimed.job.id, key = %spec.digest, "guard already succeeded: completed without running");
             CompleteAs::Succeeded

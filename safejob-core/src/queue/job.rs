@@ -77,6 +77,12 @@ pub trait QueueJob: Serialize + DeserializeOwned + Send + Sync + 'static {
 /// A guarded job is fingerprinted by default ([`guard_fingerprint`](GuardedJob::guard_fingerprint)):
 /// the same key enqueued with other parameters, or by another kind, is a key conflict — dead,
 /// never run — instead of a silent replay of the other job's result.
+///
+/// It runs the [`Runner`](crate::Runner)'s pipeline, so it behaves as a `Runner` run does, with
+/// one difference at the very end: a panic in `perform` or `on_succeeded_once` is written the
+/// same way (the guard released; the effects marked in doubt; transactional effects rolled back
+/// and the guard released) and then recorded as the attempt's `panicked` error instead of being
+/// re-raised, so the worker's thread lives on.
 pub trait GuardedJob: SafeJob + Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The stable kind name stored with each job.
     const KIND: &'static str;
