@@ -156,6 +156,19 @@ pub enum RunError<E: std::error::Error + 'static> {
         /// The attempt.
         attempt: u32,
     },
+    /// Transactional effects returned `Ok`, but their transaction was no longer alive when the
+    /// store confirmed it before COMMIT (the hook swallowed a database error that aborted or
+    /// rolled back the transaction): nothing of the finalize or the hook committed, and the lease
+    /// is released. See docs/guarantees.md, "What a transactional effects hook may and may not
+    /// do with errors".
+    #[error(
+        "transactional effects of attempt {attempt} returned Ok, but their transaction had been \
+         aborted or rolled back (a swallowed database error?): nothing committed"
+    )]
+    EffectsTransactionLost {
+        /// The attempt.
+        attempt: u32,
+    },
     /// The key succeeded but `on_succeeded_once` failed: the effects are in doubt and recorded so.
     /// They are not re-run automatically; see [`crate::Runner::recover_effects`].
     #[error("key {digest} succeeded but its effects failed and are in doubt: {source}")]
@@ -184,6 +197,7 @@ impl<E: std::error::Error + 'static> RunError<E> {
             Self::Job { .. }
             | Self::LeaseLost { .. }
             | Self::EffectsRolledBack { .. }
+            | Self::EffectsTransactionLost { .. }
             | Self::Store(_) => Disposition::Retry { after: None },
             Self::InvalidKey(_)
             | Self::Fingerprint(_)

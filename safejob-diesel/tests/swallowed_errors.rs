@@ -31,7 +31,7 @@ use common::TestDb;
 use diesel::connection::SimpleConnection;
 use safejob_core::{
     EffectsContext, EffectsMode, IdempotencyKey, KeyError, LeaseStore, Outcome, PerformContext,
-    Report, Runner, SafeJob,
+    Report, RunError, Runner, SafeJob,
     queue::{EnqueueOptions, ErrorKind, GuardedJob, Queue, QueueState, Ran, Registry, Worker},
     store::JobState,
 };
@@ -239,8 +239,8 @@ fn rolls_back_then_succeeds_once_through_the_runner(db: &TestDb, fault: Fault) {
         partner.join().unwrap();
     }
     assert!(
-        first.is_err(),
-        "attempt 1 must not report success: {first:?}"
+        matches!(first, Err(RunError::EffectsTransactionLost { attempt: 1 })),
+        "attempt 1 must report its transaction lost, not success: {first:?}"
     );
     assert_rolled_back(db, &job);
 
@@ -294,7 +294,10 @@ fn rolls_back_then_succeeds_once_through_the_queue(db: &TestDb, fault: Fault) {
         "{:?}",
         first[0].ran
     );
-    assert_eq!(client.get(id).unwrap().unwrap().state, QueueState::Retrying);
+    let row = client.get(id).unwrap().unwrap();
+    assert_eq!(row.state, QueueState::Retrying);
+    let error = &row.errors.last().expect("the attempt's error").message;
+    assert!(error.contains("aborted or rolled back"), "{error}");
     assert_rolled_back(db, &job);
 
     queue.advance_clock_for_tests(Duration::from_secs(3600));

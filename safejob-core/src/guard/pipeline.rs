@@ -430,7 +430,9 @@ where
         let message = match (&failed, &panicked) {
             (Some(error), _) => chain(error),
             (None, Some(panic)) => panic_message(&**panic),
-            (None, None) => "the store aborted effects that did not fail".to_owned(),
+            (None, None) => "transactional effects returned Ok, but their transaction had been \
+                             aborted or rolled back"
+                .to_owned(),
         };
         port.release(lease, GiveBack::EffectsRolledBack(&message));
     }
@@ -455,9 +457,9 @@ where
                 source,
                 attempt: lease.attempt,
             }),
-            None => {
-                Err(StoreError::backend("store reported aborted effects that did not fail").into())
-            }
+            None => Err(RunError::EffectsTransactionLost {
+                attempt: lease.attempt,
+            }),
         },
         Err(error) => Err(error.into()),
     })
