@@ -527,6 +527,29 @@ fn a_payload_changed_after_enqueue_is_dead_not_run() {
     assert_eq!(s.guard(&job).state, JobState::Released);
 }
 
+/// A guarded job stored without a fingerprint (enqueued before guarded jobs had one by default)
+/// is not compared after decoding: it runs, once, as it did then, and its key's row has no
+/// fingerprint. An upgrade must not dead-letter every job already waiting.
+///
+/// Catches: the grace for rows without a fingerprint removed (such a job is then dead as a key
+/// conflict); and, with `a_payload_changed_after_enqueue_is_dead_not_run`, a grace that skips the
+/// comparison for every row.
+#[test]
+fn a_job_enqueued_without_a_fingerprint_still_runs_once() {
+    let s = setup();
+    let job = charge("legacy", Act::Succeed);
+    let mut row = NewJob::guarded(&job, &EnqueueOptions::new()).unwrap();
+    row.guard.as_mut().expect("a guard").fingerprint = None;
+    let id = s.enqueue_row(&row);
+    assert_eq!(s.run()[&id], Ran::Succeeded);
+    assert_eq!(seen("legacy:perform"), 1);
+    let guard = s.guard(&job);
+    assert_eq!(
+        (guard.state, guard.fingerprint),
+        (JobState::Succeeded, None)
+    );
+}
+
 /// A job that declares its own fingerprint keeps it: the guard stores exactly that one, and the
 /// worker's check agrees with it (parameters outside it may change).
 ///

@@ -83,6 +83,9 @@ impl<J: GuardedJob> Handler for Guarded<J> {
         };
         match job.guard_fingerprint() {
             Ok(given) if given == spec.fingerprint => {}
+            // Enqueued without a fingerprint (before guarded jobs had one by default, or built
+            // by hand): nothing to compare; the acquire checks the key's row as it was written.
+            Ok(_) if spec.fingerprint.is_none() => {}
             Ok(_) => {
                 return dead(
                     ErrorKind::KeyConflict,

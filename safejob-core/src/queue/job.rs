@@ -101,6 +101,9 @@ pub trait GuardedJob: SafeJob + Serialize + DeserializeOwned + Send + Sync + 'st
     ///   before the change are refused after it. A type that evolves should fingerprint the
     ///   fields that define the work in its own `fingerprint`.
     ///
+    /// A job stored without a fingerprint (enqueued before guarded jobs had one by default, or
+    /// built by hand with none) is not compared: it runs as it did then.
+    ///
     /// To run the same job through a [`Runner`](crate::Runner) as well, have its `fingerprint`
     /// return `Fingerprint::of_json(Self::KIND, self)`: both paths then agree.
     fn guard_fingerprint(&self) -> Result<Option<Fingerprint>, FingerprintError> {
