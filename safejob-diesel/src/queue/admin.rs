@@ -151,6 +151,7 @@ impl QCtx<'_> {
         rows.into_iter().map(job).collect()
     }
 
+    /// Wakes listening workers: only PostgreSQL has `LISTEN` / `NOTIFY`; elsewhere workers poll.
     fn notify<C: DbConnection>(&self, c: &mut PooledConn<C>) -> Result<(), StoreError> {
         if self.sql.kind == BackendKind::Postgres {
             let stmt = Stmt::new(&self.sql.notify, vec![]);

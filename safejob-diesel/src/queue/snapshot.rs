@@ -38,6 +38,9 @@ impl QCtx<'_> {
             })?;
         }
         self.transaction(c, Begin::Read, |c| {
+            // One snapshot for every read, so the figures agree: PostgreSQL sets it as the
+            // transaction's first statement (MySQL before BEGIN, above; SQLite reads are
+            // snapshots already).
             if self.sql.kind == BackendKind::Postgres {
                 c.conn
                     .batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")?;
