@@ -4,13 +4,15 @@
 //! names the case and the broken rule. [`queue_store_conformance!`](crate::queue_store_conformance)
 //! turns every case into its own `#[test]`; [`run_all`] runs them in sequence on one harness.
 //!
-//! Most cases speak only [`QueueStore`]; the last ones drive the core's [`Worker`] and
-//! [`WorkerPool`](safejob_core::queue::WorkerPool) over the store, because retries, dead-lettering, guarded duplicates and shutdown
-//! are only meaningful end to end. Accordingly:
+//! Most cases speak only [`QueueStore`]; the last ones drive the core's
+//! [`Worker`](safejob_core::queue::Worker) and [`WorkerPool`](safejob_core::queue::WorkerPool)
+//! over the store, because retries, dead-lettering, guarded duplicates and shutdown are only
+//! meaningful end to end. Accordingly:
 //!
 //! * time moves only through [`QueueHarness::advance`]; nothing sleeps to move time (the pool
 //!   cases wait, bounded, for real threads to finish real work);
-//! * instants are compared with [`TIME_SLACK`] against the store's own [`QueueStore::now`];
+//! * instants are compared with [`TIME_SLACK`](crate::conformance::TIME_SLACK) against the
+//!   store's own [`QueueStore::now`];
 //! * every case uses its own queue, kinds and keys, so cases may share one store; the reaper and
 //!   the clock are shared, though, so a harness whose `advance` moves a clock other cases see must
 //!   not run cases in parallel.

@@ -1,15 +1,15 @@
-//! An in-process torture harness for a user's own [`SafeJob`].
+//! An in-process torture harness for a user's own [`SafeJob`](safejob_core::SafeJob).
 //!
 //! [`Torture::run`] dispatches every one of K keys D times, shuffled, over W threads, through a
-//! real [`Runner`] on the harness's store, and injects faults on the way:
+//! real [`Runner`](safejob_core::Runner) on the harness's store, and injects faults on the way:
 //!
 //! * **crashes** at each point of the pipeline ([`CrashPoint`]). A crash kills the dispatch like
 //!   a killed process: from then on every store call of that dispatch — including the runner's
 //!   clean-up, such as releasing the lease while the panic unwinds — is swallowed before it
 //!   reaches the store, and the dispatch unwinds to its thread, which counts it and moves on;
 //! * **pauses** inside `perform`: the store's time jumps past the lease TTL (through
-//!   [`StoreHarness::advance`], never by sleeping), so leases expire while their holders work and
-//!   duplicates take them over.
+//!   [`StoreHarness::advance`](crate::StoreHarness::advance), never by sleeping), so leases
+//!   expire while their holders work and duplicates take them over.
 //!
 //! Then it makes time pass beyond every lease and re-dispatches each key that is not terminal,
 //! round after round (a bounded number), as a queue would redeliver. Finally it checks, from the
@@ -20,7 +20,9 @@
 //!   the store answers them), and a `succeeded` row has exactly one;
 //! * effects ran exactly once per key, except where a crash or an effects error hit the window
 //!   after the finalize: there they ran at most once **and** the key is listed effects-in-doubt
-//!   (visible, not lost). With [`EffectsMode::Transactional`] no key may be in doubt at all;
+//!   (visible, not lost). With
+//!   [`EffectsMode::Transactional`](safejob_core::EffectsMode::Transactional) no key may be in
+//!   doubt at all;
 //! * a job that declares no effects (`SafeJob::has_effects` is false) never has its effects hook
 //!   called, and its row says effects `done` and is never in doubt, crash or not.
 //!
@@ -58,11 +60,11 @@
 //! ```
 //!
 //! The memory store's transaction handle cannot roll back a job's own in-memory writes: under
-//! [`EffectsMode::Transactional`], a crash at [`CrashPoint::EffectsEnd`] rolls back the store but
-//! not such writes. The harness's own count of effects follows the transaction (it is counted
-//! only when the finalize commits); a job's ledger that lives outside the store does not, so
-//! check such a ledger in after-commit mode, or leave that crash point out.
-
+//! [`EffectsMode::Transactional`](safejob_core::EffectsMode::Transactional), a crash at
+//! [`CrashPoint::EffectsEnd`] rolls back the store but not such writes. The harness's own count
+//! of effects follows the transaction (it is counted only when the finalize commits); a job's
+//! ledger that lives outside the store does not, so check such a ledger in after-commit mode, or
+//! leave that crash point out.
 //!
 //! The harness is split by role: `config.rs` (the [`Torture`] builder and the [`CrashPoint`]s),
 //! `run.rs` (dispatching with faults, the rounds of recovery), `fault.rs` (the store and the job as
