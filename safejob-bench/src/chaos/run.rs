@@ -306,10 +306,7 @@ pub fn main(args: RunArgs) -> ExitCode {
         ),
     };
     if args.keep {
-        eprintln!(
-            "safejob-chaos: kept namespace {name} and {}",
-            dir.display()
-        );
+        eprintln!("safejob-chaos: kept namespace {name} and {}", dir.display());
         return code;
     }
     if let Err(e) = ns.drop_all() {
