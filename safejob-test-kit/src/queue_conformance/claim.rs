@@ -9,10 +9,6 @@ use super::{
     fixtures::{Case, RACERS, TTL},
 };
 
-// ---------------------------------------------------------------------------------------------
-// Claim
-// ---------------------------------------------------------------------------------------------
-
 /// Claims take jobs by priority (lower first), then due time, then age, and return them in that
 /// order.
 pub fn claim_orders_by_priority_then_due_time_then_age(harness: &dyn QueueHarness) {

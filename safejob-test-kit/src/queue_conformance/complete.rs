@@ -15,10 +15,6 @@ use super::{
     fixtures::{Case, PAST_TTL, TTL, error},
 };
 
-// ---------------------------------------------------------------------------------------------
-// Completion, retries, dead letters
-// ---------------------------------------------------------------------------------------------
-
 /// Completions are compare-and-sets on the fence: a wrong fence or a second completion changes
 /// nothing and says `Stale`.
 pub fn completion_is_fenced(harness: &dyn QueueHarness) {

@@ -10,10 +10,6 @@ use super::{
     fixtures::{Case, RACERS},
 };
 
-// ---------------------------------------------------------------------------------------------
-// Enqueue
-// ---------------------------------------------------------------------------------------------
-
 /// Enqueue stores every field; no delay is `pending`, a delay or future time is `scheduled` (due
 /// by the store clock), a past time is `pending`.
 pub fn enqueue_stores_jobs_pending_or_scheduled(harness: &dyn QueueHarness) {

@@ -17,10 +17,6 @@ use super::{
     fixtures::{Case, PAST_TTL, TTL},
 };
 
-// ---------------------------------------------------------------------------------------------
-// Guarded jobs, at the port
-// ---------------------------------------------------------------------------------------------
-
 pub(super) fn guard_spec(c: &Case<'_>, part: &str, fp: u8) -> GuardSpec {
     GuardSpec {
         digest: KeyDigest::of(&format!("{}:guard:{part}", c.prefix)),

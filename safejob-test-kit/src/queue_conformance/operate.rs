@@ -13,10 +13,6 @@ use super::{
 };
 use crate::conformance::TIME_SLACK;
 
-// ---------------------------------------------------------------------------------------------
-// Operations
-// ---------------------------------------------------------------------------------------------
-
 /// Cancel takes waiting and parked jobs, not running ones; retry revives dead, cancelled and
 /// parked jobs with a fresh attempt budget; purge deletes finished jobs matching its filter.
 pub fn operator_cancel_retry_purge(harness: &dyn QueueHarness) {

@@ -18,10 +18,6 @@ use super::{
     fixtures::{Case, CaseError, POOL_PATIENCE, bump, count},
 };
 
-// ---------------------------------------------------------------------------------------------
-// Worker pool, on real threads
-// ---------------------------------------------------------------------------------------------
-
 /// A gate a [`Blocking`] job waits at, keyed by tag.
 #[derive(Default)]
 pub(super) struct Gate {
