@@ -26,7 +26,7 @@ macro_rules! on_conn {
             ConnectionRef::Mysql($c) => $body,
             #[allow(unreachable_patterns)]
             _ => Err(diesel::result::Error::QueryBuilderError(
-                "backend not compiled into safejob-torture".into(),
+                "backend not compiled into safejob-chaos".into(),
             )),
         }
     };
@@ -122,7 +122,7 @@ impl Namespace {
             _ => {
                 if pairs(&admin, "SELECT 1 AS a, 1 AS b FROM safe_jobs LIMIT 1").is_ok() {
                     return Err(format!(
-                        "{} already holds a safe_jobs table: give safejob-torture a new SQLite file",
+                        "{} already holds a safe_jobs table: give safejob-chaos a new SQLite file",
                         admin.target()
                     ));
                 }

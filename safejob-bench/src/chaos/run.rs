@@ -24,7 +24,7 @@ use super::{
     worker,
 };
 
-/// `safejob-torture`'s arguments for a run.
+/// `safejob-chaos`'s arguments for a run.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Database URL: `sqlite://fresh-file.db`, `postgres://…`, `mysql://…`. PostgreSQL and MySQL
@@ -270,11 +270,11 @@ impl Drop for Reaper {
 }
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("safejob-torture: {message}");
+    eprintln!("safejob-chaos: {message}");
     ExitCode::from(2)
 }
 
-/// `safejob-torture` with the run's arguments.
+/// `safejob-chaos` with the run's arguments.
 pub fn main(args: RunArgs) -> ExitCode {
     worker::init_tracing(None);
     let Some(url) = args.url.clone() else {
@@ -306,21 +306,18 @@ pub fn main(args: RunArgs) -> ExitCode {
         ),
     };
     if args.keep {
-        eprintln!(
-            "safejob-torture: kept namespace {name} and {}",
-            dir.display()
-        );
+        eprintln!("safejob-chaos: kept namespace {name} and {}", dir.display());
         return code;
     }
     if let Err(e) = ns.drop_all() {
-        eprintln!("safejob-torture: could not drop the run's namespace: {e}");
+        eprintln!("safejob-chaos: could not drop the run's namespace: {e}");
     }
     if ok {
         let _ = std::fs::remove_dir_all(&dir);
     } else {
         // The workers' events and logs, for whoever investigates (the JSON line has the seed).
         eprintln!(
-            "safejob-torture: the run failed; its worker logs and events are in {}",
+            "safejob-chaos: the run failed; its worker logs and events are in {}",
             dir.display()
         );
     }

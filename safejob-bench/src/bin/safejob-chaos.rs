@@ -1,11 +1,11 @@
-//! `safejob-torture`: runs the same keyed jobs in several real worker processes while a nemesis
+//! `safejob-chaos`: runs the same keyed jobs in several real worker processes while a nemesis
 //! kills them, freezes them past their lease, cuts their database connections (including after a
 //! commit was sent and before its reply arrived) and optionally restarts the database; then
 //! checks from the database that every key succeeded exactly once and its effects ran at most
 //! once, and prints one JSON line. Exit status 0 only when every invariant held.
 //!
 //! ```text
-//! safejob-torture --url postgres://root@127.0.0.1:5432/test --workers 4 --keys 200 \
+//! safejob-chaos --url postgres://root@127.0.0.1:5432/test --workers 4 --keys 200 \
 //!     --duplicates 3 --duration 30 --seed 7 --kill-rate 1 --pause-rate 0.3 \
 //!     --effects transactional --proxy
 //! ```
@@ -16,16 +16,16 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-#[path = "../torture/mod.rs"]
-mod torture;
+#[path = "../chaos/mod.rs"]
+mod chaos;
 
-use torture::{prove::ProveArgs, run::RunArgs, worker::WorkerArgs};
+use chaos::{prove::ProveArgs, run::RunArgs, worker::WorkerArgs};
 
-/// Multi-process torture of safejob: kills, pauses past the lease, cut connections, ambiguous
+/// Multi-process chaos testing of safejob: kills, pauses past the lease, cut connections, ambiguous
 /// commits, database restarts; checked from the database.
 #[derive(Debug, Parser)]
 #[command(
-    name = "safejob-torture",
+    name = "safejob-chaos",
     version,
     args_conflicts_with_subcommands = true
 )]
@@ -48,8 +48,8 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Cmd::Worker(args)) => torture::worker::main(args),
-        Some(Cmd::Prove(args)) => torture::prove::main(args),
-        None => torture::run::main(cli.run),
+        Some(Cmd::Worker(args)) => chaos::worker::main(args),
+        Some(Cmd::Prove(args)) => chaos::prove::main(args),
+        None => chaos::run::main(cli.run),
     }
 }

@@ -85,7 +85,7 @@ fn relay(
         .poll_interval(Duration::from_millis(50))
         .backoff(Duration::from_millis(50), Duration::from_secs(1))
         .build()
-        .expect("the torture relay's settings are valid")
+        .expect("the chaos relay's settings are valid")
 }
 
 /// Starts the worker process's relay: a thread next to its runner, until the worker exits (the
@@ -116,7 +116,7 @@ pub fn drain(direct: &Arc<DieselStore>, ttl: Duration) -> Result<RelayStats, Str
     loop {
         match relay.run_once() {
             Ok(stats) => total += stats,
-            Err(e) if Instant::now() < deadline => eprintln!("safejob-torture: drain: {e}"),
+            Err(e) if Instant::now() < deadline => eprintln!("safejob-chaos: drain: {e}"),
             Err(e) => return Err(e.to_string()),
         }
         let pending = outbox::counts(direct).map_err(|e| e.to_string())?.pending;

@@ -1,4 +1,4 @@
-//! The multi-process torture driver behind the `safejob-torture` binary.
+//! The multi-process chaos driver behind the `safejob-chaos` binary.
 //!
 //! * [`run`] — the parent: namespace, dispatch table, workers, nemesis, recovery, JSON line;
 //! * [`worker`] — a worker process (the hidden `worker` subcommand);

@@ -48,7 +48,7 @@ pub enum Proof {
     All,
 }
 
-/// `safejob-torture prove`.
+/// `safejob-chaos prove`.
 #[derive(Debug, clap::Args)]
 pub struct ProveArgs {
     /// Which proof.
@@ -81,7 +81,7 @@ pub struct ProveArgs {
     pub child_injected_offset_s: i64,
 }
 
-/// `safejob-torture prove`.
+/// `safejob-chaos prove`.
 pub fn main(args: ProveArgs) -> ExitCode {
     super::worker::init_tracing(None);
     if let Some(key) = args.child_key {
@@ -91,7 +91,7 @@ pub fn main(args: ProveArgs) -> ExitCode {
     let ns = match Namespace::create(&args.url, &name) {
         Ok(ns) => ns,
         Err(e) => {
-            eprintln!("safejob-torture prove: {e}");
+            eprintln!("safejob-chaos prove: {e}");
             return ExitCode::from(2);
         }
     };
@@ -128,7 +128,7 @@ pub fn main(args: ProveArgs) -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
-            eprintln!("safejob-torture prove: {e}");
+            eprintln!("safejob-chaos prove: {e}");
             ExitCode::from(2)
         }
     }

@@ -1,5 +1,5 @@
-//! Short multi-process tortures of real worker processes, and the single-fault proofs, through
-//! the `safejob-torture` binary: on SQLite always, on PostgreSQL and MariaDB when
+//! Short multi-process chaos runs of real worker processes, and the single-fault proofs, through
+//! the `safejob-chaos` binary: on SQLite always, on PostgreSQL and MariaDB when
 //! `SAFEJOB_TEST_POSTGRES_URL` / `SAFEJOB_TEST_MYSQL_URL` are set (a skip line otherwise;
 //! `SAFEJOB_REQUIRE_BACKENDS=1` turns a missing database into a failure).
 //!
@@ -15,7 +15,7 @@ use std::{
 
 use serde_json::Value;
 
-const EXE: &str = env!("CARGO_BIN_EXE_safejob-torture");
+const EXE: &str = env!("CARGO_BIN_EXE_safejob-chaos");
 
 /// The URL in `var` when the backend can be tested; `None` after printing why not.
 fn server_url(var: &str, compiled: bool, feature: &str) -> Option<String> {
@@ -33,7 +33,7 @@ fn run(args: &[String]) -> Output {
     Command::new(EXE)
         .args(args)
         .output()
-        .expect("run safejob-torture")
+        .expect("run safejob-chaos")
 }
 
 /// The JSON lines a run printed.
@@ -45,7 +45,7 @@ fn lines(out: &Output) -> Vec<Value> {
         .collect()
 }
 
-fn torture_args(url: &str, effects: &str, seed: u64, proxy: bool) -> Vec<String> {
+fn chaos_args(url: &str, effects: &str, seed: u64, proxy: bool) -> Vec<String> {
     let mut args: Vec<String> = [
         "--url",
         url,
@@ -81,8 +81,8 @@ fn u(v: &Value, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("{field} missing in {v}"))
 }
 
-/// Checks one torture run's JSON line and exit status.
-fn check_torture(label: &str, out: &Output, proxy: bool) {
+/// Checks one chaos run's JSON line and exit status.
+fn check_chaos(label: &str, out: &Output, proxy: bool) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let lines = lines(out);
     assert_eq!(
@@ -196,44 +196,44 @@ fn check_proofs(label: &str, out: &Output, server: bool) {
 
 /// All four effects modes (after-commit, transactional, outbox, none) and the proofs, at once; `url_for(name)` gives each its own database
 /// URL.
-fn torture_backend(backend: &str, url_for: impl Fn(&str) -> String, proxy: bool, seed: u64) {
+fn chaos_backend(backend: &str, url_for: impl Fn(&str) -> String, proxy: bool, seed: u64) {
     thread::scope(|s| {
         let after = {
-            let args = torture_args(&url_for("after_commit"), "after-commit", seed, proxy);
+            let args = chaos_args(&url_for("after_commit"), "after-commit", seed, proxy);
             s.spawn(move || run(&args))
         };
         let tx = {
-            let args = torture_args(&url_for("transactional"), "transactional", seed + 1, proxy);
+            let args = chaos_args(&url_for("transactional"), "transactional", seed + 1, proxy);
             s.spawn(move || run(&args))
         };
         let outbox = {
-            let args = torture_args(&url_for("outbox"), "outbox", seed + 2, proxy);
+            let args = chaos_args(&url_for("outbox"), "outbox", seed + 2, proxy);
             s.spawn(move || run(&args))
         };
         let none = {
-            let args = torture_args(&url_for("no_effects"), "none", seed + 3, proxy);
+            let args = chaos_args(&url_for("no_effects"), "none", seed + 3, proxy);
             s.spawn(move || run(&args))
         };
         let proofs = {
             let args: Vec<String> = vec!["prove".into(), "--url".into(), url_for("prove")];
             s.spawn(move || run(&args))
         };
-        check_torture(
+        check_chaos(
             &format!("{backend} after-commit"),
             &after.join().expect("after-commit run"),
             proxy,
         );
-        check_torture(
+        check_chaos(
             &format!("{backend} transactional"),
             &tx.join().expect("transactional run"),
             proxy,
         );
-        check_torture(
+        check_chaos(
             &format!("{backend} outbox"),
             &outbox.join().expect("outbox run"),
             proxy,
         );
-        check_torture(
+        check_chaos(
             &format!("{backend} none"),
             &none.join().expect("no-effects run"),
             proxy,
@@ -304,7 +304,7 @@ fn the_checker_fails_runs_that_break_exactly_once() {
 fn sqlite_kills_and_pauses() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().to_owned();
-    torture_backend(
+    chaos_backend(
         "sqlite",
         |name| format!("sqlite://{}", path.join(format!("{name}.db")).display()),
         false,
@@ -322,7 +322,7 @@ fn postgres_kills_pauses_and_ambiguous_commits() {
         return;
     };
     // The binary makes its own schema per run.
-    torture_backend("postgres", |_| url.clone(), true, 201);
+    chaos_backend("postgres", |_| url.clone(), true, 201);
 }
 
 #[test]
@@ -331,5 +331,5 @@ fn mariadb_kills_pauses_and_ambiguous_commits() {
         return;
     };
     // The binary makes its own database per run.
-    torture_backend("mariadb", |_| url.clone(), true, 301);
+    chaos_backend("mariadb", |_| url.clone(), true, 301);
 }
