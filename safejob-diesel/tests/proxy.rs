@@ -46,7 +46,7 @@ pub(crate) mod ambiguous_commit {
 
     #[derive(Debug, thiserror::Error)]
     #[error("{0}")]
-    struct JobError(String);
+    pub(crate) struct JobError(String);
 
     impl SafeJob for Charge {
         type Error = JobError;
@@ -57,31 +57,41 @@ pub(crate) mod ambiguous_commit {
             Ok(Outcome::json(serde_json::json!({ "tag": MARKER })))
         }
         fn on_succeeded_once(&self, ctx: &mut EffectsContext<'_>) -> Result<(), JobError> {
-            let sql = format!(
-                "INSERT INTO proxy_effects (id, fence) VALUES ({}, {})",
-                self.id,
-                ctx.fence()
-            );
-            let e = |e: &dyn std::fmt::Display| JobError(e.to_string());
-            if ctx.is_transactional() {
-                match self.backend {
-                    BackendKind::Postgres => ctx
-                        .diesel_connection::<PgConnection>()
-                        .map_err(|x| e(&x))
-                        .and_then(|c| diesel::sql_query(&sql).execute(c).map_err(|x| e(&x))),
-                    _ => ctx
-                        .diesel_connection::<MysqlConnection>()
-                        .map_err(|x| e(&x))
-                        .and_then(|c| diesel::sql_query(&sql).execute(c).map_err(|x| e(&x))),
-                }
-                .map(drop)
-            } else {
-                self.direct
-                    .with_connection(|c| on_conn!(c, c => diesel::sql_query(&sql).execute(*c)))
-                    .map_err(|x| e(&x))?
-                    .map(drop)
+            record_effect(ctx, self.backend, &self.direct, self.id)
+        }
+    }
+
+    /// The effect of a charge: a `proxy_effects` row under its fence, written inside the finalize
+    /// transaction when there is one, else through `direct` (a connection that is not proxied).
+    pub(crate) fn record_effect(
+        ctx: &mut EffectsContext<'_>,
+        backend: BackendKind,
+        direct: &DieselStore,
+        id: u32,
+    ) -> Result<(), JobError> {
+        let sql = format!(
+            "INSERT INTO proxy_effects (id, fence) VALUES ({id}, {})",
+            ctx.fence()
+        );
+        let e = |e: &dyn std::fmt::Display| JobError(e.to_string());
+        if ctx.is_transactional() {
+            match backend {
+                BackendKind::Postgres => ctx
+                    .diesel_connection::<PgConnection>()
                     .map_err(|x| e(&x))
+                    .and_then(|c| diesel::sql_query(&sql).execute(c).map_err(|x| e(&x))),
+                _ => ctx
+                    .diesel_connection::<MysqlConnection>()
+                    .map_err(|x| e(&x))
+                    .and_then(|c| diesel::sql_query(&sql).execute(c).map_err(|x| e(&x))),
             }
+            .map(drop)
+        } else {
+            direct
+                .with_connection(|c| on_conn!(c, c => diesel::sql_query(&sql).execute(*c)))
+                .map_err(|x| e(&x))?
+                .map(drop)
+                .map_err(|x| e(&x))
         }
     }
 
@@ -321,20 +331,17 @@ mod queue_completion_cut {
         },
     };
 
-    use diesel::{MysqlConnection, PgConnection, RunQueryDsl};
     use safejob_core::{
         EffectsContext, EffectsMode, IdempotencyKey, JobState, KeyError, LeaseStore, Outcome,
         PerformContext, SafeJob,
         queue::{EnqueueOptions, GuardedJob, Queue, QueueState, Ran, Registry, Worker},
         store::EffectsState,
     };
-    use safejob_diesel::{
-        BackendKind, ConnectionRef, DieselStore, TransactionExt, queue::DieselQueue,
-    };
+    use safejob_diesel::{BackendKind, DieselStore, queue::DieselQueue};
     use safejob_test_kit::proxy::FaultProxy;
     use serde::{Deserialize, Serialize};
 
-    use super::ambiguous_commit::{MARKER, Setup, count, setup};
+    use super::ambiguous_commit::{JobError, MARKER, Setup, count, record_effect, setup};
 
     /// What a queued job reaches by its test's name: the direct store its after-commit effects
     /// write through, and the proxy its first `perform` arms.
@@ -351,10 +358,6 @@ mod queue_completion_cut {
     fn scene(name: &str) -> Arc<Scene> {
         SCENES.lock().unwrap()[name].clone()
     }
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("{0}")]
-    struct JobError(String);
 
     #[derive(Serialize, Deserialize)]
     struct QueuedCharge {
@@ -379,37 +382,7 @@ mod queue_completion_cut {
         }
         fn on_succeeded_once(&self, ctx: &mut EffectsContext<'_>) -> Result<(), JobError> {
             let scene = scene(&self.scene);
-            let sql = format!(
-                "INSERT INTO proxy_effects (id, fence) VALUES ({}, {})",
-                self.id,
-                ctx.fence()
-            );
-            let e = |e: &dyn std::fmt::Display| JobError(e.to_string());
-            if ctx.is_transactional() {
-                match scene.backend {
-                    BackendKind::Postgres => ctx
-                        .diesel_connection::<PgConnection>()
-                        .map_err(|x| e(&x))
-                        .and_then(|c| diesel::sql_query(&sql).execute(c).map_err(|x| e(&x))),
-                    _ => ctx
-                        .diesel_connection::<MysqlConnection>()
-                        .map_err(|x| e(&x))
-                        .and_then(|c| diesel::sql_query(&sql).execute(c).map_err(|x| e(&x))),
-                }
-                .map(drop)
-            } else {
-                scene
-                    .direct
-                    .with_connection(|c| match c {
-                        ConnectionRef::Postgres(c) => diesel::sql_query(&sql).execute(*c),
-                        ConnectionRef::Mysql(c) => diesel::sql_query(&sql).execute(*c),
-                        #[allow(unreachable_patterns)]
-                        _ => unreachable!("a server backend"),
-                    })
-                    .map_err(|x| e(&x))?
-                    .map(drop)
-                    .map_err(|x| e(&x))
-            }
+            record_effect(ctx, scene.backend, &scene.direct, self.id)
         }
     }
 
