@@ -18,7 +18,10 @@ pub enum KeyError {
     #[error("idempotency key is empty")]
     Empty,
     /// The key is longer than [`MAX_KEY_BYTES`].
-    #[error("idempotency key is {len} bytes long; the limit is {max} bytes")]
+    #[error(
+        "idempotency key is {len} bytes long; the limit is {max} bytes (for a long natural key, \
+         use a hash of it, e.g. a hex SHA-256, as the key or as one of its parts)"
+    )]
     TooLong {
         /// Length of the refused key in bytes.
         len: usize,
@@ -31,12 +34,15 @@ pub enum KeyError {
         /// Byte offset of the first control character.
         position: usize,
     },
-    /// A key built from parts was given no parts, or an empty part.
+    /// A key built from parts was given an empty part.
     #[error("idempotency key part {index} is empty (parts must be non-empty)")]
     EmptyPart {
         /// Zero-based index of the empty part.
         index: usize,
     },
+    /// A key built from parts was given no parts at all.
+    #[error("idempotency key has no parts: from_parts needs at least one non-empty part")]
+    NoParts,
 }
 
 /// A validated idempotency key: non-empty, at most 255 bytes, no control characters.
@@ -108,7 +114,7 @@ impl IdempotencyKey {
             count += 1;
         }
         if count == 0 {
-            return Err(KeyError::EmptyPart { index: 0 });
+            return Err(KeyError::NoParts);
         }
         Self::new(text)
     }
@@ -256,7 +262,8 @@ mod tests {
     fn error_messages_are_readable() {
         assert_eq!(
             KeyError::TooLong { len: 300, max: 255 }.to_string(),
-            "idempotency key is 300 bytes long; the limit is 255 bytes"
+            "idempotency key is 300 bytes long; the limit is 255 bytes (for a long natural key, \
+             use a hash of it, e.g. a hex SHA-256, as the key or as one of its parts)"
         );
     }
 
@@ -284,10 +291,27 @@ mod tests {
             IdempotencyKey::from_parts(["a", ""]),
             Err(KeyError::EmptyPart { index: 1 })
         );
+        // No parts at all is its own error, not "part 0 is empty" (issue #14).
         assert_eq!(
             IdempotencyKey::from_parts(Vec::<&str>::new()),
-            Err(KeyError::EmptyPart { index: 0 })
+            Err(KeyError::NoParts)
         );
+    }
+
+    /// A key over the limit says how to make one that fits (issue #14: a 10 KB natural key gave
+    /// no hint). Catches the hint dropped from `KeyError::TooLong`'s message.
+    #[test]
+    fn a_key_too_long_says_to_hash_it() {
+        let error = IdempotencyKey::new("x".repeat(10_000)).unwrap_err();
+        assert_eq!(
+            error,
+            KeyError::TooLong {
+                len: 10_000,
+                max: MAX_KEY_BYTES
+            }
+        );
+        let message = error.to_string();
+        assert!(message.contains("SHA-256"), "{message}");
     }
 
     #[test]

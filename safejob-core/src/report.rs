@@ -190,10 +190,15 @@ pub enum RunError<E: std::error::Error + 'static> {
 
 impl<E: std::error::Error + 'static> RunError<E> {
     /// What the queue should do: `Retry` for transient errors (job errors handed back, lost
-    /// leases, rolled-back effects, store failures), `DeadLetter` for input that will never work
-    /// (invalid key, fingerprint, TTL, key conflict) and for effects in doubt.
+    /// leases, rolled-back effects, a store that failed or could not be reached), `DeadLetter`
+    /// for what will not work however often it is retried: invalid input (key, fingerprint,
+    /// TTL, key conflict), effects in doubt, and a store that needs an operator first — a missing
+    /// table (run the migrations, then redrive the dead letters) or a corrupt row.
     pub fn disposition(&self) -> Disposition {
         match self {
+            Self::Store(StoreError::MissingTable { .. } | StoreError::CorruptRow { .. }) => {
+                Disposition::DeadLetter
+            }
             Self::Job { .. }
             | Self::LeaseLost { .. }
             | Self::EffectsRolledBack { .. }
@@ -215,5 +220,33 @@ pub fn disposition<E: std::error::Error + 'static>(
     match result {
         Ok(report) => report.disposition(),
         Err(error) => error.disposition(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Error = RunError<std::io::Error>;
+
+    /// A configuration error does not retry forever (issue #14): a missing table or a corrupt row
+    /// is dead-lettered, while a store that is merely unreachable is retried. Catches the two
+    /// arms folded back into `Store(_) => Retry`.
+    #[test]
+    fn a_store_that_needs_an_operator_is_dead_lettered() {
+        let missing = Error::Store(StoreError::MissingTable {
+            hint: "run the migrations".into(),
+        });
+        assert_eq!(missing.disposition(), Disposition::DeadLetter);
+        let corrupt = Error::Store(StoreError::CorruptRow {
+            digest: "abc".into(),
+            detail: "state".into(),
+        });
+        assert_eq!(corrupt.disposition(), Disposition::DeadLetter);
+        let unreachable = Error::Store(StoreError::backend("connection refused"));
+        assert_eq!(
+            unreachable.disposition(),
+            Disposition::Retry { after: None }
+        );
     }
 }

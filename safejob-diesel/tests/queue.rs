@@ -596,6 +596,9 @@ fn sqlite_missing_queue_table_is_a_typed_error() {
         Err(StoreError::MissingTable { hint }) => {
             assert!(hint.contains("migrate"), "{hint}");
             assert!(hint.contains("safe_queue_jobs"), "{hint}");
+            // Said once (issue #14: "call DieselStore::migrate() or call DieselStore::migrate()
+            // or run …").
+            assert_eq!(hint.matches("DieselStore::migrate()").count(), 1, "{hint}");
         }
         other => panic!("expected MissingTable, got {other:?}"),
     }

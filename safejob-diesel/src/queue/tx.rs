@@ -92,9 +92,9 @@ pub(crate) fn is_unique_violation(error: &DieselError) -> bool {
 pub(crate) fn store_error(errors: &ErrorContext, error: DieselError) -> StoreError {
     if is_missing_queue(&error) {
         return StoreError::MissingTable {
+            // `errors.hint` already says to call DieselStore::migrate() or run the migrations.
             hint: format!(
-                "the queue's tables (safe_queue_jobs) are missing: call DieselStore::migrate() \
-                 or {}",
+                "the queue's tables (safe_queue_jobs) are missing: {}",
                 errors.hint
             ),
         };
