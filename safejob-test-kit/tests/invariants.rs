@@ -305,7 +305,8 @@ fn invariant_6_bad_input_is_a_typed_error() {
         ("", "idempotency key is empty"),
         (
             long.as_str(),
-            "idempotency key is 256 bytes long; the limit is 255 bytes",
+            "idempotency key is 256 bytes long; the limit is 255 bytes (for a long natural \
+             key, use a hash of it, e.g. a hex SHA-256, as the key or as one of its parts)",
         ),
         ("a\nb", "idempotency key has a control character at byte 1"),
     ] {
