@@ -95,6 +95,18 @@ pub(crate) mod ambiguous_commit {
         }
     }
 
+    /// How many effect rows the charge `id` wrote.
+    pub(crate) fn effects_of(direct: &DieselStore, id: u32) -> i64 {
+        let cast = match direct.backend() {
+            BackendKind::Postgres => "BIGINT",
+            _ => "SIGNED",
+        };
+        count(
+            direct,
+            &format!("SELECT CAST(COUNT(*) AS {cast}) AS n FROM proxy_effects WHERE id = {id}"),
+        )
+    }
+
     pub(crate) fn count(store: &DieselStore, sql: &str) -> i64 {
         #[derive(diesel::QueryableByName)]
         struct N {
@@ -265,19 +277,14 @@ pub(crate) mod ambiguous_commit {
             .expect("row");
         assert_eq!(row.state, JobState::Succeeded);
         assert_eq!(row.fence, 1, "one attempt, no takeover");
-        let effects = "SELECT CAST(COUNT(*) AS SIGNED) AS n FROM proxy_effects WHERE id = 2";
-        let effects = match backend {
-            BackendKind::Postgres => effects.replace("SIGNED", "BIGINT"),
-            _ => effects.to_owned(),
-        };
-        assert_eq!(count(&direct, &effects), 1);
+        assert_eq!(effects_of(&direct, 2), 1);
 
         // A duplicate replays; the effects stay at one.
         assert!(matches!(
             runner.run(&job(2)).expect("duplicate"),
             Report::AlreadySucceeded { .. }
         ));
-        assert_eq!(count(&direct, &effects), 1);
+        assert_eq!(effects_of(&direct, 2), 1);
         let done = match backend {
             BackendKind::Postgres => "BIGINT",
             _ => "SIGNED",
@@ -341,7 +348,7 @@ mod queue_completion_cut {
     use safejob_test_kit::proxy::FaultProxy;
     use serde::{Deserialize, Serialize};
 
-    use super::ambiguous_commit::{JobError, MARKER, Setup, count, record_effect, setup};
+    use super::ambiguous_commit::{JobError, MARKER, Setup, effects_of, record_effect, setup};
 
     /// What a queued job reaches by its test's name: the direct store its after-commit effects
     /// write through, and the proxy its first `perform` arms.
@@ -466,18 +473,12 @@ mod queue_completion_cut {
             (JobState::Succeeded, 1, EffectsState::Done),
             "settled, effects done, nothing in doubt: {guard:?}"
         );
-        let effects = match backend {
-            BackendKind::Postgres => {
-                "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM proxy_effects WHERE id = 2"
-            }
-            _ => "SELECT CAST(COUNT(*) AS SIGNED) AS n FROM proxy_effects WHERE id = 2",
-        };
-        assert_eq!(count(&direct, effects), 1);
+        assert_eq!(effects_of(&direct, 2), 1);
 
         // A duplicate (the same payload: its fingerprint must match) completes without running
         // anything; the proxy is armed once per test, so it is not cut again.
         assert!(matches!(run_one(&job(2, true)).ran, Ran::Succeeded));
-        assert_eq!(count(&direct, effects), 1);
+        assert_eq!(effects_of(&direct, 2), 1);
         SCENES.lock().unwrap().remove(&name);
     }
 
