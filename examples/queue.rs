@@ -144,13 +144,18 @@ fn main() -> Result<(), Box<dyn Error>> {
             id: format!("po_{i}"),
             cents: 1_000 * i,
         };
-        queue.enqueue_guarded(&payout, &EnqueueOptions::new())?;
-        queue.enqueue_guarded(&payout, &EnqueueOptions::new())?; // the producer's retry: a duplicate
+        let first = queue.enqueue_guarded(&payout, &EnqueueOptions::new())?;
+        // The producer's retry: deduplicated by the idempotency key, it inserts nothing and
+        // answers the live job's id.
+        let again = queue.enqueue_guarded(&payout, &EnqueueOptions::new())?;
+        if !again.is_duplicate() || again.id() != first.id() {
+            return Err("a guarded duplicate was inserted".into());
+        }
     }
     let webhook = queue.enqueue(&NotifyPartner {
         event: "payouts.settled".into(),
     })?;
-    println!("enqueued: 10 payout jobs (5 payouts x 2) and 1 webhook");
+    println!("enqueued: 5 payout jobs (5 more enqueues were duplicates of them) and 1 webhook");
 
     // 2. A worker drains everything due.
     let mut registry = Registry::new();

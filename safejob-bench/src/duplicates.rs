@@ -1,9 +1,12 @@
 //! `safejob-bench duplicates`: how long guarded duplicates take to drain.
 //!
 //! K payouts, each enqueued C times with `enqueue_guarded` (copies interleaved: every key once,
-//! then every key again, …), drained by a pool of W workers. Every copy must finish `succeeded`
-//! (the first to win the key runs it, the others complete as duplicates) and the payouts' effects
-//! must run exactly K times. Prints one JSON line with the wall time of the drain.
+//! then every key again, …), drained by a pool of W workers. By default the enqueue deduplicates
+//! by the idempotency key, so the later copies insert nothing; with `--allow-duplicates` every
+//! copy is inserted and the guard settles them as they run. Every inserted copy must finish
+//! `succeeded` (the first to win the key runs it, the others complete as duplicates) and the
+//! payouts' effects must run exactly K times. Prints one JSON line with the wall time of the
+//! drain.
 
 use std::{
     sync::{
@@ -43,6 +46,9 @@ pub struct DuplicatesArgs {
     /// How long each payout's `perform` works, in milliseconds.
     #[arg(long, default_value_t = 5)]
     work_ms: u64,
+    /// Insert every copy (`EnqueueOptions::allow_duplicates`) instead of deduplicating.
+    #[arg(long)]
+    allow_duplicates: bool,
 }
 
 /// `on_succeeded_once` runs of the current drain.
@@ -82,7 +88,12 @@ impl GuardedJob for Payout {
 pub fn run(args: &DuplicatesArgs, run_id: &str) -> Result<(), BenchError> {
     let (store, backend) = open_ours(&args.url, args.workers)?;
     let queue = Queue::new(store.clone());
-    let total = args.keys * args.copies;
+    let options = if args.allow_duplicates {
+        EnqueueOptions::new().allow_duplicates()
+    } else {
+        EnqueueOptions::new()
+    };
+    let mut total = 0;
     for _ in 0..args.copies {
         for id in 0..args.keys {
             let payout = Payout {
@@ -90,7 +101,9 @@ pub fn run(args: &DuplicatesArgs, run_id: &str) -> Result<(), BenchError> {
                 id,
                 work_ms: args.work_ms,
             };
-            queue.enqueue_guarded(&payout, &EnqueueOptions::new())?;
+            if !queue.enqueue_guarded(&payout, &options)?.is_duplicate() {
+                total += 1;
+            }
         }
     }
     let mut registry = Registry::new();
@@ -129,6 +142,8 @@ pub fn run(args: &DuplicatesArgs, run_id: &str) -> Result<(), BenchError> {
             "copies": args.copies,
             "workers": args.workers,
             "work_ms": args.work_ms,
+            "allow_duplicates": args.allow_duplicates,
+            "inserted": total,
             "seconds": (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
             "effects": effects,
         })
@@ -144,14 +159,17 @@ mod tests {
     /// ran for a duplicate, or whose copies did not all succeed, is an error, not a figure).
     #[test]
     fn the_memory_queue_drains_every_copy_and_runs_each_payout_once() {
-        let args = DuplicatesArgs {
-            url: "memory://".to_owned(),
-            keys: 5,
-            copies: 2,
-            workers: 1,
-            work_ms: 0,
-        };
-        run(&args, "test").expect("a clean drain");
-        assert_eq!(EFFECTS.load(Ordering::SeqCst), 5);
+        for allow_duplicates in [false, true] {
+            let args = DuplicatesArgs {
+                url: "memory://".to_owned(),
+                keys: 5,
+                copies: 2,
+                workers: 1,
+                work_ms: 0,
+                allow_duplicates,
+            };
+            run(&args, &format!("test-{allow_duplicates}")).expect("a clean drain");
+            assert_eq!(EFFECTS.load(Ordering::SeqCst), 5);
+        }
     }
 }

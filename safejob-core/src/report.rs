@@ -54,7 +54,9 @@ pub enum Report {
         owner: Option<String>,
         /// When its lease ends, by the store clock.
         until: DateTime<Utc>,
-        /// How long from the store's now until then.
+        /// How long to wait before asking again: the time left on the holder's lease (by the
+        /// store's clock), capped at [`BUSY_RETRY_MAX`](crate::BUSY_RETRY_MAX) so a duplicate
+        /// learns soon after a holder that finishes early.
         retry_after: Duration,
     },
     /// `perform` said "not ready"; the lease was released.

@@ -440,6 +440,22 @@ fn statements_per_operation(db: &TestDb) {
     );
     assert_eq!(sent.commits, 1);
 
+    // One job with a unique key (every guarded enqueue has one by default): one INSERT in
+    // autocommit, and a duplicate adds one SELECT of the live holder, no transaction (MySQL:
+    // its transaction and read-back). Catches the single-job path sending unique keys into a
+    // transaction again.
+    let mut unique = job("counted_unique", 0);
+    unique.unique_key = Some(KeyDigest::of("counted unique key"));
+    for (copy, statements) in [(0, 1), (1, 2)] {
+        let answer = queue.enqueue(&unique).expect("enqueue");
+        assert_eq!(answer.is_duplicate(), copy == 1, "{answer:?}");
+        let sent = Sent::take(&counter);
+        if !mysql {
+            assert_eq!(sent.statements.len(), statements, "{:?}", sent.statements);
+            assert_eq!(sent.begun, 0, "{:?}", sent.statements);
+        }
+    }
+
     // `with_hook`: transactional effects (a hook that does nothing) on a guarded job.
     let run = |guarded: bool, with_hook: bool| -> (usize, usize) {
         let mut new = job("counted_one", usize::from(guarded));
@@ -557,6 +573,33 @@ fn queue_db_of(db: &TestDb) -> QueueRef<'_> {
 struct QueueRef<'a> {
     db: &'a TestDb,
     queue: Arc<DieselQueue>,
+}
+
+// The pool case that needs a real clock (not in the conformance list): an enqueue wakes a pool
+// that polls once a minute (PostgreSQL: LISTEN/NOTIFY; SQLite and MySQL: the in-process wake of
+// `DieselQueue`), and a snoozed guarded duplicate is claimed again when its snooze ends.
+#[cfg(feature = "sqlite")]
+#[test]
+fn sqlite_pool_wakes_for_enqueues_and_short_snoozes() {
+    safejob_test_kit::queue_conformance::pool_wakes_for_enqueues_and_short_snoozes(&sqlite(
+        "pool_wakes",
+    ));
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_pool_wakes_for_enqueues_and_short_snoozes() {
+    if let Some(q) = postgres("pool_wakes") {
+        safejob_test_kit::queue_conformance::pool_wakes_for_enqueues_and_short_snoozes(&q);
+    }
+}
+
+#[cfg(feature = "mysql")]
+#[test]
+fn mysql_pool_wakes_for_enqueues_and_short_snoozes() {
+    if let Some(q) = mysql("pool_wakes") {
+        safejob_test_kit::queue_conformance::pool_wakes_for_enqueues_and_short_snoozes(&q);
+    }
 }
 
 #[cfg(feature = "postgres")]

@@ -16,9 +16,9 @@ use std::{
 
 use chrono::Utc;
 use safejob_core::{
-    ConfigError, Disposition, Fingerprint, FingerprintError, IdempotencyKey, JobState, KeyDigest,
-    KeyError, ListFilter, Outcome, PerformContext, Report, RunError, Runner, SafeJob, StoreError,
-    TtlError,
+    BUSY_RETRY_MAX, ConfigError, Disposition, Fingerprint, FingerprintError, IdempotencyKey,
+    JobState, KeyDigest, KeyError, ListFilter, Outcome, PerformContext, Report, RunError, Runner,
+    SafeJob, StoreError, TtlError,
     store::{AcquireRequest, Acquired, Finalized},
 };
 use safejob_test_kit::{
@@ -149,14 +149,23 @@ fn invariant_3_expiry_is_judged_by_the_store_clock() {
     };
     assert_eq!(held.expires_at, start + chrono::Duration::seconds(30));
     let busy = runner(&harness, "w2").run(&job).unwrap();
+    // A duplicate is told to ask again soon (BUSY_RETRY_MAX), not a whole lease later.
     assert_eq!(
         busy,
         Report::Busy {
             owner: Some("dead-worker".into()),
             until: held.expires_at,
-            retry_after: TTL,
+            retry_after: BUSY_RETRY_MAX,
         }
     );
+    // Near the lease's end, the wait is what is left of it by the store's clock.
+    harness
+        .clock()
+        .set(held.expires_at - chrono::Duration::milliseconds(100));
+    assert!(matches!(
+        runner(&harness, "w2").run(&job).unwrap(),
+        Report::Busy { retry_after, .. } if retry_after == Duration::from_millis(100)
+    ));
     // An NTP step backwards on the store's clock keeps the lease longer, never shorter.
     harness.clock().set(start - chrono::Duration::seconds(60));
     assert!(matches!(

@@ -8,7 +8,26 @@ safejob_test_kit::queue_store_conformance!(MemoryQueueHarness::new);
 #[test]
 fn all_cases_pass_on_one_shared_queue() {
     queue_conformance::run_all(&MemoryQueueHarness::new());
-    assert_eq!(queue_conformance::CASES.len(), 33);
+    assert_eq!(queue_conformance::CASES.len(), 34);
+}
+
+/// The memory queue on the system clock: the pool case that needs real time.
+struct RealTime(std::sync::Arc<safejob_core::queue::MemoryQueue>);
+
+impl safejob_test_kit::QueueHarness for RealTime {
+    fn store(&self) -> std::sync::Arc<dyn safejob_core::queue::QueueStore> {
+        self.0.clone()
+    }
+    fn advance(&self, _: std::time::Duration) {
+        unreachable!("the real-time pool case never moves the clock")
+    }
+}
+
+#[test]
+fn a_pool_is_woken_by_enqueues_and_short_snoozes() {
+    queue_conformance::pool_wakes_for_enqueues_and_short_snoozes(&RealTime(std::sync::Arc::new(
+        safejob_core::queue::MemoryQueue::new(),
+    )));
 }
 
 use std::{

@@ -34,7 +34,7 @@ use crate::{
     EffectsContext, FailurePolicy, FinalFailure, Fingerprint, IdempotencyKey, Outcome,
     PerformContext, SafeJob,
     report::{Report, RunError},
-    runner::EffectsMode,
+    runner::{BUSY_RETRY_MAX, EffectsMode},
     store::{
         AcquireRequest, Acquired, EffectsAborted, EffectsOutcome, FenceCheck, Finalized, JobState,
         Lease, LeaseStore, StoreError, TxEffects,
@@ -258,7 +258,8 @@ where
         }
         Acquired::Busy { owner, until } => {
             let now = port.guards().now().map_err(|e| Err(e.into()))?;
-            let retry_after = (until - now).to_std().unwrap_or_default();
+            let remaining = (until - now).to_std().unwrap_or_default();
+            let retry_after = remaining.min(BUSY_RETRY_MAX);
             debug!(?owner, %until, "key busy");
             Ok(Report::Busy {
                 owner,

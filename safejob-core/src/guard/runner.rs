@@ -26,6 +26,13 @@ pub const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The default lease TTL. Defaults to 30 seconds.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
 
+/// The longest a duplicate that meets a live holder is told to wait
+/// ([`Report::Busy`]'s `retry_after`): the holder's remaining lease, but at most this, so a
+/// duplicate asks again soon after a holder that finishes early (most do, in milliseconds)
+/// instead of a whole lease later. The cost: a duplicate of a long-running holder asks four
+/// times a second until the holder ends (an acquire that changes nothing, each time).
+pub const BUSY_RETRY_MAX: Duration = Duration::from_millis(250);
+
 /// Checks that `ttl` is within [`MIN_TTL`]..=[`MAX_TTL`].
 pub fn validate_ttl(ttl: Duration) -> Result<Duration, TtlError> {
     if ttl < MIN_TTL {

@@ -13,7 +13,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
 use crate::{
-    Clock, Fingerprint, FingerprintError, IdempotencyKey, KeyError, SafeJob,
+    Clock, Fingerprint, FingerprintError, IdempotencyKey, KeyDigest, KeyError, SafeJob,
     queue::{
         GuardSpec, JobId, NewJob, Progress, QueueLease, QueueStore, RetryPolicy, RunAt,
         store::QueuedJob,
@@ -254,6 +254,7 @@ pub struct EnqueueOptions {
     run_at: RunAt,
     max_attempts: Option<u32>,
     unique_key: Option<String>,
+    allow_duplicates: bool,
     metadata: Value,
 }
 
@@ -300,6 +301,22 @@ impl EnqueueOptions {
         self
     }
 
+    /// For [`Queue::enqueue_guarded`](crate::queue::Queue::enqueue_guarded): insert a new job even
+    /// while a live job of the kind holds the same idempotency key.
+    ///
+    /// By default a guarded enqueue is deduplicated by its idempotency key: while a live job
+    /// (pending, scheduled, retrying, running or parked) of the same kind carries the key, the
+    /// enqueue returns [`Enqueued::Duplicate`] with that job's id and inserts nothing, so a
+    /// burst of duplicate deliveries costs one run. With duplicates allowed, every copy is
+    /// inserted and the guard settles them when they run: one succeeds, the others replay its
+    /// result; a copy claimed while another runs the key is snoozed and asked again soon
+    /// ([`BUSY_RETRY_MAX`](crate::BUSY_RETRY_MAX)). A [`unique_key`](EnqueueOptions::unique_key)
+    /// given explicitly replaces the idempotency key as the deduplication key.
+    pub fn allow_duplicates(mut self) -> Self {
+        self.allow_duplicates = true;
+        self
+    }
+
     /// Operator metadata (JSON).
     pub fn metadata(mut self, metadata: Value) -> Self {
         self.metadata = metadata;
@@ -339,7 +356,11 @@ impl NewJob {
             digest: *key.digest(),
             fingerprint: job.guard_fingerprint()?,
         };
-        Self::build(J::KIND, job, &J::options(), options, true, Some(guard))
+        let mut row = Self::build(J::KIND, job, &J::options(), options, true, Some(guard))?;
+        if row.unique_key.is_none() && !options.allow_duplicates {
+            row.unique_key = Some(guard_unique_key(J::KIND, &guard)?);
+        }
+        Ok(row)
     }
 
     fn build<T: Serialize>(
@@ -367,6 +388,13 @@ impl NewJob {
             guard,
         })
     }
+}
+
+/// The unique key a guarded enqueue is deduplicated by: the kind and the idempotency key's
+/// digest (never its text), as parts of their own so no `unique_key` text can collide with it.
+fn guard_unique_key(kind: &str, guard: &GuardSpec) -> Result<KeyDigest, KeyError> {
+    let digest = guard.digest.to_hex();
+    Ok(*IdempotencyKey::from_parts([kind, "guard", &digest])?.digest())
 }
 
 /// Why a running job is asked to stop.

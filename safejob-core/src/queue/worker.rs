@@ -18,7 +18,7 @@ use crate::{
     queue::{
         AttemptError, ClaimRequest, Claimed, CompleteAs, Completion, ErrorKind, GuardFinish,
         Heartbeat, JobId, QueueLease, QueueStore, Reaped, Registry, Waker,
-        exec::{Exec, Worked},
+        exec::{Exec, Ran, Worked},
         job::Signals,
     },
     report::TtlError,
@@ -458,6 +458,29 @@ struct PoolState {
     in_flight: HashMap<JobId, InFlight>,
     stopping: bool,
     alive_workers: usize,
+    /// When jobs this pool snoozed or retried become due again, for those due sooner than the
+    /// next poll: the claimer wakes for each instead of polling late.
+    due_soon: Vec<Instant>,
+    /// Claims started so far (numbered from 1).
+    claims: u64,
+    /// The number of the last claim that found nothing due (0: none yet).
+    last_empty_claim: u64,
+}
+
+impl PoolState {
+    /// Whether the pool is idle as of claim number `after`: a claim started after it found
+    /// nothing due, nothing is claimed or running, and no job it snoozed is about to be due.
+    fn idle_since(&self, after: u64) -> bool {
+        self.last_empty_claim > after
+            && self.in_flight.is_empty()
+            && self.ready.is_empty()
+            && self.due_soon.is_empty()
+    }
+
+    /// The earliest instant in `due_soon`.
+    fn next_due(&self) -> Option<Instant> {
+        self.due_soon.iter().min().copied()
+    }
 }
 
 struct PoolShared {
@@ -567,6 +590,32 @@ impl WorkerPool {
         self.shared.lock().in_flight.len()
     }
 
+    /// Waits until the pool is idle, at most `timeout` (real time); returns whether it is.
+    ///
+    /// Idle means: a claim started after this call found no due job in the pool's queues,
+    /// nothing is claimed or running, and no job this pool snoozed or retried is due within the
+    /// poll interval. Jobs scheduled later, jobs another pool holds, and jobs enqueued after the
+    /// answer are not waited for. For tests and one-shot tools: enqueue, then `wait_idle`.
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        let until = Instant::now() + timeout;
+        let mut state = self.shared.lock();
+        let after = state.claims;
+        self.shared.waker.wake();
+        while !state.idle_since(after) {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() || state.stopping {
+                return false;
+            }
+            state = self
+                .shared
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        true
+    }
+
     /// Stops claiming, gives back unstarted jobs, waits for running jobs until `deadline` (real
     /// time), then asks the rest to stop and gives them back; removes the worker from the store.
     pub fn shutdown(mut self, deadline: Duration) -> ShutdownReport {
@@ -665,10 +714,20 @@ fn claim_jobs(shared: &PoolShared) {
         };
         let mut claimed_all = false;
         if free > 0 {
+            let number = {
+                let mut state = shared.lock();
+                let now = Instant::now();
+                state.due_soon.retain(|due| *due > now);
+                state.claims += 1;
+                state.claims
+            };
             match worker.claim(free) {
                 Ok(batch) => {
                     claimed_all = batch.len() == free;
                     let mut state = shared.lock();
+                    if batch.is_empty() {
+                        state.last_empty_claim = number;
+                    }
                     if state.stopping {
                         drop(state);
                         for c in &batch {
@@ -694,7 +753,12 @@ fn claim_jobs(shared: &PoolShared) {
             }
         }
         if !claimed_all {
-            shared.waker.wait(worker.shared.poll_interval);
+            let due = shared.lock().next_due();
+            let poll = worker.shared.poll_interval;
+            let wait = due.map_or(poll, |due| {
+                poll.min(due.saturating_duration_since(Instant::now()))
+            });
+            shared.waker.wait(wait);
         }
     }
 }
@@ -724,10 +788,27 @@ fn run_jobs(shared: &PoolShared) {
                     .unwrap_or_else(|p| p.into_inner());
             }
         };
-        if let Err(error) = shared.worker.execute(&claimed, signals) {
-            warn!(job = %claimed.job.id, %error, "could not complete the job; its lease will expire");
+        let again = match shared.worker.execute(&claimed, signals) {
+            Ok(worked) => match worked.ran {
+                Ran::Snoozed { delay } | Ran::Retrying { delay, .. }
+                    if delay < shared.worker.shared.poll_interval =>
+                {
+                    Some(Instant::now() + delay)
+                }
+                _ => None,
+            },
+            Err(error) => {
+                warn!(job = %claimed.job.id, %error, "could not complete the job; its lease will expire");
+                None
+            }
+        };
+        {
+            let mut state = shared.lock();
+            state.in_flight.remove(&claimed.lease.id);
+            if let Some(due) = again {
+                state.due_soon.push(due);
+            }
         }
-        shared.lock().in_flight.remove(&claimed.lease.id);
         shared.changed.notify_all();
         shared.waker.wake();
     }

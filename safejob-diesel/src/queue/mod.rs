@@ -51,7 +51,7 @@
 //! | operation | PostgreSQL | SQLite | MySQL, MariaDB |
 //! |---|---|---|---|
 //! | enqueue one or a batch (≤ 2000 rows) | 1: `WITH ins AS (INSERT … ON CONFLICT DO NOTHING RETURNING) SELECT … pg_notify` | 1: `INSERT … ON CONFLICT DO NOTHING RETURNING` | `BEGIN`, `INSERT … ON DUPLICATE KEY UPDATE`, read back by token, `COMMIT` |
-//! | + jobs with unique keys | in `BEGIN` … `COMMIT`, + 1 `SELECT` of the live holders when some are held | same | + 1 `SELECT` of the live holders |
+//! | + jobs with unique keys (a guarded enqueue has one by default) | one job: + 1 `SELECT` of the live holder when it is held, in autocommit; a batch: in `BEGIN` … `COMMIT`, + 1 `SELECT` of the live holders when some are held | same | + 1 `SELECT` of the live holders |
 //! | claim up to N (MySQL: at most 16,384) | 1 `WITH … FOR UPDATE SKIP LOCKED … UPDATE … RETURNING` in autocommit | `BEGIN IMMEDIATE`, 1 `UPDATE … RETURNING`, `COMMIT` | `BEGIN`, `SELECT … FOR UPDATE SKIP LOCKED`, `UPDATE`, `SELECT`, `COMMIT` |
 //! | + per guarded job claimed, key never seen | nothing: the claim statement inserts the guard row | + the guard's acquire (1 statement) in the same transaction | same (2) |
 //! | + per guarded job claimed, key that exists | + the store's acquire after the claim, in autocommit (2–3 statements) | + the guard's acquire (2–3) in the same transaction | same (2–4) |
@@ -86,7 +86,8 @@
 //! On PostgreSQL, [`QueueStore::subscribe`] starts a thread that `LISTEN`s on one pooled
 //! connection (held until the queue is dropped) and wakes idle workers at once when jobs are
 //! enqueued or retried; see `listen.rs` for why it polls the socket. SQLite and MySQL have no
-//! notifications: workers poll at their interval.
+//! notifications: a pool is woken by enqueues and retries made through the same `DieselQueue`
+//! (the same process) and finds other processes' jobs at its poll interval.
 
 mod admin;
 mod enqueue;
@@ -282,11 +283,13 @@ impl QCtx<'_> {
             return Ok(Vec::new());
         }
         // Without unique keys, one chunk is exactly one statement: atomic in autocommit, and
-        // safe to run again whole after a deadlock. Anything more (lookups of live holders and
-        // inserts again, several chunks, MySQL's read-back) is one transaction.
+        // safe to run again whole after a deadlock. So is one job with a unique key (a guarded
+        // enqueue, deduplicated by default): of its statements at most one `INSERT` inserts, and
+        // the lookups of a live holder only read. Anything more (a batch whose rows may insert in
+        // different rounds, several chunks, MySQL's read-back) is one transaction.
         let single = jobs.len() <= enqueue::MAX_ROWS_PER_STATEMENT
             && C::KIND != BackendKind::Mysql
-            && jobs.iter().all(|j| j.unique_key.is_none());
+            && (jobs.len() == 1 || jobs.iter().all(|j| j.unique_key.is_none()));
         if single {
             let mut attempt = 0;
             loop {
@@ -317,6 +320,17 @@ impl QCtx<'_> {
     }
 }
 
+impl DieselQueue {
+    /// Wakes the pools subscribed to this queue after a commit that made jobs claimable. On
+    /// PostgreSQL the listener does that (for every process); the other backends have no
+    /// notifications, so this wakes the pools of this process at least.
+    fn wake_in_process(&self) {
+        if self.store.backend() != BackendKind::Postgres {
+            listen::wake_all(&self.wakers);
+        }
+    }
+}
+
 impl QueueStore for DieselQueue {
     fn now(&self) -> Result<DateTime<Utc>, StoreError> {
         LeaseStore::now(&*self.store)
@@ -328,7 +342,11 @@ impl QueueStore for DieselQueue {
 
     fn enqueue_many(&self, jobs: &[NewJob]) -> Result<Vec<Enqueued>, StoreError> {
         let q = self.ctx();
-        with_conn!(self.store, conn => q.enqueue_pooled(conn, jobs))
+        let answers = with_conn!(self.store, conn => q.enqueue_pooled(conn, jobs))?;
+        if answers.iter().any(|a| !a.is_duplicate()) {
+            self.wake_in_process();
+        }
+        Ok(answers)
     }
 
     fn claim(&self, req: &ClaimRequest<'_>) -> Result<Vec<Claimed>, StoreError> {
@@ -387,12 +405,20 @@ impl QueueStore for DieselQueue {
 
     fn retry(&self, id: JobId) -> Result<OpResult, StoreError> {
         let q = self.ctx();
-        with_conn!(self.store, conn => q.retry(conn, id))
+        let done = with_conn!(self.store, conn => q.retry(conn, id))?;
+        if done == OpResult::Applied {
+            self.wake_in_process();
+        }
+        Ok(done)
     }
 
     fn retry_matching(&self, filter: &JobFilter) -> Result<u64, StoreError> {
         let q = self.ctx();
-        with_conn!(self.store, conn => q.retry_matching(conn, filter))
+        let retried = with_conn!(self.store, conn => q.retry_matching(conn, filter))?;
+        if retried > 0 {
+            self.wake_in_process();
+        }
+        Ok(retried)
     }
 
     fn cancel(&self, id: JobId) -> Result<OpResult, StoreError> {
@@ -415,8 +441,10 @@ impl QueueStore for DieselQueue {
         with_conn!(self.store, conn => q.snapshot(conn))
     }
 
-    /// On PostgreSQL, starts (once) the listener thread that wakes `waker` when jobs are enqueued
-    /// or retried on this database schema; elsewhere the pool polls at its interval.
+    /// Registers `waker`, woken when jobs are enqueued or retried. On PostgreSQL, starts (once)
+    /// the listener thread, which hears every process on this database schema; on SQLite and
+    /// MySQL only this `DieselQueue`'s own enqueues and retries wake it, and jobs from other
+    /// processes are found at the pool's next poll.
     fn subscribe(&self, waker: Waker) -> Result<(), StoreError> {
         self.wakers
             .lock()

@@ -128,12 +128,16 @@ pub use operate::{
     progress_is_persisted_under_the_fence, prune_deletes_old_finished_jobs,
     retry_respects_unique_keys, snapshot_counts_kinds_workers_and_age,
 };
-pub use pool::{pool_runs_every_job_once, pool_shutdown_releases_claimed_work};
+pub use pool::{
+    pool_runs_every_job_once, pool_shutdown_releases_claimed_work,
+    pool_wakes_for_enqueues_and_short_snoozes,
+};
 pub use worker::{
-    guarded_duplicates_succeed_once, guarded_job_of_a_dead_worker_runs_once,
-    guarded_job_without_effects_is_done_at_once, worker_backoff_follows_the_exponential_policy,
-    worker_catches_panics_as_retryable, worker_discards_unknown_kinds_and_bad_payloads,
-    worker_retries_with_backoff_then_dead_letters, worker_times_out_cooperatively,
+    guarded_duplicates_succeed_once, guarded_enqueue_dedupes_by_key,
+    guarded_job_of_a_dead_worker_runs_once, guarded_job_without_effects_is_done_at_once,
+    worker_backoff_follows_the_exponential_policy, worker_catches_panics_as_retryable,
+    worker_discards_unknown_kinds_and_bad_payloads, worker_retries_with_backoff_then_dead_letters,
+    worker_times_out_cooperatively,
 };
 
 /// Calls `$callback!` with every case name; the one list the macro, [`CASES`] and [`run_all`]
@@ -171,6 +175,7 @@ macro_rules! __queue_store_conformance_cases {
             worker_discards_unknown_kinds_and_bad_payloads
             worker_catches_panics_as_retryable
             worker_times_out_cooperatively
+            guarded_enqueue_dedupes_by_key
             guarded_duplicates_succeed_once
             guarded_job_without_effects_is_done_at_once
             worker_backoff_follows_the_exponential_policy

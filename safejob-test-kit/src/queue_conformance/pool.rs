@@ -8,8 +8,8 @@ use std::{
 };
 
 use safejob_core::queue::{
-    CompleteAs, Completed, Enqueued, ErrorKind, JobId, QueueJob, QueueState, Registry, WorkContext,
-    WorkError, Worker,
+    CompleteAs, Completed, Enqueued, ErrorKind, JobId, NewJob, QueueJob, QueueState, Registry,
+    ShutdownReport, WorkContext, WorkError, Worker,
 };
 use serde::{Deserialize, Serialize};
 
@@ -215,5 +215,97 @@ pub fn pool_shutdown_releases_claimed_work(harness: &dyn QueueHarness) {
         c,
         row.state == QueueState::Succeeded && row.fence == next.lease.fence,
         "final row: {row:?}"
+    );
+}
+
+/// A pool that polls only once a minute still runs work at once: an enqueue wakes it, and a
+/// guarded duplicate it snoozed because the key was busy is claimed again when its short snooze
+/// ([`BUSY_RETRY_MAX`](safejob_core::BUSY_RETRY_MAX)) ends, not at the next poll; then
+/// [`WorkerPool::wait_idle`](safejob_core::queue::WorkerPool::wait_idle) answers idle with every
+/// copy succeeded and the key's effects run once.
+///
+/// Not in [`CASES`](super::CASES): it needs a store whose clock runs in real time (a SQL
+/// backend, or a [`MemoryQueue`](safejob_core::queue::MemoryQueue) on the system clock), since
+/// the pool's threads wait in real time.
+///
+/// Catches: a store that does not wake its subscribers on enqueue (SQLite and MySQL wake the
+/// pools of their own process), and a pool that waits a whole poll interval for a job it snoozed.
+pub fn pool_wakes_for_enqueues_and_short_snoozes(harness: &dyn QueueHarness) {
+    let c = Case::new("pool_wakes_for_enqueues_and_short_snoozes", harness);
+    let mut registry = Registry::new();
+    registry.register::<Counting>();
+    registry.register_guarded::<super::worker::Charge>();
+    let pool = Worker::builder(c.store.clone(), registry)
+        .id(format!("{}:pool", c.prefix))
+        .queues([c.queue.clone()])
+        .concurrency(3)
+        .poll_interval(Duration::from_secs(60))
+        .start()
+        .unwrap_or_else(|e| c.fail(format_args!("pool start: {e}")));
+    let succeeded_soon = |c: &Case<'_>, ids: &[JobId]| {
+        let started = Instant::now();
+        while started.elapsed() < POOL_PATIENCE {
+            if ids
+                .iter()
+                .all(|id| c.get(*id).state == QueueState::Succeeded)
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    };
+    // Let the pool's first claim find nothing, so only a wake-up can start the next one.
+    std::thread::sleep(Duration::from_millis(50));
+    let tag = format!("{}:woken", c.prefix);
+    let plain = c
+        .ok_enqueue(
+            c.queue_client()
+                .enqueue_with(&Counting { tag: tag.clone() }, &c.options()),
+        )
+        .id();
+    ensure!(
+        c,
+        succeeded_soon(&c, &[plain]),
+        "a job enqueued on this store was not run within {POOL_PATIENCE:?} by a pool that polls once a minute: the enqueue did not wake it"
+    );
+    // Three copies of one guarded key, inserted on purpose in one batch: claimed together, one
+    // runs and the other two meet a busy key and are snoozed.
+    let charge_tag = format!("{}:charge", c.prefix);
+    let charge = super::worker::Charge::new(charge_tag.clone(), 900);
+    let copy = NewJob::guarded(&charge, &c.options().allow_duplicates())
+        .unwrap_or_else(|e| c.fail(format_args!("NewJob::guarded: {e}")));
+    let ids: Vec<JobId> = c
+        .ok(
+            "enqueue_many",
+            c.store.enqueue_many(&[copy.clone(), copy.clone(), copy]),
+        )
+        .iter()
+        .map(Enqueued::id)
+        .collect();
+    ensure!(
+        c,
+        succeeded_soon(&c, &ids),
+        "3 copies of one guarded key did not all succeed within {POOL_PATIENCE:?} on a pool that polls once a minute: {:?}",
+        ids.iter().map(|id| c.get(*id).state).collect::<Vec<_>>()
+    );
+    ensure!(
+        c,
+        pool.wait_idle(POOL_PATIENCE),
+        "wait_idle: the pool is not idle after its work is done"
+    );
+    let performs = count(&format!("{charge_tag}:perform"));
+    let effects = count(&format!("{charge_tag}:effects"));
+    ensure!(
+        c,
+        count(&tag) == 1 && performs == 1 && effects == 1,
+        "runs: plain {}, guarded performs {performs}, effects {effects}; expected 1, 1, 1",
+        count(&tag)
+    );
+    let report = pool.shutdown(Duration::from_secs(5));
+    ensure!(
+        c,
+        report == ShutdownReport::default(),
+        "nothing was claimed at shutdown: {report:?}"
     );
 }

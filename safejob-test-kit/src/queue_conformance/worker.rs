@@ -6,11 +6,11 @@ use std::{cell::RefCell, collections::BTreeMap, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use safejob_core::{
-    EffectsContext, FinalFailure, Fingerprint, IdempotencyKey, KeyDigest, KeyError, ListFilter,
-    ListQuery, Outcome, PerformContext, Runner, SafeJob,
+    BUSY_RETRY_MAX, EffectsContext, FinalFailure, Fingerprint, IdempotencyKey, KeyDigest, KeyError,
+    ListFilter, ListQuery, Outcome, PerformContext, Runner, SafeJob,
     queue::{
-        CompleteAs, Completed, ErrorKind, GuardedJob, JobId, KindOptions, QueueJob, QueueState,
-        QueueStore, Ran, Registry, RetryPolicy, WorkContext, WorkError,
+        CompleteAs, Completed, Enqueued, ErrorKind, GuardedJob, JobId, KindOptions, QueueJob,
+        QueueState, QueueStore, Ran, Registry, RetryPolicy, WorkContext, WorkError,
     },
     store::{AcquireRequest, Acquired, EffectsState, JobState, Renewed, StoreError},
 };
@@ -107,6 +107,12 @@ impl QueueJob for Slow {
 pub(super) struct Charge {
     tag: String,
     cents: u64,
+}
+
+impl Charge {
+    pub(super) fn new(tag: String, cents: u64) -> Self {
+        Self { tag, cents }
+    }
 }
 
 impl SafeJob for Charge {
@@ -356,9 +362,70 @@ pub fn worker_times_out_cooperatively(harness: &dyn QueueHarness) {
     ensure!(c, count(&tag) == 0, "a stopped job must not finish");
 }
 
-/// Duplicate enqueues of one guarded job succeed once: one perform, one effect; the duplicates
-/// complete `succeeded` without running once the key has succeeded (a busy key snoozes them).
-/// A key already succeeded outside the queue completes the queued job without running it.
+/// A guarded enqueue is deduplicated by its idempotency key: while the first job is live, the
+/// copies insert nothing and answer its id; once it has finished, a new copy is inserted and
+/// completes `succeeded` without running (the guard replays).
+///
+/// Catches: `NewJob::guarded` without the default unique key (the copies are inserted), and a
+/// store that loses the unique key of guarded rows.
+pub fn guarded_enqueue_dedupes_by_key(harness: &dyn QueueHarness) {
+    let c = Case::new("guarded_enqueue_dedupes_by_key", harness);
+    let tag = format!("{}:dedupe", c.prefix);
+    let queue = c.queue_client();
+    let job = Charge {
+        tag: tag.clone(),
+        cents: 300,
+    };
+    let answers: Vec<Enqueued> = (0..3)
+        .map(|_| c.ok_enqueue(queue.enqueue_guarded(&job, &c.options())))
+        .collect();
+    let first = answers[0].id();
+    ensure!(
+        c,
+        !answers[0].is_duplicate()
+            && answers[1..]
+                .iter()
+                .all(|a| a.is_duplicate() && a.id() == first),
+        "3 guarded enqueues of one key: expected one insert and two duplicates of it, got {answers:?}"
+    );
+    let mut registry = Registry::new();
+    registry.register_guarded::<Charge>();
+    let worker = c.worker(registry);
+    let ran = c.run_once(&worker);
+    ensure!(
+        c,
+        ran == [(first, Ran::Succeeded)],
+        "the one inserted job runs and succeeds: {ran:?}"
+    );
+    let later = c.ok_enqueue(queue.enqueue_guarded(&job, &c.options()));
+    ensure!(
+        c,
+        !later.is_duplicate() && later.id() != first,
+        "after the first job finished, a new copy is inserted: {later:?}"
+    );
+    let ran = c.run_once(&worker);
+    ensure!(
+        c,
+        ran == [(later.id(), Ran::Succeeded)],
+        "the later copy completes succeeded (a replay): {ran:?}"
+    );
+    let performs = count(&format!("{tag}:perform"));
+    let effects = count(&format!("{tag}:effects"));
+    ensure!(
+        c,
+        performs == 1 && effects == 1,
+        "deduplicated copies: {performs} performs, {effects} effects; expected 1 and 1"
+    );
+}
+
+/// Duplicate enqueues of one guarded job, inserted on purpose (`allow_duplicates`), succeed
+/// once: one perform, one effect. A copy claimed while another holds the key is snoozed for at
+/// most [`BUSY_RETRY_MAX`], not for the rest of the holder's lease, and completes `succeeded`
+/// without running once the key has succeeded. A key already succeeded outside the queue
+/// completes the queued job without running it.
+///
+/// Catches: a busy snooze that waits for the holder's whole lease (the second round, only
+/// `BUSY_RETRY_MAX` later, then finds nothing due), and duplicates that run twice.
 pub fn guarded_duplicates_succeed_once(harness: &dyn QueueHarness) {
     let c = Case::new("guarded_duplicates_succeed_once", harness);
     let tag = format!("{}:charge", c.prefix);
@@ -368,7 +435,10 @@ pub fn guarded_duplicates_succeed_once(harness: &dyn QueueHarness) {
         cents: 500,
     };
     let ids: Vec<JobId> = (0..3)
-        .map(|_| c.ok_enqueue(queue.enqueue_guarded(&job, &c.options())).id())
+        .map(|_| {
+            c.ok_enqueue(queue.enqueue_guarded(&job, &c.options().allow_duplicates()))
+                .id()
+        })
         .collect();
     let mut registry = Registry::new();
     registry.register_guarded::<Charge>();
@@ -377,19 +447,19 @@ pub fn guarded_duplicates_succeed_once(harness: &dyn QueueHarness) {
     let succeeded = first.values().filter(|r| **r == Ran::Succeeded).count();
     let snoozed = first
         .values()
-        .filter(|r| matches!(r, Ran::Snoozed { .. }))
+        .filter(|r| matches!(r, Ran::Snoozed { delay } if *delay <= BUSY_RETRY_MAX))
         .count();
     ensure!(
         c,
         first.len() == 3 && succeeded == 1 && snoozed == 2,
-        "one claim of 3 duplicates: expected 1 succeeded and 2 snoozed (busy guard), got {first:?}"
+        "one claim of 3 duplicates: expected 1 succeeded and 2 snoozed for at most {BUSY_RETRY_MAX:?} (busy guard), got {first:?}"
     );
-    c.advance(PAST_TTL);
+    c.advance(BUSY_RETRY_MAX);
     let second: BTreeMap<JobId, Ran> = c.run_once(&worker).into_iter().collect();
     ensure!(
         c,
         second.len() == 2 && second.values().all(|r| *r == Ran::Succeeded),
-        "the snoozed duplicates complete succeeded: {second:?}"
+        "the snoozed duplicates are due {BUSY_RETRY_MAX:?} later and complete succeeded: {second:?}"
     );
     for id in &ids {
         ensure!(
