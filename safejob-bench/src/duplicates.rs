@@ -111,6 +111,8 @@ pub fn run(args: &DuplicatesArgs, run_id: &str) -> Result<(), BenchError> {
     let builder =
         Worker::builder(store.clone(), registry).concurrency(u32::try_from(args.workers)?);
     EFFECTS.store(0, Ordering::SeqCst);
+    // Jobs of earlier runs on the same database are not this run's.
+    let earlier = queue.snapshot()?.count(QueueState::Succeeded) as usize;
     let start = Instant::now();
     let pool = builder.start()?;
     let finished = Arc::new(AtomicUsize::new(0));
@@ -118,7 +120,7 @@ pub fn run(args: &DuplicatesArgs, run_id: &str) -> Result<(), BenchError> {
         // Every copy finished (succeeded, the duplicates included) and nothing in flight.
         let done = queue
             .snapshot()
-            .map(|s| s.count(QueueState::Succeeded) as usize)
+            .map(|s| (s.count(QueueState::Succeeded) as usize).saturating_sub(earlier))
             .unwrap_or(0);
         finished.store(done, Ordering::Relaxed);
         done >= total && pool.in_flight() == 0
