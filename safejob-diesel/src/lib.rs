@@ -88,5 +88,7 @@ pub use backend::{
     url::BackendKind,
 };
 pub use error::{BoxError, ConnectError, MigrateError};
-pub use guard::{DieselStore, DieselStoreBuilder, TransactionExt, TxError};
+pub use guard::{
+    DieselStore, DieselStoreBuilder, EffectsTx, EffectsTxError, SqlValue, TransactionExt, TxError,
+};
 pub use queue::DieselQueue;
