@@ -212,6 +212,11 @@ fn charge(id: &str, wallet: &str) -> Charge {
 
 /// Ledger rows of `id` holding exactly what [`Charge`] wrote, each value read back in the
 /// backend's own SQL.
+///
+/// Catches (each tried in `effects_tx.rs`, failing the charge tests): an instant bound as bare
+/// text instead of the dialect's `{at}` (SQLite, PostgreSQL; MySQL converts the text itself),
+/// JSON bound without PostgreSQL's cast, `Null` bound as a value instead of written as `NULL`
+/// (every backend), and a `Null` filter of `update` matched with `= ?` (every backend).
 fn settled_rows(db: &TestDb, id: &str) -> i64 {
     let (instant, json) = match db.backend() {
         BackendKind::Postgres => (
@@ -305,10 +310,11 @@ fn assert_hook(db: &TestDb, hook: &Hook, transactional: bool, case: &str) {
 /// mode wins over the runner's, and a job without one gets the runner's.
 ///
 /// Catches (each tried): the pipeline ignoring the job's mode (`run.effects` only: under an
-/// after-commit runner the charge gets `NotTransactional`), or ignoring the runner's
-/// (`unwrap_or(EffectsMode::AfterCommit)`: the default hook under a transactional runner runs
-/// after commit); and `effects_tx` not finding the connection of this backend (a `cfg` arm
-/// removed from `effects_connection`: `UnsupportedStore`).
+/// after-commit runner the charge gets `NotTransactional`; every test of this file fails), or
+/// ignoring the runner's (`unwrap_or(EffectsMode::AfterCommit)`: the default hook under a
+/// transactional runner runs after commit; this test and the worker's fail on every backend);
+/// and `effects_tx` not finding the connection of a backend (the PostgreSQL arm of
+/// `effects_connection` compiled out: `UnsupportedStore`, every PostgreSQL test fails).
 fn one_runner_runs_every_mode(db: &TestDb) {
     tables(db);
     for runner_mode in [EffectsMode::AfterCommit, EffectsMode::Transactional] {
@@ -442,9 +448,9 @@ fn one_worker_runs_every_mode(db: &TestDb) {
 /// `EffectsTx` wrote, rolls the whole finalize back through the Runner: no ledger row, no debit,
 /// the guard released; the retry then charges once.
 ///
-/// Catches: `execute` dropping the database's error (tried: `.map_err(…)` replaced by
-/// `.unwrap_or(0)`: attempt 1 then succeeds without its ledger row on SQLite and MySQL, and
-/// with `EffectsTransactionLost` instead of the insert's error on PostgreSQL).
+/// Catches: `execute` dropping the database's error (tried: `.map_err(EffectsTxError::Database)`
+/// replaced by `.or(Ok(0))`: attempt 1 no longer ends in `EffectsRolledBack` with the insert's
+/// error, on every backend).
 fn an_error_rolls_the_finalize_back_through_the_runner(db: &TestDb) {
     tables(db);
     let runner = Runner::builder(db.store.clone()).build().unwrap();
