@@ -6,22 +6,8 @@
 //! write runs on the finalize transaction's connection and commits with `succeeded`, or not at
 //! all. The SQL is the crate's own statement type, so one placeholder, `?`, serves every backend
 //! (diesel sends it as `$1`, `$2` … to PostgreSQL), and each value is bound with the backend's
-//! spelling of its type from the one [`Dialect`] table.
-//!
-//! What stays backend-specific, and how to do it:
-//!
-//! * **Statements whose syntax differs**: upserts and conflict handling (`ON CONFLICT … DO
-//!   NOTHING` on SQLite and PostgreSQL, `INSERT IGNORE` / `ON DUPLICATE KEY UPDATE` on MySQL),
-//!   `RETURNING`, date and JSON functions, quoted identifiers. Branch on
-//!   [`EffectsTx::backend`], or write them with diesel on [`EffectsTx::connection`].
-//! * **Reads**: `EffectsTx` writes and reports rows matched; read with diesel on
-//!   [`EffectsTx::connection`].
-//! * **Schema** (DDL and column types) is the application's, per backend.
-//! * **`?` is always a placeholder**: a literal question mark in the SQL text (or PostgreSQL's
-//!   `jsonb` `?` operators) must be bound as a value instead.
-//! * **What a database error does to the transaction** differs per backend (docs/guarantees.md,
-//!   "What a transactional effects hook may and may not do with errors"): return the
-//!   [`EffectsTxError`] from the hook, and the whole finalize rolls back.
+//! spelling of its type from the one [`Dialect`] table. What stays backend-specific is in
+//! [`EffectsTx`]'s docs.
 
 use std::fmt::Write as _;
 
@@ -209,7 +195,23 @@ pub enum EffectsTxError {
 /// store's own are): pass values as [`SqlValue`]s, never formatted into the SQL, which would
 /// also fill that cache. The affected-row counts are rows *matched* on every backend (MySQL is
 /// connected with `CLIENT_FOUND_ROWS`), so an `UPDATE` that sets a value already there counts
-/// its row. The module docs list what stays backend-specific.
+/// its row.
+///
+/// # What stays backend-specific
+///
+/// * **Statements whose syntax differs**: upserts and conflict handling (`ON CONFLICT … DO
+///   NOTHING` on SQLite and PostgreSQL, `INSERT IGNORE` / `ON DUPLICATE KEY UPDATE` on MySQL),
+///   `RETURNING`, date and JSON functions, quoted identifiers. Branch on
+///   [`backend`](EffectsTx::backend), or write them with diesel on
+///   [`connection`](EffectsTx::connection).
+/// * **Reads**: `EffectsTx` writes and reports rows matched; read with diesel on
+///   [`connection`](EffectsTx::connection).
+/// * **The schema** (DDL and column types) is the application's, per backend.
+/// * **`?` is always a placeholder**: a literal question mark in the SQL text (or PostgreSQL's
+///   `jsonb` `?` operators) must be bound as a value instead.
+/// * **What a database error does to the transaction** differs per backend (docs/guarantees.md,
+///   "What a transactional effects hook may and may not do with errors"): return the
+///   [`EffectsTxError`] from the hook, and the whole finalize rolls back.
 pub struct EffectsTx<'c> {
     conn: ConnectionRef<'c>,
 }
@@ -219,8 +221,8 @@ impl<'c> EffectsTx<'c> {
         Self { conn }
     }
 
-    /// The backend of the finalize transaction, for the statements that differ
-    /// ([module docs](self)).
+    /// The backend of the finalize transaction, for the statements that differ (see "What stays
+    /// backend-specific" above).
     pub fn backend(&self) -> BackendKind {
         self.conn.backend()
     }
