@@ -108,15 +108,16 @@ mod tests {
     }
 }
 
-/// The wallet examples, shared by the SQLite and PostgreSQL versions: the same jobs, the same
-/// driver, the same final check. Only how each binary connects differs.
-///
-/// [`Charge`] debits a wallet in the finalize transaction (it chooses
-/// `EffectsMode::Transactional` itself) through the backend-neutral [`EffectsTx`]: no connection
-/// type, no bind syntax, so the one definition runs on SQLite and on PostgreSQL. [`Receipt`]
-/// sends the charge's receipt after commit, the runner's default: an e-mail cannot roll back
-/// with a transaction. Both run on one [`Runner`].
 pub mod wallet {
+    //! The wallet examples, shared by the SQLite and PostgreSQL versions: the same jobs, the same
+    //! driver, the same final check. Only how each binary connects differs.
+    //!
+    //! [`Charge`] debits a wallet in the finalize transaction (it chooses
+    //! `EffectsMode::Transactional` itself) through the backend-neutral [`EffectsTx`]: no connection
+    //! type, no bind syntax, so the one definition runs on SQLite and on PostgreSQL. [`Receipt`]
+    //! sends the charge's receipt after commit, the runner's default: an e-mail cannot roll back
+    //! with a transaction. Both run on one [`Runner`].
+
     use std::{collections::BTreeMap, error::Error, sync::Mutex};
 
     use diesel::{
