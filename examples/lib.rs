@@ -108,12 +108,31 @@ mod tests {
     }
 }
 
-/// The wallet examples' data and their final check, shared by the SQLite and PostgreSQL
-/// versions.
 pub mod wallet {
-    use std::collections::BTreeMap;
+    //! The wallet examples, shared by the SQLite and PostgreSQL versions: the same jobs, the same
+    //! driver, the same final check. Only how each binary connects differs.
+    //!
+    //! [`Charge`] debits a wallet in the finalize transaction (it chooses
+    //! `EffectsMode::Transactional` itself) through the backend-neutral [`EffectsTx`]: no connection
+    //! type, no bind syntax, so the one definition runs on SQLite and on PostgreSQL. [`Receipt`]
+    //! sends the charge's receipt after commit, the runner's default: an e-mail cannot roll back
+    //! with a transaction. Both run on one [`Runner`].
 
-    use crate::DispatchStats;
+    use std::{collections::BTreeMap, error::Error, sync::Mutex};
+
+    use diesel::{
+        QueryableByName, RunQueryDsl,
+        sql_types::{BigInt, Text},
+    };
+    use safejob_core::{
+        EffectsContext, EffectsMode, Fingerprint, FingerprintError, IdempotencyKey, KeyError,
+        LeaseStore, ListFilter, ListQuery, Outcome, PerformContext, Runner, SafeJob,
+    };
+    use safejob_diesel::{
+        ConnectionRef, DieselStore, EffectsTx, EffectsTxError, TransactionExt, TxError,
+    };
+
+    use crate::{DispatchStats, dispatch};
 
     /// The wallets charged.
     pub const WALLETS: [&str; 4] = ["alice", "bob", "carol", "dave"];
@@ -146,6 +165,229 @@ pub mod wallet {
                 cents: 100 + 25 * (i as i64 % 7),
             })
             .collect()
+    }
+
+    /// A charge's effects could not be written.
+    #[derive(Debug, thiserror::Error)]
+    pub enum ChargeError {
+        /// Not inside a finalize transaction of a `DieselStore`.
+        #[error(transparent)]
+        NoTransaction(#[from] TxError),
+        /// The database refused a write (the finalize rolls back; the charge is retried).
+        #[error("ledger write failed: {0}")]
+        Ledger(#[from] EffectsTxError),
+        /// The wallet has no row.
+        #[error("unknown wallet {0}")]
+        UnknownWallet(&'static str),
+    }
+
+    /// Debits a wallet once per charge id: the ledger row and the balance update commit with
+    /// the charge's `succeeded`, or not at all. The same code on every backend.
+    pub struct Charge(pub ChargeSpec);
+
+    impl SafeJob for Charge {
+        type Error = ChargeError;
+
+        fn key(&self) -> Result<IdempotencyKey, KeyError> {
+            IdempotencyKey::from_parts(["charge", &self.0.id])
+        }
+
+        // The same charge id with another wallet or amount is a key conflict, not a replay.
+        fn fingerprint(&self) -> Result<Option<Fingerprint>, FingerprintError> {
+            Fingerprint::of(&(self.0.wallet, self.0.cents)).map(Some)
+        }
+
+        // Money moves in the finalize transaction, whatever the runner's default.
+        fn effects_mode(&self) -> Option<EffectsMode> {
+            Some(EffectsMode::Transactional)
+        }
+
+        fn perform(&self, _ctx: &mut PerformContext<'_>) -> Result<Outcome, Self::Error> {
+            // Retry-safe work goes here: validate, price, call a gateway with an idempotency key.
+            Ok(Outcome::json(
+                serde_json::json!({ "wallet": self.0.wallet, "cents": self.0.cents }),
+            ))
+        }
+
+        fn on_succeeded_once(&self, ctx: &mut EffectsContext<'_>) -> Result<(), Self::Error> {
+            let fence = i64::try_from(ctx.fence()).unwrap_or(i64::MAX);
+            let mut tx: EffectsTx<'_> = ctx.effects_tx()?;
+            tx.insert(
+                "wallet_ledger",
+                &[
+                    ("charge_id", (&self.0.id).into()),
+                    ("wallet", self.0.wallet.into()),
+                    ("cents", (-self.0.cents).into()),
+                    ("fence", fence.into()),
+                ],
+            )?;
+            let debited = tx.execute(
+                "UPDATE wallets SET balance_cents = balance_cents - ? WHERE id = ?",
+                &[self.0.cents.into(), self.0.wallet.into()],
+            )?;
+            if debited != 1 {
+                return Err(ChargeError::UnknownWallet(self.0.wallet));
+            }
+            Ok(())
+        }
+    }
+
+    /// The receipts "sent" (counted per charge id): the stand-in for an e-mail service.
+    #[derive(Debug, Default)]
+    pub struct Mailer {
+        sent: Mutex<BTreeMap<String, u32>>,
+    }
+
+    impl Mailer {
+        /// Receipts sent, and the most sent for one charge.
+        pub fn sent(&self) -> (u32, u32) {
+            let sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+            (
+                sent.values().sum(),
+                sent.values().copied().max().unwrap_or(0),
+            )
+        }
+    }
+
+    /// The receipt could not be sent.
+    #[derive(Debug, thiserror::Error)]
+    #[error("the receipt could not be sent")]
+    pub struct ReceiptError;
+
+    /// Sends a charge's receipt once, after commit (no `effects_mode` of its own: the runner's
+    /// default, `AfterCommit`). A crash inside leaves the key in doubt for an operator, never
+    /// sent twice.
+    pub struct Receipt<'a> {
+        /// The charge the receipt is for.
+        pub charge: ChargeSpec,
+        /// Where it is sent.
+        pub mailer: &'a Mailer,
+    }
+
+    impl SafeJob for Receipt<'_> {
+        type Error = ReceiptError;
+
+        fn key(&self) -> Result<IdempotencyKey, KeyError> {
+            IdempotencyKey::from_parts(["receipt", &self.charge.id])
+        }
+
+        fn perform(&self, _ctx: &mut PerformContext<'_>) -> Result<Outcome, Self::Error> {
+            Ok(Outcome::done())
+        }
+
+        fn on_succeeded_once(&self, _ctx: &mut EffectsContext<'_>) -> Result<(), Self::Error> {
+            let mut sent = self.mailer.sent.lock().map_err(|_| ReceiptError)?;
+            *sent.entry(self.charge.id.clone()).or_default() += 1;
+            Ok(())
+        }
+    }
+
+    /// The tables, written in the SQL that SQLite and PostgreSQL share; each run adds only what
+    /// is missing.
+    pub const SCHEMA: &str = "
+        CREATE TABLE IF NOT EXISTS wallets (
+            id VARCHAR(64) PRIMARY KEY, balance_cents BIGINT NOT NULL);
+        CREATE TABLE IF NOT EXISTS wallet_ledger (
+            charge_id VARCHAR(64) PRIMARY KEY, wallet VARCHAR(64) NOT NULL,
+            cents BIGINT NOT NULL, fence BIGINT NOT NULL);";
+
+    /// Creates the tables and the wallets (a no-op when they exist), dispatches every charge and
+    /// every receipt [`DELIVERIES_PER_CHARGE`] times from [`THREADS`] threads through one
+    /// runner, and checks that every charge was applied exactly once and no receipt was sent
+    /// twice. `store` is migrated already.
+    pub fn run(store: std::sync::Arc<DieselStore>) -> Result<(), Box<dyn Error>> {
+        store.with_connection(|conn| -> diesel::QueryResult<()> {
+            conn.batch_execute(SCHEMA)?;
+            for wallet in WALLETS {
+                conn.batch_execute(&format!(
+                    "INSERT INTO wallets (id, balance_cents) VALUES ('{wallet}', {OPENING_BALANCE}) \
+                     ON CONFLICT (id) DO NOTHING"
+                ))?;
+            }
+            Ok(())
+        })??;
+
+        if !store.list(&ListQuery::new(ListFilter::All, 1))?.is_empty() {
+            println!("(a previous run already guarded these keys: expect replays)");
+        }
+        // One runner, default effects after commit: the charge asks for its own transaction.
+        let runner = Runner::builder(store.clone()).build()?;
+        let charges: Vec<Charge> = charges().into_iter().map(Charge).collect();
+        let stats = dispatch(
+            &runner,
+            &charges,
+            DELIVERIES_PER_CHARGE,
+            THREADS,
+            0x5afe_0b5e,
+        )?;
+        let mailer = Mailer::default();
+        let receipts: Vec<Receipt<'_>> = charges
+            .iter()
+            .map(|c| Receipt {
+                charge: c.0.clone(),
+                mailer: &mailer,
+            })
+            .collect();
+        let receipt_stats = dispatch(&runner, &receipts, DELIVERIES_PER_CHARGE, THREADS, 0x0b5e)?;
+        let observed = store.with_connection(observe)??;
+        report(&stats, &observed)?;
+        let (sent, most) = mailer.sent();
+        println!("receipts sent now: {sent} (after commit), at most {most} per charge");
+        if most > 1 || sent as usize != receipt_stats.succeeded {
+            return Err("a receipt was sent twice or lost".into());
+        }
+        Ok(())
+    }
+
+    #[derive(QueryableByName)]
+    struct Balance {
+        #[diesel(sql_type = Text)]
+        id: String,
+        #[diesel(sql_type = BigInt)]
+        balance_cents: i64,
+    }
+
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+
+    /// Reads the balances and the ledger. Reads are diesel's, on the backend's own connection
+    /// type: the one generic function serves both arms.
+    fn observe(conn: &mut ConnectionRef<'_>) -> diesel::QueryResult<Observed> {
+        match conn {
+            ConnectionRef::Sqlite(conn) => observe_on(*conn),
+            #[cfg(feature = "postgres")]
+            ConnectionRef::Postgres(conn) => observe_on(*conn),
+            #[allow(unreachable_patterns)]
+            _ => Err(diesel::result::Error::NotFound),
+        }
+    }
+
+    fn observe_on<C>(conn: &mut C) -> diesel::QueryResult<Observed>
+    where
+        C: diesel::Connection,
+        diesel::query_builder::SqlQuery: for<'q> diesel::query_dsl::LoadQuery<'q, C, Balance>
+            + for<'q> diesel::query_dsl::LoadQuery<'q, C, Count>,
+    {
+        let count = |conn: &mut C, sql: &str| -> diesel::QueryResult<i64> {
+            let rows: Vec<Count> = diesel::sql_query(sql).load(conn)?;
+            Ok(rows.first().map_or(0, |c| c.n))
+        };
+        let balances: Vec<Balance> =
+            diesel::sql_query("SELECT id, balance_cents FROM wallets ORDER BY id").load(conn)?;
+        Ok(Observed {
+            balances: balances
+                .into_iter()
+                .map(|b| (b.id, b.balance_cents))
+                .collect(),
+            ledger_rows: count(conn, "SELECT COUNT(*) AS n FROM wallet_ledger")?,
+            distinct_charges: count(
+                conn,
+                "SELECT COUNT(DISTINCT charge_id) AS n FROM wallet_ledger",
+            )?,
+        })
     }
 
     /// What the database says after the dispatch.

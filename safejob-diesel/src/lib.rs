@@ -64,8 +64,13 @@
 //!
 //! ## Transactional effects
 //!
-//! With `EffectsMode::Transactional`, `on_succeeded_once` runs inside the finalize transaction;
-//! reach its connection with [`TransactionExt::diesel_connection`]. After the hook returns `Ok`
+//! With `EffectsMode::Transactional` (chosen by the job's own `SafeJob::effects_mode`, else by
+//! the Runner or the worker), `on_succeeded_once` runs inside the finalize transaction. Write
+//! through [`TransactionExt::effects_tx`]: an [`EffectsTx`] with `execute` (one placeholder, `?`,
+//! on every backend), `insert` and `update` and typed [`SqlValue`]s, so one job runs unchanged
+//! on SQLite, PostgreSQL and MySQL/MariaDB; [`EffectsTx`]'s docs list what stays
+//! backend-specific. [`TransactionExt::diesel_connection`] gives the connection by its diesel
+//! type instead. After the hook returns `Ok`
 //! the store confirms, inside the transaction and before `COMMIT`, that the transaction is alive
 //! and holds this attempt's `succeeded`; if not (the hook swallowed an error that aborted or
 //! rolled back the transaction), it rolls back and reports the effects aborted, so the attempt
@@ -88,5 +93,7 @@ pub use backend::{
     url::BackendKind,
 };
 pub use error::{BoxError, ConnectError, MigrateError};
-pub use guard::{DieselStore, DieselStoreBuilder, TransactionExt, TxError};
+pub use guard::{
+    DieselStore, DieselStoreBuilder, EffectsTx, EffectsTxError, SqlValue, TransactionExt, TxError,
+};
 pub use queue::DieselQueue;

@@ -39,49 +39,15 @@ fn create_ledger(db: &TestDb) {
 }
 
 fn ledger_count(db: &TestDb) -> i64 {
-    let cast = match db.backend() {
-        BackendKind::Mysql => "SIGNED",
-        _ => "BIGINT",
-    };
-    db.query_i64(&format!("SELECT CAST(COUNT(*) AS {cast}) AS n FROM ledger"))
+    db.count_rows("ledger", "1 = 1")
 }
 
 /// Writes one ledger row through the finalize transaction's connection, whatever the backend.
 fn write_ledger(ctx: &mut EffectsContext<'_>, entry: &str) -> Result<(), TxError> {
-    use diesel::connection::SimpleConnection;
-    let sql = format!("INSERT INTO ledger (entry) VALUES ('{entry}')");
-    let written = None
-        .or_else(|| {
-            #[cfg(feature = "sqlite")]
-            if let Ok(c) = ctx.diesel_connection::<diesel::SqliteConnection>() {
-                return Some(c.batch_execute(&sql));
-            }
-            None
-        })
-        .or_else(|| {
-            #[cfg(feature = "postgres")]
-            if let Ok(c) = ctx.diesel_connection::<diesel::PgConnection>() {
-                return Some(c.batch_execute(&sql));
-            }
-            None
-        })
-        .or_else(|| {
-            #[cfg(feature = "mysql")]
-            if let Ok(c) = ctx.diesel_connection::<diesel::MysqlConnection>() {
-                return Some(c.batch_execute(&sql));
-            }
-            None
-        });
-    match written {
-        Some(result) => {
-            result.expect("ledger insert");
-            Ok(())
-        }
-        None => Err(ctx
-            .diesel_connection::<diesel::SqliteConnection>()
-            .err()
-            .unwrap_or(TxError::NotTransactional)),
-    }
+    ctx.effects_tx()?
+        .insert("ledger", &[("entry", entry.into())])
+        .expect("ledger insert");
+    Ok(())
 }
 
 /// A job whose effects write a ledger row through the finalize transaction, then succeed or fail.

@@ -28,14 +28,15 @@ use std::{
 };
 
 use common::TestDb;
-use diesel::connection::SimpleConnection;
 use safejob_core::{
     EffectsContext, EffectsMode, IdempotencyKey, KeyError, LeaseStore, Outcome, PerformContext,
     Report, RunError, Runner, SafeJob,
     queue::{EnqueueOptions, ErrorKind, GuardedJob, Queue, QueueState, Ran, Registry, Worker},
     store::JobState,
 };
-use safejob_diesel::{BackendKind, ConnectionRef, TransactionExt, queue::DieselQueue};
+use safejob_diesel::{
+    BackendKind, ConnectionRef, EffectsTxError, TransactionExt, queue::DieselQueue,
+};
 use serde::{Deserialize, Serialize};
 
 /// What the hook does on its first attempt.
@@ -73,21 +74,13 @@ fn gates(id: &str) -> Arc<Gates> {
         .clone()
 }
 
-/// Runs `sql` on the finalize transaction's connection, whatever the backend.
-fn tx_exec(ctx: &mut EffectsContext<'_>, sql: &str) -> diesel::QueryResult<()> {
-    #[cfg(feature = "sqlite")]
-    if let Ok(c) = ctx.diesel_connection::<diesel::SqliteConnection>() {
-        return c.batch_execute(sql);
-    }
-    #[cfg(feature = "postgres")]
-    if let Ok(c) = ctx.diesel_connection::<diesel::PgConnection>() {
-        return c.batch_execute(sql);
-    }
-    #[cfg(feature = "mysql")]
-    if let Ok(c) = ctx.diesel_connection::<diesel::MysqlConnection>() {
-        return c.batch_execute(sql);
-    }
-    panic!("on_succeeded_once is not running inside a transactional finalize");
+/// Runs `sql` on the finalize transaction's connection, whatever the backend, through the
+/// backend-neutral [`EffectsTx`](safejob_diesel::EffectsTx): these faults hold through it.
+fn tx_exec(ctx: &mut EffectsContext<'_>, sql: &str) -> Result<(), EffectsTxError> {
+    let mut tx = ctx
+        .effects_tx()
+        .expect("on_succeeded_once runs inside a transactional finalize");
+    tx.execute(sql, &[]).map(|_| ())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -161,13 +154,7 @@ fn tables(db: &TestDb) {
 }
 
 fn count(db: &TestDb, table: &str, predicate: &str) -> i64 {
-    let cast = match db.backend() {
-        BackendKind::Mysql => "SIGNED",
-        _ => "BIGINT",
-    };
-    db.query_i64(&format!(
-        "SELECT CAST(COUNT(*) AS {cast}) AS n FROM {table} WHERE {predicate}"
-    ))
+    db.count_rows(table, predicate)
 }
 
 /// The other side of the deadlock, on its own connection: takes row 2 (after making its

@@ -199,6 +199,47 @@ impl GuardedJob for Pinned {
     const KIND: &'static str = "test.pinned";
 }
 
+/// A job that chooses where its effects run (`Some(true)`: transactional, `Some(false)`: after
+/// commit, `None`: the worker's setting), counts where they ran, and fails them when asked.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Moded {
+    id: String,
+    transactional: Option<bool>,
+    fail: bool,
+}
+
+impl SafeJob for Moded {
+    type Error = Declined;
+    fn key(&self) -> Result<IdempotencyKey, KeyError> {
+        IdempotencyKey::from_parts(["moded", &self.id])
+    }
+    fn perform(&self, _: &mut PerformContext<'_>) -> Result<Outcome, Declined> {
+        Ok(Outcome::done())
+    }
+    fn on_succeeded_once(&self, ctx: &mut EffectsContext<'_>) -> Result<(), Declined> {
+        bump(format!("{}:tx={}", self.id, ctx.is_transactional()));
+        if self.fail { Err(Declined) } else { Ok(()) }
+    }
+    fn effects_mode(&self) -> Option<EffectsMode> {
+        self.transactional.map(|tx| {
+            if tx {
+                EffectsMode::Transactional
+            } else {
+                EffectsMode::AfterCommit
+            }
+        })
+    }
+}
+
+impl GuardedJob for Moded {
+    const KIND: &'static str = "test.moded";
+    fn options() -> KindOptions {
+        KindOptions::new()
+            .max_attempts(3)
+            .retry(RetryPolicy::schedule([RETRY]))
+    }
+}
+
 struct Setup {
     clock: Arc<ManualClock>,
     store: Arc<MemoryQueue>,
@@ -219,7 +260,8 @@ fn setup_with(effects: EffectsMode) -> Setup {
     registry
         .register_guarded::<Charge>()
         .register_guarded::<Refund>()
-        .register_guarded::<Pinned>();
+        .register_guarded::<Pinned>()
+        .register_guarded::<Moded>();
     let worker = Worker::builder(store.clone(), registry)
         .clock(clock.clone())
         .lease_ttl(TTL)
@@ -631,6 +673,69 @@ fn failed_transactional_effects_roll_back_and_retry() {
             Some("transactional effects failed; finalize rolled back")
         )
     );
+}
+
+/// A queued guarded job's own effects mode wins over the worker's, and a job that does not
+/// choose gets the worker's: one worker completes a transactional charge and an after-commit
+/// webhook side by side. The mode is read from what the store recorded: a failing
+/// transactional hook rolls the completion back and retries, a failing after-commit hook leaves
+/// the job succeeded with its guard's effects in doubt.
+///
+/// Catches: the pipeline ignoring the job's mode (`run.effects` only) or the worker's
+/// (`unwrap_or(EffectsMode::AfterCommit)`); both were tried and both failed here.
+#[test]
+fn a_jobs_own_effects_mode_wins_over_the_workers() {
+    use EffectsMode::{AfterCommit, Transactional};
+    for worker_mode in [AfterCommit, Transactional] {
+        let s = setup_with(worker_mode);
+        for (own, expected) in [
+            (Some(true), Transactional),
+            (Some(false), AfterCommit),
+            (None, worker_mode),
+        ] {
+            let case = format!("worker {worker_mode:?}, job {own:?}");
+            let name = format!("mode-{worker_mode:?}-{own:?}");
+            let ok = Moded {
+                id: format!("{name}-ok"),
+                transactional: own,
+                fail: false,
+            };
+            let failing = Moded {
+                id: format!("{name}-failing"),
+                transactional: own,
+                fail: true,
+            };
+            let (ok_id, failing_id) = (s.enqueue(&ok), s.enqueue(&failing));
+            let ran = s.run();
+            assert_eq!(ran[&ok_id], Ran::Succeeded, "{case}");
+            let tx = expected == Transactional;
+            assert_eq!(seen(&format!("{}:tx={tx}", ok.id)), 1, "{case}");
+            assert_eq!(seen(&format!("{}:tx={}", ok.id, !tx)), 0, "{case}");
+            let guard = s.guard(&failing);
+            if tx {
+                assert_eq!(
+                    ran[&failing_id],
+                    Ran::Retrying {
+                        delay: RETRY,
+                        kind: ErrorKind::Retryable
+                    },
+                    "{case}"
+                );
+                assert_eq!(
+                    (guard.state, guard.effects),
+                    (JobState::Released, EffectsState::None),
+                    "{case}"
+                );
+            } else {
+                assert_eq!(ran[&failing_id], Ran::Succeeded, "{case}");
+                assert_eq!(
+                    (guard.state, guard.effects),
+                    (JobState::Succeeded, EffectsState::InDoubt),
+                    "{case}"
+                );
+            }
+        }
+    }
 }
 
 /// A permanent failure decided after the guard lease was taken over finalizes nothing: the

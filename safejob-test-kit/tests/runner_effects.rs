@@ -88,6 +88,87 @@ fn transactional_effects_commit_or_roll_back() {
     assert!(listed(&harness, ListFilter::EffectsInDoubt).is_empty());
 }
 
+/// A job's own effects mode wins over the runner's, and a job that does not choose gets the
+/// runner's: one runner runs a transactional charge and an after-commit webhook side by side.
+/// What each mode means is read from the store, not only from `is_transactional`: a failing
+/// transactional hook rolls the finalize back (the row is `released`, the run retryable), a
+/// failing after-commit hook leaves `succeeded` with its effects in doubt.
+///
+/// Catches: the pipeline ignoring the job's mode (`job.effects_mode().unwrap_or(run.effects)`
+/// replaced by `run.effects`: the `Some` rows fail under the other runner mode), and ignoring
+/// the runner's (`unwrap_or(EffectsMode::AfterCommit)`: the `None` row fails under a
+/// transactional runner). Both were tried and both failed here.
+#[test]
+fn a_jobs_own_effects_mode_wins_over_the_runners() {
+    use EffectsMode::{AfterCommit, Transactional};
+    for runner_mode in [AfterCommit, Transactional] {
+        let harness = MemoryHarness::new();
+        let r = Runner::builder(harness.store())
+            .effects(runner_mode)
+            .default_ttl(TTL)
+            .build()
+            .unwrap();
+        for (own, expected) in [
+            (Some(Transactional), Transactional),
+            (Some(AfterCommit), AfterCommit),
+            (None, runner_mode),
+        ] {
+            let case = format!("runner {runner_mode:?}, job {own:?}");
+            let saw_tx = AtomicBool::new(false);
+            let ok = Job::new(&format!("ok:{case}"))
+                .effects_mode(own)
+                .effects(|ctx| {
+                    saw_tx.store(ctx.is_transactional(), Ordering::Relaxed);
+                    assert_eq!(
+                        ctx.transaction::<MemoryTx>().is_some(),
+                        ctx.is_transactional()
+                    );
+                    Ok(())
+                });
+            assert!(
+                matches!(r.run(&ok).unwrap(), Report::Succeeded { attempt: 1, .. }),
+                "{case}"
+            );
+            assert_eq!(
+                saw_tx.load(Ordering::Relaxed),
+                expected == Transactional,
+                "{case}: where the effects ran"
+            );
+            assert_exactly_once(&ok.probe, [ok.idempotency_key()]);
+
+            let failing = Job::new(&format!("failing:{case}"))
+                .effects_mode(own)
+                .effects(|_| Err(JobError::Transient("ledger refused".into())));
+            let error = r.run(&failing).unwrap_err();
+            let stored = row(&harness, &failing.digest());
+            match expected {
+                Transactional => {
+                    assert!(
+                        matches!(error, RunError::EffectsRolledBack { attempt: 1, .. }),
+                        "{case}: {error:?}"
+                    );
+                    assert_eq!(
+                        (stored.state, stored.effects),
+                        (JobState::Released, EffectsState::None),
+                        "{case}"
+                    );
+                }
+                AfterCommit => {
+                    assert!(
+                        matches!(error, RunError::EffectsInDoubt { .. }),
+                        "{case}: {error:?}"
+                    );
+                    assert_eq!(
+                        (stored.state, stored.effects),
+                        (JobState::Succeeded, EffectsState::InDoubt),
+                        "{case}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// A job that declares no effects is finalized with its effects `done` in one step, in both
 /// effects modes: `on_succeeded_once` is never called, nothing is ever in doubt, and duplicates
 /// replay the stored result.

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::{
     Fingerprint, FingerprintError, IdempotencyKey, KeyError, Outcome,
+    runner::EffectsMode,
     store::{Lease, LeaseStore, Renewed, StoreError},
 };
 
@@ -56,6 +57,41 @@ pub trait SafeJob {
 
     /// Lease length for this job; defaults to the runner's.
     fn lease_ttl(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Where this job's [`on_succeeded_once`](SafeJob::on_succeeded_once) runs. Defaults to
+    /// `None`: the setting of the [`Runner`](crate::Runner) or the queue's
+    /// [`Worker`](crate::queue::Worker) / [`WorkerPool`](crate::queue::WorkerPool) that runs it
+    /// ([`RunnerBuilder::effects`](crate::runner::RunnerBuilder::effects),
+    /// [`WorkerBuilder::effects`](crate::queue::WorkerBuilder::effects)). `Some(mode)` wins over
+    /// that setting, so a transactional charge and an after-commit webhook run on one runner or
+    /// one pool.
+    ///
+    /// [`EffectsMode::Transactional`] needs a store with transactions (the diesel stores, the
+    /// memory store); a job without effects ([`has_effects`](SafeJob::has_effects) `false`) never
+    /// calls `on_succeeded_once`, whatever its mode.
+    ///
+    /// ```
+    /// use safejob_core::{EffectsMode, IdempotencyKey, KeyError, Outcome, PerformContext, SafeJob};
+    ///
+    /// struct PostLedger { entry: u64 }
+    ///
+    /// impl SafeJob for PostLedger {
+    ///     type Error = std::io::Error;
+    ///     fn key(&self) -> Result<IdempotencyKey, KeyError> {
+    ///         IdempotencyKey::from_parts(["ledger", &self.entry.to_string()])
+    ///     }
+    ///     fn perform(&self, _: &mut PerformContext<'_>) -> Result<Outcome, Self::Error> {
+    ///         Ok(Outcome::done())
+    ///     }
+    ///     // Its ledger row commits with `succeeded`, whatever the runner's default.
+    ///     fn effects_mode(&self) -> Option<EffectsMode> {
+    ///         Some(EffectsMode::Transactional)
+    ///     }
+    /// }
+    /// ```
+    fn effects_mode(&self) -> Option<EffectsMode> {
         None
     }
 

@@ -166,7 +166,8 @@ pub(crate) struct Run<'a> {
     pub(crate) owner: &'a str,
     /// The lease TTL, also the effects window.
     pub(crate) ttl: Duration,
-    /// Where effects run.
+    /// Where effects run for a job that does not choose ([`SafeJob::effects_mode`] is `None`):
+    /// the runner's or the worker's setting.
     pub(crate) effects: EffectsMode,
     /// What errors from `perform` mean.
     pub(crate) policy: &'a dyn FailurePolicy,
@@ -213,7 +214,11 @@ where
         Ok(Ok(outcome)) => outcome,
     };
     match outcome {
-        Outcome::Succeeded { result } => succeed(job, &attempt, port, run.effects, result),
+        Outcome::Succeeded { result } => {
+            // The job's own mode wins; the runner's or the worker's is the default.
+            let mode = job.effects_mode().unwrap_or(run.effects);
+            succeed(job, &attempt, port, mode, result)
+        }
         Outcome::FailedPermanently(failure) => Ended::Returned(fail(&attempt, port, failure)),
         Outcome::RetryLater { after } => {
             port.release(&attempt.lease, GiveBack::RetryLater(after));

@@ -44,7 +44,9 @@ pub fn validate_ttl(ttl: Duration) -> Result<Duration, TtlError> {
     }
 }
 
-/// Where `on_succeeded_once` runs.
+/// Where `on_succeeded_once` runs: chosen per job by [`SafeJob::effects_mode`], else by the
+/// [`Runner`] ([`RunnerBuilder::effects`]) or the queue's worker
+/// ([`WorkerBuilder::effects`](crate::queue::WorkerBuilder::effects)) that runs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum EffectsMode {
     /// After the finalize commits, in the winning worker. A crash or error inside leaves the key
@@ -99,7 +101,9 @@ impl RunnerBuilder {
         self
     }
 
-    /// Where effects run. Defaults to [`EffectsMode::AfterCommit`].
+    /// Where effects run for jobs that do not choose their own
+    /// ([`SafeJob::effects_mode`] returns `None`, the default). Defaults to
+    /// [`EffectsMode::AfterCommit`].
     pub fn effects(mut self, mode: EffectsMode) -> Self {
         self.effects = mode;
         self

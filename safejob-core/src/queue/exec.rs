@@ -62,6 +62,7 @@ pub(crate) struct Exec<'a> {
     pub(crate) claimed: &'a Claimed,
     pub(crate) signals: Arc<Signals>,
     pub(crate) progress_every: Duration,
+    /// The worker's effects mode: the default for guarded jobs that do not choose their own.
     pub(crate) effects: EffectsMode,
     pub(crate) ttl: Duration,
 }

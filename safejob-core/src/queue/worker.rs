@@ -144,7 +144,9 @@ impl WorkerBuilder {
         self
     }
 
-    /// Where guarded jobs' `on_succeeded_once` runs. Defaults to after commit.
+    /// Where guarded jobs' `on_succeeded_once` runs, for jobs that do not choose their own
+    /// ([`SafeJob::effects_mode`](crate::SafeJob::effects_mode) returns `None`, the default).
+    /// Defaults to after commit.
     pub fn effects(mut self, mode: EffectsMode) -> Self {
         self.effects = mode;
         self

@@ -54,6 +54,9 @@ pub(crate) struct Dialect {
     append: &'static str,
     /// The JSON object of the new error: attempt, at_us ({now_us}), kind, message.
     error_object: &'static str,
+    /// One bound JSON text as the backend's JSON value (a typed bind of
+    /// [`EffectsTx`](crate::EffectsTx)).
+    json: &'static str,
 }
 
 fn sqlite_modifier(offset_us: i64) -> String {
@@ -89,6 +92,7 @@ const SQLITE: Dialect = Dialect {
     append: "json_insert(CASE WHEN json_array_length(errors) >= {max} \
         THEN json_remove(errors, '$[0]') ELSE errors END, '$[#]', {obj})",
     error_object: "json_object('attempt', ?, 'at_us', {now_us}, 'kind', ?, 'message', ?)",
+    json: "?",
 };
 
 /// PostgreSQL: `timestamptz`; the history is text holding JSON, worked on as `jsonb`; binds
@@ -117,6 +121,9 @@ const POSTGRES: Dialect = Dialect {
         || jsonb_build_array({obj}) AS text)",
     error_object: "jsonb_build_object('attempt', CAST(? AS int8), 'at_us', {now_us}, \
         'kind', CAST(? AS text), 'message', CAST(? AS text))",
+    // A text bind does not convert to a `json` / `jsonb` column by itself; `jsonb` converts to
+    // `json` and to text columns on assignment.
+    json: "CAST(? AS jsonb)",
 };
 
 /// MySQL and MariaDB: `DATETIME(6)` written from `UTC_TIMESTAMP(6)` so that the session time zone
@@ -138,6 +145,9 @@ const MYSQL: Dialect = Dialect {
     append: "JSON_ARRAY_APPEND(CASE WHEN JSON_LENGTH(errors) >= {max} \
         THEN JSON_REMOVE(errors, '$[0]') ELSE errors END, '$', {obj})",
     error_object: "JSON_OBJECT('attempt', ?, 'at_us', {now_us}, 'kind', ?, 'message', ?)",
+    // Text converts to MySQL's JSON type on assignment; MariaDB's JSON is text. (MariaDB has no
+    // `CAST(… AS JSON)`.)
+    json: "?",
 };
 
 impl Dialect {
@@ -153,6 +163,17 @@ impl Dialect {
     /// The text to bind to `{at}` for the instant `at`.
     pub(crate) fn at_text(&self, at: DateTime<Utc>) -> String {
         format!("{}{}", at.format("%Y-%m-%d %H:%M:%S%.6f"), self.at_zone)
+    }
+
+    /// `{at}`: the SQL that reads one bound [`at_text`](Dialect::at_text) as a timestamp (also a
+    /// typed bind of [`EffectsTx`](crate::EffectsTx)).
+    pub(crate) fn at(&self) -> &'static str {
+        self.at
+    }
+
+    /// The SQL that reads one bound JSON text as the backend's JSON value.
+    pub(crate) fn json(&self) -> &'static str {
+        self.json
     }
 
     /// `{now}` for the clock offset `offset_us` (the query-plan tests fill a table with it).

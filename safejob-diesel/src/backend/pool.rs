@@ -8,7 +8,7 @@ use diesel::{
     connection::{AnsiTransactionManager, SimpleConnection, TransactionManager},
 };
 
-use super::DbConnection;
+use super::{BackendKind, DbConnection, Row, Stmt};
 use crate::error::{BoxError, Secrets};
 
 /// SQLite's `synchronous` setting. Defaults to [`SqliteSynchronous::Full`].
@@ -50,6 +50,42 @@ impl ConnectionRef<'_> {
             Self::Postgres(conn) => conn.batch_execute(sql),
             #[cfg(feature = "mysql")]
             Self::Mysql(conn) => conn.batch_execute(sql),
+        }
+    }
+
+    /// Which backend this connection speaks.
+    pub fn backend(&self) -> BackendKind {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(_) => <diesel::SqliteConnection as DbConnection>::KIND,
+            #[cfg(feature = "postgres")]
+            Self::Postgres(_) => <diesel::PgConnection as DbConnection>::KIND,
+            #[cfg(feature = "mysql")]
+            Self::Mysql(_) => <diesel::MysqlConnection as DbConnection>::KIND,
+        }
+    }
+
+    /// [`DbConnection::exec`] on whichever backend this is.
+    pub(crate) fn exec(&mut self, stmt: &Stmt<'_>) -> QueryResult<usize> {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(conn) => conn.exec(stmt),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(conn) => conn.exec(stmt),
+            #[cfg(feature = "mysql")]
+            Self::Mysql(conn) => conn.exec(stmt),
+        }
+    }
+
+    /// [`DbConnection::load`] on whichever backend this is.
+    pub(crate) fn load<R: Row>(&mut self, stmt: &Stmt<'_>) -> QueryResult<Vec<R>> {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(conn) => conn.load(stmt),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(conn) => conn.load(stmt),
+            #[cfg(feature = "mysql")]
+            Self::Mysql(conn) => conn.load(stmt),
         }
     }
 }

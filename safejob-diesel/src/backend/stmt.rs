@@ -16,7 +16,7 @@ use diesel::{
     query_builder::{AstPass, Query, QueryFragment, QueryId},
     query_dsl::RunQueryDsl,
     serialize::ToSql,
-    sql_types::{BigInt, Binary, HasSqlType, Nullable, Text, Untyped},
+    sql_types::{BigInt, Binary, Bool, HasSqlType, Nullable, Text, Untyped},
 };
 
 /// A bind value. Placeholders are written `?` in the SQL; diesel renders them per backend
@@ -28,6 +28,7 @@ pub(crate) enum Bind<'a> {
     Text(&'a str),
     OptText(Option<&'a str>),
     Int(i64),
+    Bool(bool),
 }
 
 /// A statement: SQL with `?` placeholders, its binds in order, and whether each connection may
@@ -77,13 +78,14 @@ impl Query for Stmt<'_> {
 impl<Conn> RunQueryDsl<Conn> for Stmt<'_> {}
 
 /// The SQL split at each `?`, with the binds pushed in between: one implementation for every
-/// backend that can bind bytes, text and 64-bit integers.
+/// backend that can bind bytes, text, 64-bit integers and booleans.
 impl<DB> QueryFragment<DB> for Stmt<'_>
 where
-    DB: Backend + HasSqlType<Binary> + HasSqlType<Text> + HasSqlType<BigInt>,
+    DB: Backend + HasSqlType<Binary> + HasSqlType<Text> + HasSqlType<BigInt> + HasSqlType<Bool>,
     [u8]: ToSql<Binary, DB>,
     str: ToSql<Text, DB>,
     i64: ToSql<BigInt, DB>,
+    bool: ToSql<Bool, DB>,
 {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
         if !self.cache {
@@ -98,6 +100,7 @@ where
                 Bind::Text(v) => out.push_bind_param::<Text, str>(v)?,
                 Bind::OptText(v) => out.push_bind_param::<Nullable<Text>, Option<&str>>(v)?,
                 Bind::Int(v) => out.push_bind_param::<BigInt, i64>(v)?,
+                Bind::Bool(v) => out.push_bind_param::<Bool, bool>(v)?,
             }
             out.push_sql(piece);
         }

@@ -8,7 +8,10 @@
 //! - `sql.rs`: their statements (one template each, rendered per backend) and rows.
 //! - `tx.rs`: [`TransactionExt`], the finalize transaction's connection for transactional
 //!   effects.
+//! - `effects_tx.rs`: [`EffectsTx`], typed writes in that transaction that run unchanged on every
+//!   backend.
 
+mod effects_tx;
 pub(crate) mod ops;
 #[cfg(test)]
 mod plans_tests;
@@ -16,7 +19,9 @@ pub(crate) mod sql;
 mod store;
 mod tx;
 
+pub(crate) use self::tx::effects_connection;
 pub use self::{
+    effects_tx::{EffectsTx, EffectsTxError, SqlValue},
     store::{DieselStore, DieselStoreBuilder},
     tx::{TransactionExt, TxError},
 };

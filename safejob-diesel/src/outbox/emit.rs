@@ -7,7 +7,11 @@ use super::{
     MessageId, is_missing_outbox, migrate_hint,
     sql::{CountRow, EmitSql},
 };
-use crate::backend::{Bind, DbConnection, Stmt};
+use crate::{
+    TxError,
+    backend::{Bind, ConnectionRef, Stmt},
+    guard::effects_connection,
+};
 
 /// The longest topic accepted, in bytes.
 pub const MAX_TOPIC_LEN: usize = 255;
@@ -21,8 +25,9 @@ pub enum EmitError {
     /// `on_succeeded_once` is not running inside a finalize transaction: an outbox row written
     /// outside it could exist for a key that never succeeded, or be lost for one that did.
     #[error(
-        "outbox_emit needs the finalize transaction: build the Runner with \
-         EffectsMode::Transactional on a DieselStore"
+        "outbox_emit needs the finalize transaction: return Some(EffectsMode::Transactional) from \
+         the job's effects_mode, or build the Runner or the worker with \
+         EffectsMode::Transactional, on a DieselStore"
     )]
     NotTransactional,
     /// The finalize transaction is not a diesel connection of a compiled-in backend (for example
@@ -81,19 +86,11 @@ impl OutboxExt for EffectsContext<'_> {
         validate_topic(topic)?;
         let payload = serde_json::to_string(payload).map_err(EmitError::Payload)?;
         let digest = *self.key().digest();
-        #[cfg(feature = "sqlite")]
-        if let Some(conn) = self.transaction::<diesel::SqliteConnection>() {
-            return emit(conn, &digest, topic, &payload);
-        }
-        #[cfg(feature = "postgres")]
-        if let Some(conn) = self.transaction::<diesel::PgConnection>() {
-            return emit(conn, &digest, topic, &payload);
-        }
-        #[cfg(feature = "mysql")]
-        if let Some(conn) = self.transaction::<diesel::MysqlConnection>() {
-            return emit(conn, &digest, topic, &payload);
-        }
-        Err(EmitError::UnsupportedStore)
+        let mut conn = effects_connection(self).map_err(|e| match e {
+            TxError::NotTransactional => EmitError::NotTransactional,
+            _ => EmitError::UnsupportedStore,
+        })?;
+        emit(&mut conn, &digest, topic, &payload)
     }
 }
 
@@ -110,17 +107,18 @@ fn validate_topic(topic: &str) -> Result<(), EmitError> {
     Err(EmitError::InvalidTopic { reason })
 }
 
-fn emit<C: DbConnection>(
-    conn: &mut C,
+fn emit(
+    conn: &mut ConnectionRef<'_>,
     digest: &KeyDigest,
     topic: &str,
     payload: &str,
 ) -> Result<MessageId, EmitError> {
-    let sql = EmitSql::of(C::KIND);
+    let kind = conn.backend();
+    let sql = EmitSql::of(kind);
     let failed = |e: diesel::result::Error| {
         if is_missing_outbox(&e) {
             EmitError::MissingTable {
-                hint: migrate_hint(C::KIND),
+                hint: migrate_hint(kind),
             }
         } else {
             EmitError::Database(e)

@@ -159,14 +159,19 @@ impl TestDb {
         }
     }
 
-    /// A count cast to a 64-bit integer in every dialect.
+    /// A count of `safe_jobs` rows, cast to a 64-bit integer in every dialect.
     pub fn count(&self, predicate: &str) -> i64 {
+        self.count_rows("safe_jobs", predicate)
+    }
+
+    /// A count of `table`'s rows matching `predicate`, cast to a 64-bit integer in every dialect.
+    pub fn count_rows(&self, table: &str, predicate: &str) -> i64 {
         let cast = match self.backend() {
             BackendKind::Mysql => "SIGNED",
             _ => "BIGINT",
         };
         self.query_i64(&format!(
-            "SELECT CAST(COUNT(*) AS {cast}) AS n FROM safe_jobs WHERE {predicate}"
+            "SELECT CAST(COUNT(*) AS {cast}) AS n FROM {table} WHERE {predicate}"
         ))
     }
 }

@@ -14,9 +14,9 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use safejob_core::{
-    EffectsContext, FinalFailure, Fingerprint, FingerprintError, IdempotencyKey, JobRecord,
-    JobState, KeyDigest, KeyError, LeaseStore, ListFilter, ListQuery, Outcome, PerformContext,
-    RenewError, Runner, SafeJob, StoreError,
+    EffectsContext, EffectsMode, FinalFailure, Fingerprint, FingerprintError, IdempotencyKey,
+    JobRecord, JobState, KeyDigest, KeyError, LeaseStore, ListFilter, ListQuery, Outcome,
+    PerformContext, RenewError, Runner, SafeJob, StoreError,
     store::{
         AcquireRequest, Acquired, EffectsClaim, EffectsOutcome, FenceCheck, Finalized, Lease,
         Renewed, TxEffects,
@@ -51,6 +51,7 @@ pub struct Job<'a> {
     pub perform: PerformFn<'a>,
     pub effects: EffectsFn<'a>,
     pub has_effects: bool,
+    pub effects_mode: Option<EffectsMode>,
     pub probe: EffectProbe,
 }
 
@@ -63,6 +64,7 @@ impl<'a> Job<'a> {
             perform: Box::new(|_| Ok(Outcome::json(json!({"paid": 250})))),
             effects: Box::new(|_| Ok(())),
             has_effects: true,
+            effects_mode: None,
             probe: EffectProbe::new(),
         }
     }
@@ -85,6 +87,12 @@ impl<'a> Job<'a> {
 
     pub fn without_effects(mut self) -> Self {
         self.has_effects = false;
+        self
+    }
+
+    /// The job's own effects mode (`None`: the runner's).
+    pub fn effects_mode(mut self, mode: Option<EffectsMode>) -> Self {
+        self.effects_mode = mode;
         self
     }
 
@@ -134,6 +142,10 @@ impl SafeJob for Job<'_> {
 
     fn has_effects(&self) -> bool {
         self.has_effects
+    }
+
+    fn effects_mode(&self) -> Option<EffectsMode> {
+        self.effects_mode
     }
 }
 
