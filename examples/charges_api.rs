@@ -86,10 +86,10 @@ impl SafeJob for Charge {
         Fingerprint::of_json("charge", self).map(Some)
     }
 
-    fn perform(&self, _ctx: &mut PerformContext<'_>) -> Result<Outcome, Self::Error> {
+    fn perform(&self, ctx: &mut PerformContext<'_>) -> Result<Outcome, Self::Error> {
         // Retry-safe work: validate, price, call a gateway that takes an idempotency key.
         Ok(Outcome::json(json!({
-            "charge": charge_id(&self.key),
+            "charge": charge_id(ctx.key()),
             "wallet": self.request.wallet,
             "cents": self.request.cents,
         })))
@@ -97,9 +97,10 @@ impl SafeJob for Charge {
 
     // Inside the finalize transaction: the ledger row commits with `succeeded`, or not at all.
     fn on_succeeded_once(&self, ctx: &mut EffectsContext<'_>) -> Result<(), Self::Error> {
+        let charge = charge_id(ctx.key());
         let conn = ctx.diesel_connection::<SqliteConnection>()?;
         diesel::sql_query("INSERT INTO charge_ledger (charge_id, wallet, cents) VALUES (?, ?, ?)")
-            .bind::<Text, _>(charge_id(&self.key))
+            .bind::<Text, _>(charge)
             .bind::<Text, _>(&self.request.wallet)
             .bind::<BigInt, _>(-self.request.cents)
             .execute(conn)?;
@@ -108,11 +109,8 @@ impl SafeJob for Charge {
 }
 
 /// The charge's id: derived from the key's digest, so the raw key is never stored in the ledger.
-fn charge_id(key: &str) -> String {
-    match IdempotencyKey::from_parts(["charge", key]) {
-        Ok(key) => format!("ch_{}", key.digest()),
-        Err(_) => "ch_invalid".to_owned(),
-    }
+fn charge_id(key: &IdempotencyKey) -> String {
+    format!("ch_{}", key.digest())
 }
 
 /// A payout, queued and run by the worker pool through the guard.
