@@ -448,3 +448,8 @@ pub mod wallet {
 // `redis_streams` example and test (documented in the module itself).
 #[cfg(feature = "redis")]
 pub mod redis_queue;
+
+// Charging from async handlers: an axum service whose handlers run and enqueue guarded jobs
+// through safejob-tokio, shared by the `axum_charge` example and test.
+#[cfg(feature = "axum")]
+pub mod charges_api;
