@@ -124,5 +124,8 @@ pub use memory::MemoryHarness;
 pub use probe::EffectProbe;
 pub use proxy::{FaultProxy, ProxyStats};
 pub use queue_conformance::{MemoryQueueHarness, QueueHarness};
-pub use skip::{backend_url, backends_required, report_skip, skip_unless_required};
+pub use skip::{
+    BackendRequired, backend_url, backends_required, report_skip, skip_or_require,
+    skip_unless_required, try_backend_url,
+};
 pub use torture::{CrashPoint, EffectCounter, Torture, TortureFailure, TortureReport, Violation};
