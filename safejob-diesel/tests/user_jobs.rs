@@ -170,6 +170,7 @@ on_every_backend! {
         let Err(failure @ TortureFailure::UnstableKey { .. }) = result else {
             panic!("an unstable key was not reported as such: {result:?}");
         };
+        eprintln!("{failure}");
         assert!(
             failure.to_string().contains(
                 "key() is unstable: the job made for key index 0 (user_jobs::StampedCharge) \

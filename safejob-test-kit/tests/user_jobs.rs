@@ -182,6 +182,7 @@ fn without_a_counter_the_report_says_the_jobs_own_writes_were_not_checked() {
     let harness = MemoryHarness::new();
     let (result, ledger) = charges(&harness, Posting::InPerform, false, 0.2);
     let report = result.unwrap_or_else(|failure| panic!("{failure}"));
+    println!("{report}\n{} postings for 100 charges", ledger.total());
     assert!(ledger.total() > 100, "the bug charged some keys twice");
     assert_eq!(report.effects_counted, None);
     assert!(
@@ -414,6 +415,7 @@ fn a_key_that_changes_later_is_reported_once_per_job_and_nothing_else() {
         panic!("a drifting key passed: {result:?}");
     };
     let text = failure.to_string();
+    println!("{text}");
     let TortureFailure::Violations {
         violations, report, ..
     } = failure
