@@ -1,7 +1,7 @@
 //! Ready-made test databases for your own jobs: [`TestDb`], a migrated [`DieselStore`] on a
-//! database of its own, removed when it is dropped, and a
-//! [`StoreHarness`](safejob_test_kit::StoreHarness) for the test kit's torture and conformance
-//! suites. Only with the `test-util` feature, which belongs in `[dev-dependencies]`:
+//! database of its own, removed when it is dropped, and a [`StoreHarness`] for the test kit's
+//! torture and conformance suites. Only with the `test-util` feature, which belongs in
+//! `[dev-dependencies]`:
 //!
 //! ```toml
 //! [dev-dependencies]
@@ -20,8 +20,8 @@
 //! test` shows it, unless `SAFEJOB_REQUIRE_BACKENDS=1` (set it in CI): then it is
 //! [`TestDbError::Required`], and the test fails instead of passing untested.
 //!
-//! Time moves with [`StoreHarness::advance`](safejob_test_kit::StoreHarness::advance), which calls
-//! [`DieselStore::advance_clock_for_tests`]: leases expire without sleeping.
+//! Time moves with [`StoreHarness::advance`], which calls [`DieselStore::advance_clock_for_tests`]:
+//! leases expire without sleeping.
 //!
 //! ```
 //! use safejob_core::*;

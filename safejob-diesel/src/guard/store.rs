@@ -397,7 +397,8 @@ impl DieselStore {
     /// let before = db.store().now()?;
     /// db.store().advance_clock_for_tests(Duration::from_secs(3600));
     /// let moved = db.store().now()? - before;
-    /// assert!(moved >= chrono::Duration::seconds(3600) && moved < chrono::Duration::seconds(3660));
+    /// assert!(moved >= chrono::Duration::seconds(3600));
+    /// assert!(moved < chrono::Duration::seconds(3660));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[cfg(feature = "test-util")]

@@ -30,9 +30,7 @@ impl<'h> Torture<'h> {
         let mut report = world.stats.report(seed, self.keys, planned, rounds);
         report.effects_in_doubt = in_doubt.len();
         report.effects_run = world.probe.total();
-        if world.counter.is_some() {
-            report.effects_counted = Some(0);
-        }
+        report.effects_counted = world.counter.map(|_| 0);
 
         for entry in world.jobs {
             let (job, digest) = (&entry.job, *entry.digest());
