@@ -195,8 +195,8 @@ fn without_a_counter_the_report_says_the_jobs_own_writes_were_not_checked() {
     );
 }
 
-/// The correct job passes with its counter, in both effects modes, with pauses that let leases
-/// expire under running performs (so a `perform` can return after another dispatch's effects
+/// The correct job passes with its counter, with crashes and with pauses that let leases expire
+/// under running performs (so a `perform` can return after another dispatch's effects
 /// ran). Catches: `on_succeeded_once` not marking its key as started (`Entry::entering_effects`
 /// dropped: a zombie's perform that returns after the winner's effects is blamed for them), and
 /// a final check demanding one effect where a crash left the key in doubt.
