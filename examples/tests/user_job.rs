@@ -48,6 +48,16 @@ impl Ledger {
             .unwrap_or(0)
     }
 
+    /// The torture's effect counter: the postings of the refund a key names (`refund:<id>`).
+    fn postings_of_key(&self, key: &IdempotencyKey) -> Result<u64, String> {
+        let id = key
+            .as_str()
+            .strip_prefix("refund:")
+            .and_then(|id| id.parse().ok())
+            .ok_or("not a refund key")?;
+        Ok(self.postings_of(id).unsigned_abs())
+    }
+
     fn total(&self) -> i64 {
         self.balances.lock().unwrap().values().sum()
     }
@@ -120,10 +130,14 @@ fn duplicates_and_crashes_credit_each_refund_once_after_reconciliation() {
         .threads(4)
         .crash_rate(0.25)
         .seed(2026)
+        // Check the ledger itself, not only the calls to on_succeeded_once: a posting made in
+        // perform would fail the run.
+        .count_effects(|key: &IdempotencyKey| ledger.postings_of_key(key))
         .run(|i| refund(i as u64, &ledger, &calls, &probe))
         .unwrap_or_else(|failure| panic!("{failure}"));
     println!("{report}");
     assert_eq!(report.succeeded, REFUNDS as usize);
+    assert_eq!(report.effects_counted, Some(probe.total()));
     assert!(report.total_crashes() > 0 && report.duplicates_absorbed() > 0);
     assert!(
         report.effects_in_doubt > 0,

@@ -76,8 +76,29 @@
 //! rolled back the transaction), it rolls back and reports the effects aborted, so the attempt
 //! is retried. docs/guarantees.md says what a hook may do with errors on each database.
 
+//!
+//! ## Testing your jobs: the `test-util` feature
+//!
+//! Enable `test-util` in your `[dev-dependencies]` (never in a production build) for two things
+//! tests need:
+//!
+//! * `testing::TestDb`: a migrated store on a database of its own per test — a temporary SQLite
+//!   file, a fresh PostgreSQL schema or MySQL/MariaDB database from `SAFEJOB_TEST_POSTGRES_URL` /
+//!   `SAFEJOB_TEST_MYSQL_URL` — removed on drop, and a `StoreHarness` for safejob-test-kit's
+//!   torture and conformance suites;
+//! * `DieselStore::advance_clock_for_tests` and `DieselQueue::advance_clock_for_tests`: make
+//!   time pass as the store sees it, so leases expire without sleeping.
+//!
+//! ```toml
+//! [dev-dependencies]
+//! safejob-diesel = { version = "0.1", features = ["test-util"] }
+//! ```
+//!
+//! docs/testing.md in the repository shows a job proved exactly-once on each backend.
+
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(not(any(feature = "sqlite", feature = "postgres", feature = "mysql")))]
 compile_error!("safejob-diesel needs at least one backend feature: sqlite, postgres or mysql");
@@ -87,6 +108,9 @@ mod error;
 mod guard;
 pub mod outbox;
 pub mod queue;
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub mod testing;
 
 pub use backend::{
     pool::{ConnectionRef, SetupHook, SqliteSynchronous},

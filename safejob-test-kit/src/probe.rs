@@ -12,6 +12,13 @@ use safejob_core::{IdempotencyKey, KeyDigest};
 /// Clones share one count (it is an `Arc` inside), so hand a clone to every job and keep one to
 /// assert on. Keys are held by their [`KeyDigest`] only: a probe never holds raw keys.
 ///
+/// Record where the effect happens — in the fake ledger, mailbox or payment API the job calls —
+/// rather than at the top of `on_succeeded_once`. Then the probe sees the effect whichever half
+/// of the job makes it: a posting that `perform` makes is counted too, and handing the probe to
+/// [`Torture::count_effects`](crate::Torture::count_effects) fails the run with "effects
+/// observed in perform: move them to on_succeeded_once". A probe recorded only inside
+/// `on_succeeded_once` can never see that bug.
+///
 /// ```
 /// use safejob_core::IdempotencyKey;
 /// use safejob_test_kit::EffectProbe;

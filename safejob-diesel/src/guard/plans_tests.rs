@@ -4,12 +4,13 @@
 //!
 //! SQLite runs always. PostgreSQL and MySQL/MariaDB read `SAFEJOB_TEST_POSTGRES_URL` /
 //! `SAFEJOB_TEST_MYSQL_URL`, print a skip line without them, and fail without them when
-//! `SAFEJOB_REQUIRE_BACKENDS=1`. Each runs in its own schema / database, dropped afterwards.
+//! `SAFEJOB_REQUIRE_BACKENDS=1`. Each runs in its own schema / database, dropped afterwards
+//! (`testing::TestDb`).
 
 use diesel::{QueryableByName, RunQueryDsl, sql_types::Text};
 
 use super::sql::Listing;
-use crate::{ConnectionRef, DieselStore, backend::Dialect};
+use crate::{ConnectionRef, DieselStore, backend::Dialect, testing::TestDb};
 
 /// The listing statements' binds, as literals: a state other than succeeded, the cursor (a
 /// digest), the limit.
@@ -205,42 +206,19 @@ fn assert_partial_index_plans(store: &DieselStore, primary_key: &str, sort: &str
 #[cfg(feature = "sqlite")]
 #[test]
 fn sqlite_listings_use_their_indexes_without_sorting() {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let url = format!("sqlite://{}", dir.path().join("plans.db").display());
-    let store = DieselStore::builder(&url).build().expect("sqlite store");
-    store.migrate().expect("migrations");
+    let db = TestDb::sqlite_with("plans", |b| b).unwrap_or_else(|e| panic!("{e}"));
     // A WITHOUT ROWID table is its primary key: a scan of it is in digest order.
-    assert_partial_index_plans(&store, "safe_jobs", "TEMP B-TREE");
-}
-
-#[cfg(any(feature = "postgres", feature = "mysql"))]
-fn admin<C: diesel::Connection>(url: &str, sql: &str) {
-    let mut conn = C::establish(url).unwrap_or_else(|e| panic!("the test database: {e}"));
-    conn.batch_execute(sql)
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    assert_partial_index_plans(db.store(), "safe_jobs", "TEMP B-TREE");
 }
 
 #[cfg(feature = "postgres")]
 #[test]
 fn postgres_listings_use_their_indexes_without_sorting() {
-    let Some(url) = safejob_test_kit::backend_url("SAFEJOB_TEST_POSTGRES_URL") else {
+    let Some(db) = TestDb::postgres_from_env_with("plans", |b| b).unwrap_or_else(|e| panic!("{e}"))
+    else {
         return;
     };
-    let schema = format!("sj_plans_{}", std::process::id());
-    admin::<diesel::PgConnection>(&url, &format!("CREATE SCHEMA {schema}"));
-    let set = format!("SET search_path TO {schema}");
-    let result = std::panic::catch_unwind(|| {
-        let store = DieselStore::builder(&url)
-            .on_connect(move |conn| conn.batch_execute(&set))
-            .build()
-            .expect("postgres store");
-        store.migrate().expect("migrations");
-        assert_partial_index_plans(&store, "safe_jobs_pkey", "Sort");
-    });
-    admin::<diesel::PgConnection>(&url, &format!("DROP SCHEMA {schema} CASCADE"));
-    if let Err(panic) = result {
-        std::panic::resume_unwind(panic);
-    }
+    assert_partial_index_plans(db.store(), "safe_jobs_pkey", "Sort");
 }
 
 /// MySQL has no partial indexes: listings by state page through `safe_jobs_state` (state, then
@@ -248,36 +226,23 @@ fn postgres_listings_use_their_indexes_without_sorting() {
 #[cfg(feature = "mysql")]
 #[test]
 fn mysql_listings_by_state_use_their_index_without_sorting() {
-    let Some(admin_url) = safejob_test_kit::backend_url("SAFEJOB_TEST_MYSQL_URL") else {
+    let Some(db) = TestDb::mysql_from_env_with("plans", |b| b).unwrap_or_else(|e| panic!("{e}"))
+    else {
         return;
     };
-    let database = format!("sj_plans_{}", std::process::id());
-    admin::<diesel::MysqlConnection>(&admin_url, &format!("CREATE DATABASE {database}"));
-    let mut url = url::Url::parse(&admin_url).expect("SAFEJOB_TEST_MYSQL_URL is a URL");
-    url.set_path(&format!("/{database}"));
-    let result = std::panic::catch_unwind(|| {
-        let store = DieselStore::builder(url.as_str())
-            .build()
-            .expect("mysql store");
-        store.migrate().expect("migrations");
-        for (listing, cursor, plan) in plans(&store) {
-            let what = format!("{listing:?} (cursor: {cursor}):\n{plan}");
-            match listing {
-                Listing::EffectsInDoubt => {
-                    assert!(plan.contains("key=safe_jobs_effects_expiry"), "{what}")
-                }
-                Listing::OtherState | Listing::ExpiredLeases => {
-                    assert!(plan.contains("key=safe_jobs_state"), "{what}");
-                    assert!(!plan.contains("filesort"), "sorts: {what}");
-                }
-                Listing::All | Listing::Succeeded => {
-                    assert!(!plan.contains("filesort"), "sorts: {what}")
-                }
+    for (listing, cursor, plan) in plans(db.store()) {
+        let what = format!("{listing:?} (cursor: {cursor}):\n{plan}");
+        match listing {
+            Listing::EffectsInDoubt => {
+                assert!(plan.contains("key=safe_jobs_effects_expiry"), "{what}")
+            }
+            Listing::OtherState | Listing::ExpiredLeases => {
+                assert!(plan.contains("key=safe_jobs_state"), "{what}");
+                assert!(!plan.contains("filesort"), "sorts: {what}");
+            }
+            Listing::All | Listing::Succeeded => {
+                assert!(!plan.contains("filesort"), "sorts: {what}")
             }
         }
-    });
-    admin::<diesel::MysqlConnection>(&admin_url, &format!("DROP DATABASE {database}"));
-    if let Err(panic) = result {
-        std::panic::resume_unwind(panic);
     }
 }

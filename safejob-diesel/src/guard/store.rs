@@ -385,8 +385,24 @@ impl DieselStore {
     /// cannot be moved, and nothing should sleep to let a lease expire); it affects this
     /// `DieselStore` only, not other stores or processes on the same database. Only with the
     /// `test-util` feature, which production builds leave off: there the clock is the
-    /// database's, unchanged.
+    /// database's, unchanged. [`testing::TestDb`](crate::testing::TestDb) calls it when a test
+    /// harness advances time.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use safejob_core::LeaseStore;
+    /// use safejob_diesel::testing::TestDb;
+    ///
+    /// let db = TestDb::sqlite()?;
+    /// let before = db.store().now()?;
+    /// db.store().advance_clock_for_tests(Duration::from_secs(3600));
+    /// let moved = db.store().now()? - before;
+    /// assert!(moved >= chrono::Duration::seconds(3600));
+    /// assert!(moved < chrono::Duration::seconds(3660));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[cfg(feature = "test-util")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
     pub fn advance_clock_for_tests(&self, by: Duration) {
         let by = i64::try_from(by.as_micros()).unwrap_or(i64::MAX);
         let mut sql = self.sql.write().unwrap_or_else(PoisonError::into_inner);

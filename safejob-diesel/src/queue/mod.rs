@@ -185,6 +185,7 @@ impl DieselQueue {
     /// Advance through the queue, not the store alone, so that the queue and its guards agree
     /// on the time.
     #[cfg(feature = "test-util")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
     pub fn advance_clock_for_tests(&self, by: Duration) {
         let by_us = i64::try_from(by.as_micros()).unwrap_or(i64::MAX);
         self.store.advance_clock_for_tests(by);

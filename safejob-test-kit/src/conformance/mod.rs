@@ -34,7 +34,8 @@ use safejob_core::LeaseStore;
 /// The memory store's harness advances a `ManualClock`. A `DieselStore`'s harness calls
 /// `DieselStore::advance_clock_for_tests` (safejob-diesel's `test-util` feature, for
 /// dev-dependencies), which moves the store's view of the database clock; the database clock
-/// itself cannot be moved. Neither sleeps.
+/// itself cannot be moved. Neither sleeps. safejob-diesel's `testing::TestDb` (same feature) is
+/// that harness, ready-made, on a database of its own per test.
 pub trait StoreHarness {
     /// The store under test. Each call returns the same store.
     fn store(&self) -> Arc<dyn LeaseStore>;

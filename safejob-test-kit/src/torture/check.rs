@@ -23,16 +23,19 @@ impl<'h> Torture<'h> {
     ) -> Result<TortureReport, TortureFailure> {
         let seed = world.seed;
         let store_err = |source| TortureFailure::Store { seed, source };
-        let ours: HashSet<KeyDigest> = world.jobs.iter().map(|(_, d)| *d).collect();
+        let ours: HashSet<KeyDigest> = world.jobs.iter().map(|e| *e.digest()).collect();
         let in_doubt = list_in_doubt(&*world.store, &ours).map_err(store_err)?;
         let tracks = lock(&world.tracks).clone();
         let mut violations = std::mem::take(&mut *lock(&world.problems));
         let mut report = world.stats.report(seed, self.keys, planned, rounds);
         report.effects_in_doubt = in_doubt.len();
         report.effects_run = world.probe.total();
+        report.effects_counted = world.counter.map(|_| 0);
 
-        for (job, digest) in world.jobs {
-            let digest = *digest;
+        for entry in world.jobs {
+            let (job, digest) = (&entry.job, *entry.digest());
+            let counted = world.counter.and_then(|c| entry.count(c));
+            entry.violations(&mut violations);
             let track = tracks.get(&digest).copied().unwrap_or_default();
             let effects = world.probe.count_digest(&digest);
             let listed = in_doubt.contains(&digest);
@@ -42,7 +45,12 @@ impl<'h> Torture<'h> {
                     commits: track.commits,
                 });
             }
-            let Some(row) = world.store.get(&digest).map_err(store_err)? else {
+            let row = world.store.get(&digest).map_err(store_err)?;
+            if let Some(counted) = counted {
+                *report.effects_counted.get_or_insert(0) += counted;
+                check_counted(&mut violations, digest, row.as_ref(), track, counted);
+            }
+            let Some(row) = row else {
                 violations.push(Violation::NoRow { digest });
                 continue;
             };
@@ -96,6 +104,9 @@ impl<'h> Torture<'h> {
                 }
             }
         }
+        // The costliest facts first (an effect done twice), then the ones that name a cause, so
+        // that a long list cut short still shows them.
+        violations.sort_by_key(Violation::rank);
         if violations.is_empty() {
             Ok(report)
         } else {
@@ -141,6 +152,32 @@ pub(super) fn check_effects(
                 });
             }
         }
+    }
+}
+
+/// The user's count of a key's effects against its row: exactly one for a succeeded key (at
+/// most one when the run left its effects in doubt), none for any other.
+pub(super) fn check_counted(
+    violations: &mut Vec<Violation>,
+    digest: KeyDigest,
+    row: Option<&JobRecord>,
+    track: KeyTrack,
+    counted: u64,
+) {
+    match row.map(|r| r.state) {
+        Some(JobState::Succeeded) => {
+            if counted > 1 {
+                violations.push(Violation::CountedMoreThanOnce { digest, counted });
+            } else if counted == 0 && track.doubt.is_none() {
+                violations.push(Violation::CountedNone { digest });
+            }
+        }
+        state if counted > 0 => violations.push(Violation::CountedWithoutSuccess {
+            digest,
+            state,
+            counted,
+        }),
+        _ => {}
     }
 }
 

@@ -11,6 +11,7 @@ use safejob_core::{EffectsMode, FailurePolicy, NeverFinalize};
 
 use super::{
     SEED_ENV,
+    observe::EffectCounter,
     report::TortureFailure,
     run::{SplitMix64, parse_seed},
 };
@@ -80,6 +81,7 @@ pub struct Torture<'h> {
     pub(super) policy: Arc<dyn FailurePolicy>,
     pub(super) allow_failures: bool,
     pub(super) max_rounds: usize,
+    pub(super) counter: Option<Box<dyn EffectCounter + 'h>>,
 }
 
 impl fmt::Debug for Torture<'_> {
@@ -96,6 +98,7 @@ impl fmt::Debug for Torture<'_> {
             .field("effects", &self.effects)
             .field("allow_failures", &self.allow_failures)
             .field("max_rounds", &self.max_rounds)
+            .field("counts_effects", &self.counter.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -103,8 +106,8 @@ impl fmt::Debug for Torture<'_> {
 impl<'h> Torture<'h> {
     /// A run on `harness`'s store, with the defaults: 100 keys, 4 duplicates, 4 threads, crash
     /// rate 0.1 at every [`CrashPoint`], pause rate 0.01, a 30 s TTL, after-commit effects,
-    /// [`NeverFinalize`], no failed keys allowed, 16 recovery rounds at most, and no seed (see
-    /// [`seed`](Self::seed)).
+    /// [`NeverFinalize`], no failed keys allowed, 16 recovery rounds at most, no seed (see
+    /// [`seed`](Self::seed)) and no effect counter (see [`count_effects`](Self::count_effects)).
     pub fn new(harness: &'h dyn StoreHarness) -> Self {
         Self {
             harness,
@@ -120,6 +123,7 @@ impl<'h> Torture<'h> {
             policy: Arc::new(NeverFinalize),
             allow_failures: false,
             max_rounds: 16,
+            counter: None,
         }
     }
 
@@ -199,6 +203,63 @@ impl<'h> Torture<'h> {
     /// before the keys still unfinished count as stuck. Defaults to 16.
     pub fn max_rounds(mut self, rounds: usize) -> Self {
         self.max_rounds = rounds;
+        self
+    }
+
+    /// Checks the job's own side effects with `counter`, which says how many times the effect
+    /// happened for a key (rows in your ledger, calls to your fake API). Without one, the
+    /// harness counts only the calls to `on_succeeded_once` that returned, and cannot see what
+    /// the job wrote anywhere else — in `perform`, say; the report says which it checked.
+    ///
+    /// With a counter, the run also fails when:
+    ///
+    /// * the counter shows effects for a key right after a `perform` returned, before any
+    ///   `on_succeeded_once` of that key had started: the effects are made in `perform`, which
+    ///   runs again after a crash, a lost lease or a retryable error
+    ///   ([`Violation::EffectsInPerform`](super::Violation::EffectsInPerform); checked only for a
+    ///   job whose `has_effects` is true: a job without effects does all its work in `perform`);
+    /// * at the end, a succeeded key does not have exactly one effect (at most one when the
+    ///   run left it effects-in-doubt), or a key that did not succeed has any.
+    ///
+    /// The counter is read from the dispatching threads after every `perform`, and once per key
+    /// at the end. An [`EffectProbe`](crate::EffectProbe) is one; so is a closure
+    /// `|key: &IdempotencyKey| -> Result<u64, E>` (see [`EffectCounter`]).
+    ///
+    /// ```
+    /// use safejob_core::*;
+    /// use safejob_test_kit::{CrashPoint, EffectProbe, MemoryHarness, Torture};
+    ///
+    /// /// The ledger a charge posts to: every posting is recorded in the probe, whichever half
+    /// /// of the job makes it.
+    /// struct Charge { id: usize, ledger: EffectProbe }
+    ///
+    /// impl SafeJob for Charge {
+    ///     type Error = std::io::Error;
+    ///     fn key(&self) -> Result<IdempotencyKey, KeyError> {
+    ///         IdempotencyKey::from_parts(["charge", &self.id.to_string()])
+    ///     }
+    ///     fn perform(&self, _: &mut PerformContext<'_>) -> Result<Outcome, Self::Error> {
+    ///         Ok(Outcome::done()) // a posting here would fail the run
+    ///     }
+    ///     fn on_succeeded_once(&self, ctx: &mut EffectsContext<'_>) -> Result<(), Self::Error> {
+    ///         self.ledger.record(ctx.key()); // the posting
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// // Crashes before the finalize only, so that no key is left effects-in-doubt.
+    /// let (harness, ledger) = (MemoryHarness::new(), EffectProbe::new());
+    /// let report = Torture::new(&harness)
+    ///     .crash_rate(0.3)
+    ///     .crash_points([CrashPoint::BeforePerform, CrashPoint::AfterPerform])
+    ///     .seed(3)
+    ///     .count_effects(ledger.clone())
+    ///     .run(|id| Charge { id, ledger: ledger.clone() })?;
+    /// assert_eq!(report.effects_counted, Some(100)); // one posting per charge
+    /// # Ok::<(), safejob_test_kit::TortureFailure>(())
+    /// ```
+    pub fn count_effects(mut self, counter: impl EffectCounter + 'h) -> Self {
+        self.counter = Some(Box::new(counter));
         self
     }
 

@@ -22,6 +22,7 @@ use serde_json::Value;
 
 use super::{
     config::CrashPoint,
+    observe::{EffectCounter, Entry},
     run::{Life, Stats, bump, lock},
 };
 
@@ -147,10 +148,13 @@ impl LeaseStore for FaultStore {
     }
 }
 
-/// The user's job as one dispatch runs it: crashes and pauses at the job-side points, and
-/// counts the effects that returned.
+/// The user's job as one dispatch runs it: crashes and pauses at the job-side points, counts the
+/// effects that returned, runs under the key and fingerprint of the job's first calls (a later
+/// different answer is remembered by the [`Entry`]), and reads the user's effect counter after
+/// `perform`.
 pub(super) struct Tortured<'a, J> {
-    pub(super) job: &'a J,
+    pub(super) entry: &'a Entry<J>,
+    pub(super) counter: Option<&'a dyn EffectCounter>,
     pub(super) life: &'a Life,
     pub(super) pause: Option<&'a dyn Fn()>,
     pub(super) stats: &'a Stats,
@@ -160,19 +164,19 @@ impl<J: SafeJob> SafeJob for Tortured<'_, J> {
     type Error = J::Error;
 
     fn key(&self) -> Result<IdempotencyKey, KeyError> {
-        self.job.key()
+        self.entry.stable_key()
     }
 
     fn fingerprint(&self) -> Result<Option<Fingerprint>, FingerprintError> {
-        self.job.fingerprint()
+        self.entry.stable_fingerprint()
     }
 
     fn lease_ttl(&self) -> Option<Duration> {
-        self.job.lease_ttl()
+        self.entry.job.lease_ttl()
     }
 
     fn has_effects(&self) -> bool {
-        self.job.has_effects()
+        self.entry.job.has_effects()
     }
 
     fn perform(&self, ctx: &mut PerformContext<'_>) -> Result<Outcome, Self::Error> {
@@ -181,12 +185,19 @@ impl<J: SafeJob> SafeJob for Tortured<'_, J> {
             bump(&self.stats.pauses);
             pause();
         }
-        self.job.perform(ctx)
+        let performed = self.entry.job.perform(ctx);
+        if let Some(counter) = self.counter
+            && self.entry.job.has_effects()
+        {
+            self.entry.after_perform(counter);
+        }
+        performed
     }
 
     fn on_succeeded_once(&self, ctx: &mut EffectsContext<'_>) -> Result<(), Self::Error> {
+        self.entry.entering_effects();
         self.life.maybe_crash(CrashPoint::EffectsStart);
-        let ran = self.job.on_succeeded_once(ctx);
+        let ran = self.entry.job.on_succeeded_once(ctx);
         if ran.is_ok() {
             let counter = if ctx.is_transactional() {
                 &self.life.tx_effects

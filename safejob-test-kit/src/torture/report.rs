@@ -48,8 +48,14 @@ pub struct TortureReport {
     pub failed: usize,
     /// Keys listed effects-in-doubt at the end.
     pub effects_in_doubt: usize,
-    /// Effects the harness saw run (and, transactionally, commit).
+    /// Calls to `on_succeeded_once` the harness saw return (and, transactionally, commit).
     pub effects_run: u64,
+    /// The job's own effects, summed over the keys as the user's counter reported them at the
+    /// end; `None` when no counter was given ([`Torture::count_effects`]), and then the job's own
+    /// writes were not checked at all.
+    ///
+    /// [`Torture::count_effects`]: super::Torture::count_effects
+    pub effects_counted: Option<u64>,
 }
 
 impl TortureReport {
@@ -66,6 +72,21 @@ impl TortureReport {
     /// Duplicates the pipeline absorbed: replays plus busy answers.
     pub fn duplicates_absorbed(&self) -> u64 {
         self.replays + self.busy
+    }
+
+    /// What the run could check of the job's effects, in words: with an effect counter, the
+    /// job's own effects; without one, only that `on_succeeded_once` returned once per key.
+    pub fn effects_checked(&self) -> String {
+        match self.effects_counted {
+            Some(counted) => format!(
+                "effects checked: on_succeeded_once calls, and the job's own effects through \
+                 your counter ({counted} counted, read after every perform and at the end)"
+            ),
+            None => "effects checked: on_succeeded_once calls only; no effect counter was given \
+                     (Torture::count_effects), so the job's own writes, in perform or anywhere \
+                     else, were not checked"
+                .to_owned(),
+        }
     }
 }
 
@@ -88,7 +109,7 @@ impl fmt::Display for TortureReport {
         write!(
             f,
             "), {} pauses, {} replays, {} busy, {} regrants, {} leases lost, {} job errors, \
-             {} store errors; {} succeeded, {} failed, {} effects run, {} in doubt",
+             {} store errors; {} succeeded, {} failed, {} effects run, {} in doubt; {}",
             self.pauses,
             self.replays,
             self.busy,
@@ -99,7 +120,8 @@ impl fmt::Display for TortureReport {
             self.succeeded,
             self.failed,
             self.effects_run,
-            self.effects_in_doubt
+            self.effects_in_doubt,
+            self.effects_checked()
         )
     }
 }
@@ -224,14 +246,109 @@ pub enum Violation {
         /// The panic message.
         message: String,
     },
-    /// The runner returned an error that a well-formed job never causes (a key conflict from a
-    /// fingerprint that changes between dispatches, for instance).
+    /// The runner returned an error that a well-formed job never causes.
     UnexpectedError {
         /// The key.
         digest: KeyDigest,
         /// The error.
         error: String,
     },
+    /// The job's `key()` returned another key on a later call than on its first ones. The
+    /// harness ran every dispatch under the first key; a real queue would have run each
+    /// delivery as a new job.
+    UnstableKey {
+        /// The key of the first calls.
+        digest: KeyDigest,
+        /// The key index the job was made for.
+        index: usize,
+        /// The job's type name.
+        job: &'static str,
+        /// The first different key seen.
+        later: KeyDigest,
+    },
+    /// The job's `fingerprint()` returned another value on a later call than on its first ones.
+    UnstableFingerprint {
+        /// The key.
+        digest: KeyDigest,
+        /// The key index the job was made for.
+        index: usize,
+        /// The job's type name.
+        job: &'static str,
+    },
+    /// The user's effect counter showed effects right after a `perform` returned, before any
+    /// `on_succeeded_once` of the key had started: the job makes its effects in `perform`.
+    EffectsInPerform {
+        /// The key.
+        digest: KeyDigest,
+        /// The most effects counted at such a moment.
+        counted: u64,
+    },
+    /// The user's effect counter counted more than one effect for a succeeded key.
+    CountedMoreThanOnce {
+        /// The key.
+        digest: KeyDigest,
+        /// How many.
+        counted: u64,
+    },
+    /// The key succeeded with no crash in its effects window, but the user's effect counter
+    /// counted no effect.
+    CountedNone {
+        /// The key.
+        digest: KeyDigest,
+    },
+    /// The user's effect counter counted effects for a key that did not succeed.
+    CountedWithoutSuccess {
+        /// The key.
+        digest: KeyDigest,
+        /// The key's state, or `None` when it has no row.
+        state: Option<JobState>,
+        /// How many.
+        counted: u64,
+    },
+    /// The user's effect counter returned an error.
+    EffectCountFailed {
+        /// The key.
+        digest: KeyDigest,
+        /// The error.
+        error: String,
+    },
+}
+
+/// A cause the harness can name for some violations, with its fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Cause {
+    UnstableKey,
+    UnstableFingerprint,
+    EffectsInPerform,
+}
+
+impl Cause {
+    fn explain(self) -> &'static str {
+        match self {
+            Self::UnstableKey => {
+                "key() is unstable: it returned different keys for the same job, so a queue would \
+                 run each delivery as a new job. Build the key only from the job's parameters \
+                 (no timestamps, random ids or counters)"
+            }
+            Self::UnstableFingerprint => {
+                "fingerprint() is unstable: it returned different values for the same job, so \
+                 duplicates would be refused as key conflicts. Fingerprint only the job's \
+                 parameters"
+            }
+            Self::EffectsInPerform => {
+                "effects observed in perform: move them to on_succeeded_once. perform runs again \
+                 after a crash, a lost lease or a retryable error, so an effect made there can \
+                 happen twice, or for a key that never succeeds"
+            }
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            Self::UnstableKey | Self::UnstableFingerprint => "job",
+            Self::EffectsInPerform => "key",
+        }
+    }
 }
 
 impl Violation {
@@ -252,7 +369,35 @@ impl Violation {
             | Self::EffectsNotDone { digest, .. }
             | Self::NoEffectsNotDone { digest, .. }
             | Self::JobPanicked { digest, .. }
-            | Self::UnexpectedError { digest, .. } => digest,
+            | Self::UnexpectedError { digest, .. }
+            | Self::UnstableKey { digest, .. }
+            | Self::UnstableFingerprint { digest, .. }
+            | Self::EffectsInPerform { digest, .. }
+            | Self::CountedMoreThanOnce { digest, .. }
+            | Self::CountedNone { digest }
+            | Self::CountedWithoutSuccess { digest, .. }
+            | Self::EffectCountFailed { digest, .. } => digest,
+        }
+    }
+
+    fn cause(&self) -> Option<Cause> {
+        match self {
+            Self::UnstableKey { .. } => Some(Cause::UnstableKey),
+            Self::UnstableFingerprint { .. } => Some(Cause::UnstableFingerprint),
+            Self::EffectsInPerform { .. } => Some(Cause::EffectsInPerform),
+            _ => None,
+        }
+    }
+
+    /// Where the violation goes in a failure's list: effects done or finalizes committed more
+    /// than once first, then the violations that name their cause, then the rest.
+    pub(super) fn rank(&self) -> u8 {
+        match self {
+            Self::FinalizedTwice { .. }
+            | Self::EffectsRepeated { .. }
+            | Self::CountedMoreThanOnce { .. } => 0,
+            _ if self.cause().is_some() => 1,
+            _ => 2,
         }
     }
 }
@@ -317,6 +462,45 @@ impl fmt::Display for Violation {
                 write!(f, "the job panicked (not an injected crash): {message}")
             }
             Self::UnexpectedError { error, .. } => write!(f, "unexpected run error: {error}"),
+            Self::UnstableKey {
+                index, job, later, ..
+            } => write!(
+                f,
+                "key() is unstable: the job made for key index {index} ({job}) returned another \
+                 key, {later}, on a later call"
+            ),
+            Self::UnstableFingerprint { index, job, .. } => write!(
+                f,
+                "fingerprint() is unstable: the job made for key index {index} ({job}) returned \
+                 another fingerprint on a later call"
+            ),
+            Self::EffectsInPerform { counted, .. } => write!(
+                f,
+                "effects observed in perform: your counter saw {counted} before \
+                 on_succeeded_once ever ran"
+            ),
+            Self::CountedMoreThanOnce { counted, .. } => write!(
+                f,
+                "effect done {counted} times (your counter), once expected for a succeeded key"
+            ),
+            Self::CountedNone { .. } => f.write_str(
+                "succeeded without a crash in its effects window, but your counter saw no effect",
+            ),
+            Self::CountedWithoutSuccess { state, counted, .. } => match state {
+                Some(state) => write!(
+                    f,
+                    "effect done {counted} times (your counter) on a key that ended {state}, none \
+                     expected"
+                ),
+                None => write!(
+                    f,
+                    "effect done {counted} times (your counter) on a key with no row, none \
+                     expected"
+                ),
+            },
+            Self::EffectCountFailed { error, .. } => {
+                write!(f, "your effect counter failed: {error}")
+            }
         }
     }
 }
@@ -344,6 +528,42 @@ pub enum TortureFailure {
         /// Why.
         #[source]
         source: KeyError,
+    },
+    /// Two calls in a row of a job's `key()` returned different keys.
+    #[error(
+        "torture seed {seed} (rerun with {SEED_ENV}={seed}): key() is unstable: the job made for \
+         key index {index} ({job}) returned two different keys from two calls in a row (digests \
+         {first}, {second}), so a queue would run each delivery as a new job. Build the key only \
+         from the job's parameters (no timestamps, random ids or counters)"
+    )]
+    UnstableKey {
+        /// The seed.
+        seed: u64,
+        /// The key index given to the job factory.
+        index: usize,
+        /// The job's type name.
+        job: &'static str,
+        /// The first key's digest.
+        first: KeyDigest,
+        /// The second key's digest.
+        second: KeyDigest,
+    },
+    /// Two calls in a row of a job's `fingerprint()` returned different values.
+    #[error(
+        "torture seed {seed} (rerun with {SEED_ENV}={seed}): fingerprint() is unstable: the job \
+         made for key index {index} ({job}, key {digest}) returned two different fingerprints \
+         from two calls in a row, so its duplicates would be refused as key conflicts. \
+         Fingerprint only the job's parameters"
+    )]
+    UnstableFingerprint {
+        /// The seed.
+        seed: u64,
+        /// The key index given to the job factory.
+        index: usize,
+        /// The job's type name.
+        job: &'static str,
+        /// The key's digest.
+        digest: KeyDigest,
     },
     /// Two key indexes produced the same key, or a key already has a row.
     #[error("torture seed {seed} (rerun with {SEED_ENV}={seed}): key {digest} {problem}")]
@@ -386,6 +606,8 @@ impl TortureFailure {
         match self {
             Self::Config { .. } => None,
             Self::InvalidKey { seed, .. }
+            | Self::UnstableKey { seed, .. }
+            | Self::UnstableFingerprint { seed, .. }
             | Self::KeyReused { seed, .. }
             | Self::Store { seed, .. }
             | Self::Violations { seed, .. } => Some(*seed),
@@ -393,9 +615,23 @@ impl TortureFailure {
     }
 }
 
+/// The causes the harness could name (one line each, with how many keys or jobs showed it),
+/// then the violations, key by key, at most 20.
 pub(super) fn list_violations(violations: &[Violation]) -> String {
     const MAX: usize = 20;
+    let mut causes = BTreeMap::<Cause, usize>::new();
+    for cause in violations.iter().filter_map(Violation::cause) {
+        *causes.entry(cause).or_default() += 1;
+    }
     let mut out = String::new();
+    for (cause, n) in causes {
+        let plural = if n == 1 { "" } else { "s" };
+        out.push_str(&format!(
+            "\n  cause ({n} {}{plural}): {}",
+            cause.noun(),
+            cause.explain()
+        ));
+    }
     for violation in violations.iter().take(MAX) {
         out.push_str("\n  ");
         out.push_str(&violation.to_string());

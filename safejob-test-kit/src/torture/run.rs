@@ -20,13 +20,15 @@ use safejob_core::{
 use super::{
     config::{CrashPoint, Torture},
     fault::{FaultStore, SharedPolicy, Tortured},
+    observe::{EffectCounter, Entry},
     report::{DoubtReason, TortureFailure, TortureReport, Violation},
 };
 use crate::EffectProbe;
 
 impl<'h> Torture<'h> {
-    /// Runs the torture: builds one job per key index with `make_job`, dispatches them with
-    /// faults, recovers, and checks. Returns what happened, or every violation found.
+    /// Runs the torture: builds one job per key index with `make_job` (calling its `key()` and
+    /// `fingerprint()` twice, so an unstable one fails here), dispatches them with faults,
+    /// recovers, and checks. Returns what happened, or every violation found.
     pub fn run<J, F>(&self, mut make_job: F) -> Result<TortureReport, TortureFailure>
     where
         J: SafeJob + Sync,
@@ -41,13 +43,8 @@ impl<'h> Torture<'h> {
         let mut seen = HashSet::new();
         let mut max_ttl = self.ttl;
         for index in 0..self.keys {
-            let job = make_job(index);
-            let key = job.key().map_err(|source| TortureFailure::InvalidKey {
-                seed,
-                index,
-                source,
-            })?;
-            let digest = *key.digest();
+            let entry = Entry::new(index, make_job(index), seed)?;
+            let digest = *entry.digest();
             if !seen.insert(digest) {
                 return Err(TortureFailure::KeyReused {
                     seed,
@@ -62,8 +59,8 @@ impl<'h> Torture<'h> {
                     problem: "already has a row in the store; give each run fresh keys",
                 });
             }
-            max_ttl = max_ttl.max(job.lease_ttl().unwrap_or(self.ttl));
-            jobs.push((job, digest));
+            max_ttl = max_ttl.max(entry.job.lease_ttl().unwrap_or(self.ttl));
+            jobs.push(entry);
         }
         // Probe that the runner accepts this configuration before any thread starts.
         Runner::builder(store.clone())
@@ -85,6 +82,7 @@ impl<'h> Torture<'h> {
             tracks: Mutex::new(HashMap::new()),
             problems: Mutex::new(Vec::new()),
             probe: EffectProbe::new(),
+            counter: self.counter.as_deref(),
             next_dispatch: AtomicU64::new(0),
         };
         // Past every lease and effects window any job may hold.
@@ -116,8 +114,8 @@ impl<'h> Torture<'h> {
         loop {
             self.harness.advance(expire_all);
             let mut unfinished = Vec::new();
-            for (index, (_, digest)) in jobs.iter().enumerate() {
-                let row = world.store.get(digest).map_err(store_err)?;
+            for (index, entry) in jobs.iter().enumerate() {
+                let row = world.store.get(entry.digest()).map_err(store_err)?;
                 if !row.is_some_and(|r| r.state.is_terminal()) {
                     unfinished.push(Task {
                         key_index: index,
@@ -300,7 +298,7 @@ impl Stats {
 /// Everything the dispatching threads share.
 pub(super) struct World<'j, J> {
     pub(super) store: Arc<dyn LeaseStore>,
-    pub(super) jobs: &'j [(J, KeyDigest)],
+    pub(super) jobs: &'j [Entry<J>],
     pub(super) seed: u64,
     pub(super) ttl: Duration,
     pub(super) effects: EffectsMode,
@@ -308,13 +306,17 @@ pub(super) struct World<'j, J> {
     pub(super) stats: Stats,
     pub(super) tracks: Mutex<HashMap<KeyDigest, KeyTrack>>,
     pub(super) problems: Mutex<Vec<Violation>>,
+    /// The calls to `on_succeeded_once` that returned (and, transactionally, committed).
     pub(super) probe: EffectProbe,
+    /// The user's count of the job's own effects, if given.
+    pub(super) counter: Option<&'j dyn EffectCounter>,
     pub(super) next_dispatch: AtomicU64,
 }
 
 impl<J: SafeJob + Sync> World<'_, J> {
     pub(super) fn dispatch(&self, task: &Task, pause: &dyn Fn()) {
-        let (job, digest) = &self.jobs[task.key_index];
+        let entry = &self.jobs[task.key_index];
+        let digest = entry.digest();
         let n = self.next_dispatch.fetch_add(1, Ordering::Relaxed);
         bump(&self.stats.dispatches);
         let life = Arc::new(Life {
@@ -337,7 +339,8 @@ impl<J: SafeJob + Sync> World<'_, J> {
             return;
         };
         let wrapped = Tortured {
-            job,
+            entry,
+            counter: self.counter,
             life: &life,
             pause: task.pause.then_some(pause),
             stats: &self.stats,
