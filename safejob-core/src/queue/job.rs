@@ -306,7 +306,7 @@ impl EnqueueOptions {
     ///
     /// By default a guarded enqueue is deduplicated by its idempotency key: while a live job
     /// (pending, scheduled, retrying, running or parked) of the same kind carries the key, the
-    /// enqueue returns [`Enqueued::Duplicate`] with that job's id and inserts nothing, so a
+    /// enqueue returns [`Enqueued::Duplicate`](crate::queue::Enqueued::Duplicate) with that job's id and inserts nothing, so a
     /// burst of duplicate deliveries costs one run. With duplicates allowed, every copy is
     /// inserted and the guard settles them when they run: one succeeds, the others replay its
     /// result; a copy claimed while another runs the key is snoozed and asked again soon
