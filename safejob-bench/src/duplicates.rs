@@ -9,10 +9,7 @@
 //! drain.
 
 use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::atomic::{AtomicUsize, Ordering},
     time::{Duration, Instant},
 };
 
@@ -25,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     driver::BenchError,
-    queue_bench::{drain_timeout, open_ours, wait_for},
+    queue_bench::{drain_timeout, open_ours},
 };
 
 /// Arguments of `duplicates`.
@@ -88,12 +85,14 @@ impl GuardedJob for Payout {
 pub fn run(args: &DuplicatesArgs, run_id: &str) -> Result<(), BenchError> {
     let (store, backend) = open_ours(&args.url, args.workers)?;
     let queue = Queue::new(store.clone());
+    // A queue of this run's own: the pool claims nothing left by earlier runs on the database.
+    let options = EnqueueOptions::new().queue(run_id);
     let options = if args.allow_duplicates {
-        EnqueueOptions::new().allow_duplicates()
+        options.allow_duplicates()
     } else {
-        EnqueueOptions::new()
+        options
     };
-    let mut total = 0;
+    let mut inserted = Vec::new();
     for _ in 0..args.copies {
         for id in 0..args.keys {
             let payout = Payout {
@@ -101,36 +100,37 @@ pub fn run(args: &DuplicatesArgs, run_id: &str) -> Result<(), BenchError> {
                 id,
                 work_ms: args.work_ms,
             };
-            if !queue.enqueue_guarded(&payout, &options)?.is_duplicate() {
-                total += 1;
+            let answer = queue.enqueue_guarded(&payout, &options)?;
+            if !answer.is_duplicate() {
+                inserted.push(answer.id());
             }
         }
     }
+    let total = inserted.len();
     let mut registry = Registry::new();
     registry.register_guarded::<Payout>();
-    let builder =
-        Worker::builder(store.clone(), registry).concurrency(u32::try_from(args.workers)?);
+    let builder = Worker::builder(store.clone(), registry)
+        .queues([run_id])
+        .concurrency(u32::try_from(args.workers)?);
     EFFECTS.store(0, Ordering::SeqCst);
-    // Jobs of earlier runs on the same database are not this run's.
-    let earlier = queue.snapshot()?.count(QueueState::Succeeded) as usize;
     let start = Instant::now();
     let pool = builder.start()?;
-    let finished = Arc::new(AtomicUsize::new(0));
-    let drained = wait_for(drain_timeout(total), || {
-        // Every copy finished (succeeded, the duplicates included) and nothing in flight.
-        let done = queue
-            .snapshot()
-            .map(|s| (s.count(QueueState::Succeeded) as usize).saturating_sub(earlier))
-            .unwrap_or(0);
-        finished.store(done, Ordering::Relaxed);
-        done >= total && pool.in_flight() == 0
-    });
+    // Idle: a claim found nothing due, nothing runs, and no snoozed copy is about to be due.
+    let idle = pool.wait_idle(drain_timeout(total));
     let elapsed = start.elapsed();
     pool.shutdown(Duration::from_secs(5));
     let effects = EFFECTS.load(Ordering::SeqCst);
-    if !drained {
-        let done = finished.load(Ordering::Relaxed);
-        return Err(format!("drain timed out: {done} of {total} copies succeeded").into());
+    let mut done = 0;
+    for id in &inserted {
+        if queue
+            .get(*id)?
+            .is_some_and(|job| job.state == QueueState::Succeeded)
+        {
+            done += 1;
+        }
+    }
+    if !idle || done != total {
+        return Err(format!("drain incomplete: {done} of {total} copies succeeded").into());
     }
     if effects != args.keys {
         return Err(format!("effects ran {effects} times for {} keys", args.keys).into());

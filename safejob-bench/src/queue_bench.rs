@@ -101,6 +101,10 @@ pub struct QueueArgs {
     /// transaction; after-commit records it with one more statement.
     #[arg(long, value_enum, default_value_t = Effects::Transactional)]
     pub effects: Effects,
+    /// Enqueue guarded jobs without deduplicating them by key
+    /// (`EnqueueOptions::allow_duplicates`): measures what the default deduplication costs.
+    #[arg(long)]
+    pub allow_duplicates: bool,
     /// Also run the same workload through a peer (repeat for both). Needs the `peers` feature.
     #[arg(long = "peer", value_enum)]
     pub peers: Vec<Peer>,
@@ -327,6 +331,7 @@ pub fn run(args: &QueueArgs) -> Result<(), BenchError> {
                 warmup: args.warmup,
             },
             effects: args.effects,
+            allow_duplicates: args.allow_duplicates,
         };
         for f in ours.run(args.guarded)? {
             emit(f);
@@ -470,6 +475,7 @@ struct Ours {
     backend: &'static str,
     w: Workload,
     effects: Effects,
+    allow_duplicates: bool,
 }
 
 impl Ours {
@@ -501,6 +507,11 @@ impl Ours {
         let prefix = run_prefix();
         let queue_name = format!("{prefix}-{}", if guarded { "g" } else { "u" });
         let options = EnqueueOptions::new().queue(queue_name.clone());
+        let options = if guarded && self.allow_duplicates {
+            options.allow_duplicates()
+        } else {
+            options
+        };
         let client = Queue::new(self.store.clone());
         let has_effects = self.effects != Effects::None;
         let figure = |op, jobs, batch, elapsed| Figure {
