@@ -113,6 +113,51 @@ fn ten_thousand_dispatches_transactional() {
     assert_eq!(report.effects_run, 1_250, "{report}");
 }
 
+/// A job that chooses transactional effects itself.
+struct OwnTransactional(Transfer);
+
+impl SafeJob for OwnTransactional {
+    type Error = io::Error;
+    fn key(&self) -> Result<IdempotencyKey, KeyError> {
+        self.0.key()
+    }
+    fn perform(&self, ctx: &mut PerformContext<'_>) -> Result<Outcome, Self::Error> {
+        self.0.perform(ctx)
+    }
+    fn on_succeeded_once(&self, ctx: &mut EffectsContext<'_>) -> Result<(), Self::Error> {
+        if !ctx.is_transactional() {
+            return Err(io::Error::other("the job's own effects mode was ignored"));
+        }
+        self.0.on_succeeded_once(ctx)
+    }
+    fn effects_mode(&self) -> Option<EffectsMode> {
+        Some(EffectsMode::Transactional)
+    }
+}
+
+/// Torture honours a job's own effects mode over its setting, as the Runner does: under an
+/// after-commit torture, a job that chooses transactional effects runs them in the finalize
+/// transaction, none is left in doubt, and each key's effects count once. Catches the torture's
+/// wrapper dropping `effects_mode` (the hook then runs after commit and errs: keys in doubt) and
+/// the check judging by the torture's setting instead of the job's (transactional effects go
+/// uncounted: 0 effects run).
+#[test]
+fn a_jobs_own_effects_mode_wins_over_the_tortures() {
+    let harness = MemoryHarness::new();
+    let report = Torture::new(&harness)
+        .keys(300)
+        .duplicates(4)
+        .threads(4)
+        .crash_rate(0.2)
+        .effects(EffectsMode::AfterCommit)
+        .seed(0x0e11)
+        .run(|id| OwnTransactional(Transfer { id }))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.succeeded, 300, "{report}");
+    assert_eq!(report.effects_in_doubt, 0, "{report}");
+    assert_eq!(report.effects_run, 300, "{report}");
+}
+
 /// A job that fails, retries and gives up like real ones do, with its own effect probe.
 #[test]
 fn jobs_without_effects_are_done_in_one_step_in_both_modes() {

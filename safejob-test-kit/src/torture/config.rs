@@ -180,7 +180,8 @@ impl<'h> Torture<'h> {
         self
     }
 
-    /// Where effects run. Defaults to [`EffectsMode::AfterCommit`].
+    /// Where effects run for jobs that do not choose (their [`SafeJob::effects_mode`](safejob_core::SafeJob::effects_mode) is `None`).
+    /// Defaults to [`EffectsMode::AfterCommit`].
     pub fn effects(mut self, mode: EffectsMode) -> Self {
         self.effects = mode;
         self

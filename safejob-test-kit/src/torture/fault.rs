@@ -11,8 +11,8 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use safejob_core::{
-    EffectsContext, FailurePolicy, FinalFailure, Fingerprint, FingerprintError, IdempotencyKey,
-    JobRecord, KeyDigest, KeyError, LeaseStore, Outcome, PerformContext, SafeJob,
+    EffectsContext, EffectsMode, FailurePolicy, FinalFailure, Fingerprint, FingerprintError,
+    IdempotencyKey, JobRecord, KeyDigest, KeyError, LeaseStore, Outcome, PerformContext, SafeJob,
     store::{
         AcquireRequest, Acquired, EffectsClaim, EffectsOutcome, FenceCheck, Finalized, Lease,
         ListQuery, Renewed, StoreError, TxEffects,
@@ -177,6 +177,10 @@ impl<J: SafeJob> SafeJob for Tortured<'_, J> {
 
     fn has_effects(&self) -> bool {
         self.entry.job.has_effects()
+    }
+
+    fn effects_mode(&self) -> Option<EffectsMode> {
+        self.entry.job.effects_mode()
     }
 
     fn perform(&self, ctx: &mut PerformContext<'_>) -> Result<Outcome, Self::Error> {

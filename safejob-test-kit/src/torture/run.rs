@@ -317,6 +317,9 @@ impl<J: SafeJob + Sync> World<'_, J> {
     pub(super) fn dispatch(&self, task: &Task, pause: &dyn Fn()) {
         let entry = &self.jobs[task.key_index];
         let digest = entry.digest();
+        // Where this job's effects run: its own choice, else the torture's setting (as the
+        // pipeline decides it).
+        let mode = entry.job.effects_mode().unwrap_or(self.effects);
         let n = self.next_dispatch.fetch_add(1, Ordering::Relaxed);
         bump(&self.stats.dispatches);
         let life = Arc::new(Life {
@@ -400,7 +403,7 @@ impl<J: SafeJob + Sync> World<'_, J> {
         {
             committed |= row.state == JobState::Succeeded && row.fence == fence;
         }
-        if committed && self.effects == EffectsMode::Transactional {
+        if committed && mode == EffectsMode::Transactional {
             for _ in 0..life.tx_effects.load(Ordering::Relaxed) {
                 self.probe.record_digest(digest);
             }
@@ -411,7 +414,7 @@ impl<J: SafeJob + Sync> World<'_, J> {
         if life.finish_failed.load(Ordering::Relaxed) && doubt.is_none() {
             doubt = Some(DoubtReason::NotRecorded);
         }
-        if self.effects == EffectsMode::AfterCommit {
+        if mode == EffectsMode::AfterCommit {
             for _ in 0..life.effects_ran.load(Ordering::Relaxed) {
                 self.probe.record_digest(digest);
             }
