@@ -9,8 +9,10 @@
 //!   comes back with another body. The ledger row commits in the finalize transaction
 //!   (transactional effects), so a key is charged once whatever the clients retry.
 //! * `POST /payouts` with an `Idempotency-Key` enqueues a guarded [`Payout`] through an
-//!   [`AsyncQueue`] and answers `202` with the job id; a [`WorkerPool`](safejob_core::queue::WorkerPool)
-//!   beside the server runs it, once per key however often it is enqueued.
+//!   [`AsyncQueue`] and answers `202` with the job id (the live job's, marked `"duplicate": true`,
+//!   when the key is enqueued again while its job is live); a
+//!   [`WorkerPool`](safejob_core::queue::WorkerPool) beside the server runs it, once per key however
+//!   often it is enqueued.
 //! * `GET /jobs/{id}` reads a queued job's state.
 
 use std::{sync::Arc, time::Duration};
@@ -287,7 +289,9 @@ async fn create_payout(
     {
         Ok(enqueued) => (
             StatusCode::ACCEPTED,
-            Json(json!({ "job": enqueued.id().0 })),
+            // A payout enqueued again while its job is live is deduplicated by its key: the
+            // same job id, marked as a duplicate.
+            Json(json!({ "job": enqueued.id().0, "duplicate": enqueued.is_duplicate() })),
         )
             .into_response(),
         Err(AsyncError::Failed(EnqueueError::InvalidKey(error))) => {
