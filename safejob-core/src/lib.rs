@@ -68,7 +68,7 @@ pub mod queue;
 pub mod report;
 
 // The guard's modules keep their paths from the crate root (`safejob_core::store::Lease`, ...).
-pub use guard::{job, memory, runner, store};
+pub use guard::{job, memory, retention, runner, store};
 
 pub use clock::{Clock, SystemClock};
 pub use fingerprint::{Fingerprint, FingerprintError};
@@ -78,6 +78,7 @@ pub use memory::MemoryStore;
 pub use outcome::Outcome;
 pub use policy::{FailurePolicy, FinalFailure, NeverFinalize};
 pub use report::{Disposition, Report, RunError, TtlError, disposition};
+pub use retention::{MAX_RETENTION, MIN_RETENTION, Retention, RetentionError};
 pub use runner::{BUSY_RETRY_MAX, ConfigError, EffectsMode, Recovery, Runner, RunnerBuilder};
 pub use store::{EffectsState, JobRecord, JobState, LeaseStore, ListFilter, ListQuery, StoreError};
 

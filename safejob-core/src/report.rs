@@ -5,7 +5,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::{FinalFailure, Fingerprint, FingerprintError, KeyDigest, KeyError, StoreError};
+use crate::{
+    FinalFailure, Fingerprint, FingerprintError, KeyDigest, KeyError, RetentionError, StoreError,
+};
 
 /// What a queue consumer should do with the message that carried the job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +123,10 @@ pub enum RunError<E: std::error::Error + 'static> {
     /// The job asked for a lease TTL outside the accepted range. Nothing was stored.
     #[error(transparent)]
     InvalidTtl(#[from] TtlError),
+    /// The job asked for a guard retention outside the accepted range
+    /// ([`SafeJob::guard_retention`](crate::SafeJob::guard_retention)). Nothing was stored.
+    #[error(transparent)]
+    InvalidRetention(#[from] RetentionError),
     /// The key exists with different parameters. Nothing was changed.
     #[error("key {digest} was already used with different parameters")]
     KeyConflict {
@@ -194,7 +200,7 @@ impl<E: std::error::Error + 'static> RunError<E> {
     /// What the queue should do: `Retry` for transient errors (job errors handed back, lost
     /// leases, rolled-back effects, a store that failed or could not be reached), `DeadLetter`
     /// for what will not work however often it is retried: invalid input (key, fingerprint,
-    /// TTL, key conflict), effects in doubt, and a store that needs an operator first — a missing
+    /// TTL, retention, key conflict), effects in doubt, and a store that needs an operator first — a missing
     /// table (run the migrations, then redrive the dead letters) or a corrupt row.
     pub fn disposition(&self) -> Disposition {
         match self {
@@ -209,6 +215,7 @@ impl<E: std::error::Error + 'static> RunError<E> {
             Self::InvalidKey(_)
             | Self::Fingerprint(_)
             | Self::InvalidTtl(_)
+            | Self::InvalidRetention(_)
             | Self::KeyConflict { .. }
             | Self::EffectsInDoubt { .. } => Disposition::DeadLetter,
         }

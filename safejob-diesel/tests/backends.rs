@@ -6,6 +6,7 @@ mod common;
 
 use std::time::Duration;
 
+use safejob_core::Retention;
 use safejob_core::{
     KeyDigest, LeaseStore,
     store::{AcquireRequest, Acquired, Lease},
@@ -128,13 +129,13 @@ mod mysql {
         }
         assert_eq!(
             db.store
-                .finalize_succeeded(&lease, None, TTL, None)
+                .finalize_succeeded(&lease, None, TTL, Retention::Forever, None)
                 .unwrap(),
             Finalized::Committed
         );
         assert_eq!(
             db.store
-                .finalize_succeeded(&lease, None, TTL, None)
+                .finalize_succeeded(&lease, None, TTL, Retention::Forever, None)
                 .unwrap(),
             Finalized::Stale
         );
@@ -231,7 +232,7 @@ mod mysql {
         };
         let finalized = db
             .store
-            .finalize_succeeded(&lease, None, TTL, Some(&mut hook))
+            .finalize_succeeded(&lease, None, TTL, Retention::Forever, Some(&mut hook))
             .unwrap();
         assert_eq!(finalized, Finalized::EffectsAborted);
         assert_eq!(
@@ -265,7 +266,7 @@ mod postgres {
         };
         let finalized = db
             .store
-            .finalize_succeeded(&lease, None, TTL, Some(&mut hook))
+            .finalize_succeeded(&lease, None, TTL, Retention::Forever, Some(&mut hook))
             .unwrap();
         assert_eq!(finalized, Finalized::EffectsAborted);
         // The broken connection was not pooled: the store keeps working.

@@ -16,6 +16,7 @@ use std::{
 
 use common::TestDb;
 use diesel::connection::{Instrumentation, InstrumentationEvent};
+use safejob_core::Retention;
 use safejob_core::{
     KeyDigest, LeaseStore, StoreError,
     store::{
@@ -139,7 +140,7 @@ on_every_backend! {
         let row = holder.get(&held.digest).unwrap().unwrap();
         assert_eq!((row.fence, row.owner.as_deref()), (1, Some("holder")));
         assert_eq!(
-            holder.finalize_succeeded(&held, None, TTL, None).unwrap(),
+            holder.finalize_succeeded(&held, None, TTL, Retention::Forever, None).unwrap(),
             Finalized::Committed
         );
     }
@@ -154,7 +155,7 @@ on_every_backend! {
         let store = db.store.clone();
         let req = request("race-claim", "worker", TTL);
         let lease = grant(&*store, &req);
-        assert_eq!(store.finalize_succeeded(&lease, None, TTL, None).unwrap(), Finalized::Committed);
+        assert_eq!(store.finalize_succeeded(&lease, None, TTL, Retention::Forever, None).unwrap(), Finalized::Committed);
         let doubt = EffectsOutcome::InDoubt { error: "worker died" };
         assert_eq!(store.finish_effects(&lease, doubt).unwrap(), FenceCheck::Applied);
 

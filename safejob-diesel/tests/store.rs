@@ -12,6 +12,7 @@ use std::{
 
 use common::TestDb;
 use diesel::connection::{Instrumentation, InstrumentationEvent};
+use safejob_core::Retention;
 use safejob_core::{
     EffectsContext, EffectsMode, IdempotencyKey, KeyDigest, KeyError, LeaseStore, Outcome,
     PerformContext, Report, RunError, Runner, SafeJob, StoreError,
@@ -154,7 +155,7 @@ on_every_backend! {
         for i in 0..20 {
             let lease = grant(&store, &format!("prepared-{i}"));
             assert_eq!(
-                store.finalize_succeeded(&lease, None, TTL, None).unwrap(),
+                store.finalize_succeeded(&lease, None, TTL, Retention::Forever, None).unwrap(),
                 Finalized::Committed
             );
         }
@@ -240,7 +241,7 @@ on_every_backend! {
             panic!("effects blew up");
         };
         let panicked = catch_unwind(AssertUnwindSafe(|| {
-            store.finalize_succeeded(&lease, None, TTL, Some(&mut hook))
+            store.finalize_succeeded(&lease, None, TTL, Retention::Forever, Some(&mut hook))
         }));
         assert!(panicked.is_err());
         // Same for a hook that wrote and then failed.
@@ -260,12 +261,12 @@ on_every_backend! {
             Err(EffectsAborted)
         };
         assert_eq!(
-            store.finalize_succeeded(&lease2, None, TTL, Some(&mut failing)).unwrap(),
+            store.finalize_succeeded(&lease2, None, TTL, Retention::Forever, Some(&mut failing)).unwrap(),
             Finalized::EffectsAborted
         );
         // Work on through the same one-connection pool, then look from a separate pool.
         let lease3 = grant(&store, "after");
-        assert_eq!(store.finalize_succeeded(&lease3, None, TTL, None).unwrap(), Finalized::Committed);
+        assert_eq!(store.finalize_succeeded(&lease3, None, TTL, Retention::Forever, None).unwrap(), Finalized::Committed);
         let observer = db.builder().build().expect("observer store");
         let row = |key: &str| observer.get(&KeyDigest::of(key)).unwrap().unwrap();
         assert_eq!(row("after").state, JobState::Succeeded, "later work is committed and visible");
@@ -293,7 +294,7 @@ on_every_backend! {
             .unwrap()
             .unwrap();
         let lease = grant(&store, "after-open-tx");
-        assert_eq!(store.finalize_succeeded(&lease, None, TTL, None).unwrap(), Finalized::Committed);
+        assert_eq!(store.finalize_succeeded(&lease, None, TTL, Retention::Forever, None).unwrap(), Finalized::Committed);
         let observer = db.builder().build().expect("observer store");
         let row = observer.get(&lease.digest).unwrap().expect("committed, visible elsewhere");
         assert_eq!(row.state, JobState::Succeeded);

@@ -430,7 +430,7 @@ mod tests {
     use std::{sync::Arc, time::Duration};
 
     use safejob_core::{
-        Fingerprint, MemoryStore,
+        Fingerprint, MemoryStore, Retention,
         store::{AcquireRequest, Acquired, EffectsOutcome, Lease},
     };
 
@@ -515,17 +515,33 @@ mod tests {
             (key("a"), key("b"), key("k1"), key("k2"), key("refund:1"));
         let lease = grant(&store, &done);
         store
-            .finalize_succeeded(&lease, None, Duration::from_secs(30), None)
+            .finalize_succeeded(
+                &lease,
+                None,
+                Duration::from_secs(30),
+                Retention::Forever,
+                None,
+            )
             .unwrap();
         store.finish_effects(&lease, EffectsOutcome::Done).unwrap();
         let lease = grant(&store, &doubt);
         store
-            .finalize_succeeded(&lease, None, Duration::from_secs(30), None)
+            .finalize_succeeded(
+                &lease,
+                None,
+                Duration::from_secs(30),
+                Retention::Forever,
+                None,
+            )
             .unwrap();
         grant(&store, &running);
         let lease = grant(&store, &failed);
         store
-            .finalize_failed(&lease, &safejob_core::FinalFailure::new("x", "y"))
+            .finalize_failed(
+                &lease,
+                &safejob_core::FinalFailure::new("x", "y"),
+                Retention::Forever,
+            )
             .unwrap();
 
         assert!(check_succeeded(&store, [&done]).is_ok());

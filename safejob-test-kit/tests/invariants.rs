@@ -15,6 +15,7 @@ use std::{
 };
 
 use chrono::Utc;
+use safejob_core::Retention;
 use safejob_core::{
     BUSY_RETRY_MAX, ConfigError, Disposition, Fingerprint, FingerprintError, IdempotencyKey,
     JobState, KeyDigest, KeyError, ListFilter, Outcome, PerformContext, Report, RunError, Runner,
@@ -292,7 +293,9 @@ fn invariant_5_effects_in_doubt_are_visible_and_never_rerun() {
         panic!("not granted")
     };
     assert_eq!(
-        store.finalize_succeeded(&lease, None, TTL, None).unwrap(),
+        store
+            .finalize_succeeded(&lease, None, TTL, Retention::Forever, None)
+            .unwrap(),
         Finalized::Committed
     );
     harness.advance(PAST_TTL);

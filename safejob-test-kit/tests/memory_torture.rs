@@ -4,6 +4,7 @@
 use std::{io, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
+use safejob_core::Retention;
 use safejob_core::{
     EffectsContext, EffectsMode, FinalFailure, IdempotencyKey, JobRecord, KeyDigest, KeyError,
     LeaseStore, Outcome, PerformContext, SafeJob,
@@ -360,11 +361,12 @@ impl LeaseStore for BrokenStore {
         lease: &Lease,
         result: Option<&Value>,
         effects_ttl: Duration,
+        retention: Retention,
         hook: Option<&mut TxEffects<'_>>,
     ) -> Result<Finalized, StoreError> {
         match self
             .inner
-            .finalize_succeeded(lease, result, effects_ttl, hook)?
+            .finalize_succeeded(lease, result, effects_ttl, retention, hook)?
         {
             Finalized::Stale if self.bug == Bug::ForgetsSuccess => Ok(Finalized::Committed),
             other => Ok(other),
@@ -376,22 +378,24 @@ impl LeaseStore for BrokenStore {
         lease: &Lease,
         result: Option<&Value>,
         effects_ttl: Duration,
+        retention: Retention,
     ) -> Result<Finalized, StoreError> {
         if self.bug == Bug::LeavesNoEffectsPending {
             return self
                 .inner
-                .finalize_succeeded(lease, result, effects_ttl, None);
+                .finalize_succeeded(lease, result, effects_ttl, retention, None);
         }
         self.inner
-            .finalize_succeeded_without_effects(lease, result, effects_ttl)
+            .finalize_succeeded_without_effects(lease, result, effects_ttl, retention)
     }
 
     fn finalize_failed(
         &self,
         lease: &Lease,
         failure: &FinalFailure,
+        retention: Retention,
     ) -> Result<FenceCheck, StoreError> {
-        self.inner.finalize_failed(lease, failure)
+        self.inner.finalize_failed(lease, failure, retention)
     }
 
     fn release(&self, lease: &Lease, error: Option<&str>) -> Result<FenceCheck, StoreError> {
@@ -419,6 +423,10 @@ impl LeaseStore for BrokenStore {
             ListFilter::EffectsInDoubt if self.bug == Bug::HidesInDoubt => Ok(Vec::new()),
             _ => self.inner.list(query),
         }
+    }
+
+    fn prune(&self, limit: usize) -> Result<u64, StoreError> {
+        self.inner.prune(limit)
     }
 }
 

@@ -10,6 +10,7 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
+use safejob_core::Retention;
 use safejob_core::{
     EffectsContext, EffectsMode, FinalFailure, IdempotencyKey, JobRecord, KeyDigest, KeyError,
     LeaseStore, ListQuery, Outcome, PerformContext, Report, RunError, Runner, SafeJob, StoreError,
@@ -85,6 +86,7 @@ impl LeaseStore for Overtaken {
         lease: &Lease,
         result: Option<&Value>,
         effects_ttl: Duration,
+        retention: Retention,
         hook: Option<&mut TxEffects<'_>>,
     ) -> Result<Finalized, StoreError> {
         if lease.fence == 1 {
@@ -95,14 +97,17 @@ impl LeaseStore for Overtaken {
         }
         self.harness
             .store()
-            .finalize_succeeded(lease, result, effects_ttl, hook)
+            .finalize_succeeded(lease, result, effects_ttl, retention, hook)
     }
     fn finalize_failed(
         &self,
         lease: &Lease,
         failure: &FinalFailure,
+        retention: Retention,
     ) -> Result<FenceCheck, StoreError> {
-        self.harness.store().finalize_failed(lease, failure)
+        self.harness
+            .store()
+            .finalize_failed(lease, failure, retention)
     }
     fn release(&self, lease: &Lease, error: Option<&str>) -> Result<FenceCheck, StoreError> {
         self.harness.store().release(lease, error)
@@ -122,6 +127,9 @@ impl LeaseStore for Overtaken {
     }
     fn list(&self, query: &ListQuery) -> Result<Vec<JobRecord>, StoreError> {
         self.harness.store().list(query)
+    }
+    fn prune(&self, limit: usize) -> Result<u64, StoreError> {
+        self.harness.store().prune(limit)
     }
 }
 

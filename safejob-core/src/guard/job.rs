@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::{
-    Fingerprint, FingerprintError, IdempotencyKey, KeyError, Outcome,
+    Fingerprint, FingerprintError, IdempotencyKey, KeyError, Outcome, Retention,
     runner::EffectsMode,
     store::{Lease, LeaseStore, Renewed, StoreError},
 };
@@ -92,6 +92,45 @@ pub trait SafeJob {
     /// }
     /// ```
     fn effects_mode(&self) -> Option<EffectsMode> {
+        None
+    }
+
+    /// How long this key's row is kept once it succeeded or failed, after which
+    /// [`LeaseStore::prune`] may delete it and **the same key runs again** (the replay window
+    /// ends; see [`Retention`]). Defaults to `None`: the setting of the
+    /// [`Runner`](crate::Runner) or the queue's worker or pool that runs it
+    /// ([`RunnerBuilder::guard_retention`](crate::runner::RunnerBuilder::guard_retention),
+    /// [`WorkerBuilder::guard_retention`](crate::queue::WorkerBuilder::guard_retention)), itself
+    /// [`Retention::Forever`] by default. `Some(retention)` wins over that setting, in both
+    /// directions: a webhook may keep its key a day on a runner that keeps charges forever, and a
+    /// charge may say `Some(Retention::Forever)` on a runner that prunes after a day.
+    ///
+    /// A retention outside [`MIN_RETENTION`](crate::MIN_RETENTION)..=
+    /// [`MAX_RETENTION`](crate::MAX_RETENTION) is refused before anything is acquired:
+    /// [`RunError::InvalidRetention`](crate::RunError::InvalidRetention) from a `Runner`, a dead
+    /// job (`ErrorKind::Fatal`) in the queue.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use safejob_core::{IdempotencyKey, KeyError, Outcome, PerformContext, Retention, SafeJob};
+    ///
+    /// struct NotifyShipped { order: u64 }
+    ///
+    /// impl SafeJob for NotifyShipped {
+    ///     type Error = std::io::Error;
+    ///     fn key(&self) -> Result<IdempotencyKey, KeyError> {
+    ///         IdempotencyKey::from_parts(["shipped", &self.order.to_string()])
+    ///     }
+    ///     fn perform(&self, _: &mut PerformContext<'_>) -> Result<Outcome, Self::Error> {
+    ///         Ok(Outcome::done())
+    ///     }
+    ///     // Duplicates of a shipping notice arrive within minutes; a day is plenty.
+    ///     fn guard_retention(&self) -> Option<Retention> {
+    ///         Some(Retention::For(Duration::from_secs(24 * 3600)))
+    ///     }
+    /// }
+    /// ```
+    fn guard_retention(&self) -> Option<Retention> {
         None
     }
 

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::{
-    Clock, FinalFailure, KeyDigest, SystemClock,
+    Clock, FinalFailure, KeyDigest, Retention, SystemClock,
     store::{
         AcquireRequest, Acquired, EffectsClaim, EffectsOutcome, EffectsState, FenceCheck,
         Finalized, JobRecord, JobState, Lease, LeaseStore, ListFilter, ListQuery, Renewed,
@@ -21,7 +21,8 @@ use crate::{
 /// Keeps rows in a map behind one mutex; every primitive holds it for its whole duration, which
 /// is what makes each one atomic. Time comes from an injectable [`Clock`].
 ///
-/// Rows live as long as the store: this is not a durable store. Use it in tests (with
+/// Rows live as long as the store (or until [`LeaseStore::prune`] deletes them after their
+/// retention): this is not a durable store. Use it in tests (with
 /// `safejob_test_kit::ManualClock`) and for work that may be lost with the process.
 ///
 /// ```
@@ -91,6 +92,22 @@ fn expiry(now: DateTime<Utc>, ttl: Duration) -> Result<DateTime<Utc>, StoreError
         .ok_or_else(|| StoreError::backend(format!("lease ttl {ttl:?} is out of range")))
 }
 
+/// A terminal row's `retain_until`: now + the retention, or `None` (kept forever).
+fn retain_until(
+    now: DateTime<Utc>,
+    retention: Retention,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    retention
+        .duration()
+        .map(|d| {
+            chrono::Duration::from_std(d)
+                .ok()
+                .and_then(|d| now.checked_add_signed(d))
+                .ok_or_else(|| StoreError::backend(format!("retention {d:?} is out of range")))
+        })
+        .transpose()
+}
+
 fn lease_of(row: &JobRecord) -> Lease {
     Lease {
         digest: row.digest,
@@ -127,6 +144,7 @@ impl LeaseStore for MemoryStore {
                     created_at: now,
                     updated_at: now,
                     finalized_at: None,
+                    retain_until: None,
                 });
                 Ok(Acquired::Granted(lease_of(row)))
             }
@@ -165,10 +183,12 @@ impl LeaseStore for MemoryStore {
         lease: &Lease,
         result: Option<&Value>,
         effects_ttl: Duration,
+        retention: Retention,
         hook: Option<&mut TxEffects<'_>>,
     ) -> Result<Finalized, StoreError> {
         let now = self.clock.now();
         let until = expiry(now, effects_ttl)?;
+        let retain_until = retain_until(now, retention)?;
         let mut rows = self.rows();
         let Some(row) = Self::fenced(&mut rows, lease, JobState::Running) else {
             return Ok(Finalized::Stale);
@@ -188,6 +208,7 @@ impl LeaseStore for MemoryStore {
         row.lease_expires_at = Some(until);
         row.updated_at = now;
         row.finalized_at = Some(now);
+        row.retain_until = retain_until;
         Ok(Finalized::Committed)
     }
 
@@ -195,8 +216,10 @@ impl LeaseStore for MemoryStore {
         &self,
         lease: &Lease,
         failure: &FinalFailure,
+        retention: Retention,
     ) -> Result<FenceCheck, StoreError> {
         let now = self.clock.now();
+        let retain_until = retain_until(now, retention)?;
         let mut rows = self.rows();
         Ok(match Self::fenced(&mut rows, lease, JobState::Running) {
             Some(row) => {
@@ -205,6 +228,7 @@ impl LeaseStore for MemoryStore {
                 row.lease_expires_at = None;
                 row.updated_at = now;
                 row.finalized_at = Some(now);
+                row.retain_until = retain_until;
                 FenceCheck::Applied
             }
             None => FenceCheck::Stale,
@@ -300,5 +324,20 @@ impl LeaseStore for MemoryStore {
             .take(query.limit)
             .cloned()
             .collect())
+    }
+
+    fn prune(&self, limit: usize) -> Result<u64, StoreError> {
+        let now = self.clock.now();
+        let mut rows = self.rows();
+        let due: Vec<KeyDigest> = rows
+            .values()
+            .filter(|row| row.prunable(now))
+            .map(|row| row.digest)
+            .take(limit)
+            .collect();
+        for digest in &due {
+            rows.remove(digest);
+        }
+        Ok(due.len() as u64)
     }
 }

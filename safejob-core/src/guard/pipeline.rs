@@ -32,7 +32,7 @@ use tracing::{debug, info, info_span, warn};
 
 use crate::{
     EffectsContext, FailurePolicy, FinalFailure, Fingerprint, IdempotencyKey, Outcome,
-    PerformContext, SafeJob,
+    PerformContext, Retention, SafeJob,
     report::{Report, RunError},
     runner::{BUSY_RETRY_MAX, EffectsMode},
     store::{
@@ -93,17 +93,24 @@ pub(crate) trait Finish {
     /// The acquire's answer. A runner asks the store; a queued job got it with its claim.
     fn acquire(&self, req: &AcquireRequest<'_>) -> Result<Acquired, StoreError>;
 
-    /// `running → succeeded` under `lease`'s fence, as [`LeaseStore::finalize_succeeded`] says.
+    /// `running → succeeded` under `lease`'s fence, as [`LeaseStore::finalize_succeeded`] says,
+    /// the row kept as `retention` says.
     fn succeeded(
         &self,
         lease: &Lease,
         result: Option<&Value>,
         effects_ttl: Duration,
+        retention: Retention,
         effects: Effects<'_, '_>,
     ) -> Result<Finalized, StoreError>;
 
-    /// `running → failed` under `lease`'s fence.
-    fn failed(&self, lease: &Lease, failure: &FinalFailure) -> Result<FenceCheck, StoreError>;
+    /// `running → failed` under `lease`'s fence, the row kept as `retention` says.
+    fn failed(
+        &self,
+        lease: &Lease,
+        failure: &FinalFailure,
+        retention: Retention,
+    ) -> Result<FenceCheck, StoreError>;
 
     /// Gives the lease back. Best effort: a release that cannot be written leaves a lease that
     /// expires (invariant 4).
@@ -131,22 +138,30 @@ impl Finish for OnStore<'_> {
         lease: &Lease,
         result: Option<&Value>,
         effects_ttl: Duration,
+        retention: Retention,
         effects: Effects<'_, '_>,
     ) -> Result<Finalized, StoreError> {
+        let store = self.0;
         match effects {
-            Effects::None => self
-                .0
-                .finalize_succeeded_without_effects(lease, result, effects_ttl),
-            Effects::AfterCommit => self.0.finalize_succeeded(lease, result, effects_ttl, None),
+            Effects::None => {
+                store.finalize_succeeded_without_effects(lease, result, effects_ttl, retention)
+            }
+            Effects::AfterCommit => {
+                store.finalize_succeeded(lease, result, effects_ttl, retention, None)
+            }
             Effects::Inside(hook) => {
-                self.0
-                    .finalize_succeeded(lease, result, effects_ttl, Some(hook))
+                store.finalize_succeeded(lease, result, effects_ttl, retention, Some(hook))
             }
         }
     }
 
-    fn failed(&self, lease: &Lease, failure: &FinalFailure) -> Result<FenceCheck, StoreError> {
-        self.0.finalize_failed(lease, failure)
+    fn failed(
+        &self,
+        lease: &Lease,
+        failure: &FinalFailure,
+        retention: Retention,
+    ) -> Result<FenceCheck, StoreError> {
+        self.0.finalize_failed(lease, failure, retention)
     }
 
     fn release(&self, lease: &Lease, why: GiveBack<'_>) {
@@ -169,6 +184,10 @@ pub(crate) struct Run<'a> {
     /// Where effects run for a job that does not choose ([`SafeJob::effects_mode`] is `None`):
     /// the runner's or the worker's setting.
     pub(crate) effects: EffectsMode,
+    /// How long the row is kept once terminal: resolved from the job's own
+    /// [`SafeJob::guard_retention`] and the runner's or worker's setting, and validated
+    /// ([`Retention::of_run`]), by the caller before the run starts.
+    pub(crate) retention: Retention,
     /// What errors from `perform` mean.
     pub(crate) policy: &'a dyn FailurePolicy,
 }
@@ -201,6 +220,7 @@ where
         key: run.key,
         lease,
         ttl: run.ttl,
+        retention: run.retention,
     };
     let outcome = match performed {
         Err(panic) => {
@@ -288,6 +308,7 @@ struct Attempt<'a> {
     key: &'a IdempotencyKey,
     lease: Lease,
     ttl: Duration,
+    retention: Retention,
 }
 
 impl Attempt<'_> {
@@ -333,7 +354,7 @@ where
     E: std::error::Error + 'static,
     F: Finish + ?Sized,
 {
-    match port.failed(&attempt.lease, &failure)? {
+    match port.failed(&attempt.lease, &failure, attempt.retention)? {
         FenceCheck::Applied => {
             info!(code = %failure.code, attempt = attempt.lease.attempt, "finalized failed");
             Ok(Report::Failed {
@@ -366,7 +387,13 @@ where
     } else {
         Effects::None
     };
-    let finalized = port.succeeded(lease, result.as_ref(), attempt.ttl, effects);
+    let finalized = port.succeeded(
+        lease,
+        result.as_ref(),
+        attempt.ttl,
+        attempt.retention,
+        effects,
+    );
     let lost = match settle(port, lease, finalized) {
         Ok(Finalized::Committed) => None,
         Ok(Finalized::Stale) => Some(attempt.lease_lost()),
@@ -428,6 +455,7 @@ where
         lease,
         result.as_ref(),
         attempt.ttl,
+        attempt.retention,
         Effects::Inside(&mut hook),
     );
     let settled = settle(port, lease, finalized);

@@ -13,10 +13,10 @@ use std::{
 use tracing::{info, info_span};
 
 use crate::{
-    FailurePolicy, JobRecord, NeverFinalize, SafeJob,
+    FailurePolicy, JobRecord, NeverFinalize, Retention, RetentionError, SafeJob,
     guard::pipeline::{self, Ended, OnStore, Run},
     report::{Report, RunError, TtlError},
-    store::{AcquireRequest, EffectsClaim, EffectsOutcome, FenceCheck, LeaseStore},
+    store::{AcquireRequest, EffectsClaim, EffectsOutcome, FenceCheck, LeaseStore, StoreError},
 };
 
 /// The shortest lease accepted.
@@ -65,6 +65,9 @@ pub enum ConfigError {
     /// The default TTL is out of range.
     #[error("invalid default ttl: {0}")]
     InvalidTtl(#[from] TtlError),
+    /// The guard retention is out of range.
+    #[error("invalid guard retention: {0}")]
+    InvalidRetention(#[from] RetentionError),
     /// The worker id is empty or longer than 128 bytes.
     #[error("worker id must be 1 to 128 bytes, got {len}")]
     InvalidWorkerId {
@@ -80,6 +83,7 @@ pub struct RunnerBuilder {
     default_ttl: Duration,
     policy: Arc<dyn FailurePolicy>,
     effects: EffectsMode,
+    retention: Retention,
 }
 
 impl RunnerBuilder {
@@ -109,6 +113,17 @@ impl RunnerBuilder {
         self
     }
 
+    /// How long a key's row is kept once it succeeded or failed, for jobs that do not choose
+    /// their own ([`SafeJob::guard_retention`] returns `None`, the default): a [`Duration`] or
+    /// a [`Retention`]. After it, [`Runner::prune_guards`] may delete the row and the same key
+    /// runs again. Defaults to [`Retention::Forever`]; see [`Retention`] for why, and for what a
+    /// shorter window gives up. Validated by [`build`](RunnerBuilder::build)
+    /// ([`MIN_RETENTION`](crate::MIN_RETENTION)..=[`MAX_RETENTION`](crate::MAX_RETENTION)).
+    pub fn guard_retention(mut self, retention: impl Into<Retention>) -> Self {
+        self.retention = retention.into();
+        self
+    }
+
     /// Validates and builds.
     pub fn build(self) -> Result<Runner, ConfigError> {
         static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -130,6 +145,7 @@ impl RunnerBuilder {
             default_ttl: validate_ttl(self.default_ttl)?,
             policy: self.policy,
             effects: self.effects,
+            retention: self.retention.validated()?,
         })
     }
 }
@@ -165,6 +181,7 @@ pub struct Runner {
     default_ttl: Duration,
     policy: Arc<dyn FailurePolicy>,
     effects: EffectsMode,
+    retention: Retention,
 }
 
 /// What [`Runner::recover_effects`] and [`Runner::confirm_effects`] did.
@@ -190,6 +207,7 @@ impl Runner {
             default_ttl: DEFAULT_TTL,
             policy: Arc::new(NeverFinalize),
             effects: EffectsMode::AfterCommit,
+            retention: Retention::Forever,
         }
     }
 
@@ -210,15 +228,36 @@ impl Runner {
         let key = job.key()?;
         let fingerprint = job.fingerprint()?;
         let ttl = validate_ttl(job.lease_ttl().unwrap_or(self.default_ttl))?;
+        let retention = Retention::of_run(job.guard_retention(), self.retention)?;
         let run = Run {
             key: &key,
             fingerprint,
             owner: &self.worker_id,
             ttl,
             effects: self.effects,
+            retention,
             policy: &*self.policy,
         };
         unwind(pipeline::run(job, &run, &OnStore(&*self.store)))
+    }
+
+    /// Deletes up to `limit` guard rows whose retention has passed and whose outcome is settled
+    /// ([`LeaseStore::prune`]); returns how many. Rows kept [`Retention::Forever`] (the default),
+    /// rows still running, and rows whose effects are pending or in doubt are never deleted. A
+    /// pruned key runs again if it comes back. Schedule it (every few minutes, say), calling it
+    /// again while it returns `limit`:
+    ///
+    /// ```
+    /// # use std::{sync::Arc, time::Duration};
+    /// # use safejob_core::{MemoryStore, Runner};
+    /// let runner = Runner::builder(Arc::new(MemoryStore::new()))
+    ///     .guard_retention(Duration::from_secs(24 * 3600))
+    ///     .build()?;
+    /// while runner.prune_guards(1_000)? == 1_000 {}
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn prune_guards(&self, limit: usize) -> Result<u64, StoreError> {
+        self.store.prune(limit)
     }
 
     /// A deliberate recovery for a key whose effects are in doubt: claims the effects (bumping the

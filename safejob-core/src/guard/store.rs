@@ -24,7 +24,7 @@ use std::{any::Any, fmt, str::FromStr, time::Duration};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::{FinalFailure, Fingerprint, KeyDigest};
+use crate::{FinalFailure, Fingerprint, KeyDigest, Retention};
 
 /// The state of a key's row. Closed: a store that reads any other text reports a corrupt row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -170,6 +170,10 @@ pub struct JobRecord {
     pub updated_at: DateTime<Utc>,
     /// When the row reached a terminal state.
     pub finalized_at: Option<DateTime<Utc>>,
+    /// From when [`LeaseStore::prune`] may delete the row, by the store clock: the finalize's now
+    /// plus the run's [`Retention`], written with the terminal state. `None`: kept forever (the
+    /// default, and every row that is not terminal).
+    pub retain_until: Option<DateTime<Utc>>,
 }
 
 impl JobRecord {
@@ -187,6 +191,19 @@ impl JobRecord {
     /// Whether a lease on this row is live at `now` (held by someone, not yet expired).
     pub fn lease_live(&self, now: DateTime<Utc>) -> bool {
         self.state == JobState::Running && self.lease_expires_at.is_some_and(|t| t > now)
+    }
+
+    /// Whether [`LeaseStore::prune`] may delete this row at `now`: its retention has passed
+    /// (`retain_until <= now`) and its outcome is settled — `failed`, or `succeeded` with its
+    /// effects `done`. Never a row without a retention, never a `running` or `released` row,
+    /// never one whose effects are pending or in doubt: operators need those.
+    pub fn prunable(&self, now: DateTime<Utc>) -> bool {
+        self.retain_until.is_some_and(|t| t <= now)
+            && match self.state {
+                JobState::Failed => true,
+                JobState::Succeeded => self.effects == EffectsState::Done,
+                JobState::Running | JobState::Released => false,
+            }
     }
 }
 
@@ -491,16 +508,18 @@ pub trait LeaseStore: Send + Sync {
     /// clock, decides ownership.
     fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Renewed, StoreError>;
 
-    /// Compare-and-set `running → succeeded` where the fence is `lease.fence`, storing `result`
-    /// and `finalized_at`. With no hook, effects become `pending` and the row's expiry becomes
-    /// now + `effects_ttl` (the effects window). With a hook, the hook runs inside the same
-    /// transaction after the state change; `Ok` commits with effects `done`; `Err` rolls back
-    /// everything (`EffectsAborted`). A stale fence changes nothing and runs no hook.
+    /// Compare-and-set `running → succeeded` where the fence is `lease.fence`, storing `result`,
+    /// `finalized_at` and `retain_until` (now + `retention`; `None` for [`Retention::Forever`]).
+    /// With no hook, effects become `pending` and the row's expiry becomes now + `effects_ttl`
+    /// (the effects window). With a hook, the hook runs inside the same transaction after the
+    /// state change; `Ok` commits with effects `done`; `Err` rolls back everything
+    /// (`EffectsAborted`). A stale fence changes nothing and runs no hook.
     fn finalize_succeeded(
         &self,
         lease: &Lease,
         result: Option<&Value>,
         effects_ttl: Duration,
+        retention: Retention,
         hook: Option<&mut TxEffects<'_>>,
     ) -> Result<Finalized, StoreError>;
 
@@ -515,16 +534,19 @@ pub trait LeaseStore: Send + Sync {
         lease: &Lease,
         result: Option<&Value>,
         effects_ttl: Duration,
+        retention: Retention,
     ) -> Result<Finalized, StoreError> {
         let mut nothing = |_: &mut dyn Any| Ok(());
-        self.finalize_succeeded(lease, result, effects_ttl, Some(&mut nothing))
+        self.finalize_succeeded(lease, result, effects_ttl, retention, Some(&mut nothing))
     }
 
-    /// Compare-and-set `running → failed` where the fence is `lease.fence`, storing `failure`.
+    /// Compare-and-set `running → failed` where the fence is `lease.fence`, storing `failure`,
+    /// `finalized_at` and `retain_until` (now + `retention`; `None` for [`Retention::Forever`]).
     fn finalize_failed(
         &self,
         lease: &Lease,
         failure: &FinalFailure,
+        retention: Retention,
     ) -> Result<FenceCheck, StoreError>;
 
     /// Compare-and-set `running → released` where the fence is `lease.fence`, recording `error`
@@ -550,4 +572,14 @@ pub trait LeaseStore: Send + Sync {
 
     /// Rows for operators, ordered by digest.
     fn list(&self, query: &ListQuery) -> Result<Vec<JobRecord>, StoreError>;
+
+    /// Deletes up to `limit` rows that [`JobRecord::prunable`] says may go at the store clock's
+    /// now: retention passed, and `failed` or `succeeded` with effects `done`. Never a row
+    /// without a retention, a `running` or `released` row, or a row whose effects are pending or
+    /// in doubt. Returns how many rows it deleted. The check and the deletion are one atomic
+    /// step (one `DELETE … WHERE` on the SQL stores); call it again while it returns `limit`.
+    ///
+    /// A pruned key is unknown to the store: its next acquire inserts a fresh row (fence 1) and
+    /// the job runs again. See [`Retention`] for that trade-off.
+    fn prune(&self, limit: usize) -> Result<u64, StoreError>;
 }

@@ -10,6 +10,15 @@ use crate::{
     },
 };
 
+/// What [`Queue::prune`] deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pruned {
+    /// Finished jobs.
+    pub jobs: u64,
+    /// Guard rows (`safe_jobs`) past their retention.
+    pub guards: u64,
+}
+
 /// The client side of a queue: enqueue typed jobs, and operate on them.
 ///
 /// ```
@@ -137,9 +146,36 @@ impl Queue {
         self.store.purge(filter)
     }
 
-    /// Deletes up to `limit` finished jobs older than `retention`.
-    pub fn prune(&self, retention: Duration, limit: usize) -> Result<u64, StoreError> {
-        self.store.prune(retention, limit)
+    /// Prunes the queue's two tables, up to `limit` rows each: finished jobs (succeeded, dead,
+    /// cancelled) older than `retention` ([`QueueStore::prune`]), and guard rows whose own
+    /// retention has passed and whose outcome is settled ([`LeaseStore::prune`] on
+    /// [`QueueStore::guards`]; a guard row's retention was written when it became terminal, from
+    /// the job's [`SafeJob::guard_retention`] or the worker's
+    /// [`WorkerBuilder::guard_retention`](crate::queue::WorkerBuilder::guard_retention), and is
+    /// forever by default). A pruned guard's key runs again if it is enqueued again.
+    ///
+    /// Schedule it, and call it again while either count reaches `limit`:
+    ///
+    /// ```
+    /// # use std::{sync::Arc, time::Duration};
+    /// # use safejob_core::queue::{MemoryQueue, Queue};
+    /// let queue = Queue::new(Arc::new(MemoryQueue::new()));
+    /// let week = Duration::from_secs(7 * 24 * 3600);
+    /// loop {
+    ///     let pruned = queue.prune(week, 1_000)?;
+    ///     if pruned.jobs < 1_000 && pruned.guards < 1_000 {
+    ///         break;
+    ///     }
+    /// }
+    /// # Ok::<(), safejob_core::StoreError>(())
+    /// ```
+    ///
+    /// [`LeaseStore::prune`]: crate::LeaseStore::prune
+    /// [`SafeJob::guard_retention`]: crate::SafeJob::guard_retention
+    pub fn prune(&self, retention: Duration, limit: usize) -> Result<Pruned, StoreError> {
+        let jobs = self.store.prune(retention, limit)?;
+        let guards = self.store.guards().prune(limit)?;
+        Ok(Pruned { jobs, guards })
     }
 
     /// Counts, per-kind figures, workers, the oldest due job's age.

@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 use tracing::{debug, warn};
 
 use crate::{
-    Clock,
+    Clock, Retention,
     queue::{
         AttemptError, Claimed, CompleteAs, Completed, Completion, ErrorKind, GuardFinish, Progress,
         QueueStore, RetryPolicy, WorkContext,
@@ -64,6 +64,8 @@ pub(crate) struct Exec<'a> {
     pub(crate) progress_every: Duration,
     /// The worker's effects mode: the default for guarded jobs that do not choose their own.
     pub(crate) effects: EffectsMode,
+    /// The worker's guard retention: the default for guarded jobs that do not choose their own.
+    pub(crate) retention: Retention,
     pub(crate) ttl: Duration,
 }
 

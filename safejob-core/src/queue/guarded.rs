@@ -15,7 +15,7 @@ use serde_json::Value;
 use tracing::{info, warn};
 
 use crate::{
-    FinalFailure,
+    FinalFailure, Retention,
     guard::pipeline::{self, Effects, Ended, Finish, GiveBack, Run, RunResult, chain},
     policy::NeverFinalize,
     queue::{
@@ -98,6 +98,11 @@ impl<J: GuardedJob> Handler for Guarded<J> {
             }
             Err(e) => return dead(ErrorKind::Fatal, e.to_string(), "unfingerprintable payload"),
         }
+        // Refused before running, so the claim's guard lease goes back at once.
+        let retention = match Retention::of_run(job.guard_retention(), exec.retention) {
+            Ok(retention) => retention,
+            Err(e) => return dead(ErrorKind::Fatal, e.to_string(), "invalid retention"),
+        };
         let port = InCompletion {
             exec,
             answer,
@@ -112,6 +117,7 @@ impl<J: GuardedJob> Handler for Guarded<J> {
             owner: &claimed.lease.owner,
             ttl: exec.ttl,
             effects: exec.effects,
+            retention,
             policy: &NeverFinalize,
         };
         let result = match pipeline::run(&job, &run, &port) {
@@ -184,6 +190,7 @@ impl Finish for InCompletion<'_, '_> {
         lease: &Lease,
         result: Option<&Value>,
         effects_ttl: Duration,
+        retention: Retention,
         effects: Effects<'_, '_>,
     ) -> Result<Finalized, StoreError> {
         let (has_effects, hook) = match effects {
@@ -196,6 +203,7 @@ impl Finish for InCompletion<'_, '_> {
             result,
             effects_ttl,
             has_effects,
+            retention,
         };
         let (completed, ran) = self
             .exec
@@ -216,9 +224,18 @@ impl Finish for InCompletion<'_, '_> {
         })
     }
 
-    fn failed(&self, lease: &Lease, failure: &FinalFailure) -> Result<FenceCheck, StoreError> {
+    fn failed(
+        &self,
+        lease: &Lease,
+        failure: &FinalFailure,
+        retention: Retention,
+    ) -> Result<FenceCheck, StoreError> {
         let error = AttemptError::new(ErrorKind::Fatal, failure.to_string());
-        let guard = GuardFinish::Failed { lease, failure };
+        let guard = GuardFinish::Failed {
+            lease,
+            failure,
+            retention,
+        };
         let (completed, ran) =
             self.exec
                 .finish(CompleteAs::Dead { error }, None, Some(guard), None)?;

@@ -333,15 +333,22 @@ impl QueueStore for MemoryQueue {
                     result,
                     effects_ttl,
                     has_effects,
+                    retention,
                 } => {
                     let finalized = if has_effects {
-                        self.guards
-                            .finalize_succeeded(lease, result, effects_ttl, hook)?
+                        self.guards.finalize_succeeded(
+                            lease,
+                            result,
+                            effects_ttl,
+                            retention,
+                            hook,
+                        )?
                     } else {
                         self.guards.finalize_succeeded_without_effects(
                             lease,
                             result,
                             effects_ttl,
+                            retention,
                         )?
                     };
                     match finalized {
@@ -350,9 +357,11 @@ impl QueueStore for MemoryQueue {
                         Finalized::EffectsAborted => return Ok(Completed::EffectsAborted),
                     }
                 }
-                GuardFinish::Failed { lease, failure } => {
-                    self.guards.finalize_failed(lease, failure)? == FenceCheck::Applied
-                }
+                GuardFinish::Failed {
+                    lease,
+                    failure,
+                    retention,
+                } => self.guards.finalize_failed(lease, failure, retention)? == FenceCheck::Applied,
                 GuardFinish::Release { lease, error } => {
                     self.guards.release(lease, error)? == FenceCheck::Applied
                 }

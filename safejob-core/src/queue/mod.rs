@@ -61,7 +61,7 @@ mod state;
 pub mod store;
 mod worker;
 
-pub use client::Queue;
+pub use client::{Pruned, Queue};
 pub use exec::{Ran, Worked};
 pub use job::{
     DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, EnqueueError, EnqueueOptions, GuardedJob, KindOptions,

@@ -45,7 +45,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::{
-    FinalFailure, Fingerprint, KeyDigest,
+    FinalFailure, Fingerprint, KeyDigest, Retention,
     queue::QueueState,
     store::{Acquired, FenceCheck, Lease, LeaseStore, Renewed, StoreError, TxEffects},
 };
@@ -379,6 +379,9 @@ pub enum GuardFinish<'a> {
         /// [`LeaseStore::finalize_succeeded_without_effects`] instead, the effects recorded
         /// `done` in the same step (the completion is then given no hook).
         has_effects: bool,
+        /// How long the guard row is kept, as in `finalize_succeeded`: its `retain_until` is
+        /// written in the same step.
+        retention: Retention,
     },
     /// [`LeaseStore::finalize_failed`] under `lease`.
     Failed {
@@ -386,6 +389,8 @@ pub enum GuardFinish<'a> {
         lease: &'a Lease,
         /// The failure stored on the key.
         failure: &'a FinalFailure,
+        /// How long the guard row is kept, as in `finalize_failed`.
+        retention: Retention,
     },
     /// [`LeaseStore::release`] under `lease`.
     Release {
@@ -806,7 +811,9 @@ pub trait QueueStore: Send + Sync {
     fn purge(&self, filter: &JobFilter) -> Result<u64, StoreError>;
 
     /// Deletes up to `limit` finished jobs whose `finished_at` is older than `retention` on the
-    /// store clock; returns how many.
+    /// store clock; returns how many. Only jobs: the guard rows are pruned by their own
+    /// retention, through [`LeaseStore::prune`] on [`guards`](QueueStore::guards)
+    /// ([`Queue::prune`](crate::queue::Queue::prune) does both).
     fn prune(&self, retention: Duration, limit: usize) -> Result<u64, StoreError>;
 
     /// Counts, per-kind figures, workers and the oldest due job's age.

@@ -22,6 +22,7 @@ use crate::{
         job::Signals,
     },
     report::TtlError,
+    retention::{Retention, RetentionError},
     runner::{DEFAULT_TTL, EffectsMode, validate_ttl},
     store::{Acquired, Lease, Renewed, StoreError},
 };
@@ -33,6 +34,9 @@ pub enum WorkerConfigError {
     /// The lease TTL is out of range.
     #[error("invalid lease ttl: {0}")]
     InvalidTtl(#[from] TtlError),
+    /// The guard retention is out of range.
+    #[error("invalid guard retention: {0}")]
+    InvalidRetention(#[from] RetentionError),
     /// The worker id is empty or longer than 128 bytes.
     #[error("worker id must be 1 to 128 bytes, got {len}")]
     InvalidWorkerId {
@@ -69,7 +73,7 @@ pub enum WorkerConfigError {
 ///
 /// Defaults: id `worker-<pid>-<n>`; the queues of the registered kinds; concurrency 4; lease TTL
 /// 30 s; poll interval 1 s; heartbeats, renewals and reaping every TTL ÷ 3; progress written at
-/// most every second; the system clock; effects after commit.
+/// most every second; the system clock; effects after commit; guard rows kept forever.
 #[must_use]
 pub struct WorkerBuilder {
     store: Arc<dyn QueueStore>,
@@ -84,6 +88,7 @@ pub struct WorkerBuilder {
     reaper: bool,
     clock: Arc<dyn Clock>,
     effects: EffectsMode,
+    retention: Retention,
 }
 
 impl WorkerBuilder {
@@ -152,6 +157,17 @@ impl WorkerBuilder {
         self
     }
 
+    /// How long a guarded job's guard row is kept once it succeeded or failed, for jobs that do
+    /// not choose their own ([`SafeJob::guard_retention`](crate::SafeJob::guard_retention)
+    /// returns `None`, the default): a [`Duration`] or a [`Retention`]. After it,
+    /// [`Queue::prune`](crate::queue::Queue::prune) may delete the row and the same key runs
+    /// again. Defaults to [`Retention::Forever`]; see [`Retention`] for why. Validated by
+    /// [`build`](WorkerBuilder::build).
+    pub fn guard_retention(mut self, retention: impl Into<Retention>) -> Self {
+        self.retention = retention.into();
+        self
+    }
+
     /// A worker that runs jobs on the calling thread.
     pub fn build(self) -> Result<Worker, WorkerConfigError> {
         static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -203,6 +219,7 @@ impl WorkerBuilder {
                 reaper: self.reaper,
                 clock: self.clock,
                 effects: self.effects,
+                retention: self.retention.validated()?,
             }),
         })
     }
@@ -226,6 +243,7 @@ struct Shared {
     reaper: bool,
     clock: Arc<dyn Clock>,
     effects: EffectsMode,
+    retention: Retention,
 }
 
 /// Claims jobs and runs them on the calling thread: the deterministic way to drive a queue in
@@ -290,6 +308,7 @@ impl Worker {
             reaper: true,
             clock: Arc::new(SystemClock),
             effects: EffectsMode::AfterCommit,
+            retention: Retention::Forever,
         }
     }
 
@@ -369,6 +388,7 @@ impl Worker {
             signals,
             progress_every: s.progress_interval,
             effects: s.effects,
+            retention: s.retention,
             ttl: s.lease_ttl,
         };
         let ran = s.registry.run(&exec)?;

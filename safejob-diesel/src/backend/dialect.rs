@@ -8,6 +8,7 @@
 //! |---|---|---|
 //! | `{now}` | the database clock (plus the test offset) | 0 |
 //! | `{plus}` | the database clock plus `?` microseconds | 1 |
+//! | `{plus_or_null}` | `{plus}`, or NULL when the bind is NULL (a guard row kept forever) | 1 |
 //! | `{us:EXPR}` | the timestamp expression `EXPR` as integer µs since the Unix epoch | 0 |
 //! | `{now_us}` | `{us:{now}}` | 0 |
 //! | `{at}` | a bound UTC text instant as a timestamp (NULL stays NULL) | 1 |
@@ -37,6 +38,8 @@ pub(crate) struct Dialect {
     now: fn(i64) -> String,
     /// `{plus}`: the database's current time (plus the offset) plus `?` microseconds.
     plus: fn(i64) -> String,
+    /// `{plus_or_null}`: `{plus}`, NULL for a NULL bind.
+    plus_or_null: fn(i64) -> String,
     /// `{us:EXPR}`: a timestamp expression as integer microseconds since the Unix epoch (`{}` is
     /// the expression).
     to_us: &'static str,
@@ -84,6 +87,14 @@ const SQLITE: Dialect = Dialect {
             sqlite_modifier(off)
         )
     },
+    // SQLite's printf formats NULL as 0 (the plus would be now), so the NULL is kept apart; the
+    // bind is read once, in a one-row subquery.
+    plus_or_null: |off| {
+        format!(
+            "(SELECT CASE WHEN v IS NULL THEN NULL ELSE {} END FROM (SELECT ? AS v))",
+            (SQLITE.plus)(off).replace('?', "v")
+        )
+    },
     to_us: "(CAST(ROUND((julianday({}) - 2440587.5) * 86400000.0) AS INTEGER) * 1000)",
     returning: true,
     at: "strftime('%Y-%m-%d %H:%M:%f', ?)",
@@ -110,6 +121,8 @@ const POSTGRES: Dialect = Dialect {
             (POSTGRES.now)(off)
         )
     },
+    // NULL times an interval is NULL.
+    plus_or_null: |off| (POSTGRES.plus)(off),
     to_us: "CAST(extract(epoch FROM {}) * 1000000 AS int8)",
     returning: true,
     at: "CAST(CAST(? AS text) AS timestamptz)",
@@ -137,6 +150,8 @@ const MYSQL: Dialect = Dialect {
         off => format!("(UTC_TIMESTAMP(6) + INTERVAL {off} MICROSECOND)"),
     },
     plus: |off| format!("({} + INTERVAL ? MICROSECOND)", (MYSQL.now)(off)),
+    // `INTERVAL NULL MICROSECOND` makes the sum NULL.
+    plus_or_null: |off| (MYSQL.plus)(off),
     to_us: "TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', {})",
     returning: false,
     at: "CAST(? AS DATETIME(6))",
@@ -196,6 +211,7 @@ pub(crate) fn render(kind: BackendKind, offset_us: i64, template: &str) -> Strin
     let mut out = template
         .replace("{append}", &append)
         .replace("{now_us}", "{us:{now}}")
+        .replace("{plus_or_null}", &(d.plus_or_null)(offset_us))
         .replace("{plus}", &(d.plus)(offset_us))
         .replace("{at}", d.at)
         .replace("{bigint}", d.bigint)
@@ -227,11 +243,11 @@ mod tests {
                 let sql = render(
                     kind,
                     off,
-                    "{now} {plus} {us:created_at} {now_us} {at} {bigint} {append}",
+                    "{now} {plus} {plus_or_null} {us:created_at} {now_us} {at} {bigint} {append}",
                 );
                 assert!(!sql.contains('{'), "{sql}");
-                // {plus}, {at}, and the three binds of {append}.
-                assert_eq!(sql.matches('?').count(), 5, "{sql}");
+                // {plus}, {plus_or_null}, {at}, and the three binds of {append}.
+                assert_eq!(sql.matches('?').count(), 6, "{sql}");
             }
         }
     }

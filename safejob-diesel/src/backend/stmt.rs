@@ -28,6 +28,7 @@ pub(crate) enum Bind<'a> {
     Text(&'a str),
     OptText(Option<&'a str>),
     Int(i64),
+    OptInt(Option<i64>),
     Bool(bool),
 }
 
@@ -100,6 +101,7 @@ where
                 Bind::Text(v) => out.push_bind_param::<Text, str>(v)?,
                 Bind::OptText(v) => out.push_bind_param::<Nullable<Text>, Option<&str>>(v)?,
                 Bind::Int(v) => out.push_bind_param::<BigInt, i64>(v)?,
+                Bind::OptInt(v) => out.push_bind_param::<Nullable<BigInt>, Option<i64>>(v)?,
                 Bind::Bool(v) => out.push_bind_param::<Bool, bool>(v)?,
             }
             out.push_sql(piece);

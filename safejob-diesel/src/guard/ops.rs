@@ -20,7 +20,7 @@ use diesel::{
     result::{DatabaseErrorKind, Error as DieselError},
 };
 use safejob_core::{
-    FinalFailure, Fingerprint, KeyDigest,
+    FinalFailure, Fingerprint, KeyDigest, Retention,
     store::{
         AcquireRequest, Acquired, EffectsClaim, EffectsOutcome, EffectsState, FenceCheck,
         Finalized, JobRecord, JobState, Lease, ListFilter, ListQuery, Renewed, StoreError,
@@ -107,6 +107,17 @@ fn ttl_us(ttl: Duration) -> Result<i64, StoreError> {
         .ok_or_else(|| StoreError::backend(format!("lease ttl {ttl:?} is out of range")))
 }
 
+/// A retention as the `{plus_or_null}` bind of a terminal write: µs, or NULL (kept forever).
+pub(crate) fn retain_us(retention: Retention) -> Result<Option<i64>, StoreError> {
+    retention
+        .duration()
+        .map(|d| {
+            i64::try_from(d.as_micros())
+                .map_err(|_| StoreError::backend(format!("retention {d:?} is out of range")))
+        })
+        .transpose()
+}
+
 fn instant(us: i64, digest: &[u8]) -> Result<DateTime<Utc>, StoreError> {
     DateTime::from_timestamp_micros(us).ok_or_else(|| corrupt(digest, format!("timestamp {us}")))
 }
@@ -178,6 +189,7 @@ fn record(row: RawRow) -> Result<(JobRecord, DateTime<Utc>), StoreError> {
         created_at: instant(row.created_us, d)?,
         updated_at: instant(row.updated_us, d)?,
         finalized_at: opt_instant(row.finalized_us)?,
+        retain_until: opt_instant(row.retain_us)?,
     };
     Ok((record, instant(row.now_us, d)?))
 }
@@ -381,13 +393,15 @@ impl Ctx<'_> {
 
     /// `running → succeeded` under the lease's fence, with the effects as `effects` says: left
     /// `pending` for after-commit effects, or `done` in the same autocommit statement (a job
-    /// without effects), or `done` with the hook run inside the finalize's transaction.
+    /// without effects), or `done` with the hook run inside the finalize's transaction. The
+    /// row's `retain_until` is written by the same statement.
     pub(crate) fn finalize_succeeded<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
         lease: &Lease,
         result: Option<&Value>,
         effects_ttl: Duration,
+        retention: Retention,
         effects: FinalizeEffects<'_, '_>,
     ) -> Result<Finalized, StoreError> {
         let digest = lease.digest.as_bytes().as_slice();
@@ -405,6 +419,7 @@ impl Ctx<'_> {
                 Bind::OptText(result.as_deref()),
                 Bind::Text(state.as_str()),
                 Bind::Int(ttl_us(effects_ttl)?),
+                Bind::OptInt(retain_us(retention)?),
                 Bind::Bytes(digest),
                 Bind::Int(fence(lease)?),
             ],
@@ -550,6 +565,7 @@ impl Ctx<'_> {
         c: &mut PooledConn<C>,
         lease: &Lease,
         failure: &FinalFailure,
+        retention: Retention,
     ) -> Result<FenceCheck, StoreError> {
         let digest = lease.digest.as_bytes().as_slice();
         let failure = serde_json::to_string(failure).map_err(StoreError::backend)?;
@@ -557,6 +573,7 @@ impl Ctx<'_> {
             &self.sql.finalize_failed,
             vec![
                 Bind::Text(&failure),
+                Bind::OptInt(retain_us(retention)?),
                 Bind::Bytes(digest),
                 Bind::Int(fence(lease)?),
             ],
@@ -692,5 +709,23 @@ impl Ctx<'_> {
         rows.into_iter()
             .map(|row| record(row).map(|(row, _)| row))
             .collect()
+    }
+
+    /// Deletes up to `limit` prunable rows in one statement: `JobRecord::prunable` in SQL
+    /// ([`super::sql::PRUNABLE`]), by the database clock.
+    pub(crate) fn prune<C: DbConnection>(
+        &self,
+        c: &mut PooledConn<C>,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        let stmt = Stmt::new(
+            &self.sql.prune,
+            vec![Bind::Int(i64::try_from(limit).unwrap_or(i64::MAX))],
+        );
+        let n = run(c, |conn| conn.exec(&stmt)).map_err(|e| self.err(e))?;
+        Ok(n as u64)
     }
 }

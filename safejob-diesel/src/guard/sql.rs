@@ -29,12 +29,13 @@ pub(crate) struct Statements {
     pub(crate) renew: String,
     /// The expiry after a renew (no-`RETURNING` backends): digest, fence.
     pub(crate) expiry_of: String,
-    /// Finalize-succeeded CAS: result, effects, ttl_us, digest, fence.
+    /// Finalize-succeeded CAS: result, effects, ttl_us, retain_us (NULL: kept forever), digest,
+    /// fence.
     pub(crate) finalize_succeeded: String,
     /// Inside a finalize transaction, after the effects hook: one row (the fence, as `us`) only
     /// while the transaction is alive and holds our `succeeded`. Binds: digest, fence.
     pub(crate) confirm_succeeded: String,
-    /// Finalize-failed CAS: failure, digest, fence.
+    /// Finalize-failed CAS: failure, retain_us (NULL: kept forever), digest, fence.
     pub(crate) finalize_failed: String,
     /// Release CAS: last_error, digest, fence.
     pub(crate) release: String,
@@ -45,12 +46,14 @@ pub(crate) struct Statements {
     /// Listings, by [`Listing`] × without/with a cursor (digest). Binds: the state (for
     /// [`Listing::OtherState`]), the cursor, the limit.
     pub(crate) list: [[String; 2]; 5],
+    /// Deletes up to `limit` prunable rows ([`PRUNABLE`]), oldest retention first: limit.
+    pub(crate) prune: String,
 }
 
 const COLS: &str = "digest, fingerprint, state, fence, attempts, owner, \
     {us:lease_expires_at} AS expires_us, result, failure, last_error, effects, \
     {us:created_at} AS created_us, {us:updated_at} AS updated_us, \
-    {us:finalized_at} AS finalized_us, {now_us} AS now_us";
+    {us:finalized_at} AS finalized_us, {us:retain_until} AS retain_us, {now_us} AS now_us";
 
 /// A running row whose lease is no longer live (`JobRecord::lease_live` negated).
 const LEASE_DEAD: &str = "(lease_expires_at IS NULL OR lease_expires_at <= {now})";
@@ -64,6 +67,12 @@ const NOT_SUCCEEDED: &str = "state <> 'succeeded'";
 const IN_DOUBT: &str = "effects IN ('pending', 'in_doubt') AND state = 'succeeded' \
     AND (effects = 'in_doubt' OR (effects = 'pending' \
     AND (lease_expires_at IS NULL OR lease_expires_at <= {now})))";
+
+/// `JobRecord::prunable`, in SQL: retention passed, and failed or succeeded with effects done.
+/// It names `retain_until IS NOT NULL`, the predicate of the partial index
+/// `safe_jobs_retain_until` (SQLite, PostgreSQL), so pruning walks that index.
+pub(crate) const PRUNABLE: &str = "retain_until IS NOT NULL AND retain_until <= {now} \
+    AND (state = 'failed' OR (state = 'succeeded' AND effects = 'done'))";
 
 /// Which listing statement a [`ListFilter`](safejob_core::ListFilter) runs: the index of
 /// [`Statements::list`].
@@ -161,12 +170,13 @@ impl Statements {
                  WHERE digest = ? AND fence = ? AND state = 'running'"),
             finalize_succeeded: r("UPDATE safe_jobs SET state = 'succeeded', result = ?, \
                  effects = ?, lease_expires_at = {plus}, updated_at = {now}, \
-                 finalized_at = {now} \
+                 finalized_at = {now}, retain_until = {plus_or_null} \
                  WHERE digest = ? AND fence = ? AND state = 'running'"),
             confirm_succeeded: r("SELECT fence AS us FROM safe_jobs \
                  WHERE digest = ? AND fence = ? AND state = 'succeeded'"),
             finalize_failed: r("UPDATE safe_jobs SET state = 'failed', failure = ?, \
-                 lease_expires_at = NULL, updated_at = {now}, finalized_at = {now} \
+                 lease_expires_at = NULL, updated_at = {now}, finalized_at = {now}, \
+                 retain_until = {plus_or_null} \
                  WHERE digest = ? AND fence = ? AND state = 'running'"),
             release: r(
                 "UPDATE safe_jobs SET state = 'released', lease_expires_at = NULL, \
@@ -191,6 +201,19 @@ impl Statements {
                     "{NOT_SUCCEEDED} AND state = 'running' AND {LEASE_DEAD}"
                 )),
             ],
+            // The predicate again outside the subquery: a row is deleted only if it is still
+            // prunable when the DELETE reaches it. MySQL deletes with ORDER BY … LIMIT itself
+            // (and cannot delete from a table its own subquery reads).
+            prune: if kind == BackendKind::Mysql {
+                r(&format!(
+                    "DELETE FROM safe_jobs WHERE {PRUNABLE} ORDER BY retain_until LIMIT ?"
+                ))
+            } else {
+                r(&format!(
+                    "DELETE FROM safe_jobs WHERE {PRUNABLE} AND digest IN (SELECT digest \
+                     FROM safe_jobs WHERE {PRUNABLE} ORDER BY retain_until LIMIT ?)"
+                ))
+            },
         }
     }
 }
@@ -227,6 +250,8 @@ pub(crate) struct RawRow {
     pub updated_us: i64,
     #[diesel(sql_type = Nullable<BigInt>)]
     pub finalized_us: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub retain_us: Option<i64>,
     #[diesel(sql_type = BigInt)]
     pub now_us: i64,
 }

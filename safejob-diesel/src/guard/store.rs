@@ -8,7 +8,7 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use safejob_core::{
-    FinalFailure, KeyDigest,
+    FinalFailure, KeyDigest, Retention,
     store::{
         AcquireRequest, Acquired, EffectsClaim, EffectsOutcome, FenceCheck, Finalized, JobRecord,
         Lease, LeaseStore, ListQuery, Renewed, StoreError, TxEffects,
@@ -432,6 +432,7 @@ impl LeaseStore for DieselStore {
         lease: &Lease,
         result: Option<&Value>,
         effects_ttl: Duration,
+        retention: Retention,
         hook: Option<&mut TxEffects<'_>>,
     ) -> Result<Finalized, StoreError> {
         let ctx = self.ctx();
@@ -439,7 +440,7 @@ impl LeaseStore for DieselStore {
             Some(hook) => FinalizeEffects::Transactional(hook),
             None => FinalizeEffects::AfterCommit,
         };
-        with_conn!(self, conn => ctx.finalize_succeeded(conn, lease, result, effects_ttl, effects))
+        with_conn!(self, conn => ctx.finalize_succeeded(conn, lease, result, effects_ttl, retention, effects))
     }
 
     fn finalize_succeeded_without_effects(
@@ -447,18 +448,20 @@ impl LeaseStore for DieselStore {
         lease: &Lease,
         result: Option<&Value>,
         effects_ttl: Duration,
+        retention: Retention,
     ) -> Result<Finalized, StoreError> {
         let ctx = self.ctx();
-        with_conn!(self, conn => ctx.finalize_succeeded(conn, lease, result, effects_ttl, FinalizeEffects::None))
+        with_conn!(self, conn => ctx.finalize_succeeded(conn, lease, result, effects_ttl, retention, FinalizeEffects::None))
     }
 
     fn finalize_failed(
         &self,
         lease: &Lease,
         failure: &FinalFailure,
+        retention: Retention,
     ) -> Result<FenceCheck, StoreError> {
         let ctx = self.ctx();
-        with_conn!(self, conn => ctx.finalize_failed(conn, lease, failure))
+        with_conn!(self, conn => ctx.finalize_failed(conn, lease, failure, retention))
     }
 
     fn release(&self, lease: &Lease, error: Option<&str>) -> Result<FenceCheck, StoreError> {
@@ -488,5 +491,10 @@ impl LeaseStore for DieselStore {
     fn list(&self, query: &ListQuery) -> Result<Vec<JobRecord>, StoreError> {
         let ctx = self.ctx();
         with_conn!(self, conn => ctx.list(conn, query))
+    }
+
+    fn prune(&self, limit: usize) -> Result<u64, StoreError> {
+        let ctx = self.ctx();
+        with_conn!(self, conn => ctx.prune(conn, limit))
     }
 }

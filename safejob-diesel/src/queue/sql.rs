@@ -105,7 +105,8 @@ const GUARDED_CLAIM: &str = "WITH due AS (SELECT id FROM safe_queue_jobs WHERE {
 /// The PostgreSQL completion of a guarded job as succeeded, one statement: the job's fenced update
 /// (`j`) only where the guard is still `running` under its fence, the guard's finalize (`g`) only
 /// where `j` applied. Lock order as everywhere: the job row, then the guard row. Binds: progress,
-/// id, fence, digest, fence (guard), result, effects, ttl, digest, fence (guard), id, fence.
+/// id, fence, digest, fence (guard), result, effects, ttl, retain (µs; NULL: kept forever),
+/// digest, fence (guard), id, fence.
 /// Reads back `GuardedDoneRow`: `applied` ({applied}), `guard_applied` (`g`'s count) and
 /// `job_live` (the job was `running` under its fence: when nothing applied, the guard was stale
 /// rather than the job).
@@ -118,7 +119,8 @@ const GUARDED_SUCCEEDED: &str = "WITH j AS (UPDATE safe_queue_jobs SET {done}, \
     state = 'succeeded', finished_at = {now} WHERE {fenced} AND EXISTS (SELECT 1 FROM safe_jobs \
     WHERE digest = ? AND fence = ? AND state = 'running') RETURNING id), \
     g AS (UPDATE safe_jobs SET state = 'succeeded', result = ?, effects = ?, \
-    lease_expires_at = {plus}, updated_at = {now}, finalized_at = {now} \
+    lease_expires_at = {plus}, updated_at = {now}, finalized_at = {now}, \
+    retain_until = {plus_or_null} \
     WHERE digest = ? AND fence = ? AND state = 'running' AND EXISTS (SELECT 1 FROM j) \
     RETURNING digest) \
     SELECT {applied} AS applied, (SELECT count(*) FROM g) AS guard_applied, \

@@ -13,6 +13,7 @@ use std::{
 };
 
 use safejob_core::{
+    Retention,
     queue::{
         ClaimRequest, Claimed, CompleteAs, Completed, Completion, ErrorKind, GuardFinish, Progress,
         QueueLease, QueuedJob,
@@ -33,7 +34,7 @@ use super::{
 use crate::{
     backend::{Bind, DbConnection, Dialect, Stmt, pool::PooledConn},
     guard::{
-        ops::{FinalizeEffects, lease},
+        ops::{FinalizeEffects, lease, retain_us},
         sql::{GrantRow, MicrosRow},
     },
 };
@@ -389,19 +390,19 @@ impl QCtx<'_> {
                 result,
                 effects_ttl,
                 has_effects,
+                retention,
             },
         ) = (&self.sql.guarded_succeeded, &completion.outcome, guard)
         {
             let progress = progress.as_deref();
+            let finalize = Finalize {
+                result,
+                effects_ttl,
+                retention,
+            };
             if has_effects && hook.is_some() {
-                let success = GuardedSuccess::new(
-                    progress,
-                    lease,
-                    g,
-                    result,
-                    EffectsState::Done,
-                    effects_ttl,
-                )?;
+                let success =
+                    GuardedSuccess::new(progress, lease, g, &finalize, EffectsState::Done)?;
                 in_transaction = Some((sql.in_transaction.as_str(), success));
             } else {
                 let effects = if has_effects {
@@ -409,8 +410,7 @@ impl QCtx<'_> {
                 } else {
                     EffectsState::Done
                 };
-                let success =
-                    GuardedSuccess::new(progress, lease, g, result, effects, effects_ttl)?;
+                let success = GuardedSuccess::new(progress, lease, g, &finalize, effects)?;
                 if let Some(done) = self.complete_guarded_at_once(c, sql, &success)? {
                     return Ok(done);
                 }
@@ -546,10 +546,16 @@ impl QCtx<'_> {
                         result,
                         effects_ttl,
                         has_effects: true,
+                        retention,
                     },
                     Some(hook),
                 ) => {
-                    if in_transaction.is_none() && !self.finalize_done(c, g, result, effects_ttl)? {
+                    let finalize = Finalize {
+                        result,
+                        effects_ttl,
+                        retention,
+                    };
+                    if in_transaction.is_none() && !self.finalize_done(c, g, &finalize)? {
                         return Ok(End::Rollback(Completed::GuardStale));
                     }
                     hook_ran = true;
@@ -598,21 +604,32 @@ impl QCtx<'_> {
                 result,
                 effects_ttl,
                 has_effects: false,
-            } => self.finalize_done(c, g, result, effects_ttl)?,
+                retention,
+            } => {
+                let finalize = Finalize {
+                    result,
+                    effects_ttl,
+                    retention,
+                };
+                self.finalize_done(c, g, &finalize)?
+            }
             GuardFinish::Succeeded {
                 lease: g,
                 result,
                 effects_ttl,
                 has_effects: true,
+                retention,
             } => {
                 let effects = FinalizeEffects::AfterCommit;
                 self.guard
-                    .finalize_succeeded(c, g, result, effects_ttl, effects)?
+                    .finalize_succeeded(c, g, result, effects_ttl, retention, effects)?
                     == Finalized::Committed
             }
-            GuardFinish::Failed { lease: g, failure } => {
-                self.guard.finalize_failed(c, g, failure)? == FenceCheck::Applied
-            }
+            GuardFinish::Failed {
+                lease: g,
+                failure,
+                retention,
+            } => self.guard.finalize_failed(c, g, failure, retention)? == FenceCheck::Applied,
             GuardFinish::Release { lease: g, error } => {
                 self.guard.release(c, g, error)? == FenceCheck::Applied
             }
@@ -650,10 +667,10 @@ impl QCtx<'_> {
         &self,
         c: &mut PooledConn<C>,
         lease: &Lease,
-        result: Option<&serde_json::Value>,
-        effects_ttl: Duration,
+        finalize: &Finalize<'_>,
     ) -> Result<bool, Fail> {
-        let result = result
+        let result = finalize
+            .result
             .map(serde_json::to_string)
             .transpose()
             .map_err(StoreError::backend)?;
@@ -663,7 +680,8 @@ impl QCtx<'_> {
             vec![
                 Bind::OptText(result.as_deref()),
                 Bind::Text(EffectsState::Done.as_str()),
-                Bind::Int(micros(effects_ttl)?),
+                Bind::Int(micros(finalize.effects_ttl)?),
+                Bind::OptInt(retain_us(finalize.retention)?),
                 Bind::Bytes(lease.digest.as_bytes()),
                 Bind::Int(fence),
             ],
@@ -679,6 +697,13 @@ impl QCtx<'_> {
     }
 }
 
+/// What a guard's `succeeded` stores besides its effects state, from [`GuardFinish::Succeeded`].
+struct Finalize<'a> {
+    result: Option<&'a serde_json::Value>,
+    effects_ttl: Duration,
+    retention: Retention,
+}
+
 /// The binds of a guarded success on PostgreSQL ([`GuardedSucceeded`]), and what its row means.
 struct GuardedSuccess<'a> {
     progress: Option<&'a str>,
@@ -689,6 +714,7 @@ struct GuardedSuccess<'a> {
     result: Option<String>,
     effects: EffectsState,
     ttl_us: i64,
+    retain_us: Option<i64>,
 }
 
 impl<'a> GuardedSuccess<'a> {
@@ -696,9 +722,8 @@ impl<'a> GuardedSuccess<'a> {
         progress: Option<&'a str>,
         lease: &QueueLease,
         guard: &'a Lease,
-        result: Option<&serde_json::Value>,
+        finalize: &Finalize<'_>,
         effects: EffectsState,
-        effects_ttl: Duration,
     ) -> Result<Self, StoreError> {
         Ok(Self {
             progress,
@@ -707,12 +732,14 @@ impl<'a> GuardedSuccess<'a> {
             digest: guard.digest.as_bytes().as_slice(),
             guard_fence: i64::try_from(guard.fence)
                 .map_err(|_| StoreError::backend("fence out of range"))?,
-            result: result
+            result: finalize
+                .result
                 .map(serde_json::to_string)
                 .transpose()
                 .map_err(StoreError::backend)?,
             effects,
-            ttl_us: micros(effects_ttl)?,
+            ttl_us: micros(finalize.effects_ttl)?,
+            retain_us: retain_us(finalize.retention)?,
         })
     }
 
@@ -728,6 +755,7 @@ impl<'a> GuardedSuccess<'a> {
                 Bind::OptText(self.result.as_deref()),
                 Bind::Text(self.effects.as_str()),
                 Bind::Int(self.ttl_us),
+                Bind::OptInt(self.retain_us),
                 Bind::Bytes(self.digest),
                 Bind::Int(self.guard_fence),
                 Bind::Int(self.id),

@@ -5,7 +5,7 @@
 use std::{any::Any, collections::BTreeSet};
 
 use safejob_core::{
-    JobState, KeyDigest,
+    JobState, KeyDigest, Retention,
     store::{
         AcquireRequest, Acquired, EffectsAborted, EffectsClaim, EffectsOutcome, EffectsState,
         FenceCheck, Finalized, ListFilter,
@@ -261,8 +261,13 @@ pub fn transactional_hook_commits(harness: &dyn StoreHarness) {
     let result = json!({"ledger": 1});
     let f = case.ok(
         "finalize_succeeded",
-        case.store
-            .finalize_succeeded(&lease, Some(&result), TTL, Some(&mut hook)),
+        case.store.finalize_succeeded(
+            &lease,
+            Some(&result),
+            TTL,
+            Retention::Forever,
+            Some(&mut hook),
+        ),
     );
     ensure!(
         case,
@@ -298,8 +303,13 @@ pub fn transactional_hook_error_rolls_back(harness: &dyn StoreHarness) {
     };
     let f = case.ok(
         "finalize_succeeded",
-        case.store
-            .finalize_succeeded(&lease, Some(&json!({"ledger": 1})), TTL, Some(&mut hook)),
+        case.store.finalize_succeeded(
+            &lease,
+            Some(&json!({"ledger": 1})),
+            TTL,
+            Retention::Forever,
+            Some(&mut hook),
+        ),
     );
     ensure!(
         case,
@@ -327,8 +337,12 @@ pub fn finalize_without_effects_is_done_at_once(harness: &dyn StoreHarness) {
     let before = case.row(key);
     let stale = case.ok(
         "finalize_succeeded_without_effects",
-        case.store
-            .finalize_succeeded_without_effects(&zombie, Some(&json!(0)), TTL),
+        case.store.finalize_succeeded_without_effects(
+            &zombie,
+            Some(&json!(0)),
+            TTL,
+            Retention::Forever,
+        ),
     );
     ensure!(
         case,
@@ -339,8 +353,12 @@ pub fn finalize_without_effects_is_done_at_once(harness: &dyn StoreHarness) {
     let result = json!({"paid": 1});
     let f = case.ok(
         "finalize_succeeded_without_effects",
-        case.store
-            .finalize_succeeded_without_effects(&lease, Some(&result), TTL),
+        case.store.finalize_succeeded_without_effects(
+            &lease,
+            Some(&result),
+            TTL,
+            Retention::Forever,
+        ),
     );
     ensure!(
         case,

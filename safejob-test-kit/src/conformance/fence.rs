@@ -4,7 +4,7 @@
 use std::{any::Any, time::Duration};
 
 use safejob_core::{
-    JobRecord, JobState,
+    JobRecord, JobState, Retention,
     store::{
         Acquired, EffectsAborted, EffectsClaim, EffectsOutcome, EffectsState, FenceCheck,
         Finalized, Lease, Renewed,
@@ -34,8 +34,13 @@ pub fn zombie_writes_rejected_after_takeover(harness: &dyn StoreHarness) {
     };
     let f = case.ok(
         "finalize_succeeded",
-        case.store
-            .finalize_succeeded(&zombie, Some(&json!(1)), TTL, Some(&mut hook)),
+        case.store.finalize_succeeded(
+            &zombie,
+            Some(&json!(1)),
+            TTL,
+            Retention::Forever,
+            Some(&mut hook),
+        ),
     );
     ensure!(
         case,
@@ -49,7 +54,8 @@ pub fn zombie_writes_rejected_after_takeover(harness: &dyn StoreHarness) {
     case.expect_unchanged("a zombie finalize_succeeded", &row);
     let f = case.ok(
         "finalize_failed",
-        case.store.finalize_failed(&zombie, &failure()),
+        case.store
+            .finalize_failed(&zombie, &failure(), Retention::Forever),
     );
     ensure!(
         case,
@@ -195,7 +201,7 @@ pub fn terminal_states_are_immutable(harness: &dyn StoreHarness) {
         let f = case.ok(
             "finalize_succeeded",
             case.store
-                .finalize_succeeded(lease, None, TTL, Some(&mut hook)),
+                .finalize_succeeded(lease, None, TTL, Retention::Forever, Some(&mut hook)),
         );
         ensure!(
             case,
@@ -210,7 +216,8 @@ pub fn terminal_states_are_immutable(harness: &dyn StoreHarness) {
         );
         let f = case.ok(
             "finalize_failed",
-            case.store.finalize_failed(lease, &failure()),
+            case.store
+                .finalize_failed(lease, &failure(), Retention::Forever),
         );
         ensure!(
             case,

@@ -14,7 +14,7 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use safejob_core::{
-    FinalFailure, Fingerprint, JobRecord, JobState, KeyDigest, LeaseStore,
+    FinalFailure, Fingerprint, JobRecord, JobState, KeyDigest, LeaseStore, Retention,
     store::{
         AcquireRequest, Acquired, EffectsClaim, EffectsOutcome, EffectsState, FenceCheck,
         Finalized, Lease, ListFilter, ListQuery, StoreError,
@@ -143,7 +143,8 @@ impl<'h> Case<'h> {
     pub(super) fn finalize(&self, lease: &Lease, result: Option<&serde_json::Value>) -> Finalized {
         self.ok(
             "finalize_succeeded",
-            self.store.finalize_succeeded(lease, result, TTL, None),
+            self.store
+                .finalize_succeeded(lease, result, TTL, Retention::Forever, None),
         )
     }
 
@@ -161,7 +162,8 @@ impl<'h> Case<'h> {
     pub(super) fn fail_row(&self, lease: &Lease) {
         let check = self.ok(
             "finalize_failed",
-            self.store.finalize_failed(lease, &failure()),
+            self.store
+                .finalize_failed(lease, &failure(), Retention::Forever),
         );
         ensure!(
             self,

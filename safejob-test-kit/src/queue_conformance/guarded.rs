@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use safejob_core::{
-    Fingerprint, KeyDigest,
+    Fingerprint, KeyDigest, Retention,
     queue::{
         CompleteAs, Completed, Completion, GuardFinish, GuardSpec, JobId, QueueLease, QueueState,
     },
@@ -95,6 +95,7 @@ pub fn guarded_claim_acquires_the_guard(harness: &dyn QueueHarness) {
                     result: Some(&result),
                     effects_ttl: TTL,
                     has_effects: true,
+                    retention: Retention::Forever,
                 }),
             },
             None,
@@ -172,9 +173,12 @@ pub fn guarded_claim_answers_each_job_for_its_key(harness: &dyn QueueHarness) {
         c,
         c.ok(
             "guards().finalize_succeeded",
-            c.store
-                .guards()
-                .finalize_succeeded_without_effects(&done, Some(&receipt), TTL),
+            c.store.guards().finalize_succeeded_without_effects(
+                &done,
+                Some(&receipt),
+                TTL,
+                Retention::Forever
+            ),
         ) == safejob_core::store::Finalized::Committed,
         "the outsider finalizes `done`"
     );
@@ -255,6 +259,7 @@ pub fn guarded_completion_is_all_or_nothing(harness: &dyn QueueHarness) {
                         result: None,
                         effects_ttl: TTL,
                         has_effects: true,
+                        retention: Retention::Forever,
                     }),
                 },
                 hook,
@@ -335,6 +340,7 @@ pub fn guarded_success_without_hook_is_all_or_nothing(harness: &dyn QueueHarness
                         result: Some(&json!({"paid": true})),
                         effects_ttl: TTL,
                         has_effects,
+                        retention: Retention::Forever,
                     }),
                 },
                 None,

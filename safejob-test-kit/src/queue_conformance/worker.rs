@@ -7,7 +7,7 @@ use std::{cell::RefCell, collections::BTreeMap, sync::Arc, time::Duration};
 use chrono::{DateTime, Utc};
 use safejob_core::{
     BUSY_RETRY_MAX, EffectsContext, FinalFailure, Fingerprint, IdempotencyKey, KeyDigest, KeyError,
-    ListFilter, ListQuery, Outcome, PerformContext, Runner, SafeJob,
+    ListFilter, ListQuery, Outcome, PerformContext, Retention, Runner, SafeJob,
     queue::{
         CompleteAs, Completed, Enqueued, ErrorKind, GuardedJob, JobId, KindOptions, QueueJob,
         QueueState, QueueStore, Ran, Registry, RetryPolicy, WorkContext, WorkError,
@@ -741,28 +741,31 @@ impl safejob_core::LeaseStore for GuardsOf {
         lease: &safejob_core::store::Lease,
         result: Option<&serde_json::Value>,
         effects_ttl: Duration,
+        retention: Retention,
         hook: Option<&mut safejob_core::store::TxEffects<'_>>,
     ) -> Result<safejob_core::store::Finalized, StoreError> {
         self.0
             .guards()
-            .finalize_succeeded(lease, result, effects_ttl, hook)
+            .finalize_succeeded(lease, result, effects_ttl, retention, hook)
     }
     fn finalize_succeeded_without_effects(
         &self,
         lease: &safejob_core::store::Lease,
         result: Option<&serde_json::Value>,
         effects_ttl: Duration,
+        retention: Retention,
     ) -> Result<safejob_core::store::Finalized, StoreError> {
         self.0
             .guards()
-            .finalize_succeeded_without_effects(lease, result, effects_ttl)
+            .finalize_succeeded_without_effects(lease, result, effects_ttl, retention)
     }
     fn finalize_failed(
         &self,
         lease: &safejob_core::store::Lease,
         failure: &FinalFailure,
+        retention: Retention,
     ) -> Result<safejob_core::store::FenceCheck, StoreError> {
-        self.0.guards().finalize_failed(lease, failure)
+        self.0.guards().finalize_failed(lease, failure, retention)
     }
     fn release(
         &self,
@@ -792,5 +795,8 @@ impl safejob_core::LeaseStore for GuardsOf {
         query: &safejob_core::ListQuery,
     ) -> Result<Vec<safejob_core::JobRecord>, StoreError> {
         self.0.guards().list(query)
+    }
+    fn prune(&self, limit: usize) -> Result<u64, StoreError> {
+        self.0.guards().prune(limit)
     }
 }

@@ -12,7 +12,8 @@ use std::{
 use chrono::{DateTime, Utc};
 use safejob_core::{
     EffectsContext, EffectsMode, FailurePolicy, FinalFailure, Fingerprint, FingerprintError,
-    IdempotencyKey, JobRecord, KeyDigest, KeyError, LeaseStore, Outcome, PerformContext, SafeJob,
+    IdempotencyKey, JobRecord, KeyDigest, KeyError, LeaseStore, Outcome, PerformContext, Retention,
+    SafeJob,
     store::{
         AcquireRequest, Acquired, EffectsClaim, EffectsOutcome, FenceCheck, Finalized, Lease,
         ListQuery, Renewed, StoreError, TxEffects,
@@ -82,11 +83,12 @@ impl LeaseStore for FaultStore {
         lease: &Lease,
         result: Option<&Value>,
         effects_ttl: Duration,
+        retention: Retention,
         hook: Option<&mut TxEffects<'_>>,
     ) -> Result<Finalized, StoreError> {
         self.finalize(lease, || {
             self.inner
-                .finalize_succeeded(lease, result, effects_ttl, hook)
+                .finalize_succeeded(lease, result, effects_ttl, retention, hook)
         })
     }
 
@@ -95,12 +97,13 @@ impl LeaseStore for FaultStore {
         lease: &Lease,
         result: Option<&Value>,
         effects_ttl: Duration,
+        retention: Retention,
     ) -> Result<Finalized, StoreError> {
         // Forwarded, not left to the default: the inner store's own one-statement path is what
         // must survive the crashes.
         self.finalize(lease, || {
             self.inner
-                .finalize_succeeded_without_effects(lease, result, effects_ttl)
+                .finalize_succeeded_without_effects(lease, result, effects_ttl, retention)
         })
     }
 
@@ -108,10 +111,11 @@ impl LeaseStore for FaultStore {
         &self,
         lease: &Lease,
         failure: &FinalFailure,
+        retention: Retention,
     ) -> Result<FenceCheck, StoreError> {
         self.life.dead()?;
         self.life.maybe_crash(CrashPoint::AfterPerform);
-        self.inner.finalize_failed(lease, failure)
+        self.inner.finalize_failed(lease, failure, retention)
     }
 
     fn release(&self, lease: &Lease, error: Option<&str>) -> Result<FenceCheck, StoreError> {
@@ -145,6 +149,11 @@ impl LeaseStore for FaultStore {
     fn list(&self, query: &ListQuery) -> Result<Vec<JobRecord>, StoreError> {
         self.life.dead()?;
         self.inner.list(query)
+    }
+
+    fn prune(&self, limit: usize) -> Result<u64, StoreError> {
+        self.life.dead()?;
+        self.inner.prune(limit)
     }
 }
 

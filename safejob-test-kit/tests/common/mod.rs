@@ -13,6 +13,7 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
+use safejob_core::Retention;
 use safejob_core::{
     EffectsContext, EffectsMode, FinalFailure, Fingerprint, FingerprintError, IdempotencyKey,
     JobRecord, JobState, KeyDigest, KeyError, LeaseStore, ListFilter, ListQuery, Outcome,
@@ -52,6 +53,7 @@ pub struct Job<'a> {
     pub effects: EffectsFn<'a>,
     pub has_effects: bool,
     pub effects_mode: Option<EffectsMode>,
+    pub retention: Option<Retention>,
     pub probe: EffectProbe,
 }
 
@@ -65,6 +67,7 @@ impl<'a> Job<'a> {
             effects: Box::new(|_| Ok(())),
             has_effects: true,
             effects_mode: None,
+            retention: None,
             probe: EffectProbe::new(),
         }
     }
@@ -93,6 +96,12 @@ impl<'a> Job<'a> {
     /// The job's own effects mode (`None`: the runner's).
     pub fn effects_mode(mut self, mode: Option<EffectsMode>) -> Self {
         self.effects_mode = mode;
+        self
+    }
+
+    /// The job's own guard retention (`None`: the runner's).
+    pub fn retention(mut self, retention: Option<Retention>) -> Self {
+        self.retention = retention;
         self
     }
 
@@ -146,6 +155,10 @@ impl SafeJob for Job<'_> {
 
     fn effects_mode(&self) -> Option<EffectsMode> {
         self.effects_mode
+    }
+
+    fn guard_retention(&self) -> Option<Retention> {
+        self.retention
     }
 }
 
@@ -243,15 +256,16 @@ impl LeaseStore for Faulty {
         lease: &Lease,
         result: Option<&Value>,
         effects_ttl: Duration,
+        retention: Retention,
         hook: Option<&mut TxEffects<'_>>,
     ) -> Result<Finalized, StoreError> {
         let first = self.ambiguous.load(Ordering::SeqCst) == 0;
         match self.fault {
             Fault::AmbiguousAfterApplying if first => {
                 self.ambiguous.fetch_add(1, Ordering::SeqCst);
-                let applied = self
-                    .inner
-                    .finalize_succeeded(lease, result, effects_ttl, hook)?;
+                let applied =
+                    self.inner
+                        .finalize_succeeded(lease, result, effects_ttl, retention, hook)?;
                 assert_eq!(applied, Finalized::Committed);
                 Err(ambiguous())
             }
@@ -261,7 +275,7 @@ impl LeaseStore for Faulty {
             }
             _ => self
                 .inner
-                .finalize_succeeded(lease, result, effects_ttl, hook),
+                .finalize_succeeded(lease, result, effects_ttl, retention, hook),
         }
     }
 
@@ -269,8 +283,9 @@ impl LeaseStore for Faulty {
         &self,
         lease: &Lease,
         failure: &FinalFailure,
+        retention: Retention,
     ) -> Result<FenceCheck, StoreError> {
-        self.inner.finalize_failed(lease, failure)
+        self.inner.finalize_failed(lease, failure, retention)
     }
 
     fn release(&self, lease: &Lease, error: Option<&str>) -> Result<FenceCheck, StoreError> {
@@ -295,5 +310,9 @@ impl LeaseStore for Faulty {
 
     fn list(&self, query: &ListQuery) -> Result<Vec<JobRecord>, StoreError> {
         self.inner.list(query)
+    }
+
+    fn prune(&self, limit: usize) -> Result<u64, StoreError> {
+        self.inner.prune(limit)
     }
 }
