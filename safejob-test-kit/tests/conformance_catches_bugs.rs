@@ -7,6 +7,7 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
+use safejob_core::Retention;
 use safejob_core::{
     FinalFailure, JobRecord, KeyDigest, LeaseStore,
     store::{
@@ -31,6 +32,10 @@ enum Bug {
     ForgetsAttempts,
     /// A finalize without effects leaves them pending, like an after-commit finalize.
     LeavesNoEffectsPending,
+    /// A failed finalize keeps its row forever, whatever retention it was given.
+    FailedKeptForever,
+    /// Prune deletes nothing (a stub that answers 0).
+    PrunesNothing,
 }
 
 struct Buggy {
@@ -85,10 +90,11 @@ impl LeaseStore for Buggy {
         lease: &Lease,
         result: Option<&Value>,
         effects_ttl: Duration,
+        retention: Retention,
         hook: Option<&mut TxEffects<'_>>,
     ) -> Result<Finalized, StoreError> {
         self.inner
-            .finalize_succeeded(lease, result, effects_ttl, hook)
+            .finalize_succeeded(lease, result, effects_ttl, retention, hook)
     }
 
     fn finalize_succeeded_without_effects(
@@ -96,22 +102,28 @@ impl LeaseStore for Buggy {
         lease: &Lease,
         result: Option<&Value>,
         effects_ttl: Duration,
+        retention: Retention,
     ) -> Result<Finalized, StoreError> {
         if self.bug == Bug::LeavesNoEffectsPending {
             return self
                 .inner
-                .finalize_succeeded(lease, result, effects_ttl, None);
+                .finalize_succeeded(lease, result, effects_ttl, retention, None);
         }
         self.inner
-            .finalize_succeeded_without_effects(lease, result, effects_ttl)
+            .finalize_succeeded_without_effects(lease, result, effects_ttl, retention)
     }
 
     fn finalize_failed(
         &self,
         lease: &Lease,
         failure: &FinalFailure,
+        retention: Retention,
     ) -> Result<FenceCheck, StoreError> {
-        self.inner.finalize_failed(lease, failure)
+        let retention = match self.bug {
+            Bug::FailedKeptForever => Retention::Forever,
+            _ => retention,
+        };
+        self.inner.finalize_failed(lease, failure, retention)
     }
 
     fn release(&self, lease: &Lease, error: Option<&str>) -> Result<FenceCheck, StoreError> {
@@ -138,6 +150,13 @@ impl LeaseStore for Buggy {
         match query.filter {
             ListFilter::EffectsInDoubt if self.bug == Bug::HidesInDoubt => Ok(Vec::new()),
             _ => self.inner.list(query),
+        }
+    }
+
+    fn prune(&self, limit: usize) -> Result<u64, StoreError> {
+        match self.bug {
+            Bug::PrunesNothing => Ok(0),
+            _ => self.inner.prune(limit),
         }
     }
 }
@@ -252,6 +271,30 @@ fn effects_left_pending_by_a_finalize_without_effects_fail() {
 }
 
 #[test]
+fn a_failed_row_without_its_retention_fails() {
+    let message = failure(
+        Bug::FailedKeptForever,
+        conformance::prune_deletes_settled_rows_past_their_retention,
+    );
+    assert!(
+        message.contains("retain_until of `failed` (store now + 60s): expected about"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_prune_that_deletes_nothing_fails() {
+    let message = failure(
+        Bug::PrunesNothing,
+        conformance::prune_deletes_settled_rows_past_their_retention,
+    );
+    assert!(
+        message.contains("prune(1) with 4 rows past their retention: returned 0, deleted 0"),
+        "{message}"
+    );
+}
+
+#[test]
 fn each_bug_fails_the_whole_suite_the_memory_store_passes_it() {
     // The memory store passes every case; each bug above fails at least one in run_all.
     conformance::run_all(&MemoryHarness::new());
@@ -262,6 +305,8 @@ fn each_bug_fails_the_whole_suite_the_memory_store_passes_it() {
         Bug::HidesInDoubt,
         Bug::ForgetsAttempts,
         Bug::LeavesNoEffectsPending,
+        Bug::FailedKeptForever,
+        Bug::PrunesNothing,
     ] {
         let harness = buggy(bug);
         let failed = catch_unwind(AssertUnwindSafe(|| conformance::run_all(&harness)));

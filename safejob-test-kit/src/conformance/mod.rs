@@ -21,8 +21,9 @@
 //!
 //! The cases live one file per area, as River splits its driver suite: `acquire.rs` (grants,
 //! replays, busy keys, takeovers, fingerprints, races), `fence.rs` (zombies, release, renew,
-//! terminal states), `effects.rs` (effects windows, claims and transactional hooks) and
-//! `listing.rs`, with what they share in `fixtures.rs`. This file holds the harness, the one list
+//! terminal states), `effects.rs` (effects windows, claims and transactional hooks),
+//! `listing.rs` and `retention.rs` (retain_until and pruning), with what they share in
+//! `fixtures.rs`. This file holds the harness, the one list
 //! of cases and the macros.
 
 use std::{sync::Arc, time::Duration};
@@ -62,6 +63,7 @@ mod effects;
 mod fence;
 mod fixtures;
 mod listing;
+mod retention;
 
 pub use acquire::{
     attempts_counted_across_takeovers, busy_while_held, fingerprint_conflict_on_every_path,
@@ -79,6 +81,7 @@ pub use fence::{
     zombie_effects_rejected_after_claim, zombie_writes_rejected_after_takeover,
 };
 pub use listing::{get_missing_is_none, list_filters_and_paging};
+pub use retention::prune_deletes_settled_rows_past_their_retention;
 
 /// Calls `$callback!` with every case name; the one list the macro, [`CASES`] and [`run_all`]
 /// are built from.
@@ -111,6 +114,7 @@ macro_rules! __lease_store_conformance_cases {
             finalize_without_effects_is_done_at_once
             list_filters_and_paging
             get_missing_is_none
+            prune_deletes_settled_rows_past_their_retention
         }
     };
 }

@@ -18,7 +18,7 @@ use safejob_core::{
     queue::{
         AttemptError, ClaimRequest, Claimed, CompleteAs, Completed, Completion, EnqueueOptions,
         Enqueued, ErrorKind, GuardSpec, JobId, NewJob, Queue, QueueLease, QueueStore, QueuedJob,
-        Ran, Registry, RunAt, Worker,
+        Ran, Registry, RunAt, Worker, WorkerBuilder,
     },
     store::{AcquireRequest, Acquired, StoreError},
 };
@@ -228,14 +228,22 @@ impl<'h> Case<'h> {
     }
 
     pub(super) fn worker_on_clock(&self, registry: Registry, clock: Arc<ManualClock>) -> Worker {
-        match Worker::builder(self.store.clone(), registry)
+        self.build_worker(self.worker_builder(registry).clock(clock))
+    }
+
+    /// The builder of [`Case::worker`], for a case that sets more.
+    pub(super) fn worker_builder(&self, registry: Registry) -> WorkerBuilder {
+        Worker::builder(self.store.clone(), registry)
             .id(format!("{}:worker", self.prefix))
             .queues([self.queue.clone()])
             .lease_ttl(TTL)
             .progress_interval(Duration::from_secs(10))
-            .clock(clock)
-            .build()
-        {
+            .clock(Arc::new(ManualClock::default()))
+    }
+
+    #[track_caller]
+    pub(super) fn build_worker(&self, builder: WorkerBuilder) -> Worker {
+        match builder.build() {
             Ok(worker) => worker,
             Err(error) => self.fail(format_args!("worker could not be built: {error}")),
         }

@@ -25,8 +25,8 @@
 //!
 //! The cases live one file per area, as River splits its driver suite: `enqueue.rs`,
 //! `claim.rs`, `complete.rs` (completion, retries, dead letters, the reaper), `operate.rs`,
-//! `guarded.rs` (guarded jobs at the port), `worker.rs` and `pool.rs` (end to end), with what they
-//! share in `fixtures.rs`. This file holds the harness, the one list of cases and the macros.
+//! `guarded.rs` (guarded jobs at the port), `worker.rs`, `retention.rs` (guard retention through
+//! the queue) and `pool.rs` (end to end), with what they share in `fixtures.rs`. This file holds the harness, the one list of cases and the macros.
 
 use std::{sync::Arc, time::Duration};
 
@@ -105,6 +105,7 @@ mod fixtures;
 mod guarded;
 mod operate;
 mod pool;
+mod retention;
 mod worker;
 
 pub use claim::{
@@ -132,6 +133,7 @@ pub use pool::{
     pool_runs_every_job_once, pool_shutdown_releases_claimed_work,
     pool_wakes_for_enqueues_and_short_snoozes,
 };
+pub use retention::guarded_completion_retains_the_guard;
 pub use worker::{
     guarded_duplicates_succeed_once, guarded_enqueue_dedupes_by_key,
     guarded_job_of_a_dead_worker_runs_once, guarded_job_without_effects_is_done_at_once,
@@ -180,6 +182,7 @@ macro_rules! __queue_store_conformance_cases {
             guarded_job_without_effects_is_done_at_once
             worker_backoff_follows_the_exponential_policy
             guarded_job_of_a_dead_worker_runs_once
+            guarded_completion_retains_the_guard
             pool_runs_every_job_once
             pool_shutdown_releases_claimed_work
         }
