@@ -41,6 +41,12 @@ enum Kept {
 /// whose outcome is settled: never a row kept forever, a running or released row, or a row whose
 /// effects are pending or in doubt, until those effects are settled. A pruned key is unknown:
 /// its next acquire is a fresh grant (fence 1), with any fingerprint — the replay window ended.
+///
+/// Catches (each seen failing on memory, SQLite, PostgreSQL and MariaDB): a prune without the
+/// effects filter (`pending` deleted), a prune without the time check (a row pruned within its
+/// retention), a finalize that drops its retention (`failed` with no `retain_until`), a prune that
+/// deletes nothing, and, on SQLite, a NULL retention written as now (`forever` with a
+/// `retain_until`).
 pub fn prune_deletes_settled_rows_past_their_retention(harness: &dyn StoreHarness) {
     let case = Case::new("prune_deletes_settled_rows_past_their_retention", harness);
     let short = Retention::For(SHORT);
@@ -158,13 +164,20 @@ pub fn prune_deletes_settled_rows_past_their_retention(harness: &dyn StoreHarnes
 
     // Within every retention: nothing of ours goes.
     prune_all(&case);
+    let present = |key: &KeyDigest| case.ok("get", case.store.get(key)).is_some();
+    for (name, key, kept) in &rows {
+        ensure!(
+            case,
+            present(key),
+            "`{name}` ({kept:?}) was pruned within its retention"
+        );
+    }
     let before: Vec<JobRecord> = rows.iter().map(|(_, key, _)| case.row(*key)).collect();
 
     // Past the short retention (and past every lease and effects window).
     case.advance(SHORT + Duration::from_secs(1));
     let n = case.ok("prune(0)", case.store.prune(0));
     ensure!(case, n == 0, "prune(0) deleted {n} rows");
-    let present = |key: &KeyDigest| case.ok("get", case.store.get(key)).is_some();
     let short_keys: Vec<KeyDigest> = rows
         .iter()
         .filter(|(_, _, kept)| *kept == Kept::Short)
@@ -186,10 +199,14 @@ pub fn prune_deletes_settled_rows_past_their_retention(harness: &dyn StoreHarnes
                 !present(key),
                 "`{name}` is past its retention and settled, but prune kept it"
             ),
-            _ => case.expect_unchanged(
-                &format!("pruning (`{name}`, {kept:?}, must be kept)"),
-                before,
-            ),
+            _ => {
+                ensure!(
+                    case,
+                    present(key),
+                    "`{name}` ({kept:?}) must be kept, but prune deleted it"
+                );
+                case.expect_unchanged(&format!("pruning (`{name}`, {kept:?})"), before);
+            }
         }
     }
 

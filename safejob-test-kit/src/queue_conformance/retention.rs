@@ -89,6 +89,12 @@ impl GuardedJob for Receipt {
 /// transactional hook, no effects, a permanent failure. `Queue::prune` then prunes the guard rows
 /// whose retention passed (with the finished jobs), and a pruned key enqueued again runs again,
 /// while a key still retained replays.
+///
+/// Catches (each seen failing): the queue's run given `Retention::Forever` instead of the
+/// resolved retention, the job's own setting ignored, `Queue::prune` without the guards' prune,
+/// and a completion path that drops the retention — PostgreSQL's one-statement completion, the
+/// SQLite / MariaDB `finalize_done` (transactional, no effects) and after-commit finalizes, a
+/// failed finalize.
 pub fn guarded_completion_retains_the_guard(harness: &dyn QueueHarness) {
     let c = Case::new("guarded_completion_retains_the_guard", harness);
     let queue = c.queue_client();
