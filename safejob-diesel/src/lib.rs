@@ -51,7 +51,8 @@
 //! | acquire, existing key (replay, busy, conflict) | 2: the no-op insert, `SELECT` | 2: the insert (duplicate key), `SELECT` |
 //! | acquire, takeover | 3: + a fenced `UPDATE … RETURNING` | 4: + a fenced `UPDATE`, read back |
 //! | renew | 1: `UPDATE … RETURNING` | 2: `UPDATE`, read back |
-//! | finalize (succeeded or failed), release, finish effects | 1: a fenced `UPDATE` | 1 |
+//! | finalize (succeeded or failed), release, finish effects | 1: a fenced `UPDATE` (a finalize also writes `retain_until`) | 1 |
+//! | prune up to `limit` rows past their retention | 1: `DELETE … WHERE digest IN (SELECT … ORDER BY retain_until LIMIT ?)` | 1: `DELETE … ORDER BY retain_until LIMIT ?` |
 //! | finalize with transactional effects | `BEGIN`, `UPDATE`, the effects, a confirming `SELECT`, `COMMIT` | the same between `SET autocommit = 0` and `SET autocommit = 1` |
 //!
 //! Every fenced write is one conditional `UPDATE` that must match exactly one row (applied) or

@@ -210,7 +210,8 @@ fn lines<R>(rows: Vec<R>, line: impl Fn(R) -> String) -> String {
 }
 
 /// The prune reads the rows past their retention through `safe_jobs_retain_until` (`index`, as
-/// the plan names it), in order: nothing in `forbidden` (a sort, a scan of the table).
+/// the plan names it), in order: nothing in `forbidden` (a sort, a scan of the table). Catches:
+/// the prune ordered by another column (seen: a sort on each of the three backends).
 fn assert_prune_plan(plan: &str, index: &str, forbidden: &[&str]) {
     assert!(plan.contains(index), "prune not through {index}:\n{plan}");
     for bad in forbidden {

@@ -65,7 +65,8 @@
 //! | reap | 1 `SELECT`, then 1 conditional `UPDATE` per expired job | same | same |
 //! | retry, cancel | 1 conditional `UPDATE` (+ `pg_notify`) | 1 | 1 |
 //! | retry_matching | 1 `UPDATE` for jobs without unique key, then 1 per finished job with one | same | same |
-//! | purge, prune | 1 `DELETE` | 1 | 1 |
+//! | purge, prune (`QueueStore::prune`) | 1 `DELETE` | 1 | 1 |
+//! | `Queue::prune` | the jobs' `DELETE`, then the guards' (`LeaseStore::prune`), each in autocommit | same | same |
 //!
 //! A guarded job's claim and acquire share one transaction (PostgreSQL: one statement, for a key
 //! never seen), and so do its completion and the guard's finalize (PostgreSQL, success without a
