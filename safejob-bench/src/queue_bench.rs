@@ -786,6 +786,7 @@ mod tests {
                 warmup: 5,
             },
             effects: Effects::None,
+            allow_duplicates: false,
         };
         let unguarded = ours.run(false).unwrap();
         let seen = |fs: &[Figure]| -> Vec<_> {
