@@ -106,9 +106,10 @@ pub trait SafeJob {
     /// charge may say `Some(Retention::Forever)` on a runner that prunes after a day.
     ///
     /// A retention outside [`MIN_RETENTION`](crate::MIN_RETENTION)..=
-    /// [`MAX_RETENTION`](crate::MAX_RETENTION) is refused before anything is acquired:
-    /// [`RunError::InvalidRetention`](crate::RunError::InvalidRetention) from a `Runner`, a dead
-    /// job (`ErrorKind::Fatal`) in the queue.
+    /// [`MAX_RETENTION`](crate::MAX_RETENTION) is refused before the job runs:
+    /// [`RunError::InvalidRetention`](crate::RunError::InvalidRetention) from a `Runner`, before
+    /// anything is stored; in the queue a dead job (`ErrorKind::Fatal`) whose guard, taken with
+    /// the claim, is released at once.
     ///
     /// ```
     /// use std::time::Duration;
