@@ -24,10 +24,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use diesel::{
-    QueryableByName, RunQueryDsl, SqliteConnection,
-    sql_types::{BigInt, Text},
-};
+use diesel::{QueryableByName, RunQueryDsl, sql_types::BigInt};
 use safejob_core::{
     Disposition, EffectsContext, EffectsMode, Fingerprint, FingerprintError, IdempotencyKey,
     KeyError, Outcome, PerformContext, Report, RunError, Runner, SafeJob, StoreError,
@@ -70,8 +67,8 @@ pub struct Charge {
 pub enum LedgerError {
     /// The ledger statement failed (the finalize transaction rolls back; the run is retried).
     #[error("ledger write failed: {0}")]
-    Write(#[from] diesel::result::Error),
-    /// The hook ran outside a SQLite finalize transaction.
+    Write(#[from] safejob_diesel::EffectsTxError),
+    /// The hook ran outside a finalize transaction.
     #[error(transparent)]
     NoTransaction(#[from] safejob_diesel::TxError),
 }
@@ -100,19 +97,21 @@ impl SafeJob for Charge {
     // Inside the finalize transaction: the ledger row commits with `succeeded`, or not at all.
     fn on_succeeded_once(&self, ctx: &mut EffectsContext<'_>) -> Result<(), Self::Error> {
         let charge = charge_id(ctx.key());
-        let conn = ctx.diesel_connection::<SqliteConnection>()?;
-        diesel::sql_query("INSERT INTO charge_ledger (charge_id, wallet, cents) VALUES (?, ?, ?)")
-            .bind::<Text, _>(charge)
-            .bind::<Text, _>(&self.request.wallet)
-            .bind::<BigInt, _>(-self.request.cents)
-            .execute(conn)?;
+        ctx.effects_tx()?.insert(
+            "charge_ledger",
+            &[
+                ("charge_id", (&charge).into()),
+                ("wallet", (&self.request.wallet).into()),
+                ("cents", (-self.request.cents).into()),
+            ],
+        )?;
         Ok(())
     }
 }
 
 /// The charge's id: derived from the key's digest, so the raw key is never stored in the ledger.
 fn charge_id(key: &IdempotencyKey) -> String {
-    format!("ch_{}", key.digest())
+    format!("ch_{}", key.digest().to_hex())
 }
 
 /// A payout, queued and run by the worker pool through the guard.
@@ -136,13 +135,14 @@ impl SafeJob for Payout {
     }
 
     fn on_succeeded_once(&self, ctx: &mut EffectsContext<'_>) -> Result<(), Self::Error> {
-        let conn = ctx.diesel_connection::<SqliteConnection>()?;
-        let key = IdempotencyKey::from_parts(["payout", &self.key])
-            .map_err(|_| diesel::result::Error::QueryBuilderError("invalid payout key".into()))?;
-        diesel::sql_query("INSERT INTO payout_ledger (payout_id, cents) VALUES (?, ?)")
-            .bind::<Text, _>(format!("po_{}", key.digest()))
-            .bind::<BigInt, _>(self.cents)
-            .execute(conn)?;
+        let payout = format!("po_{}", ctx.key().digest().to_hex());
+        ctx.effects_tx()?.insert(
+            "payout_ledger",
+            &[
+                ("payout_id", (&payout).into()),
+                ("cents", self.cents.into()),
+            ],
+        )?;
         Ok(())
     }
 }

@@ -20,10 +20,7 @@ use std::{
     time::Duration,
 };
 
-use diesel::{
-    QueryableByName, RunQueryDsl, SqliteConnection,
-    sql_types::{BigInt, Text},
-};
+use diesel::{QueryableByName, RunQueryDsl, sql_types::BigInt};
 use safejob_core::{
     EffectsContext, EffectsMode, IdempotencyKey, KeyError, Outcome, PerformContext, SafeJob,
     queue::{
@@ -50,7 +47,7 @@ struct Payout {
 #[derive(Debug, thiserror::Error)]
 enum PayoutError {
     #[error("ledger write failed: {0}")]
-    Ledger(#[from] diesel::result::Error),
+    Ledger(#[from] safejob_diesel::EffectsTxError),
     #[error(transparent)]
     NoTransaction(#[from] safejob_diesel::TxError),
 }
@@ -69,11 +66,14 @@ impl SafeJob for Payout {
 
     // Runs inside the completion's transaction: the ledger row commits with `succeeded`.
     fn on_succeeded_once(&self, ctx: &mut EffectsContext<'_>) -> Result<(), Self::Error> {
-        let conn = ctx.diesel_connection::<SqliteConnection>()?;
-        diesel::sql_query("INSERT INTO payout_ledger (payout_id, cents) VALUES (?, ?)")
-            .bind::<Text, _>(&self.id)
-            .bind::<BigInt, _>(self.cents)
-            .execute(conn)?;
+        // `EffectsTx`: the same code on SQLite, PostgreSQL and MySQL/MariaDB.
+        ctx.effects_tx()?.insert(
+            "payout_ledger",
+            &[
+                ("payout_id", (&self.id).into()),
+                ("cents", self.cents.into()),
+            ],
+        )?;
         Ok(())
     }
 }

@@ -40,7 +40,7 @@ use std::{
 };
 
 use diesel::{
-    QueryableByName, RunQueryDsl, SqliteConnection,
+    QueryableByName, RunQueryDsl,
     sql_types::{BigInt, Text},
 };
 use redis::{
@@ -203,7 +203,7 @@ pub struct Payment {
 pub enum PaymentError {
     /// The ledger write failed (the finalize transaction rolls back).
     #[error("ledger write failed: {0}")]
-    Ledger(#[from] diesel::result::Error),
+    Ledger(#[from] safejob_diesel::EffectsTxError),
     /// The runner is not in transactional mode, or the store is of another backend.
     #[error(transparent)]
     NoTransaction(#[from] safejob_diesel::TxError),
@@ -229,30 +229,17 @@ impl SafeJob for Payment {
         })))
     }
 
+    // `EffectsTx`: one statement for SQLite and PostgreSQL alike (`?` on every backend).
     fn on_succeeded_once(&self, ctx: &mut EffectsContext<'_>) -> Result<(), Self::Error> {
-        #[cfg(feature = "postgres")]
-        if let Ok(conn) = ctx.diesel_connection::<diesel::PgConnection>() {
-            diesel::sql_query(
-                "INSERT INTO redis_payments_ledger (run, payment_id, account, cents) \
-                 VALUES ($1, $2, $3, $4)",
-            )
-            .bind::<Text, _>(&self.run)
-            .bind::<Text, _>(&self.msg.id)
-            .bind::<Text, _>(&self.msg.account)
-            .bind::<BigInt, _>(self.msg.cents)
-            .execute(conn)?;
-            return Ok(());
-        }
-        let conn = ctx.diesel_connection::<SqliteConnection>()?;
-        diesel::sql_query(
-            "INSERT INTO redis_payments_ledger (run, payment_id, account, cents) \
-             VALUES (?, ?, ?, ?)",
-        )
-        .bind::<Text, _>(&self.run)
-        .bind::<Text, _>(&self.msg.id)
-        .bind::<Text, _>(&self.msg.account)
-        .bind::<BigInt, _>(self.msg.cents)
-        .execute(conn)?;
+        ctx.effects_tx()?.insert(
+            "redis_payments_ledger",
+            &[
+                ("run", (&self.run).into()),
+                ("payment_id", (&self.msg.id).into()),
+                ("account", (&self.msg.account).into()),
+                ("cents", self.msg.cents.into()),
+            ],
+        )?;
         Ok(())
     }
 }
