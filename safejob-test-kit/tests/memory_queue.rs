@@ -387,3 +387,9 @@ fn a_parked_job_runs_again_only_after_an_operator_retry() {
     assert_eq!(worker.drain(3).unwrap()[0].ran, Ran::Succeeded);
     assert_eq!(seen("parked"), 1);
 }
+
+/// The schedule conformance suite on the memory queue (a fresh ManualClock per case).
+#[test]
+fn schedule_conformance_on_memory() {
+    safejob_test_kit::schedule_conformance::run_all(safejob_test_kit::MemoryQueueHarness::new);
+}
