@@ -412,7 +412,10 @@ impl Scheduler {
                         break;
                     }
                     next_runs.push(t);
-                    at = trigger.next_after(&row.name, t, false)?;
+                    at = match trigger {
+                        Trigger::Once { .. } => None,
+                        Trigger::Cron { .. } => trigger.next_after(&row.name, t, false)?,
+                    };
                 }
             }
             out.push(ScheduleInfo {

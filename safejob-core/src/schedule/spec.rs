@@ -3,7 +3,7 @@
 
 use std::{fmt, str::FromStr};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use chrono_tz::Tz;
 use croner::{
     Cron,
@@ -358,12 +358,14 @@ impl Schedule {
         })
     }
 
-    /// A one-off run at `at`.
+    /// A one-off run at `at`, truncated to the millisecond (the precision every backend stores).
     pub fn once(name: &str, at: DateTime<Utc>, job: NewJob) -> Result<Self, ScheduleError> {
         check_name(name)?;
         Ok(Self {
             name: name.to_owned(),
-            trigger: Trigger::Once { at },
+            trigger: Trigger::Once {
+                at: at.trunc_subsecs(3),
+            },
             missed: MissedTicks::default(),
             job,
         })
