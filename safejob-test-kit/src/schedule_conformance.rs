@@ -342,11 +342,28 @@ pub fn dst_days_run_a_daily_job_once(h: &dyn ScheduleHarness) {
         for job in jobs_of(h, &daily_kind) {
             let local = tick_of(&job).with_timezone(&tz);
             *daily.entry(local.date_naive()).or_default() += 1;
-            assert!(
-                (local.hour(), local.minute()) == (2, 30)
-                    || (local.hour(), local.minute()) == (3, 0),
+            // 02:30, except on the spring-forward day, where 02:30 does not exist: the first
+            // instant after the gap, 03:00. On the fall-back day 02:30 exists twice: the earlier.
+            let wanted = if spring && local.date_naive() == day {
+                (3, 0)
+            } else {
+                (2, 30)
+            };
+            assert_eq!(
+                (local.hour(), local.minute()),
+                wanted,
                 "{zone} {day}: a daily 02:30 tick ran at local {local}"
             );
+            if !spring && local.date_naive() == day {
+                let earlier = tz
+                    .from_local_datetime(&day.and_hms_opt(2, 30, 0).expect("t"))
+                    .earliest()
+                    .expect("02:30 exists");
+                assert_eq!(
+                    local, earlier,
+                    "{zone} {day}: the repeated 02:30 runs at its earlier instant"
+                );
+            }
         }
         let expected: BTreeMap<NaiveDate, usize> =
             [day.pred_opt().expect("d"), day, day.succ_opt().expect("d")]

@@ -393,3 +393,41 @@ fn a_parked_job_runs_again_only_after_an_operator_retry() {
 fn schedule_conformance_on_memory() {
     safejob_test_kit::schedule_conformance::run_all(safejob_test_kit::MemoryQueueHarness::new);
 }
+
+/// `Scheduler::start` ticks once before it first waits, so a thread started and stopped at once
+/// has fired what was due (no sleep: the stop waits for that round).
+///
+/// Catches: a loop that waits before its first tick (no job), or that ignores the stop (the
+/// join would hang).
+#[test]
+fn a_started_scheduler_ticks_then_stops() {
+    use std::{sync::Arc, time::Duration};
+
+    use safejob_core::{
+        queue::{JobFilter, JobQuery, QueueStore},
+        schedule::{Schedule, Scheduler},
+    };
+    use safejob_test_kit::{MemoryQueueHarness, schedule_conformance::template};
+
+    let h = MemoryQueueHarness::new();
+    let scheduler = Scheduler::builder(h.memory_queue().clone())
+        .schedule(Schedule::cron("bg", "* * * * *", "UTC", template("sched-bg")).expect("schedule"))
+        .build()
+        .expect("build");
+    scheduler.sync().expect("sync");
+    h.clock().advance(Duration::from_secs(61));
+    Arc::new(scheduler).start(Duration::from_secs(3600)).stop();
+    let jobs = h
+        .memory_queue()
+        .list(&JobQuery {
+            filter: JobFilter::default().kind("sched-bg"),
+            after: None,
+            limit: 10,
+        })
+        .expect("list");
+    assert_eq!(
+        jobs.len(),
+        1,
+        "the started scheduler fired the due tick once"
+    );
+}
