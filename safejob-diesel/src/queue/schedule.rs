@@ -1,6 +1,7 @@
 //! [`ScheduleStore`] on the SQL backends: the `safe_queue_schedules` table, and a fire that is
 //! the row's conditional update plus the tick jobs' enqueue in one write transaction.
 
+use chrono::{DateTime, Utc};
 use diesel::{
     QueryableByName,
     sql_types::{BigInt, Nullable, Text},
@@ -13,7 +14,6 @@ use safejob_core::{
 
 use super::{
     DieselQueue, enqueue,
-    rows::instant,
     sql::render,
     tx::{Begin, End, QCtx, is_unique_violation},
 };
@@ -73,7 +73,17 @@ struct SchedRow {
 
 impl SchedRow {
     fn into_row(self) -> Result<ScheduleRow, StoreError> {
-        let at = |us: Option<i64>| us.map(|us| instant(self.revision, us)).transpose();
+        let name = self.name.clone();
+        let at = |us: Option<i64>| {
+            us.map(|us| {
+                DateTime::from_timestamp_micros(us).ok_or_else(|| StoreError::CorruptRow {
+                    // The port's CorruptRow names a key; a schedule row is named by table and name.
+                    digest: format!("safe_queue_schedules {name:?}"),
+                    detail: format!("timestamp {us}"),
+                })
+            })
+            .transpose()
+        };
         Ok(ScheduleRow {
             next_run_at: at(self.next_us)?,
             last_tick: at(self.last_us)?,
@@ -94,7 +104,7 @@ impl QCtx<'_> {
         render(self.sql.kind, self.sql.offset, template)
     }
 
-    fn at_text(&self, at: Option<chrono::DateTime<chrono::Utc>>) -> Option<String> {
+    fn at_text(&self, at: Option<DateTime<Utc>>) -> Option<String> {
         at.map(|t| Dialect::of(self.sql.kind).at_text(t))
     }
 
