@@ -431,3 +431,44 @@ fn a_started_scheduler_ticks_then_stops() {
         "the started scheduler fired the due tick once"
     );
 }
+
+/// A stored schedule row that no longer parses (edited by hand) is skipped by `tick`; the other
+/// schedules still fire.
+///
+/// Catches: `tick` returning the parse error (`?`) instead of skipping the row — then no
+/// schedule fires while one row is bad.
+#[test]
+fn a_corrupt_schedule_row_does_not_stop_the_others() {
+    use std::time::Duration;
+
+    use safejob_core::schedule::{Schedule, ScheduleStore, Scheduler};
+    use safejob_test_kit::{MemoryQueueHarness, schedule_conformance::template};
+
+    let h = MemoryQueueHarness::new();
+    let scheduler = Scheduler::builder(h.memory_queue().clone())
+        .schedule(Schedule::cron("bad", "* * * * *", "UTC", template("sched-bad")).expect("bad"))
+        .schedule(Schedule::cron("good", "* * * * *", "UTC", template("sched-good")).expect("good"))
+        .build()
+        .expect("build");
+    scheduler.sync().expect("sync");
+    let store = h.memory_queue();
+    let mut row = store
+        .schedules()
+        .expect("rows")
+        .into_iter()
+        .find(|r| r.name == "bad")
+        .expect("row");
+    let revision = row.revision;
+    row.time_zone = "Nowhere/Atlantis".into();
+    assert!(store.update_schedule(&row, revision).expect("edit"));
+    h.clock().advance(Duration::from_secs(61));
+    let fired = scheduler
+        .tick()
+        .expect("a bad row is not an error of the tick");
+    let names: Vec<&str> = fired.iter().map(|f| f.schedule.as_str()).collect();
+    assert_eq!(
+        names,
+        ["good"],
+        "the good schedule fires, the bad one is skipped"
+    );
+}

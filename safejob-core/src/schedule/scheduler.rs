@@ -171,6 +171,9 @@ impl std::fmt::Debug for Scheduler {
     }
 }
 
+/// A row's due ticks (oldest first) and its next run after now.
+type Due = (Vec<DateTime<Utc>>, Option<DateTime<Utc>>);
+
 /// How many times an operation reads and retries a row that another process keeps changing.
 const MAX_CAS_ROUNDS: usize = 8;
 
@@ -265,9 +268,42 @@ impl Scheduler {
         Ok(report)
     }
 
+    /// The ticks of `row` due in `[next, now]` under its policy, oldest first, and its next
+    /// run after `now`; from the stored definition (every scheduler agrees on it, even
+    /// mid-deploy).
+    fn due(
+        &self,
+        row: &ScheduleRow,
+        next: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Due, ScheduleError> {
+        let trigger =
+            Trigger::from_stored(&row.name, &row.trigger, &row.expression, &row.time_zone)?;
+        let missed: MissedTicks =
+            row.missed
+                .parse()
+                .map_err(|()| ScheduleError::InvalidMissedPolicy {
+                    schedule: row.name.clone(),
+                    policy: row.missed.clone(),
+                })?;
+        let limit = match missed {
+            MissedTicks::RunAll { max } => max as usize,
+            MissedTicks::RunLatest | MissedTicks::Skip => 1,
+        };
+        // Latest first, searched backwards from now.
+        let before_next = next - chrono::Duration::microseconds(1);
+        let mut ticks = trigger.latest_in(before_next, now, limit);
+        if missed == MissedTicks::Skip {
+            ticks.retain(|t| now - *t <= self.grace);
+        }
+        ticks.reverse();
+        Ok((ticks, trigger.next_after(&row.name, now, false)?))
+    }
+
     /// Fires every declared, unpaused schedule whose next run is due by the store clock, each
     /// by its [`MissedTicks`] policy, and returns what it fired. A schedule another scheduler
-    /// fired first is left out (it enqueued nothing here).
+    /// fired first is left out (it enqueued nothing here); so is a stored row that does not
+    /// parse, logged as a warning.
     pub fn tick(&self) -> Result<Vec<Fired>, SchedulerError> {
         let now = self.store.now()?;
         let mut fired = Vec::new();
@@ -281,28 +317,15 @@ impl Scheduler {
             let Some(next) = row.next_run_at.filter(|n| *n <= now) else {
                 continue;
             };
-            // The stored definition rules (every scheduler agrees on it, even mid-deploy).
-            let trigger =
-                Trigger::from_stored(&row.name, &row.trigger, &row.expression, &row.time_zone)?;
-            let missed: MissedTicks =
-                row.missed
-                    .parse()
-                    .map_err(|()| ScheduleError::InvalidMissedPolicy {
-                        schedule: row.name.clone(),
-                        policy: row.missed.clone(),
-                    })?;
-            let limit = match missed {
-                MissedTicks::RunAll { max } => max as usize,
-                MissedTicks::RunLatest | MissedTicks::Skip => 1,
+            // A row that does not parse (edited by hand, or written by a newer version) is
+            // skipped, so that it cannot stop the other schedules.
+            let (ticks, next_run_at) = match self.due(&row, next, now) {
+                Ok(due) => due,
+                Err(error) => {
+                    tracing::warn!(schedule = %row.name, %error, "stored schedule skipped");
+                    continue;
+                }
             };
-            // Due ticks in [next, now], latest first.
-            let before_next = next - chrono::Duration::microseconds(1);
-            let mut ticks = trigger.latest_in(before_next, now, limit);
-            if missed == MissedTicks::Skip {
-                ticks.retain(|t| now - *t <= self.grace);
-            }
-            ticks.reverse();
-            let next_run_at = trigger.next_after(&row.name, now, false)?;
             let jobs = ticks
                 .iter()
                 .map(|t| tick_job(&s.job, &row.name, &[&stamp(*t)]))
