@@ -110,6 +110,7 @@ pub mod memory;
 pub mod probe;
 pub mod proxy;
 pub mod queue_conformance;
+pub mod schedule_conformance;
 pub mod skip;
 pub mod torture;
 
@@ -124,6 +125,7 @@ pub use memory::MemoryHarness;
 pub use probe::EffectProbe;
 pub use proxy::{FaultProxy, ProxyStats};
 pub use queue_conformance::{MemoryQueueHarness, QueueHarness};
+pub use schedule_conformance::ScheduleHarness;
 pub use skip::{
     BackendRequired, backend_url, backends_required, report_skip, skip_or_require,
     skip_unless_required, try_backend_url,

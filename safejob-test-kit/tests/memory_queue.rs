@@ -387,3 +387,88 @@ fn a_parked_job_runs_again_only_after_an_operator_retry() {
     assert_eq!(worker.drain(3).unwrap()[0].ran, Ran::Succeeded);
     assert_eq!(seen("parked"), 1);
 }
+
+/// The schedule conformance suite on the memory queue (a fresh ManualClock per case).
+#[test]
+fn schedule_conformance_on_memory() {
+    safejob_test_kit::schedule_conformance::run_all(safejob_test_kit::MemoryQueueHarness::new);
+}
+
+/// `Scheduler::start` ticks once before it first waits, so a thread started and stopped at once
+/// has fired what was due (no sleep: the stop waits for that round).
+///
+/// Catches: a loop that waits before its first tick (no job), or that ignores the stop (the
+/// join would hang).
+#[test]
+fn a_started_scheduler_ticks_then_stops() {
+    use std::{sync::Arc, time::Duration};
+
+    use safejob_core::{
+        queue::{JobFilter, JobQuery, QueueStore},
+        schedule::{Schedule, Scheduler},
+    };
+    use safejob_test_kit::{MemoryQueueHarness, schedule_conformance::template};
+
+    let h = MemoryQueueHarness::new();
+    let scheduler = Scheduler::builder(h.memory_queue().clone())
+        .schedule(Schedule::cron("bg", "* * * * *", "UTC", template("sched-bg")).expect("schedule"))
+        .build()
+        .expect("build");
+    scheduler.sync().expect("sync");
+    h.clock().advance(Duration::from_secs(61));
+    Arc::new(scheduler).start(Duration::from_secs(3600)).stop();
+    let jobs = h
+        .memory_queue()
+        .list(&JobQuery {
+            filter: JobFilter::default().kind("sched-bg"),
+            after: None,
+            limit: 10,
+        })
+        .expect("list");
+    assert_eq!(
+        jobs.len(),
+        1,
+        "the started scheduler fired the due tick once"
+    );
+}
+
+/// A stored schedule row that no longer parses (edited by hand) is skipped by `tick`; the other
+/// schedules still fire.
+///
+/// Catches: `tick` returning the parse error (`?`) instead of skipping the row — then no
+/// schedule fires while one row is bad.
+#[test]
+fn a_corrupt_schedule_row_does_not_stop_the_others() {
+    use std::time::Duration;
+
+    use safejob_core::schedule::{Schedule, ScheduleStore, Scheduler};
+    use safejob_test_kit::{MemoryQueueHarness, schedule_conformance::template};
+
+    let h = MemoryQueueHarness::new();
+    let scheduler = Scheduler::builder(h.memory_queue().clone())
+        .schedule(Schedule::cron("bad", "* * * * *", "UTC", template("sched-bad")).expect("bad"))
+        .schedule(Schedule::cron("good", "* * * * *", "UTC", template("sched-good")).expect("good"))
+        .build()
+        .expect("build");
+    scheduler.sync().expect("sync");
+    let store = h.memory_queue();
+    let mut row = store
+        .schedules()
+        .expect("rows")
+        .into_iter()
+        .find(|r| r.name == "bad")
+        .expect("row");
+    let revision = row.revision;
+    row.time_zone = "Nowhere/Atlantis".into();
+    assert!(store.update_schedule(&row, revision).expect("edit"));
+    h.clock().advance(Duration::from_secs(61));
+    let fired = scheduler
+        .tick()
+        .expect("a bad row is not an error of the tick");
+    let names: Vec<&str> = fired.iter().map(|f| f.schedule.as_str()).collect();
+    assert_eq!(
+        names,
+        ["good"],
+        "the good schedule fires, the bad one is skipped"
+    );
+}

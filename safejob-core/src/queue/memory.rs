@@ -58,10 +58,12 @@ pub struct MemoryQueue {
 }
 
 #[derive(Debug, Default)]
-struct Inner {
+pub(crate) struct Inner {
     jobs: BTreeMap<JobId, QueuedJob>,
     next_id: i64,
     workers: BTreeMap<String, WorkerRow>,
+    /// The schedules' rows (`crate::schedule`), by name.
+    pub(crate) schedules: BTreeMap<String, crate::schedule::ScheduleRow>,
 }
 
 #[derive(Debug)]
@@ -104,13 +106,13 @@ impl MemoryQueue {
         &self.guards
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
         // Every primitive computes first and writes last, so a panic cannot leave a row half
         // written: a poisoned map is still consistent.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn wake(&self) {
+    pub(crate) fn wake(&self) {
         for waker in self.wakers.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             waker.wake();
         }
@@ -122,6 +124,23 @@ fn add(now: DateTime<Utc>, by: Duration) -> Result<DateTime<Utc>, StoreError> {
         .ok()
         .and_then(|d| now.checked_add_signed(d))
         .ok_or_else(|| StoreError::backend(format!("duration {by:?} is out of range")))
+}
+
+/// Each job with the instant it becomes due, resolved against `now`.
+pub(crate) fn due_times(
+    now: DateTime<Utc>,
+    jobs: &[NewJob],
+) -> Result<Vec<(&NewJob, DateTime<Utc>)>, StoreError> {
+    jobs.iter()
+        .map(|job| {
+            let run_at = match job.run_at {
+                RunAt::Now => now,
+                RunAt::At(at) => at,
+                RunAt::After(delay) => add(now, delay)?,
+            };
+            Ok((job, run_at))
+        })
+        .collect()
 }
 
 fn record(job: &mut QueuedJob, error: &AttemptError, now: DateTime<Utc>) {
@@ -146,44 +165,17 @@ fn lease_of(job: &QueuedJob) -> QueueLease {
 }
 
 impl Inner {
-    fn live_holder(&self, unique: &crate::KeyDigest, except: Option<JobId>) -> Option<&QueuedJob> {
-        self.jobs.values().find(|j| {
-            j.state.is_live() && j.unique_key.as_ref() == Some(unique) && Some(j.id) != except
-        })
-    }
-
-    fn fenced(&mut self, lease: &QueueLease) -> Option<&mut QueuedJob> {
-        self.jobs
-            .get_mut(&lease.id)
-            .filter(|j| j.state == QueueState::Running && j.fence == lease.fence)
-    }
-}
-
-impl QueueStore for MemoryQueue {
-    fn now(&self) -> Result<DateTime<Utc>, StoreError> {
-        Ok(self.clock.now())
-    }
-
-    fn guards(&self) -> &dyn LeaseStore {
-        &*self.guards
-    }
-
-    fn enqueue_many(&self, jobs: &[NewJob]) -> Result<Vec<Enqueued>, StoreError> {
-        let now = self.clock.now();
-        let mut rows = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            let run_at = match job.run_at {
-                RunAt::Now => now,
-                RunAt::At(at) => at,
-                RunAt::After(delay) => add(now, delay)?,
-            };
-            rows.push((job, run_at));
-        }
-        let mut inner = self.lock();
-        let mut answers = Vec::with_capacity(jobs.len());
-        for (job, run_at) in rows {
+    /// Inserts `rows` (each job with its resolved due time) under the lock: the one enqueue of
+    /// [`QueueStore::enqueue_many`] and of a schedule's fire.
+    pub(crate) fn insert(
+        &mut self,
+        now: DateTime<Utc>,
+        rows: &[(&NewJob, DateTime<Utc>)],
+    ) -> Vec<Enqueued> {
+        let mut answers = Vec::with_capacity(rows.len());
+        for &(job, run_at) in rows {
             if let Some(unique) = &job.unique_key
-                && let Some(live) = inner.live_holder(unique, None)
+                && let Some(live) = self.live_holder(unique, None)
             {
                 answers.push(Enqueued::Duplicate {
                     id: live.id,
@@ -191,14 +183,14 @@ impl QueueStore for MemoryQueue {
                 });
                 continue;
             }
-            inner.next_id += 1;
-            let id = JobId(inner.next_id);
+            self.next_id += 1;
+            let id = JobId(self.next_id);
             let state = if run_at > now {
                 QueueState::Scheduled
             } else {
                 QueueState::Pending
             };
-            inner.jobs.insert(
+            self.jobs.insert(
                 id,
                 QueuedJob {
                     id,
@@ -227,7 +219,35 @@ impl QueueStore for MemoryQueue {
             );
             answers.push(Enqueued::Inserted { id, state });
         }
-        drop(inner);
+        answers
+    }
+
+    fn live_holder(&self, unique: &crate::KeyDigest, except: Option<JobId>) -> Option<&QueuedJob> {
+        self.jobs.values().find(|j| {
+            j.state.is_live() && j.unique_key.as_ref() == Some(unique) && Some(j.id) != except
+        })
+    }
+
+    fn fenced(&mut self, lease: &QueueLease) -> Option<&mut QueuedJob> {
+        self.jobs
+            .get_mut(&lease.id)
+            .filter(|j| j.state == QueueState::Running && j.fence == lease.fence)
+    }
+}
+
+impl QueueStore for MemoryQueue {
+    fn now(&self) -> Result<DateTime<Utc>, StoreError> {
+        Ok(self.clock.now())
+    }
+
+    fn guards(&self) -> &dyn LeaseStore {
+        &*self.guards
+    }
+
+    fn enqueue_many(&self, jobs: &[NewJob]) -> Result<Vec<Enqueued>, StoreError> {
+        let now = self.clock.now();
+        let rows = due_times(now, jobs)?;
+        let answers = self.lock().insert(now, &rows);
         self.wake();
         Ok(answers)
     }

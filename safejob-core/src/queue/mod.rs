@@ -54,7 +54,7 @@ mod client;
 mod exec;
 mod guarded;
 mod job;
-mod memory;
+pub(crate) mod memory;
 mod registry;
 mod retry;
 mod state;

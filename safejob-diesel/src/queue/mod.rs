@@ -94,6 +94,7 @@ mod admin;
 mod enqueue;
 mod listen;
 mod rows;
+mod schedule;
 mod snapshot;
 mod sql;
 mod tx;
