@@ -10,7 +10,7 @@
 //! ```
 //! use safejob_model::{Bounds, check};
 //!
-//! let bounds = Bounds { workers: 2, keys: 1, ttl: 2, max_time: 2, max_fence: 2 };
+//! let bounds = Bounds { workers: 2, keys: 1, ttl: 2, max_time: 2, max_fence: 3, copies: 0 };
 //! let outcome = check(bounds, None);
 //! assert!(outcome.passed());
 //! ```
@@ -25,6 +25,7 @@ use std::{fmt, str::FromStr};
 use stateright::{Checker, Model};
 
 pub mod model;
+pub mod queue;
 pub mod store;
 
 pub use model::{Action, Bounds, LeaseModel, State, Worker};
@@ -44,17 +45,21 @@ pub enum Mutation {
     ClaimLiveEffects,
     /// `acquire` never takes over an expired lease (only a released row).
     NoTakeoverAfterExpiry,
+    /// The queue's completion marks the job `succeeded` even when the guard's finalize was
+    /// stale (checked with the queue: `Bounds::copies` ≥ 1).
+    CompleteIgnoringGuard,
 }
 
 impl Mutation {
     /// Every mutation, in a fixed order.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::FinalizeWithoutFence,
         Self::TakeoverLiveLease,
         Self::ReleaseIgnoringState,
         Self::SettleAcceptsAnySuccess,
         Self::ClaimLiveEffects,
         Self::NoTakeoverAfterExpiry,
+        Self::CompleteIgnoringGuard,
     ];
 
     /// The name used on the command line.
@@ -66,6 +71,7 @@ impl Mutation {
             Self::SettleAcceptsAnySuccess => "settle-accepts-any-success",
             Self::ClaimLiveEffects => "claim-live-effects",
             Self::NoTakeoverAfterExpiry => "no-takeover-after-expiry",
+            Self::CompleteIgnoringGuard => "complete-ignoring-guard",
         }
     }
 
@@ -79,6 +85,7 @@ impl Mutation {
             Self::SettleAcceptsAnySuccess => EFFECTS_ONCE,
             Self::ClaimLiveEffects => EFFECTS_EXCLUSIVE,
             Self::NoTakeoverAfterExpiry => NO_KEY_STUCK,
+            Self::CompleteIgnoringGuard => JOB_BACKED,
         }
     }
 }
@@ -92,7 +99,7 @@ impl fmt::Display for Mutation {
 /// A mutation name that is not one of [`Mutation::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown mutation {0:?}; known: finalize-without-fence, takeover-live-lease, release-ignoring-state, settle-accepts-any-success, claim-live-effects, no-takeover-after-expiry"
+    "unknown mutation {0:?}; known: finalize-without-fence, takeover-live-lease, release-ignoring-state, settle-accepts-any-success, claim-live-effects, no-takeover-after-expiry, complete-ignoring-guard"
 )]
 pub struct UnknownMutation(pub String);
 

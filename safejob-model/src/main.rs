@@ -1,4 +1,5 @@
-//! `safejob-model check [--mutation NAME] [--workers N] [--keys N] [--max-time T] [--max-fence F]`:
+//! `safejob-model check [--queue] [--mutation NAME] [--workers N] [--keys N] [--ttl S] [--max-time T]
+//! [--max-fence F] [--copies N]`:
 //! checks the lease protocol exhaustively and prints the states explored and each property's
 //! verdict. Exits 1 when a property fails (expected with `--mutation`), 2 on bad arguments.
 
@@ -28,6 +29,11 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<(Bounds, Option<Mutat
     let mut bounds = Bounds::CHECK;
     let mut mutation = None;
     while let Some(flag) = args.next() {
+        if flag == "--queue" {
+            // The queue's bounds; flags after it adjust them.
+            bounds = Bounds::QUEUE;
+            continue;
+        }
         let value = args
             .next()
             .ok_or_else(|| UsageError::MissingValue { flag: flag.clone() })?;
@@ -50,6 +56,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<(Bounds, Option<Mutat
             "--ttl" => bounds.ttl = number,
             "--max-time" => bounds.max_time = number,
             "--max-fence" => bounds.max_fence = number,
+            "--copies" => bounds.copies = number,
             _ => return Err(UsageError::UnknownArgument(flag)),
         }
     }
@@ -62,7 +69,7 @@ fn main() -> ExitCode {
         Err(error) => {
             eprintln!("error: {error}");
             eprintln!(
-                "usage: safejob-model check [--mutation NAME] [--workers N] [--keys N] [--ttl S] [--max-time T] [--max-fence F]"
+                "usage: safejob-model check [--mutation NAME] [--workers N] [--keys N] [--ttl S] [--max-time T] [--max-fence F] [--queue] [--copies N]"
             );
             return ExitCode::from(2);
         }
@@ -70,12 +77,16 @@ fn main() -> ExitCode {
     let started = std::time::Instant::now();
     let outcome = check(bounds, mutation);
     println!(
-        "bounds: {} workers, {} keys, ttl {}, clock up to {}, fences up to {}; mutation: {}",
+        "bounds: {} workers, {} keys, ttl {}, clock up to {}, fences up to {}, {}; mutation: {}",
         bounds.workers,
         bounds.keys,
         bounds.ttl,
         bounds.max_time,
         bounds.max_fence,
+        match bounds.copies {
+            0 => "deliveries from outside".to_owned(),
+            n => format!("through the queue, {n} jobs per key"),
+        },
         mutation.map_or("none", Mutation::name)
     );
     println!(

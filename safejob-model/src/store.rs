@@ -85,6 +85,22 @@ pub enum Answer {
     NotInDoubt,
     /// `EffectsClaim::Missing`: no row for the key.
     Missing,
+    /// `QueueStore::claim` of one job: its new fence and lease expiry, and the guard's answer.
+    JobClaimed {
+        /// The job's new fence.
+        fence: u8,
+        /// The job lease's expiry (the guard lease's too, when granted).
+        expires: u8,
+        /// The guard's acquire, in the same step.
+        guard: crate::queue::GuardAnswer,
+    },
+    /// `Completed::GuardStale`: the job's fence matched, the guard's did not; nothing changed.
+    GuardStale,
+    /// `QueueStore::reap`: how many jobs it requeued.
+    Reaped {
+        /// Jobs requeued.
+        jobs: u8,
+    },
     /// A row read (`LeaseStore::get`) while settling an unknown finalize: whether the row is
     /// `succeeded` under the reader's fence.
     Read {

@@ -17,6 +17,7 @@ const TEST: Bounds = Bounds {
     ttl: 2,
     max_time: 2,
     max_fence: 3,
+    copies: 0,
 };
 
 /// 3 workers, 1 key, clock up to 4: where the mutations' counterexamples are searched.
@@ -26,6 +27,7 @@ const MUTATION: Bounds = Bounds {
     ttl: 2,
     max_time: 4,
     max_fence: 3,
+    copies: 0,
 };
 
 #[test]
@@ -53,8 +55,12 @@ fn the_protocol_keeps_every_property_with_three_workers_and_two_keys() {
 /// Checks the model with `mutation` and requires a counterexample to the property it breaks,
 /// and nothing but counterexamples to `always` properties are accepted as the failure.
 fn assert_caught(mutation: Mutation, property: &str) {
+    assert_caught_within(MUTATION, mutation, property);
+}
+
+fn assert_caught_within(bounds: Bounds, mutation: Mutation, property: &str) {
     assert_eq!(mutation.breaks(), property);
-    let outcome = check(MUTATION, Some(mutation));
+    let outcome = check(bounds, Some(mutation));
     match outcome.verdict(property) {
         Some(Verdict::Counterexample(path)) => assert!(!path.is_empty()),
         other => panic!("{mutation}: expected a counterexample to {property:?}, got {other:?}"),
@@ -89,6 +95,45 @@ fn claiming_effects_within_their_window_runs_them_twice_at_once() {
 #[test]
 fn no_takeover_after_expiry_leaves_a_crashed_workers_key_stuck() {
     assert_caught(Mutation::NoTakeoverAfterExpiry, properties::NO_KEY_STUCK);
+}
+
+/// 3 workers, 1 key enqueued twice, clock up to 3: the queue's claim, completion and reaper.
+const QUEUE: Bounds = Bounds {
+    workers: 3,
+    keys: 1,
+    ttl: 2,
+    max_time: 3,
+    max_fence: 3,
+    copies: 2,
+};
+
+#[test]
+fn through_the_queue_the_protocol_keeps_every_property() {
+    let outcome = check(QUEUE, None);
+    for (name, verdict) in &outcome.verdicts {
+        assert!(
+            matches!(verdict, Verdict::Held | Verdict::Example(_)),
+            "{name}: {verdict:?}"
+        );
+    }
+    assert!(matches!(outcome.verdict(JOB_BACKED), Some(Verdict::Held)));
+    assert!(matches!(
+        outcome.verdict(TWO_TAKEOVERS),
+        Some(Verdict::Example(_))
+    ));
+}
+
+#[test]
+fn a_completion_ignoring_a_stale_guard_marks_a_job_succeeded_whose_key_did_not() {
+    let bounds = Bounds {
+        workers: 2,
+        ..QUEUE
+    };
+    assert_caught_within(
+        bounds,
+        Mutation::CompleteIgnoringGuard,
+        properties::JOB_BACKED,
+    );
 }
 
 #[test]

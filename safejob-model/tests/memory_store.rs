@@ -71,7 +71,9 @@ impl Real {
             | Worker::Settling { key, fence }
             | Worker::Resolving { key, fence }
             | Worker::Effects { key, fence, .. } => (key, fence),
-            Worker::Idle => panic!("worker {worker} holds nothing"),
+            Worker::Idle | Worker::Claimed { .. } | Worker::Unwritten { .. } => {
+                panic!("worker {worker} holds no lease taken directly from the store")
+            }
         };
         Some(match action {
             Action::Tick => {
@@ -190,6 +192,11 @@ impl Real {
                     }),
                 }
             }
+            Action::Claim { .. }
+            | Action::Complete { .. }
+            | Action::CompleteRetry { .. }
+            | Action::CompleteUnwritten { .. }
+            | Action::Reap => panic!("queue actions are not replayed here (copies is 0)"),
             Action::FinishEffects { worker, done } => {
                 let (_, fence) = held(worker);
                 let outcome = if done {
@@ -282,6 +289,7 @@ fn random_traces_get_the_models_answers_from_the_memory_store() {
         ttl: 2,
         max_time: 120,
         max_fence: u8::MAX,
+        copies: 0,
     });
     let mut answers = std::collections::HashSet::new();
     for seed in 0..400 {
@@ -324,6 +332,7 @@ fn every_model_generated_path_gets_the_models_answers_from_the_memory_store() {
             ttl: 2,
             max_time: 4,
             max_fence: 3,
+            copies: 0,
         },
         Bounds {
             workers: 2,
@@ -331,6 +340,7 @@ fn every_model_generated_path_gets_the_models_answers_from_the_memory_store() {
             ttl: 2,
             max_time: 2,
             max_fence: 2,
+            copies: 0,
         },
     ] {
         let model = LeaseModel::new(bounds);
