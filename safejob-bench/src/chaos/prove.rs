@@ -96,9 +96,14 @@ pub fn main(args: ProveArgs) -> ExitCode {
         }
     };
     let result = (|| -> Result<bool, String> {
+        // No idle minimum: r2d2 then never reconnects in the background after a connection is
+        // discarded, so no libpq connect (with OpenSSL) is in flight on its worker threads when
+        // this process exits. One CI run saw this process die of SIGSEGV at exit after printing
+        // every proof: the libpq/OpenSSL exit race with r2d2 threads (diesel#3441).
         let direct = Arc::new(
             ns.builder(&ns.url)
                 .max_size(4)
+                .min_idle(0)
                 .build()
                 .map_err(|e| e.to_string())?,
         );
