@@ -8,7 +8,7 @@ mod common;
 
 use std::{sync::Arc, time::Duration};
 
-use common::TestDb;
+use common::{TestDb, job};
 use safejob_core::{
     Fingerprint, KeyDigest,
     queue::{Enqueued, GuardSpec, JobId, JobQuery, NewJob, QueueState, QueueStore, RunAt},
@@ -18,21 +18,6 @@ use serde_json::json;
 
 fn queue_of(db: &TestDb) -> Arc<DieselQueue> {
     Arc::new(DieselQueue::new(db.store.clone()))
-}
-
-fn job(kind: &str, n: usize) -> NewJob {
-    NewJob {
-        kind: kind.to_owned(),
-        queue: "default".to_owned(),
-        payload: json!({ "n": n }),
-        metadata: serde_json::Value::Null,
-        priority: 0,
-        run_at: RunAt::Now,
-        max_attempts: 3,
-        idempotent: true,
-        unique_key: None,
-        guard: None,
-    }
 }
 
 fn count_jobs(db: &TestDb, predicate: &str) -> usize {

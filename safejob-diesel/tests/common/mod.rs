@@ -11,7 +11,10 @@
 
 use std::{ops::Deref, sync::Arc, time::Duration};
 
-use safejob_core::LeaseStore;
+use safejob_core::{
+    LeaseStore,
+    queue::{ClaimRequest, Claimed, NewJob, QueueStore, RunAt},
+};
 #[allow(unused_imports)] // only swallowed_errors.rs names its keys with it
 pub use safejob_diesel::testing::unique_name;
 use safejob_diesel::{BackendKind, DieselStore, DieselStoreBuilder, testing};
@@ -191,4 +194,35 @@ macro_rules! on_every_backend {
             )*
         }
     };
+}
+
+/// An unguarded job of `kind` in the `default` queue, due now, with `{"n": n}` as payload.
+pub fn job(kind: &str, n: usize) -> NewJob {
+    NewJob {
+        kind: kind.to_owned(),
+        queue: "default".to_owned(),
+        payload: serde_json::json!({ "n": n }),
+        metadata: serde_json::Value::Null,
+        priority: 0,
+        run_at: RunAt::Now,
+        max_attempts: 3,
+        idempotent: true,
+        unique_key: None,
+        guard: None,
+    }
+}
+
+/// Claims one job of `queue_name` as worker `w` with a 60 s lease.
+pub fn claim_one(queue: &dyn QueueStore, queue_name: &str) -> Claimed {
+    let queues = [queue_name.to_owned()];
+    queue
+        .claim(&ClaimRequest {
+            worker: "w",
+            queues: &queues,
+            limit: 1,
+            ttl: Duration::from_secs(60),
+        })
+        .expect("claim")
+        .pop()
+        .expect("a claimed job")
 }
