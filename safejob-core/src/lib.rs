@@ -67,6 +67,7 @@ pub mod policy;
 pub mod queue;
 pub mod report;
 pub mod schedule;
+pub mod workflow;
 
 // The guard's modules keep their paths from the crate root (`safejob_core::store::Lease`, ...).
 pub use guard::{job, memory, retention, runner, store};

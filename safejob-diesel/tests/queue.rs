@@ -501,6 +501,7 @@ fn mysql_lock_wait_timeouts_are_retried_inside_the_queue() {
                     has_effects: true,
                     retention: safejob_core::Retention::Forever,
                 }),
+                batch: None,
             },
             None,
         );
@@ -657,6 +658,7 @@ fn guard_taken_over_under_the_one_statement_completion(test: &str, with_hook: bo
                                 has_effects: true,
                                 retention: safejob_core::Retention::Forever,
                             }),
+                            batch: None,
                         },
                         if with_hook { Some(&mut hook) } else { None },
                     )

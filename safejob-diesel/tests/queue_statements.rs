@@ -196,6 +196,7 @@ fn statements_per_operation(db: &TestDb) {
                         has_effects: true,
                         retention: safejob_core::Retention::Forever,
                     }),
+                    batch: None,
                 },
                 if with_hook { Some(&mut nothing) } else { None },
             )

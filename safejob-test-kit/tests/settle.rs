@@ -308,6 +308,44 @@ impl QueueStore for CutCompletion {
     fn prune(&self, retention: Duration, limit: usize) -> Result<u64, StoreError> {
         self.inner.prune(retention, limit)
     }
+    fn set_result(
+        &self,
+        lease: &safejob_core::queue::QueueLease,
+        result: &serde_json::Value,
+    ) -> Result<safejob_core::store::FenceCheck, safejob_core::StoreError> {
+        self.inner.set_result(lease, result)
+    }
+    fn insert_batch(
+        &self,
+        batch: &safejob_core::workflow::NewBatch,
+    ) -> Result<safejob_core::workflow::BatchId, safejob_core::StoreError> {
+        self.inner.insert_batch(batch)
+    }
+    fn batch(
+        &self,
+        id: safejob_core::workflow::BatchId,
+    ) -> Result<Option<safejob_core::workflow::BatchInfo>, safejob_core::StoreError> {
+        self.inner.batch(id)
+    }
+    fn batch_members(
+        &self,
+        id: safejob_core::workflow::BatchId,
+    ) -> Result<Vec<safejob_core::workflow::BatchMember>, safejob_core::StoreError> {
+        self.inner.batch_members(id)
+    }
+    fn list_batches(
+        &self,
+        state: Option<safejob_core::workflow::BatchState>,
+        limit: usize,
+    ) -> Result<Vec<safejob_core::workflow::BatchInfo>, safejob_core::StoreError> {
+        self.inner.list_batches(state, limit)
+    }
+    fn cancel_batch(
+        &self,
+        id: safejob_core::workflow::BatchId,
+    ) -> Result<safejob_core::queue::OpResult, safejob_core::StoreError> {
+        self.inner.cancel_batch(id)
+    }
     fn snapshot(&self) -> Result<Snapshot, StoreError> {
         self.inner.snapshot()
     }

@@ -8,6 +8,7 @@ use crate::{
         EnqueueError, EnqueueOptions, Enqueued, GuardedJob, JobFilter, JobId, JobQuery, NewJob,
         OpResult, QueueJob, QueueStore, QueuedJob, Snapshot,
     },
+    workflow::{BatchBuilder, BatchId, BatchInfo, BatchMember, BatchPolicy},
 };
 
 /// What [`Queue::prune`] deleted.
@@ -181,5 +182,26 @@ impl Queue {
     /// Counts, per-kind figures, workers, the oldest due job's age.
     pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
         self.store.snapshot()
+    }
+
+    /// A batch to build and [`dispatch`](BatchBuilder::dispatch) into this queue (see
+    /// [`crate::workflow`]).
+    pub fn batch(&self, name: impl Into<String>, policy: BatchPolicy) -> BatchBuilder {
+        BatchBuilder::new(name, policy).on(self.store.clone())
+    }
+
+    /// The batch with its member counts, if it exists.
+    pub fn batch_info(&self, id: BatchId) -> Result<Option<BatchInfo>, StoreError> {
+        self.store.batch(id)
+    }
+
+    /// The batch's members with their states and results.
+    pub fn batch_members(&self, id: BatchId) -> Result<Vec<BatchMember>, StoreError> {
+        self.store.batch_members(id)
+    }
+
+    /// Cancels a running batch (see [`QueueStore::cancel_batch`]).
+    pub fn cancel_batch(&self, id: BatchId) -> Result<OpResult, StoreError> {
+        self.store.cancel_batch(id)
     }
 }

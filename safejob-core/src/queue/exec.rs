@@ -138,6 +138,7 @@ impl<'a> Exec<'a> {
             outcome,
             progress: progress.as_ref(),
             guard,
+            batch: self.claimed.job.batch,
         };
         let completed = self.store.complete(&completion, hook)?;
         let ran = match completed {

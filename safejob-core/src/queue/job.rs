@@ -1,6 +1,7 @@
 //! Typed jobs: a struct that is its own payload, a kind name, and `work`.
 
 use std::{
+    collections::BTreeMap,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -18,7 +19,8 @@ use crate::{
         GuardSpec, JobId, NewJob, Progress, QueueLease, QueueStore, RetryPolicy, RunAt,
         store::QueuedJob,
     },
-    store::FenceCheck,
+    store::{FenceCheck, StoreError},
+    workflow::{BatchId, BatchOutcome},
 };
 
 /// The queue a kind runs in unless it says otherwise.
@@ -522,6 +524,36 @@ impl WorkContext<'_> {
                 tracing::debug!(job = %self.job.id, %error, "progress not persisted; kept for later")
             }
         }
+    }
+
+    /// Stores `result` on this job for the batch members that depend on it (fan-in, see
+    /// [`dependency_results`](WorkContext::dependency_results)). Written at once, fenced: a
+    /// result set by an attempt that lost its lease is refused with `Stale` (and the context
+    /// then asks the job to stop). The last result set by the attempt that succeeds is the one
+    /// dependents read; a job that fails after setting one leaves it, but its dependents never
+    /// run.
+    pub fn set_result(&mut self, result: &Value) -> Result<FenceCheck, StoreError> {
+        let check = self.store.set_result(self.lease, result)?;
+        if check == FenceCheck::Stale {
+            self.signals.lease_lost.store(true, Ordering::Release);
+        }
+        Ok(check)
+    }
+
+    /// The results of this batch member's dependencies, by member id (see
+    /// [`crate::workflow::dependency_results`]). Empty outside a batch.
+    pub fn dependency_results(&self) -> Result<BTreeMap<String, Option<Value>>, StoreError> {
+        crate::workflow::dependency_results(self.store, self.job.id)
+    }
+
+    /// For a batch's callback job: how the batch ended (from its metadata).
+    pub fn batch_outcome(&self) -> Option<BatchOutcome> {
+        BatchOutcome::from_metadata(&self.job.metadata)
+    }
+
+    /// The batch this job is a member of.
+    pub fn batch(&self) -> Option<BatchId> {
+        self.job.batch
     }
 
     /// Progress not yet written, for the completion.

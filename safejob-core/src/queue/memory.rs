@@ -20,7 +20,13 @@ use crate::{
     store::{
         AcquireRequest, FenceCheck, Finalized, Lease, LeaseStore, Renewed, StoreError, TxEffects,
     },
+    workflow::{
+        BatchId, BatchInfo, BatchMember, BatchOutcome, BatchPolicy, BatchState, MemberCounts,
+        NewBatch,
+        settle::{self, MemberView},
+    },
 };
+use serde_json::Value;
 
 /// Queued jobs in a map behind one mutex, next to a [`MemoryStore`] for the guards.
 ///
@@ -64,6 +70,23 @@ pub(crate) struct Inner {
     workers: BTreeMap<String, WorkerRow>,
     /// The schedules' rows (`crate::schedule`), by name.
     pub(crate) schedules: BTreeMap<String, crate::schedule::ScheduleRow>,
+    batches: BTreeMap<BatchId, BatchRow>,
+    next_batch: i64,
+    /// Results stored with [`QueueStore::set_result`].
+    results: BTreeMap<JobId, Value>,
+}
+
+#[derive(Debug)]
+struct BatchRow {
+    name: String,
+    policy: BatchPolicy,
+    state: BatchState,
+    cancel_requested: bool,
+    /// (member id, job, dependencies), in insertion order.
+    members: Vec<(String, JobId, Vec<JobId>)>,
+    callback: Option<JobId>,
+    created_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug)]
@@ -215,11 +238,153 @@ impl Inner {
                     created_at: now,
                     updated_at: now,
                     finished_at: None,
+                    batch: None,
                 },
             );
             answers.push(Enqueued::Inserted { id, state });
         }
         answers
+    }
+
+    /// Inserts `batch` (members and callback), then settles it.
+    fn insert_batch(
+        &mut self,
+        now: DateTime<Utc>,
+        batch: &NewBatch,
+    ) -> Result<BatchId, StoreError> {
+        self.next_batch += 1;
+        let id = BatchId(self.next_batch);
+        let mut members: Vec<(String, JobId, Vec<JobId>)> = Vec::new();
+        for m in batch.members() {
+            let mut row = m.job.clone();
+            row.unique_key = None;
+            let due = due_times(now, std::slice::from_ref(&row))?;
+            let job = self.insert(now, &due)[0].id();
+            let state = NewBatch::initial_state(m, due[0].1 <= now);
+            if let Some(j) = self.jobs.get_mut(&job) {
+                j.batch = Some(id);
+                j.state = state;
+            }
+            let deps = m.depends_on.iter().map(|&d| members[d].1).collect();
+            members.push((m.name.clone(), job, deps));
+        }
+        let callback = match batch.callback() {
+            Some(cb) => {
+                let mut row = cb.clone();
+                row.unique_key = None;
+                let job = self.insert(now, &[(&row, now)])[0].id();
+                if let Some(j) = self.jobs.get_mut(&job) {
+                    j.state = QueueState::Blocked;
+                }
+                Some(job)
+            }
+            None => None,
+        };
+        self.batches.insert(
+            id,
+            BatchRow {
+                name: batch.name().to_owned(),
+                policy: batch.policy(),
+                state: BatchState::Running,
+                cancel_requested: false,
+                members,
+                callback,
+                created_at: now,
+                finished_at: None,
+            },
+        );
+        self.settle(id, now);
+        Ok(id)
+    }
+
+    /// Applies [`settle::plan`] to `batch` (see [`QueueStore::insert_batch`]).
+    fn settle(&mut self, batch: BatchId, now: DateTime<Utc>) {
+        let Some(row) = self.batches.get(&batch) else {
+            return;
+        };
+        let views: Vec<MemberView> = row
+            .members
+            .iter()
+            .filter_map(|(_, job, deps)| {
+                Some(MemberView {
+                    job: *job,
+                    state: self.jobs.get(job)?.state,
+                    depends_on: deps.clone(),
+                })
+            })
+            .collect();
+        let plan = settle::plan(row.policy, row.state, row.cancel_requested, &views);
+        for id in &plan.unlock {
+            if let Some(j) = self
+                .jobs
+                .get_mut(id)
+                .filter(|j| j.state == QueueState::Blocked)
+            {
+                j.state = QueueState::Pending;
+                j.run_at = now;
+                j.updated_at = now;
+            }
+        }
+        for (id, why) in &plan.cancel {
+            if let Some(j) = self.jobs.get_mut(id) {
+                let error = AttemptError::new(ErrorKind::Cancelled, why.as_str());
+                record(j, &error, now);
+                j.state = QueueState::Cancelled;
+                j.finished_at = Some(now);
+                j.updated_at = now;
+            }
+        }
+        let Some(end) = plan.finish else {
+            return;
+        };
+        let Some(row) = self.batches.get_mut(&batch) else {
+            return;
+        };
+        row.state = end;
+        row.finished_at = Some(now);
+        let outcome = BatchOutcome {
+            batch,
+            name: row.name.clone(),
+            state: end,
+            counts: plan.counts,
+        };
+        if let Some(cb) = row.callback
+            && let Some(j) = self
+                .jobs
+                .get_mut(&cb)
+                .filter(|j| j.state == QueueState::Blocked)
+        {
+            j.metadata = outcome.into_metadata(&j.metadata);
+            j.state = QueueState::Pending;
+            j.run_at = now;
+            j.updated_at = now;
+        }
+    }
+
+    /// Settles the batch of `job` if it has one.
+    fn settle_member(&mut self, job: JobId, now: DateTime<Utc>) {
+        if let Some(batch) = self.jobs.get(&job).and_then(|j| j.batch) {
+            self.settle(batch, now);
+        }
+    }
+
+    fn batch_info(&self, id: BatchId) -> Option<BatchInfo> {
+        let row = self.batches.get(&id)?;
+        Some(BatchInfo {
+            id,
+            name: row.name.clone(),
+            policy: row.policy,
+            state: row.state,
+            cancel_requested: row.cancel_requested,
+            counts: MemberCounts::of(
+                row.members
+                    .iter()
+                    .filter_map(|(_, job, _)| self.jobs.get(job).map(|j| j.state)),
+            ),
+            callback: row.callback,
+            created_at: row.created_at,
+            finished_at: row.finished_at,
+        })
     }
 
     fn live_holder(&self, unique: &crate::KeyDigest, except: Option<JobId>) -> Option<&QueuedJob> {
@@ -437,6 +602,11 @@ impl QueueStore for MemoryQueue {
                 job.finished_at = Some(now);
             }
         }
+        if job.state.is_finished()
+            && let Some(batch) = c.batch
+        {
+            inner.settle(batch, now);
+        }
         Ok(Completed::Applied)
     }
 
@@ -497,6 +667,11 @@ impl QueueStore for MemoryQueue {
                 state: job.state,
             });
         }
+        for r in &reaped {
+            if r.state.is_finished() {
+                inner.settle_member(r.id, now);
+            }
+        }
         Ok(reaped)
     }
 
@@ -555,12 +730,16 @@ impl QueueStore for MemoryQueue {
         let Some(job) = inner.jobs.get_mut(&id) else {
             return Ok(OpResult::NotFound);
         };
-        if !(job.state.is_waiting() || job.state == QueueState::Parked) {
+        if !(job.state.is_waiting()
+            || job.state == QueueState::Parked
+            || job.state == QueueState::Blocked)
+        {
             return Ok(OpResult::WrongState(job.state));
         }
         job.state = QueueState::Cancelled;
         job.finished_at = Some(now);
         job.updated_at = now;
+        inner.settle_member(id, now);
         Ok(OpResult::Applied)
     }
 
@@ -590,7 +769,13 @@ impl QueueStore for MemoryQueue {
             .collect();
         for id in &old {
             inner.jobs.remove(id);
+            inner.results.remove(id);
         }
+        // A batch goes once it ended and none of its members is left.
+        let Inner { batches, jobs, .. } = &mut *inner;
+        batches.retain(|_, b| {
+            b.state == BatchState::Running || b.members.iter().any(|(_, j, _)| jobs.contains_key(j))
+        });
         Ok(old.len() as u64)
     }
 
@@ -655,6 +840,78 @@ impl QueueStore for MemoryQueue {
         })
     }
 
+    fn set_result(&self, lease: &QueueLease, result: &Value) -> Result<FenceCheck, StoreError> {
+        let mut inner = self.lock();
+        if inner.fenced(lease).is_none() {
+            return Ok(FenceCheck::Stale);
+        }
+        inner.results.insert(lease.id, result.clone());
+        Ok(FenceCheck::Applied)
+    }
+
+    fn insert_batch(&self, batch: &NewBatch) -> Result<BatchId, StoreError> {
+        let now = self.clock.now();
+        let id = self.lock().insert_batch(now, batch)?;
+        self.wake();
+        Ok(id)
+    }
+
+    fn batch(&self, id: BatchId) -> Result<Option<BatchInfo>, StoreError> {
+        Ok(self.lock().batch_info(id))
+    }
+
+    fn batch_members(&self, id: BatchId) -> Result<Vec<BatchMember>, StoreError> {
+        let inner = self.lock();
+        let Some(row) = inner.batches.get(&id) else {
+            return Ok(Vec::new());
+        };
+        Ok(row
+            .members
+            .iter()
+            .filter_map(|(name, job, deps)| {
+                Some(BatchMember {
+                    name: name.clone(),
+                    job: *job,
+                    state: inner.jobs.get(job)?.state,
+                    depends_on: deps.clone(),
+                    result: inner.results.get(job).cloned(),
+                })
+            })
+            .collect())
+    }
+
+    fn list_batches(
+        &self,
+        state: Option<BatchState>,
+        limit: usize,
+    ) -> Result<Vec<BatchInfo>, StoreError> {
+        let inner = self.lock();
+        Ok(inner
+            .batches
+            .iter()
+            .rev()
+            .filter(|(_, b)| state.is_none_or(|s| b.state == s))
+            .take(limit)
+            .filter_map(|(id, _)| inner.batch_info(*id))
+            .collect())
+    }
+
+    fn cancel_batch(&self, id: BatchId) -> Result<OpResult, StoreError> {
+        let now = self.clock.now();
+        let mut inner = self.lock();
+        let Some(row) = inner.batches.get_mut(&id) else {
+            return Ok(OpResult::NotFound);
+        };
+        if row.state != BatchState::Running {
+            return Ok(OpResult::BatchEnded(row.state));
+        }
+        row.cancel_requested = true;
+        inner.settle(id, now);
+        drop(inner);
+        self.wake();
+        Ok(OpResult::Applied)
+    }
+
     fn subscribe(&self, waker: Waker) -> Result<(), StoreError> {
         self.wakers
             .lock()
@@ -680,6 +937,18 @@ fn retry_one(inner: &mut Inner, id: JobId, now: DateTime<Utc>) -> OpResult {
         QueueState::Dead | QueueState::Cancelled | QueueState::Parked
     ) {
         return OpResult::WrongState(job.state);
+    }
+    // A batch member runs only after all its dependencies succeeded.
+    if let Some(batch) = job.batch.and_then(|b| inner.batches.get(&b))
+        && let Some((_, _, deps)) = batch.members.iter().find(|(_, j, _)| *j == id)
+        && deps.iter().any(|d| {
+            inner
+                .jobs
+                .get(d)
+                .is_none_or(|j| j.state != QueueState::Succeeded)
+        })
+    {
+        return OpResult::DependenciesUnmet;
     }
     // A parked job is live and already holds its key; a finished one must not take it from
     // another live job.

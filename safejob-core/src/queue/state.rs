@@ -20,6 +20,11 @@ pub enum QueueState {
     /// Waiting for a future `run_at`. In: enqueue with a delay or a time, a snooze (a guarded job
     /// whose key is busy). Out: a claim once due (→ running), an operator's cancel.
     Scheduled,
+    /// A batch member waiting for its dependencies (see `crate::workflow`). In: a batch's insert.
+    /// Out: the transaction that ends its last dependency with success (→ pending), or its batch
+    /// cancelling it (→ cancelled): a dependency ended without success, the batch's policy
+    /// tripped, or an operator cancelled the batch or the job. Never claimed.
+    Blocked,
     /// Claimed: a worker holds the lease (fence, attempt, expiry by the store clock). In: a claim.
     /// Out: the holder's fenced completion (→ succeeded, retrying, dead, cancelled, pending,
     /// scheduled), or the reaper once the lease has expired (→ retrying, parked, dead).
@@ -45,9 +50,10 @@ pub enum QueueState {
 
 impl QueueState {
     /// Every state, in declaration order.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Pending,
         Self::Scheduled,
+        Self::Blocked,
         Self::Running,
         Self::Retrying,
         Self::Succeeded,
@@ -61,6 +67,7 @@ impl QueueState {
         match self {
             Self::Pending => "pending",
             Self::Scheduled => "scheduled",
+            Self::Blocked => "blocked",
             Self::Running => "running",
             Self::Retrying => "retrying",
             Self::Succeeded => "succeeded",
@@ -122,6 +129,6 @@ mod tests {
             .into_iter()
             .filter(|s| s.is_live())
             .collect();
-        assert_eq!(live.len(), 5);
+        assert_eq!(live.len(), 6);
     }
 }

@@ -48,6 +48,7 @@ use crate::{
     FinalFailure, Fingerprint, KeyDigest, Retention,
     queue::QueueState,
     store::{Acquired, FenceCheck, Lease, LeaseStore, Renewed, StoreError, TxEffects},
+    workflow::{BatchId, BatchInfo, BatchMember, BatchState, NewBatch},
 };
 
 /// The most errors a job keeps: the store drops the oldest beyond this many.
@@ -288,6 +289,8 @@ pub struct QueuedJob {
     pub updated_at: DateTime<Utc>,
     /// When it reached succeeded, dead or cancelled.
     pub finished_at: Option<DateTime<Utc>>,
+    /// The batch it is a member of (see [`crate::workflow`]).
+    pub batch: Option<BatchId>,
 }
 
 /// What a worker asks a claim for.
@@ -412,6 +415,12 @@ pub struct Completion<'a> {
     pub progress: Option<&'a Progress>,
     /// The guard's half, for a guarded job whose claim was granted the guard.
     pub guard: Option<GuardFinish<'a>>,
+    /// The claimed job's batch, exactly as its claim returned it ([`QueuedJob::batch`]): a
+    /// completion that ends a member settles its batch in the same step
+    /// ([`QueueStore::insert_batch`]). Stores rely on it to choose that path (the SQL stores
+    /// complete a job outside any batch in one autocommit statement), so a caller passing
+    /// `None` for a member leaves its batch unsettled; the core's worker always passes it.
+    pub batch: Option<BatchId>,
 }
 
 /// The answer of [`QueueStore::complete`]. Anything but `Applied` changed nothing at all.
@@ -525,6 +534,11 @@ pub enum OpResult {
         /// The live job holding the key.
         by: JobId,
     },
+    /// The batch already ended in this state; nothing changed.
+    BatchEnded(BatchState),
+    /// A retry of a batch member whose dependencies did not all succeed (it could never run);
+    /// nothing changed.
+    DependenciesUnmet,
 }
 
 /// How many jobs are in one (queue, kind, state).
@@ -795,15 +809,17 @@ pub trait QueueStore: Send + Sync {
     /// An operator's retry: a `dead`, `cancelled` or `parked` job becomes `pending`, due now,
     /// with attempts reset to 0 (its error history and fence are kept; `finished_at` cleared).
     /// `WrongState` for any other state; `UniqueKeyHeld` when another live job now holds the
-    /// job's unique key.
+    /// job's unique key; `DependenciesUnmet` for a batch member whose dependencies did not all
+    /// succeed. Retrying a member does not reopen a batch that ended.
     fn retry(&self, id: JobId) -> Result<OpResult, StoreError>;
 
     /// [`retry`](QueueStore::retry) of every job matching `filter` whose state allows it
     /// (a filter without a state means dead jobs); returns how many.
     fn retry_matching(&self, filter: &JobFilter) -> Result<u64, StoreError>;
 
-    /// An operator's cancel: a `pending`, `scheduled`, `retrying` or `parked` job becomes
-    /// `cancelled` (finished). A running job is `WrongState`: it belongs to its worker.
+    /// An operator's cancel: a `pending`, `scheduled`, `retrying`, `parked` or `blocked` job
+    /// becomes `cancelled` (finished), and its batch, if any, is settled in the same step. A
+    /// running job is `WrongState`: it belongs to its worker.
     fn cancel(&self, id: JobId) -> Result<OpResult, StoreError>;
 
     /// Deletes finished (`succeeded`, `dead`, `cancelled`) jobs matching `filter` (a filter
@@ -811,13 +827,52 @@ pub trait QueueStore: Send + Sync {
     fn purge(&self, filter: &JobFilter) -> Result<u64, StoreError>;
 
     /// Deletes up to `limit` finished jobs whose `finished_at` is older than `retention` on the
-    /// store clock; returns how many. Only jobs: the guard rows are pruned by their own
+    /// store clock; returns how many. A batch whose members are all gone and that ended goes
+    /// with them. Only jobs: the guard rows are pruned by their own
     /// retention, through [`LeaseStore::prune`] on [`guards`](QueueStore::guards)
     /// ([`Queue::prune`](crate::queue::Queue::prune) does both).
     fn prune(&self, retention: Duration, limit: usize) -> Result<u64, StoreError>;
 
     /// Counts, per-kind figures, workers and the oldest due job's age.
     fn snapshot(&self) -> Result<Snapshot, StoreError>;
+
+    /// Stores `result` on the job, fenced like a completion (`Stale` changes nothing): what
+    /// [`WorkContext::set_result`](crate::queue::WorkContext::set_result) writes for the members
+    /// that depend on this one ([`crate::workflow::dependency_results`]).
+    fn set_result(&self, lease: &QueueLease, result: &Value) -> Result<FenceCheck, StoreError>;
+
+    /// Inserts a validated batch in one transaction: the batch row (`running`), every member
+    /// (`blocked` when it has dependencies, else as its `run_at` says; unique keys are not
+    /// used), the dependency edges, and the callback job (`blocked`, outside the members). Then
+    /// the batch is settled at once (a batch whose members all start ended ends at once).
+    ///
+    /// From then on, every transition of a member to an end state (`succeeded`, `dead`,
+    /// `cancelled`) — a completion, the reaper, an operator's cancel — applies
+    /// [`crate::workflow::settle::plan`] to the batch in the same transaction, after taking the
+    /// batch's row lock (so two members ending at once see each other): unlocks, cancellations,
+    /// and the batch's end with the callback's release (→ `pending`, the
+    /// [`BatchOutcome`](crate::workflow::BatchOutcome) added to its metadata), exactly once.
+    fn insert_batch(&self, batch: &NewBatch) -> Result<BatchId, StoreError>;
+
+    /// The batch's row with its member counts, if it exists.
+    fn batch(&self, id: BatchId) -> Result<Option<BatchInfo>, StoreError>;
+
+    /// The batch's members in insertion order (each after its dependencies), with their states,
+    /// edges and stored results. Empty for an unknown batch.
+    fn batch_members(&self, id: BatchId) -> Result<Vec<BatchMember>, StoreError>;
+
+    /// Batches by id, newest first, at most `limit`, optionally only those in `state`.
+    fn list_batches(
+        &self,
+        state: Option<BatchState>,
+        limit: usize,
+    ) -> Result<Vec<BatchInfo>, StoreError>;
+
+    /// An operator's cancel of a running batch: every member not running is cancelled, running
+    /// members finish on their own, and the batch ends `cancelled` once none is left running (at
+    /// once if none runs), releasing its callback. `WrongState` for a batch that already ended,
+    /// `NotFound` for an unknown one.
+    fn cancel_batch(&self, id: BatchId) -> Result<OpResult, StoreError>;
 
     /// Registers a waker to call when jobs may have become claimable (enqueue, retry). The
     /// default does nothing: the pool then polls at its interval.

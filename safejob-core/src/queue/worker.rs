@@ -437,6 +437,7 @@ impl Worker {
                 lease,
                 error: Some("worker shut down"),
             }),
+            batch: None,
         };
         match self.shared.store.complete(&completion, None) {
             Ok(done) => {

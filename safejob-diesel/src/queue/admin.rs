@@ -13,7 +13,7 @@ use safejob_core::{
 use super::{
     rows::job,
     sql::{FINISHED, FilterShape, IdRow, JobRow, ReapRow},
-    tx::{QCtx, is_unique_violation},
+    tx::{Begin, End, QCtx, is_unique_violation},
 };
 use crate::backend::{BackendKind, Bind, DbConnection, Stmt, pool::PooledConn};
 
@@ -106,8 +106,19 @@ impl QCtx<'_> {
                     Bind::Int(row.fence),
                 ],
             );
-            // Still running, still expired, same fence: else someone got there first.
-            if self.run(c, |conn| conn.exec(&stmt))? == 1 {
+            // Still running, still expired, same fence: else someone got there first. A batch
+            // member's end settles its batch in the same transaction.
+            let applied = match row.batch_id.filter(|_| state.is_finished()) {
+                Some(batch) => self.transaction(c, Begin::Write, |c| {
+                    if c.conn.exec(&stmt)? != 1 {
+                        return Ok(End::Rollback(false));
+                    }
+                    self.settle(&mut c.conn, batch)?;
+                    Ok(End::Commit(true))
+                })?,
+                None => self.run(c, |conn| conn.exec(&stmt))? == 1,
+            };
+            if applied {
                 reaped.push(Reaped {
                     id: JobId(row.id),
                     kind: row.kind,
@@ -166,6 +177,9 @@ impl QCtx<'_> {
         c: &mut PooledConn<C>,
         id: JobId,
     ) -> Result<OpResult, StoreError> {
+        if self.dependencies_unmet(c, id)? {
+            return Ok(OpResult::DependenciesUnmet);
+        }
         let stmt = Stmt::new(&self.sql.retry_one, vec![Bind::Int(id.0)]);
         for _ in 0..8 {
             let n = match c.conn.exec(&stmt) {
@@ -221,7 +235,11 @@ impl QCtx<'_> {
         }
         // Jobs that hold no unique key (or still hold it: parked) in one statement.
         let (mut shape, binds) = filter_binds(&filter);
-        shape.extra = vec!["(unique_key IS NULL OR state = 'parked')"];
+        // (Batch members one by one below: their dependencies must have succeeded.)
+        shape.extra = vec![
+            "(unique_key IS NULL OR state = 'parked')",
+            "batch_id IS NULL",
+        ];
         let text = self.sql.filtered(
             "UPDATE safe_queue_jobs SET state = 'pending', run_at = {now}, attempts = 0, \
              finished_at = NULL, updated_at = {now}",
@@ -232,7 +250,10 @@ impl QCtx<'_> {
         let mut applied = self.run(c, |conn| conn.exec(&bulk))? as u64;
         // Finished jobs with a unique key one by one, by id: each takes its key back only if no
         // other live job holds it (an earlier one of this very retry included).
-        shape.extra = vec!["unique_key IS NOT NULL", FINISHED];
+        shape.extra = vec![
+            "((unique_key IS NOT NULL AND state IN ('succeeded', 'dead', 'cancelled')) \
+             OR batch_id IS NOT NULL)",
+        ];
         let text = self
             .sql
             .filtered("SELECT id FROM safe_queue_jobs", &shape, "ORDER BY id");
@@ -255,7 +276,15 @@ impl QCtx<'_> {
         id: JobId,
     ) -> Result<OpResult, StoreError> {
         let stmt = Stmt::new(&self.sql.cancel, vec![Bind::Int(id.0)]);
-        if self.run(c, |conn| conn.exec(&stmt))? > 0 {
+        // The cancel and its batch's settle in one transaction.
+        let cancelled = self.transaction(c, Begin::Write, |c| {
+            if c.conn.exec(&stmt)? == 0 {
+                return Ok(End::Rollback(false));
+            }
+            self.settle_job(&mut c.conn, id.0)?;
+            Ok(End::Commit(true))
+        })?;
+        if cancelled {
             return Ok(OpResult::Applied);
         }
         Ok(match self.get(c, id)? {
@@ -297,6 +326,8 @@ impl QCtx<'_> {
                 Bind::Int(i64::try_from(limit).unwrap_or(i64::MAX)),
             ],
         );
-        Ok(self.run(c, |conn| conn.exec(&stmt))? as u64)
+        let pruned = self.run(c, |conn| conn.exec(&stmt))? as u64;
+        self.prune_batches(c)?;
+        Ok(pruned)
     }
 }

@@ -38,7 +38,7 @@
 //! })?;
 //! assert_eq!(claimed.len(), 2);
 //! let done = queue.complete(
-//!     &Completion { lease: &claimed[0].lease, outcome: CompleteAs::Succeeded, progress: None, guard: None },
+//!     &Completion { lease: &claimed[0].lease, outcome: CompleteAs::Succeeded, progress: None, guard: None, batch: None },
 //!     None,
 //! )?;
 //! assert_eq!(done, Completed::Applied);
@@ -91,6 +91,7 @@
 //! (the same process) and finds other processes' jobs at its poll interval.
 
 mod admin;
+mod batch;
 mod enqueue;
 mod listen;
 mod rows;
@@ -113,6 +114,7 @@ use safejob_core::{
         Waker,
     },
     store::{FenceCheck, Lease, LeaseStore, Renewed, StoreError, TxEffects},
+    workflow::{BatchId, BatchInfo, BatchMember, BatchState, NewBatch},
 };
 
 pub use self::{enqueue::MAX_ROWS_PER_STATEMENT, snapshot::DURATION_SAMPLE};
@@ -378,7 +380,13 @@ impl QueueStore for DieselQueue {
         hook: Option<&mut TxEffects<'_>>,
     ) -> Result<Completed, StoreError> {
         let q = self.ctx();
-        with_conn!(self.store, conn => q.complete(conn, c, hook))
+        let done = with_conn!(self.store, conn => q.complete(conn, c, hook))?;
+        // A member's completion may have unlocked others (PostgreSQL notified in the
+        // transaction).
+        if c.batch.is_some() && done == Completed::Applied {
+            self.wake_in_process();
+        }
+        Ok(done)
     }
 
     fn heartbeat(&self, hb: &Heartbeat<'_>) -> Result<(), StoreError> {
@@ -426,7 +434,11 @@ impl QueueStore for DieselQueue {
 
     fn cancel(&self, id: JobId) -> Result<OpResult, StoreError> {
         let q = self.ctx();
-        with_conn!(self.store, conn => q.cancel(conn, id))
+        let done = with_conn!(self.store, conn => q.cancel(conn, id))?;
+        if done == OpResult::Applied {
+            self.wake_in_process();
+        }
+        Ok(done)
     }
 
     fn purge(&self, filter: &JobFilter) -> Result<u64, StoreError> {
@@ -442,6 +454,50 @@ impl QueueStore for DieselQueue {
     fn snapshot(&self) -> Result<Snapshot, StoreError> {
         let q = self.ctx();
         with_conn!(self.store, conn => q.snapshot(conn))
+    }
+
+    fn set_result(
+        &self,
+        lease: &QueueLease,
+        result: &serde_json::Value,
+    ) -> Result<FenceCheck, StoreError> {
+        let q = self.ctx();
+        with_conn!(self.store, conn => q.set_result(conn, lease, result))
+    }
+
+    fn insert_batch(&self, batch: &NewBatch) -> Result<BatchId, StoreError> {
+        let q = self.ctx();
+        let id = with_conn!(self.store, conn => q.insert_batch(conn, batch))?;
+        self.wake_in_process();
+        Ok(id)
+    }
+
+    fn batch(&self, id: BatchId) -> Result<Option<BatchInfo>, StoreError> {
+        let q = self.ctx();
+        with_conn!(self.store, conn => q.batch(conn, id))
+    }
+
+    fn batch_members(&self, id: BatchId) -> Result<Vec<BatchMember>, StoreError> {
+        let q = self.ctx();
+        with_conn!(self.store, conn => q.batch_members(conn, id))
+    }
+
+    fn list_batches(
+        &self,
+        state: Option<BatchState>,
+        limit: usize,
+    ) -> Result<Vec<BatchInfo>, StoreError> {
+        let q = self.ctx();
+        with_conn!(self.store, conn => q.list_batches(conn, state, limit))
+    }
+
+    fn cancel_batch(&self, id: BatchId) -> Result<OpResult, StoreError> {
+        let q = self.ctx();
+        let (done, woke) = with_conn!(self.store, conn => q.cancel_batch(conn, id))?;
+        if woke {
+            self.wake_in_process();
+        }
+        Ok(done)
     }
 
     /// Registers `waker`, woken when jobs are enqueued or retried. On PostgreSQL, starts (once)

@@ -7,6 +7,7 @@ use safejob_core::{
     Fingerprint, KeyDigest,
     queue::{GuardSpec, JobId, Progress, QueueState, QueuedJob, RecordedError},
     store::StoreError,
+    workflow::BatchId,
 };
 use serde_json::Value;
 
@@ -134,5 +135,6 @@ pub(crate) fn job(row: JobRow) -> Result<QueuedJob, StoreError> {
         created_at: instant(id, row.created_us)?,
         updated_at: instant(id, row.updated_us)?,
         finished_at: opt(row.finished_us)?,
+        batch: row.batch_id.map(BatchId),
     })
 }

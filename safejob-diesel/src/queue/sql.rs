@@ -27,14 +27,14 @@ const JOB_COLS: &str = "{t}id AS id, {t}kind AS kind, {t}queue AS queue, {t}payl
     {t}unique_key AS unique_key, {t}guard_digest AS guard_digest, \
     {t}guard_fingerprint AS guard_fingerprint, {t}progress AS progress, {t}errors AS errors, \
     {us:{t}created_at} AS created_us, {us:{t}updated_at} AS updated_us, \
-    {us:{t}finished_at} AS finished_us";
+    {us:{t}finished_at} AS finished_us, {t}batch_id AS batch_id";
 
 /// A waiting job (pending, scheduled, retrying).
 pub(crate) const WAITING: &str = "state IN ('pending', 'scheduled', 'retrying')";
 /// A finished job (succeeded, dead, cancelled).
 pub(crate) const FINISHED: &str = "state IN ('succeeded', 'dead', 'cancelled')";
 /// The fence of every write by a worker: id, fence.
-const FENCED: &str = "id = ? AND fence = ? AND state = 'running'";
+pub(crate) const FENCED: &str = "id = ? AND fence = ? AND state = 'running'";
 /// A running job whose lease is no longer live.
 const EXPIRED: &str =
     "state = 'running' AND (lease_expires_at IS NULL OR lease_expires_at <= {now})";
@@ -389,7 +389,7 @@ impl QueueSql {
             },
             remove_worker: r("DELETE FROM safe_queue_workers WHERE id = ?"),
             expired: r(&format!(
-                "SELECT id, kind, fence, attempts, max_attempts, idempotent, owner \
+                "SELECT id, kind, fence, attempts, max_attempts, idempotent, owner, batch_id \
                  FROM safe_queue_jobs WHERE {EXPIRED} ORDER BY id LIMIT ?"
             )),
             reap: [
@@ -412,7 +412,7 @@ impl QueueSql {
             ),
             cancel: r(&format!(
                 "UPDATE safe_queue_jobs SET state = 'cancelled', finished_at = {{now}}, \
-                 updated_at = {{now}} WHERE id = ? AND ({WAITING} OR state = 'parked')"
+                 updated_at = {{now}} WHERE id = ? AND ({WAITING} OR state IN ('parked', 'blocked'))"
             )),
             holder_of: r(
                 "SELECT o.id AS id FROM safe_queue_jobs o JOIN safe_queue_jobs j \
@@ -551,6 +551,8 @@ pub(crate) struct JobRow {
     pub updated_us: i64,
     #[diesel(sql_type = Nullable<BigInt>)]
     pub finished_us: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub batch_id: Option<i64>,
 }
 
 /// A job row claimed on PostgreSQL, with the guard row its claim inserted (all three `None`
@@ -613,6 +615,8 @@ pub(crate) struct ReapRow {
     pub idempotent: i64,
     #[diesel(sql_type = Nullable<Text>)]
     pub owner: Option<String>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub batch_id: Option<i64>,
 }
 
 /// Jobs in one (queue, kind, state).

@@ -249,6 +249,7 @@ impl QCtx<'_> {
             },
             progress: None,
             guard,
+            batch: None,
         };
         if let Err(error) = self.complete(c, &completion, None) {
             tracing::warn!(%error, job = job.job.id.0, "safejob-diesel queue: could not give a claimed job back; its lease will expire");
@@ -362,7 +363,8 @@ impl QCtx<'_> {
     }
 
     /// Completes a claimed job as `completion` says, with its guard's half in the same
-    /// transaction. Picks the path: no guard ([`QCtx::complete_unguarded`]); PostgreSQL's guarded
+    /// transaction. Picks the path: no guard ([`QCtx::complete_unguarded`], or for a batch
+    /// member's end [`QCtx::complete_member`]); PostgreSQL's guarded
     /// success in one statement ([`QCtx::complete_guarded_at_once`], unless a transactional hook
     /// must run after it); everything else in one transaction ([`QCtx::complete_in_transaction`]).
     pub(crate) fn complete<C: DbConnection>(
@@ -375,7 +377,17 @@ impl QCtx<'_> {
         let progress = completion.progress.map(progress_text).transpose()?;
         let mut scratch = Vec::new();
         let job_update = self.job_update(completion, progress.as_deref(), &mut scratch)?;
+        // A batch member's end settles its batch in the same transaction.
+        let settle = completion.batch.filter(|_| {
+            matches!(
+                completion.outcome,
+                CompleteAs::Succeeded | CompleteAs::Dead { .. } | CompleteAs::Cancelled { .. }
+            )
+        });
         let Some(guard) = completion.guard else {
+            if let Some(batch) = settle {
+                return self.complete_member(c, lease.id.0, &job_update, batch.0);
+            }
             return self.complete_unguarded(c, lease.id.0, &job_update);
         };
 
@@ -393,6 +405,7 @@ impl QCtx<'_> {
                 retention,
             },
         ) = (&self.sql.guarded_succeeded, &completion.outcome, guard)
+            && settle.is_none()
         {
             let progress = progress.as_deref();
             let finalize = Finalize {
@@ -416,7 +429,15 @@ impl QCtx<'_> {
                 }
             }
         }
-        self.complete_in_transaction(c, lease.id.0, &job_update, guard, in_transaction, hook)
+        let settle = settle.map(|b| b.0);
+        self.complete_in_transaction(
+            c,
+            (lease.id.0, settle),
+            &job_update,
+            guard,
+            in_transaction,
+            hook,
+        )
     }
 
     /// The job's fenced update for `completion` (binds: the outcome's, then id, fence). Text
@@ -509,11 +530,12 @@ impl QCtx<'_> {
     /// effects, `in_transaction`: the job's update and the guard's finalize in one statement),
     /// then the guard's half, with the effects hook and the confirm when there is a hook. Begun
     /// with [`Begin::Effects`] when a hook is given; retried as a whole after a deadlock, but
-    /// never once the hook ran.
+    /// never once the hook ran. A batch member's end (the batch id beside the job's) settles
+    /// the batch before the commit.
     fn complete_in_transaction<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
-        id: i64,
+        (id, settle): (i64, Option<i64>),
         job_update: &Stmt<'_>,
         guard: GuardFinish<'_>,
         in_transaction: Option<(&str, GuardedSuccess<'_>)>,
@@ -559,13 +581,38 @@ impl QCtx<'_> {
                         return Ok(End::Rollback(Completed::GuardStale));
                     }
                     hook_ran = true;
-                    return self.effects_then_confirm(c, g, hook);
+                    let end = self.effects_then_confirm(c, g, hook)?;
+                    if let (End::Commit(Completed::Applied), Some(batch)) = (&end, settle) {
+                        self.settle(&mut c.conn, batch)?;
+                    }
+                    return Ok(end);
                 }
                 (guard, _) => self.finish_guard(c, guard)?,
             };
             if !applied {
                 return Ok(End::Rollback(Completed::GuardStale));
             }
+            if let Some(batch) = settle {
+                self.settle(&mut c.conn, batch)?;
+            }
+            Ok(End::Commit(Completed::Applied))
+        })
+    }
+
+    /// An unguarded batch member's end: the job's update and its batch's settle in one write
+    /// transaction.
+    fn complete_member<C: DbConnection>(
+        &self,
+        c: &mut PooledConn<C>,
+        id: i64,
+        job_update: &Stmt<'_>,
+        batch: i64,
+    ) -> Result<Completed, StoreError> {
+        self.transaction(c, Begin::Write, |c| {
+            if !exactly_one(c.conn.exec(job_update)?, id)? {
+                return Ok(End::Rollback(Completed::Stale));
+            }
+            self.settle(&mut c.conn, batch)?;
             Ok(End::Commit(Completed::Applied))
         })
     }

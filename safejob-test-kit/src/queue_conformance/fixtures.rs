@@ -200,6 +200,8 @@ impl<'h> Case<'h> {
 
     #[track_caller]
     pub(super) fn complete(&self, lease: &QueueLease, outcome: CompleteAs) -> Completed {
+        // The claimed job's batch, as the worker passes it.
+        let batch = self.get(lease.id).batch;
         self.ok(
             "complete",
             self.store.complete(
@@ -208,6 +210,7 @@ impl<'h> Case<'h> {
                     outcome,
                     progress: None,
                     guard: None,
+                    batch,
                 },
                 None,
             ),

@@ -26,7 +26,7 @@
 //! The cases live one file per area, as River splits its driver suite: `enqueue.rs`,
 //! `claim.rs`, `complete.rs` (completion, retries, dead letters, the reaper), `operate.rs`,
 //! `guarded.rs` (guarded jobs at the port), `worker.rs`, `retention.rs` (guard retention through
-//! the queue) and `pool.rs` (end to end), with what they share in `fixtures.rs`. This file holds the harness, the one list of cases and the macros.
+//! the queue), `workflow.rs` (batches) and `pool.rs` (end to end), with what they share in `fixtures.rs`. This file holds the harness, the one list of cases and the macros.
 
 use std::{sync::Arc, time::Duration};
 
@@ -107,6 +107,7 @@ mod operate;
 mod pool;
 mod retention;
 mod worker;
+mod workflow;
 
 pub use claim::{
     claim_is_a_fenced_lease, claim_orders_by_priority_then_due_time_then_age,
@@ -140,6 +141,13 @@ pub use worker::{
     worker_backoff_follows_the_exponential_policy, worker_catches_panics_as_retryable,
     worker_discards_unknown_kinds_and_bad_payloads, worker_retries_with_backoff_then_dead_letters,
     worker_times_out_cooperatively,
+};
+pub use workflow::{
+    aborted_completion_unlocks_nothing, batch_validation_inserts_nothing,
+    cancel_batch_waits_for_running_members, continue_cancels_only_dependents,
+    diamond_unlocks_in_the_completing_step, fail_fast_cancels_members_not_running,
+    fan_in_reads_dependency_results, racing_members_end_the_batch_once,
+    reaped_member_settles_its_batch, threshold_tolerates_failures_below_n,
 };
 
 /// Calls `$callback!` with every case name; the one list the macro, [`CASES`] and [`run_all`]
@@ -183,6 +191,16 @@ macro_rules! __queue_store_conformance_cases {
             worker_backoff_follows_the_exponential_policy
             guarded_job_of_a_dead_worker_runs_once
             guarded_completion_retains_the_guard
+            batch_validation_inserts_nothing
+            diamond_unlocks_in_the_completing_step
+            continue_cancels_only_dependents
+            fail_fast_cancels_members_not_running
+            threshold_tolerates_failures_below_n
+            cancel_batch_waits_for_running_members
+            reaped_member_settles_its_batch
+            aborted_completion_unlocks_nothing
+            racing_members_end_the_batch_once
+            fan_in_reads_dependency_results
             pool_runs_every_job_once
             pool_shutdown_releases_claimed_work
         }

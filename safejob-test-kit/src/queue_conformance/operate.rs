@@ -266,6 +266,7 @@ pub fn progress_is_persisted_under_the_fence(harness: &dyn QueueHarness) {
                 outcome: CompleteAs::Succeeded,
                 progress: Some(&p2),
                 guard: None,
+                batch: None,
             },
             None,
         ),
