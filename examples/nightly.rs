@@ -25,7 +25,7 @@ use safejob_core::{
         WorkContext, WorkError, Worker,
     },
     schedule::{Schedule, ScheduleStore, Scheduler},
-    workflow::{BatchId, BatchPolicy},
+    workflow::{BatchId, BatchPolicy, BatchState},
 };
 use safejob_diesel::{DieselStore, queue::DieselQueue};
 use serde::{Deserialize, Serialize};
