@@ -193,6 +193,12 @@ fn main() -> Result<(), Box<dyn Error>> {
         );
         print_history(&*queue, member.job)?;
     }
+    // What `continue` promises here (CI runs this example): the EU branch ran to the end, the
+    // US branch failed once and its dependents were cancelled.
+    let c = info.counts;
+    if info.state != BatchState::Failed || (c.succeeded, c.failed, c.cancelled) != (3, 1, 2) {
+        return Err(format!("unexpected batch outcome: {info:?}").into());
+    }
     Ok(())
 }
 
