@@ -58,11 +58,13 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod action;
 pub mod clock;
 pub mod fingerprint;
 pub mod guard;
 pub mod key;
 pub mod outcome;
+pub mod periodic;
 pub mod policy;
 pub mod queue;
 pub mod report;

@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use common::{TestDb, claim_one, job};
+use common::{TestDb, claim_one, job, transaction};
 use safejob_core::{
     KeyDigest,
     queue::{ClaimRequest, JobId, NewJob, QueueState, QueueStore},
@@ -157,44 +157,6 @@ fn enqueue_in_commits_with_the_caller(q: &QueueRef<'_>) {
     let row = q.queue.get(id).expect("get").expect("the committed job");
     assert_eq!(row.state, QueueState::Pending);
     assert_eq!(row.payload["n"], 2);
-}
-
-/// Runs `f` in a diesel transaction on whichever connection `conn` is.
-fn transaction<T>(
-    conn: &mut ConnectionRef<'_>,
-    f: impl FnOnce(&mut ConnectionRef<'_>) -> Result<T, String>,
-) -> Result<T, String> {
-    use diesel::Connection;
-    let mut out = None;
-    let mut f = Some(f);
-    let mut body = |c: &mut ConnectionRef<'_>| -> Result<(), diesel::result::Error> {
-        let f = f.take().expect("once");
-        match f(c) {
-            Ok(v) => {
-                out = Some(Ok(v));
-                Ok(())
-            }
-            Err(e) => {
-                out = Some(Err(e));
-                Err(diesel::result::Error::RollbackTransaction)
-            }
-        }
-    };
-    let ran = match conn {
-        #[cfg(feature = "sqlite")]
-        ConnectionRef::Sqlite(c) => c.transaction(|c| body(&mut ConnectionRef::Sqlite(c))),
-        #[cfg(feature = "postgres")]
-        ConnectionRef::Postgres(c) => c.transaction(|c| body(&mut ConnectionRef::Postgres(c))),
-        #[cfg(feature = "mysql")]
-        ConnectionRef::Mysql(c) => c.transaction(|c| body(&mut ConnectionRef::Mysql(c))),
-        #[allow(unreachable_patterns)]
-        _ => unreachable!(),
-    };
-    match (ran, out) {
-        (_, Some(result)) => result,
-        (Err(e), None) => Err(e.to_string()),
-        (Ok(()), None) => Err("the body did not run".into()),
-    }
 }
 
 fn threads_claim_each_job_once(q: &QueueRef<'_>) {

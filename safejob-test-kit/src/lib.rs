@@ -103,6 +103,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod action_conformance;
 pub mod assert;
 pub mod clock;
 pub mod conformance;
@@ -114,6 +115,7 @@ pub mod schedule_conformance;
 pub mod skip;
 pub mod torture;
 
+pub use action_conformance::ActionHarness;
 pub use assert::{
     Check, ExactlyOnceViolation, Offender, Problem, StoreCheckError, assert_at_most_once,
     assert_effects_in_doubt, assert_exactly_once, assert_settled, assert_succeeded,

@@ -74,6 +74,9 @@ pub(crate) struct Inner {
     next_batch: i64,
     /// Results stored with [`QueueStore::set_result`].
     results: BTreeMap<JobId, Value>,
+    /// The action log's rows (`crate::action`), by id.
+    pub(crate) actions: BTreeMap<crate::action::ActionId, crate::action::ActionRecord>,
+    pub(crate) next_action: i64,
 }
 
 #[derive(Debug)]

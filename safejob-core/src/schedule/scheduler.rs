@@ -1,14 +1,6 @@
 //! The scheduler: syncs the declared schedules into the store and fires their due ticks.
 
-use std::{
-    collections::BTreeMap,
-    sync::{
-        Arc,
-        mpsc::{self, RecvTimeoutError},
-    },
-    thread::JoinHandle,
-    time::Duration,
-};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
@@ -18,6 +10,7 @@ use super::{
 };
 use crate::{
     IdempotencyKey, KeyError,
+    periodic::Periodic,
     queue::{Enqueued, NewJob, RunAt},
     store::StoreError,
 };
@@ -453,53 +446,13 @@ impl Scheduler {
     /// Runs [`tick`](Scheduler::tick) on a thread of its own every `every`, until the handle is
     /// stopped or dropped. Errors are logged and the next round tries again.
     pub fn start(self: Arc<Self>, every: Duration) -> SchedulerHandle {
-        let (stop, stopped) = mpsc::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            loop {
-                if let Err(error) = self.tick() {
-                    tracing::warn!(%error, "scheduler tick failed");
-                }
-                match stopped.recv_timeout(every) {
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
-                }
-            }
-        });
-        SchedulerHandle {
-            stop: Some(stop),
-            thread: Some(thread),
-        }
+        Periodic::start("scheduler tick", every, move || self.tick().map(drop))
     }
 }
 
-/// A scheduler thread from [`Scheduler::start`]; stops it when dropped.
-#[derive(Debug)]
-pub struct SchedulerHandle {
-    stop: Option<mpsc::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl SchedulerHandle {
-    /// Stops the thread after its current round and waits for it.
-    pub fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take()
-            && thread.join().is_err()
-        {
-            tracing::error!("scheduler thread panicked");
-        }
-    }
-}
-
-impl Drop for SchedulerHandle {
-    fn drop(&mut self) {
-        self.shutdown();
-    }
-}
+/// A scheduler thread from [`Scheduler::start`]: [`Periodic::stop`] stops it after its current
+/// round (dropping it does too).
+pub type SchedulerHandle = Periodic;
 
 /// An instant as it appears in a tick's unique key and metadata.
 fn stamp(at: DateTime<Utc>) -> String {

@@ -107,6 +107,19 @@ fn validate_topic(topic: &str) -> Result<(), EmitError> {
     Err(EmitError::InvalidTopic { reason })
 }
 
+/// Validates `topic`, then inserts a message for `digest` on `conn` (the next sequence number of
+/// that digest): the one insert of [`OutboxExt::outbox_emit`] and of an action dispatched to the
+/// outbox.
+pub(crate) fn emit_on(
+    conn: &mut ConnectionRef<'_>,
+    digest: &KeyDigest,
+    topic: &str,
+    payload: &str,
+) -> Result<MessageId, EmitError> {
+    validate_topic(topic)?;
+    emit(conn, digest, topic, payload)
+}
+
 fn emit(
     conn: &mut ConnectionRef<'_>,
     digest: &KeyDigest,

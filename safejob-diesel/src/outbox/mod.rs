@@ -98,6 +98,7 @@ mod sink;
 mod sql;
 
 pub use admin::{OutboxCounts, OutboxRecord, counts, dead_messages, requeue};
+pub(crate) use emit::emit_on;
 pub use emit::{EmitError, MAX_TOPIC_LEN, OutboxExt};
 pub use message::{MessageId, MessageIdError, OutboxMessage};
 pub use relay::{

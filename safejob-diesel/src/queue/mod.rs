@@ -90,6 +90,7 @@
 //! notifications: a pool is woken by enqueues and retries made through the same `DieselQueue`
 //! (the same process) and finds other processes' jobs at its poll interval.
 
+mod action;
 mod admin;
 mod batch;
 mod enqueue;
@@ -247,21 +248,7 @@ impl DieselQueue {
         }
         let q = self.ctx();
         let mut conn = conn.into();
-        let backend = match &conn {
-            #[cfg(feature = "sqlite")]
-            ConnectionRef::Sqlite(_) => BackendKind::Sqlite,
-            #[cfg(feature = "postgres")]
-            ConnectionRef::Postgres(_) => BackendKind::Postgres,
-            #[cfg(feature = "mysql")]
-            ConnectionRef::Mysql(_) => BackendKind::Mysql,
-        };
-        if backend != q.sql.kind {
-            return Err(StoreError::backend(format!(
-                "enqueue_in was given a {} connection for a queue on {}",
-                backend.as_str(),
-                q.sql.kind.as_str()
-            )));
-        }
+        q.check_backend(&conn, "enqueue_in")?;
         let answer = match &mut conn {
             #[cfg(feature = "sqlite")]
             ConnectionRef::Sqlite(c) => enqueue::enqueue(&q.sql, &mut **c, jobs),
@@ -270,11 +257,38 @@ impl DieselQueue {
             #[cfg(feature = "mysql")]
             ConnectionRef::Mysql(c) => enqueue::enqueue(&q.sql, &mut **c, jobs),
         };
-        answer.map_err(|fail| match fail {
-            Fail::Db(e) => q.err(e),
+        answer.map_err(|fail| q.fail_to_store(fail))
+    }
+}
+
+impl QCtx<'_> {
+    /// A caller's connection (`enqueue_in`, `publish_in`) must be of the queue's backend.
+    fn check_backend(&self, conn: &ConnectionRef<'_>, what: &str) -> Result<(), StoreError> {
+        let backend = match conn {
+            #[cfg(feature = "sqlite")]
+            ConnectionRef::Sqlite(_) => BackendKind::Sqlite,
+            #[cfg(feature = "postgres")]
+            ConnectionRef::Postgres(_) => BackendKind::Postgres,
+            #[cfg(feature = "mysql")]
+            ConnectionRef::Mysql(_) => BackendKind::Mysql,
+        };
+        if backend != self.sql.kind {
+            return Err(StoreError::backend(format!(
+                "{what} was given a {} connection for a queue on {}",
+                backend.as_str(),
+                self.sql.kind.as_str()
+            )));
+        }
+        Ok(())
+    }
+
+    /// A failure on a caller's connection, as the caller sees it (a panic goes on unwinding).
+    fn fail_to_store(&self, fail: Fail) -> StoreError {
+        match fail {
+            Fail::Db(e) => self.err(e),
             Fail::Store(e) => e,
             Fail::Panic(p) => std::panic::resume_unwind(p),
-        })
+        }
     }
 }
 

@@ -226,3 +226,91 @@ pub fn claim_one(queue: &dyn QueueStore, queue_name: &str) -> Claimed {
         .pop()
         .expect("a claimed job")
 }
+
+/// A [`DieselQueue`](safejob_diesel::queue::DieselQueue) on a test's own database, as the
+/// harness of the queue-side conformance suites (schedules, the action log): time moves through
+/// the queue's test offset.
+pub struct QueueDb {
+    // Dropped first: the queue lets go of its connections before the database is dropped.
+    pub queue: Arc<safejob_diesel::queue::DieselQueue>,
+    // Held for its drop (which removes the test's database).
+    pub db: TestDb,
+}
+
+impl QueueDb {
+    /// A queue on `db`.
+    pub fn new(db: TestDb) -> Self {
+        Self {
+            queue: Arc::new(safejob_diesel::queue::DieselQueue::new(db.store.clone())),
+            db,
+        }
+    }
+}
+
+impl safejob_test_kit::QueueHarness for QueueDb {
+    fn store(&self) -> Arc<dyn QueueStore> {
+        self.queue.clone()
+    }
+
+    /// The database clock cannot move; the queue's (and its store's) view of it can.
+    fn advance(&self, by: Duration) {
+        self.queue.advance_clock_for_tests(by);
+    }
+}
+
+impl safejob_test_kit::ScheduleHarness for QueueDb {
+    fn schedules(&self) -> Arc<dyn safejob_core::schedule::ScheduleStore> {
+        self.queue.clone()
+    }
+}
+
+impl safejob_test_kit::ActionHarness for QueueDb {
+    fn actions(&self) -> Arc<dyn safejob_core::action::ActionStore> {
+        self.queue.clone()
+    }
+}
+
+/// Runs `f` in a diesel transaction on whichever connection `conn` is.
+pub fn transaction<T>(
+    conn: &mut safejob_diesel::ConnectionRef<'_>,
+    f: impl FnOnce(&mut safejob_diesel::ConnectionRef<'_>) -> Result<T, String>,
+) -> Result<T, String> {
+    use diesel::Connection;
+    let mut out = None;
+    let mut f = Some(f);
+    let mut body =
+        |c: &mut safejob_diesel::ConnectionRef<'_>| -> Result<(), diesel::result::Error> {
+            let f = f.take().expect("once");
+            match f(c) {
+                Ok(v) => {
+                    out = Some(Ok(v));
+                    Ok(())
+                }
+                Err(e) => {
+                    out = Some(Err(e));
+                    Err(diesel::result::Error::RollbackTransaction)
+                }
+            }
+        };
+    let ran = match conn {
+        #[cfg(feature = "sqlite")]
+        safejob_diesel::ConnectionRef::Sqlite(c) => {
+            c.transaction(|c| body(&mut safejob_diesel::ConnectionRef::Sqlite(c)))
+        }
+        #[cfg(feature = "postgres")]
+        safejob_diesel::ConnectionRef::Postgres(c) => {
+            c.transaction(|c| body(&mut safejob_diesel::ConnectionRef::Postgres(c)))
+        }
+        #[cfg(feature = "mysql")]
+        safejob_diesel::ConnectionRef::Mysql(c) => {
+            c.transaction(|c| body(&mut safejob_diesel::ConnectionRef::Mysql(c)))
+        }
+        #[allow(unreachable_patterns)]
+        _ => unreachable!(),
+    };
+    match (ran, out) {
+        (_, Some(result)) => result,
+        (Err(e), None) => Err(e.to_string()),
+        (Ok(()), None) => Err("the body did not run".into()),
+    }
+}
