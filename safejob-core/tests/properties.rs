@@ -1,11 +1,12 @@
 //! Property-based tests (proptest) of the core's input handling: keys built from parts, the
-//! canonical JSON behind fingerprints, and cron triggers. Each property says which deliberate
+//! canonical JSON behind fingerprints, cron triggers, and the action log's rules. Each property says which deliberate
 //! break it was seen to catch.
 
 use chrono::{DateTime, Datelike, TimeZone, Timelike, Utc};
 use proptest::prelude::*;
 use safejob_core::{
     Fingerprint, IdempotencyKey, KeyError,
+    action::Rule,
     fingerprint::canonical_json,
     key::MAX_KEY_BYTES,
     schedule::{ScheduleError, Trigger},
@@ -362,5 +363,63 @@ proptest! {
             Ok(t) => prop_assert_eq!(t.time_zone(), zone.as_str()),
             Err(e) => prop_assert!(matches!(e, ScheduleError::UnknownTimeZone { .. }), "{e:?}"),
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rules of the action log
+
+/// A JSON scalar a rule's literal can spell.
+fn scalar() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        any::<i32>().prop_map(Value::from),
+        "[a-z]{0,6}".prop_map(Value::from),
+        any::<bool>().prop_map(Value::from),
+        Just(Value::Null),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Any text is a rule or a typed error, never a panic; a rule's text is the text it was
+    /// parsed from, and it parses again to the same rule.
+    /// Catches: an `expect` / index on the literal's JSON, or text lost on the round trip.
+    #[test]
+    fn any_text_is_a_rule_or_a_typed_error(text in any::<String>()) {
+        if let Ok(rule) = text.parse::<Rule>() {
+            prop_assert_eq!(rule.text(), text.as_str());
+            prop_assert_eq!(rule.text().parse::<Rule>().ok(), Some(rule));
+        }
+    }
+
+    /// For a value stored at a path: `==` its own spelling holds, `!=` it does not, `in` a list
+    /// holding it holds, and `exists` holds while `missing` does not; on a path that leads
+    /// nowhere the opposite of each, except `!=`.
+    /// Catches: `!=` not the negation of `==`, or a missing path treated as null (`!=` on a
+    /// missing path made false failed here).
+    #[test]
+    fn comparisons_agree_with_the_stored_value(
+        name in "[a-z]{1,5}",
+        value in scalar(),
+        other in scalar(),
+    ) {
+        let payload = serde_json::json!({ name.clone(): value });
+        let lit = value.to_string();
+        let rule = |op: &str, lit: &str| {
+            format!("payload.{name} {op} {lit}").parse::<Rule>().expect("a valid rule")
+        };
+        prop_assert!(rule("==", &lit).holds("t", &payload));
+        prop_assert!(!rule("!=", &lit).holds("t", &payload));
+        let list = format!("[{other}, {lit}]");
+        prop_assert!(rule("in", &list).holds("t", &payload));
+        prop_assert_eq!(rule("==", &other.to_string()).holds("t", &payload), other == value);
+        let exists: Rule = format!("payload.{name} exists").parse().expect("valid");
+        let missing: Rule = format!("payload.{name} missing").parse().expect("valid");
+        prop_assert!(exists.holds("t", &payload) && !missing.holds("t", &payload));
+        let elsewhere = serde_json::json!({});
+        prop_assert!(!rule("==", &lit).holds("t", &elsewhere));
+        prop_assert!(rule("!=", &lit).holds("t", &elsewhere));
+        prop_assert!(!exists.holds("t", &elsewhere) && missing.holds("t", &elsewhere));
     }
 }

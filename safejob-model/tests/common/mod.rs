@@ -150,6 +150,7 @@ impl Real {
             outcome,
             progress: None,
             guard,
+            batch: None,
         };
         match self.queue.complete(&completion, None).expect("complete") {
             Completed::Applied => Answer::Applied,
