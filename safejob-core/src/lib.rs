@@ -61,6 +61,7 @@
 pub mod clock;
 pub mod fingerprint;
 pub mod guard;
+pub mod history;
 pub mod key;
 pub mod outcome;
 pub mod policy;

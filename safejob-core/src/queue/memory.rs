@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 
 use crate::{
     Clock, MemoryStore, SystemClock,
+    history::{HistoryEntry, HistoryLog, HistoryStore, Subject},
     queue::{
         ClaimRequest, Claimed, CompleteAs, Completed, Completion, Enqueued, GuardFinish, Heartbeat,
         JobFilter, JobId, JobQuery, KindStats, MAX_ERROR_HISTORY, NewJob, OpResult, QueueLease,
@@ -64,6 +65,8 @@ pub(crate) struct Inner {
     workers: BTreeMap<String, WorkerRow>,
     /// The schedules' rows (`crate::schedule`), by name.
     pub(crate) schedules: BTreeMap<String, crate::schedule::ScheduleRow>,
+    /// The audit ledger of jobs and schedules (`crate::history`), under the same lock.
+    pub(crate) history: HistoryLog,
 }
 
 #[derive(Debug)]
@@ -218,8 +221,16 @@ impl Inner {
                 },
             );
             answers.push(Enqueued::Inserted { id, state });
+            self.log_job(None, id);
         }
         answers
+    }
+
+    /// Appends job `id`'s transition from `before` to the ledger (see `crate::history`).
+    pub(crate) fn log_job(&mut self, before: Option<&QueuedJob>, id: JobId) {
+        if let Some(after) = self.jobs.get(&id) {
+            self.history.job(before, after);
+        }
     }
 
     fn live_holder(&self, unique: &crate::KeyDigest, except: Option<JobId>) -> Option<&QueuedJob> {
@@ -280,6 +291,7 @@ impl QueueStore for MemoryQueue {
                 })?),
                 None => None,
             };
+            let before = job.clone();
             job.state = QueueState::Running;
             job.fence += 1;
             job.attempts += 1;
@@ -292,6 +304,7 @@ impl QueueStore for MemoryQueue {
                 job: job.clone(),
                 guard,
             });
+            inner.log_job(Some(&before), id);
         }
         Ok(claimed)
     }
@@ -393,6 +406,7 @@ impl QueueStore for MemoryQueue {
         let Some(job) = inner.fenced(c.lease) else {
             return Ok(Completed::Stale);
         };
+        let before = job.clone();
         job.owner = None;
         job.lease_expires_at = None;
         job.updated_at = now;
@@ -437,6 +451,7 @@ impl QueueStore for MemoryQueue {
                 job.finished_at = Some(now);
             }
         }
+        inner.log_job(Some(&before), c.lease.id);
         Ok(Completed::Applied)
     }
 
@@ -461,6 +476,7 @@ impl QueueStore for MemoryQueue {
     fn reap(&self, limit: usize) -> Result<Vec<Reaped>, StoreError> {
         let now = self.clock.now();
         let mut inner = self.lock();
+        let inner = &mut *inner;
         let mut reaped = Vec::new();
         for job in inner.jobs.values_mut() {
             if reaped.len() >= limit {
@@ -469,6 +485,7 @@ impl QueueStore for MemoryQueue {
             if job.state != QueueState::Running || job.lease_expires_at.is_some_and(|t| t > now) {
                 continue;
             }
+            let before = job.clone();
             job.fence += 1;
             let error = AttemptError::new(
                 ErrorKind::LeaseExpired,
@@ -496,6 +513,7 @@ impl QueueStore for MemoryQueue {
                 fence: job.fence,
                 state: job.state,
             });
+            inner.history.job(Some(&before), job);
         }
         Ok(reaped)
     }
@@ -558,20 +576,29 @@ impl QueueStore for MemoryQueue {
         if !(job.state.is_waiting() || job.state == QueueState::Parked) {
             return Ok(OpResult::WrongState(job.state));
         }
+        let before = job.clone();
         job.state = QueueState::Cancelled;
         job.finished_at = Some(now);
         job.updated_at = now;
+        inner.log_job(Some(&before), id);
         Ok(OpResult::Applied)
     }
 
     fn purge(&self, filter: &JobFilter) -> Result<u64, StoreError> {
         let filter = with_default_state(filter);
         let mut inner = self.lock();
-        let before = inner.jobs.len();
+        let gone: Vec<Subject> = inner
+            .jobs
+            .values()
+            .filter(|j| j.state.is_finished() && filter.matches(j))
+            .map(|j| Subject::Job(j.id))
+            .collect();
         inner
             .jobs
             .retain(|_, j| !(j.state.is_finished() && filter.matches(j)));
-        Ok((before - inner.jobs.len()) as u64)
+        // The purged jobs' history goes with them, under the same lock.
+        inner.history.forget(&gone);
+        Ok(gone.len() as u64)
     }
 
     fn prune(&self, retention: Duration, limit: usize) -> Result<u64, StoreError> {
@@ -591,6 +618,10 @@ impl QueueStore for MemoryQueue {
         for id in &old {
             inner.jobs.remove(id);
         }
+        // The pruned jobs' history goes with them, under the same lock.
+        inner
+            .history
+            .forget(&old.iter().copied().map(Subject::Job).collect::<Vec<_>>());
         Ok(old.len() as u64)
     }
 
@@ -692,10 +723,32 @@ fn retry_one(inner: &mut Inner, id: JobId, now: DateTime<Utc>) -> OpResult {
     let Some(job) = inner.jobs.get_mut(&id) else {
         return OpResult::NotFound;
     };
+    let before = job.clone();
     job.state = QueueState::Pending;
     job.run_at = now;
     job.attempts = 0;
     job.finished_at = None;
     job.updated_at = now;
+    inner.log_job(Some(&before), id);
     OpResult::Applied
+}
+
+impl HistoryStore for MemoryQueue {
+    /// Jobs and schedules from the queue's ledger; keys from its guard store's.
+    fn history(&self, of: &Subject) -> Result<Vec<HistoryEntry>, StoreError> {
+        match of {
+            Subject::Key(_) => self.guards.history(of),
+            _ => Ok(self.lock().history.read(of)),
+        }
+    }
+
+    /// Switches the queue's ledger and its guard store's.
+    fn set_ledger(&self, on: bool) -> Result<(), StoreError> {
+        self.lock().history.set_enabled(on);
+        self.guards.set_ledger(on)
+    }
+
+    fn ledger_enabled(&self) -> Result<bool, StoreError> {
+        Ok(self.lock().history.enabled())
+    }
 }

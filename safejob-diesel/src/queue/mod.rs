@@ -92,6 +92,7 @@
 
 mod admin;
 mod enqueue;
+mod history;
 mod listen;
 mod rows;
 mod schedule;
