@@ -244,8 +244,9 @@ fn attempts(history: &[HistoryEntry]) -> Vec<Option<u32>> {
 }
 
 /// enqueue → claim → retry → claim → succeed: one entry per transition, with its fence,
-/// attempt, worker, error and store-clock time. Deliberate break it catches: the memory queue
-/// not recording a completion (`log_job` removed from `complete`).
+/// attempt, worker, error and store-clock time. Deliberate breaks it catches: the memory queue
+/// not recording a completion (`log_job` removed from `complete`); the MySQL update trigger
+/// never writing the reason (its `CASE WHEN` made `FALSE`).
 pub fn job_history_follows_each_transition(h: &dyn LedgerHarness) {
     let c = Ctx::new("job_history_follows_each_transition", h);
     let start = c.ok("now", c.store.now());
@@ -658,8 +659,8 @@ pub fn schedule_ticks_are_recorded(h: &dyn LedgerHarness) {
 }
 
 /// Purge and prune delete the history of the jobs they delete, guard pruning that of the keys;
-/// other rows keep theirs. Deliberate break it catches: the memory queue's prune not forgetting
-/// (`forget` removed from `prune`).
+/// other rows keep theirs. Deliberate breaks it catches: the memory queue's prune not forgetting
+/// (`forget` removed from `prune`); PostgreSQL's job delete trigger deleting nothing.
 pub fn pruning_deletes_the_history_with_its_rows(h: &dyn LedgerHarness) {
     let c = Ctx::new("pruning_deletes_the_history_with_its_rows", h);
     let succeeded = c.enqueue(&c.new_job(1, true));
