@@ -443,11 +443,12 @@ pub fn open_ours(
     open_ledgered(url, workers).map(|(store, _, backend)| (store, backend))
 }
 
-/// [`open_ours`], with the same queue as a [`HistoryStore`] (its audit ledger's switch).
-pub fn open_ledgered(
-    url: &str,
-    workers: usize,
-) -> Result<(Arc<dyn QueueStore>, Arc<dyn HistoryStore>, &'static str), BenchError> {
+/// Our queue, the same queue as a [`HistoryStore`] (its audit ledger's switch), and the
+/// backend's name.
+pub type Ledgered = (Arc<dyn QueueStore>, Arc<dyn HistoryStore>, &'static str);
+
+/// [`open_ours`], with the same queue as a [`HistoryStore`] too.
+pub fn open_ledgered(url: &str, workers: usize) -> Result<Ledgered, BenchError> {
     if url.starts_with("memory:") {
         let queue = Arc::new(safejob_core::queue::MemoryQueue::new());
         return Ok((queue.clone(), queue, "memory"));
@@ -893,9 +894,11 @@ mod tests {
 
     #[test]
     fn the_memory_queue_drains_every_job_once() {
-        let (store, backend) = open_ours("memory://", 2).unwrap();
+        let (store, ledger, backend) = open_ledgered("memory://", 2).unwrap();
         let ours = Ours {
             store,
+            ledger,
+            ledger_mode: LedgerMode::On,
             backend,
             w: Workload {
                 jobs: 30,
@@ -933,6 +936,26 @@ mod tests {
                 (true, Op::Drain, 120, 2)
             ]
         );
+        // The ledger compared: on, off, off, on, each mode's two passes summed, on first; the
+        // run leaves the ledger on.
+        ours.ledger.set_ledger(false).unwrap();
+        let compared = ours.run_ledger_compare(true).unwrap();
+        let modes: Vec<_> = compared
+            .iter()
+            .map(|f| (f.ledger, f.guarded, f.op, f.jobs, f.passes))
+            .collect();
+        assert_eq!(
+            modes,
+            [
+                (Some(true), true, Op::EnqueueSingle, 60, 2),
+                (Some(true), true, Op::EnqueueBatched, 60, 2),
+                (Some(true), true, Op::Drain, 120, 2),
+                (Some(false), true, Op::EnqueueSingle, 60, 2),
+                (Some(false), true, Op::EnqueueBatched, 60, 2),
+                (Some(false), true, Op::Drain, 120, 2)
+            ]
+        );
+        assert!(ours.ledger.ledger_enabled().unwrap());
     }
 
     #[test]

@@ -10,5 +10,6 @@ DROP TRIGGER safe_history_job_insert ON safe_queue_jobs;
 DROP FUNCTION safe_history_schedule();
 DROP FUNCTION safe_history_key();
 DROP FUNCTION safe_history_job();
+DROP FUNCTION safe_history_jobs_inserted();
 DROP TABLE safe_history_settings;
 DROP TABLE safe_history;

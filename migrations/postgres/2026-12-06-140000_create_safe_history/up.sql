@@ -4,7 +4,8 @@
 -- disagree with the state, whichever code path (claim, completion, reaper, operator, guard,
 -- schedule fire; present or future) writes the row. A transition is a row's insert, or an update
 -- that changes its state or fence (a schedule: its revision); the triggers' WHEN clauses keep
--- every other update (renewals, progress) from calling a function at all. `at` is the row's own
+-- every other update (renewals, progress) from calling a function at all. Job inserts are
+-- recorded per statement (below), everything else per row. `at` is the row's own
 -- updated_at, the store clock the statement wrote. Deleting a row (prune, purge) deletes its
 -- history. entity is 'job', 'key', 'batch' (reserved for workflows: batch_id is their column) or
 -- 'schedule'.
@@ -40,10 +41,6 @@ CREATE FUNCTION safe_history_job() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'DELETE' THEN
         DELETE FROM safe_history WHERE job_id = OLD.id AND entity = 'job';
-    ELSIF TG_OP = 'INSERT' THEN
-        INSERT INTO safe_history (entity, job_id, from_state, to_state, fence, attempt, worker, at)
-        SELECT 'job', NEW.id, NULL, NEW.state, NEW.fence, NEW.attempts, NEW.owner, NEW.updated_at
-        FROM safe_history_settings WHERE id = 1 AND enabled = 1;
     ELSE
         INSERT INTO safe_history (entity, job_id, from_state, to_state, fence, attempt, worker,
             at, reason)
@@ -57,8 +54,22 @@ BEGIN
     RETURN NULL;
 END $$;
 
+-- Enqueues insert jobs in batches of up to 2,000 rows: one statement-level trigger reads them
+-- all from the transition table (one INSERT per batch instead of a function call per row, which
+-- halved the batched enqueue's rate).
+CREATE FUNCTION safe_history_jobs_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO safe_history (entity, job_id, from_state, to_state, fence, attempt, worker, at)
+    SELECT 'job', n.id, NULL, n.state, n.fence, n.attempts, n.owner, n.updated_at
+    FROM inserted_jobs AS n
+    WHERE EXISTS (SELECT 1 FROM safe_history_settings WHERE id = 1 AND enabled = 1)
+    ORDER BY n.id;
+    RETURN NULL;
+END $$;
+
 CREATE TRIGGER safe_history_job_insert AFTER INSERT ON safe_queue_jobs
-    FOR EACH ROW EXECUTE FUNCTION safe_history_job();
+    REFERENCING NEW TABLE AS inserted_jobs
+    FOR EACH STATEMENT EXECUTE FUNCTION safe_history_jobs_inserted();
 CREATE TRIGGER safe_history_job_update AFTER UPDATE ON safe_queue_jobs
     FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state OR OLD.fence IS DISTINCT FROM NEW.fence)
     EXECUTE FUNCTION safe_history_job();
