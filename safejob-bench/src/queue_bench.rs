@@ -36,6 +36,7 @@ use std::{
 use clap::ValueEnum;
 use safejob_core::{
     IdempotencyKey, KeyError, Outcome, PerformContext, SafeJob,
+    history::HistoryStore,
     queue::{
         EnqueueOptions, GuardedJob, NewJob, Queue, QueueJob, QueueStore, Registry, WorkContext,
         WorkError, Worker,
@@ -115,6 +116,24 @@ pub struct QueueArgs {
     /// Measure only the peers, not our queue.
     #[arg(long)]
     pub peers_only: bool,
+    /// The audit ledger (safe_history) while our queue runs: `on` (the default), `off`, or
+    /// `compare`: the workload (guarded with `--guarded`, else unguarded) with the ledger on and
+    /// off in one run, in the order on, off, off, on after both warmed up, each mode's figures
+    /// its two passes summed, then a `ledger_cost` line. On SQL backends the switch is
+    /// database-wide; the run leaves the ledger on.
+    #[arg(long, value_enum, default_value_t = LedgerMode::On)]
+    pub ledger: LedgerMode,
+}
+
+/// What `--ledger` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LedgerMode {
+    /// Record every transition (the default of the stores too).
+    On,
+    /// Record nothing.
+    Off,
+    /// Both, in one balanced run.
+    Compare,
 }
 
 /// A step of the workload.
@@ -165,6 +184,8 @@ pub struct Figure {
     pub note: Option<&'static str>,
     /// Timed passes summed into this figure (2 for our queue with `--guarded`, else 1).
     pub passes: usize,
+    /// Whether our queue's audit ledger recorded (`None` for the peers).
+    pub ledger: Option<bool>,
 }
 
 impl Figure {
@@ -204,7 +225,8 @@ fn line(fields: &[(&str, Value)]) -> String {
 
 /// The result line of one figure: `{"bench":"queue","system":…,"backend":…,"op":…,
 /// "guarded":…,"effects":…,"jobs":…,"workers":…,"batch":…,"jobs_per_s":…,"elapsed_s":…,
-/// "passes":…,"load1":…}`, with a `"note"` last when the system does the step its own way.
+/// "passes":…,"ledger":…,"load1":…}`, with a `"note"` last when the system does the step its own
+/// way.
 pub fn figure_line(f: &Figure, load1: Option<f64>) -> String {
     let mut fields = vec![
         ("bench", json!("queue")),
@@ -219,6 +241,7 @@ pub fn figure_line(f: &Figure, load1: Option<f64>) -> String {
         ("jobs_per_s", json!(round1(f.jobs_per_s()))),
         ("elapsed_s", json!(round3(f.elapsed.as_secs_f64()))),
         ("passes", json!(f.passes)),
+        ("ledger", json!(f.ledger)),
         ("load1", json!(load1)),
     ];
     if let Some(note) = f.note {
@@ -319,10 +342,12 @@ pub fn run(args: &QueueArgs) -> Result<(), BenchError> {
     };
     let mut backend = "postgres";
     if !args.peers_only {
-        let (store, name) = open_ours(&args.url, workers)?;
+        let (store, ledger, name) = open_ledgered(&args.url, workers)?;
         backend = name;
         let ours = Ours {
             store,
+            ledger,
+            ledger_mode: args.ledger,
             backend,
             w: Workload {
                 jobs,
@@ -333,7 +358,12 @@ pub fn run(args: &QueueArgs) -> Result<(), BenchError> {
             effects: args.effects,
             allow_duplicates: args.allow_duplicates,
         };
-        for f in ours.run(args.guarded)? {
+        let ran = if args.ledger == LedgerMode::Compare {
+            ours.run_ledger_compare(args.guarded)
+        } else {
+            ours.run(args.guarded)
+        };
+        for f in ran? {
             emit(f);
         }
     }
@@ -350,6 +380,9 @@ pub fn run(args: &QueueArgs) -> Result<(), BenchError> {
                 emit(f);
             }
         }
+    }
+    if !args.peers_only && args.ledger == LedgerMode::Compare {
+        println!("{}", ledger_cost_line(&figures, backend, workers, load1()));
     }
     println!("{}", Verdict::of(&figures).line(backend, workers, load1()));
     Ok(())
@@ -407,8 +440,18 @@ pub fn open_ours(
     url: &str,
     workers: usize,
 ) -> Result<(Arc<dyn QueueStore>, &'static str), BenchError> {
+    open_ledgered(url, workers).map(|(store, _, backend)| (store, backend))
+}
+
+/// Our queue, the same queue as a [`HistoryStore`] (its audit ledger's switch), and the
+/// backend's name.
+pub type Ledgered = (Arc<dyn QueueStore>, Arc<dyn HistoryStore>, &'static str);
+
+/// [`open_ours`], with the same queue as a [`HistoryStore`] too.
+pub fn open_ledgered(url: &str, workers: usize) -> Result<Ledgered, BenchError> {
     if url.starts_with("memory:") {
-        return Ok((Arc::new(safejob_core::queue::MemoryQueue::new()), "memory"));
+        let queue = Arc::new(safejob_core::queue::MemoryQueue::new());
+        return Ok((queue.clone(), queue, "memory"));
     }
     let pool_size = u32::try_from(workers + 3)?;
     let store = DieselStore::builder(url)
@@ -418,7 +461,8 @@ pub fn open_ours(
         .build()?;
     store.migrate()?;
     let backend = store.backend().as_str();
-    Ok((Arc::new(DieselQueue::new(Arc::new(store))), backend))
+    let queue = Arc::new(DieselQueue::new(Arc::new(store)));
+    Ok((queue.clone(), queue, backend))
 }
 
 /// Jobs worked off by the current drain: the no-op jobs count themselves.
@@ -472,6 +516,8 @@ impl GuardedJob for GuardedNoop {
 /// Our queue, on one store.
 struct Ours {
     store: Arc<dyn QueueStore>,
+    ledger: Arc<dyn HistoryStore>,
+    ledger_mode: LedgerMode,
     backend: &'static str,
     w: Workload,
     effects: Effects,
@@ -485,6 +531,8 @@ impl Ours {
     /// unguarded, so each mode runs once before and once after the other; each mode's figures are
     /// its two passes summed. Figures in step order, unguarded first.
     fn run(&self, guarded: bool) -> Result<Vec<Figure>, BenchError> {
+        let on = self.ledger_mode != LedgerMode::Off;
+        self.ledger.set_ledger(on)?;
         let (modes, order): (&[bool], &[bool]) = if guarded {
             (&[false, true], &BALANCED)
         } else {
@@ -499,7 +547,38 @@ impl Ours {
         for &mode in order {
             passes.extend(self.steps(mode, self.w.jobs)?);
         }
-        Ok(summed(passes, modes))
+        let mut figures = summed(passes, modes, |f| f.guarded);
+        for f in &mut figures {
+            f.ledger = Some(on);
+        }
+        Ok(figures)
+    }
+
+    /// The workload (guarded or not) with the ledger on and off: warm-up of each, then the timed
+    /// passes on, off, off, on; each mode's figures are its two passes summed, on first. Leaves
+    /// the ledger on.
+    fn run_ledger_compare(&self, guarded: bool) -> Result<Vec<Figure>, BenchError> {
+        let pass = |on: bool, jobs: usize| -> Result<Vec<Figure>, BenchError> {
+            self.ledger.set_ledger(on)?;
+            let mut figures = self.steps(guarded, jobs)?;
+            for f in &mut figures {
+                f.ledger = Some(on);
+            }
+            Ok(figures)
+        };
+        let ran = (|| {
+            if self.w.warmup > 0 {
+                pass(true, self.w.warmup)?;
+                pass(false, self.w.warmup)?;
+            }
+            let mut passes = Vec::new();
+            for on in [true, false, false, true] {
+                passes.extend(pass(on, self.w.jobs)?);
+            }
+            Ok(summed(passes, &[true, false], |f| f.ledger == Some(true)))
+        })();
+        self.ledger.set_ledger(true)?;
+        ran
     }
 
     /// Enqueues `jobs` one by one, `jobs` more in batches, and drains the `2 × jobs`.
@@ -526,6 +605,7 @@ impl Ours {
             elapsed,
             note: None,
             passes: 1,
+            ledger: None,
         };
         let key = |i: usize| format!("{queue_name}-{i}");
         let mut figures = Vec::with_capacity(3);
@@ -610,13 +690,13 @@ impl Ours {
 /// the other, so both sit at the same mean position.
 const BALANCED: [bool; 4] = [false, true, true, false];
 
-/// Each `(mode, step)`'s passes as one figure (jobs and wall time summed), modes in the order
-/// given and steps in the order run.
-fn summed(passes: Vec<Figure>, modes: &[bool]) -> Vec<Figure> {
+/// Each `(mode, step)`'s passes as one figure (jobs and wall time summed), modes (`mode_of` a
+/// figure) in the order given and steps in the order run.
+fn summed(passes: Vec<Figure>, modes: &[bool], mode_of: impl Fn(&Figure) -> bool) -> Vec<Figure> {
     let mut out: Vec<Figure> = Vec::new();
     for &mode in modes {
-        for f in passes.iter().filter(|f| f.guarded == mode) {
-            match out.iter_mut().find(|o| o.guarded == mode && o.op == f.op) {
+        for f in passes.iter().filter(|f| mode_of(f) == mode) {
+            match out.iter_mut().find(|o| mode_of(o) == mode && o.op == f.op) {
                 Some(o) => {
                     o.jobs += f.jobs;
                     o.elapsed += f.elapsed;
@@ -627,6 +707,44 @@ fn summed(passes: Vec<Figure>, modes: &[bool]) -> Vec<Figure> {
         }
     }
     out
+}
+
+/// The `ledger_cost` line of a `--ledger compare` run: each step's rate with the ledger on and
+/// off, and on ÷ off (below 1: the ledger's cost).
+pub fn ledger_cost_line(
+    figures: &[Figure],
+    backend: &str,
+    workers: usize,
+    load1: Option<f64>,
+) -> String {
+    let rate_of = |op: Op, on: bool| {
+        figures
+            .iter()
+            .find(|f| f.system == "safejob" && f.op == op && f.ledger == Some(on))
+            .map(Figure::jobs_per_s)
+    };
+    let mut fields = vec![
+        ("bench", json!("ledger_cost")),
+        ("backend", json!(backend)),
+        ("workers", json!(workers)),
+    ];
+    for (op, name) in [
+        (Op::EnqueueSingle, "enqueue_single"),
+        (Op::EnqueueBatched, "enqueue_batched"),
+        (Op::Drain, "drain"),
+    ] {
+        let (on, off) = (rate_of(op, true), rate_of(op, false));
+        let ratio = match (on, off) {
+            (Some(on), Some(off)) if off > 0.0 => Some(round3(on / off)),
+            _ => None,
+        };
+        fields.push((
+            name,
+            json!({"on": on.map(round1), "off": off.map(round1), "on_over_off": ratio}),
+        ));
+    }
+    fields.push(("load1", json!(load1)));
+    line(&fields)
 }
 
 /// Long enough for a slow machine (100 jobs/s), at least a minute.
@@ -668,6 +786,7 @@ mod tests {
             elapsed: Duration::from_millis(ms),
             note: None,
             passes: 1,
+            ledger: None,
         }
     }
 
@@ -685,7 +804,7 @@ mod tests {
         let l = figure_line(&f, Some(1.5));
         assert_eq!(
             l,
-            r#"{"bench":"queue","system":"safejob","backend":"postgres","op":"enqueue_batched","guarded":false,"effects":null,"jobs":10000,"workers":4,"batch":1000,"jobs_per_s":25000.0,"elapsed_s":0.4,"passes":1,"load1":1.5}"#
+            r#"{"bench":"queue","system":"safejob","backend":"postgres","op":"enqueue_batched","guarded":false,"effects":null,"jobs":10000,"workers":4,"batch":1000,"jobs_per_s":25000.0,"elapsed_s":0.4,"passes":1,"ledger":null,"load1":1.5}"#
         );
         let mut f = figure("fang", Op::Drain, false, 3, 0);
         f.note = Some("one row per call");
@@ -775,9 +894,11 @@ mod tests {
 
     #[test]
     fn the_memory_queue_drains_every_job_once() {
-        let (store, backend) = open_ours("memory://", 2).unwrap();
+        let (store, ledger, backend) = open_ledgered("memory://", 2).unwrap();
         let ours = Ours {
             store,
+            ledger,
+            ledger_mode: LedgerMode::On,
             backend,
             w: Workload {
                 jobs: 30,
@@ -815,6 +936,26 @@ mod tests {
                 (true, Op::Drain, 120, 2)
             ]
         );
+        // The ledger compared: on, off, off, on, each mode's two passes summed, on first; the
+        // run leaves the ledger on.
+        ours.ledger.set_ledger(false).unwrap();
+        let compared = ours.run_ledger_compare(true).unwrap();
+        let modes: Vec<_> = compared
+            .iter()
+            .map(|f| (f.ledger, f.guarded, f.op, f.jobs, f.passes))
+            .collect();
+        assert_eq!(
+            modes,
+            [
+                (Some(true), true, Op::EnqueueSingle, 60, 2),
+                (Some(true), true, Op::EnqueueBatched, 60, 2),
+                (Some(true), true, Op::Drain, 120, 2),
+                (Some(false), true, Op::EnqueueSingle, 60, 2),
+                (Some(false), true, Op::EnqueueBatched, 60, 2),
+                (Some(false), true, Op::Drain, 120, 2)
+            ]
+        );
+        assert!(ours.ledger.ledger_enabled().unwrap());
     }
 
     #[test]
@@ -839,7 +980,7 @@ mod tests {
             figure("safejob", Op::Drain, true, 100, 3_000),
             figure("safejob", Op::Drain, false, 100, 1_500),
         ];
-        let summed = summed(passes, &[false, true]);
+        let summed = summed(passes, &[false, true], |f| f.guarded);
         let seen: Vec<_> = summed
             .iter()
             .map(|f| (f.guarded, f.jobs, f.elapsed.as_millis(), f.passes))
@@ -848,5 +989,43 @@ mod tests {
         // 200 jobs in 2.5 s, not the mean of the two passes' rates (100 and 66.7 jobs/s).
         assert_eq!(summed[0].jobs_per_s(), 80.0);
         assert_eq!(summed[1].jobs_per_s(), 40.0);
+    }
+
+    #[test]
+    fn ledger_cost_compares_each_step_on_over_off() {
+        let with = |op, on: bool, ms| Figure {
+            ledger: Some(on),
+            ..figure("safejob", op, false, 100, ms)
+        };
+        let figures = [
+            with(Op::Drain, true, 2_000),
+            with(Op::Drain, false, 1_000),
+            with(Op::EnqueueSingle, true, 1_000),
+        ];
+        let v: Value =
+            serde_json::from_str(&ledger_cost_line(&figures, "sqlite", 4, None)).unwrap();
+        assert_eq!(v["bench"], "ledger_cost");
+        assert_eq!(v["drain"]["on"], 50.0);
+        assert_eq!(v["drain"]["off"], 100.0);
+        assert_eq!(v["drain"]["on_over_off"], 0.5);
+        assert_eq!(v["enqueue_single"]["on_over_off"], Value::Null);
+        assert_eq!(v["enqueue_batched"]["on"], Value::Null);
+    }
+
+    #[test]
+    fn the_ledger_flag_parses() {
+        let cli = Cli::try_parse_from([
+            "safejob-bench",
+            "queue",
+            "--url",
+            "memory://",
+            "--ledger",
+            "compare",
+        ])
+        .unwrap();
+        let Command::Queue(args) = cli.command else {
+            panic!("not the queue command");
+        };
+        assert_eq!(args.ledger, LedgerMode::Compare);
     }
 }

@@ -62,6 +62,7 @@ pub mod action;
 pub mod clock;
 pub mod fingerprint;
 pub mod guard;
+pub mod history;
 pub mod key;
 pub mod outcome;
 pub mod periodic;

@@ -107,6 +107,7 @@ pub mod action_conformance;
 pub mod assert;
 pub mod clock;
 pub mod conformance;
+pub mod ledger_conformance;
 pub mod memory;
 pub mod probe;
 pub mod proxy;
@@ -123,6 +124,7 @@ pub use assert::{
 };
 pub use clock::ManualClock;
 pub use conformance::StoreHarness;
+pub use ledger_conformance::LedgerHarness;
 pub use memory::MemoryHarness;
 pub use probe::EffectProbe;
 pub use proxy::{FaultProxy, ProxyStats};

@@ -31,3 +31,44 @@ CREATE TABLE safe_queue_deps (
 ALTER TABLE safe_queue_jobs ADD COLUMN batch_id BIGINT NULL, ADD COLUMN batch_member TEXT NULL,
     ADD COLUMN result LONGTEXT NULL,
     ADD KEY safe_queue_jobs_batch (batch_id);
+
+-- The audit ledger (2026-12-06-140000) learns batches: a job's update entry carries its
+-- batch_id (the trigger is recreated with it), and the batch's own moves are entries of entity
+-- 'batch' (running at dispatch, then its end), deleted with the batch's row.
+DROP TRIGGER safe_history_job_update;
+CREATE TRIGGER safe_history_job_update AFTER UPDATE ON safe_queue_jobs FOR EACH ROW
+BEGIN
+    IF (NOT (OLD.state <=> NEW.state) OR NOT (OLD.fence <=> NEW.fence))
+        AND (SELECT enabled FROM safe_history_settings WHERE id = 1) = 1 THEN
+        INSERT INTO safe_history (entity, job_id, batch_id, from_state, to_state, fence, attempt,
+            worker, at, reason)
+        VALUES ('job', NEW.id, NEW.batch_id, OLD.state, NEW.state, NEW.fence, NEW.attempts,
+            COALESCE(NEW.owner, OLD.owner), NEW.updated_at,
+            CASE WHEN NOT (NEW.errors <=> OLD.errors) THEN CONCAT(
+                JSON_UNQUOTE(JSON_EXTRACT(NEW.errors,
+                    CONCAT('$[', JSON_LENGTH(NEW.errors) - 1, '].kind'))),
+                ': ',
+                JSON_UNQUOTE(JSON_EXTRACT(NEW.errors,
+                    CONCAT('$[', JSON_LENGTH(NEW.errors) - 1, '].message')))) END);
+    END IF;
+END;
+
+CREATE TRIGGER safe_history_batch_insert AFTER INSERT ON safe_queue_batches FOR EACH ROW
+BEGIN
+    IF (SELECT enabled FROM safe_history_settings WHERE id = 1) = 1 THEN
+        INSERT INTO safe_history (entity, batch_id, from_state, to_state, at)
+        VALUES ('batch', NEW.id, NULL, NEW.state, NEW.updated_at);
+    END IF;
+END;
+
+CREATE TRIGGER safe_history_batch_update AFTER UPDATE ON safe_queue_batches FOR EACH ROW
+BEGIN
+    IF NOT (OLD.state <=> NEW.state)
+        AND (SELECT enabled FROM safe_history_settings WHERE id = 1) = 1 THEN
+        INSERT INTO safe_history (entity, batch_id, from_state, to_state, at)
+        VALUES ('batch', NEW.id, OLD.state, NEW.state, NEW.updated_at);
+    END IF;
+END;
+
+CREATE TRIGGER safe_history_batch_delete AFTER DELETE ON safe_queue_batches FOR EACH ROW
+    DELETE FROM safe_history WHERE batch_id = OLD.id AND entity = 'batch';

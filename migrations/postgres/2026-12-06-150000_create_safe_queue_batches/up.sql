@@ -31,3 +31,47 @@ ALTER TABLE safe_queue_jobs ADD COLUMN batch_id BIGINT;
 ALTER TABLE safe_queue_jobs ADD COLUMN batch_member TEXT;
 ALTER TABLE safe_queue_jobs ADD COLUMN result TEXT;
 CREATE INDEX safe_queue_jobs_batch ON safe_queue_jobs (batch_id) WHERE batch_id IS NOT NULL;
+
+-- The audit ledger (2026-12-06-140000) learns batches: a job's update entry carries its
+-- batch_id, and the batch's own moves are entries of entity 'batch' (running at dispatch, then
+-- its end), deleted with the batch's row.
+CREATE OR REPLACE FUNCTION safe_history_job() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        DELETE FROM safe_history WHERE job_id = OLD.id AND entity = 'job';
+    ELSE
+        INSERT INTO safe_history (entity, job_id, batch_id, from_state, to_state, fence, attempt,
+            worker, at, reason)
+        SELECT 'job', NEW.id, NEW.batch_id, OLD.state, NEW.state, NEW.fence, NEW.attempts,
+            COALESCE(NEW.owner, OLD.owner), NEW.updated_at,
+            CASE WHEN NEW.errors IS DISTINCT FROM OLD.errors
+                THEN (CAST(NEW.errors AS jsonb) -> -1 ->> 'kind') || ': '
+                    || (CAST(NEW.errors AS jsonb) -> -1 ->> 'message') END
+        FROM safe_history_settings WHERE id = 1 AND enabled = 1;
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION safe_history_batch() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        DELETE FROM safe_history WHERE batch_id = OLD.id AND entity = 'batch';
+    ELSIF TG_OP = 'INSERT' THEN
+        INSERT INTO safe_history (entity, batch_id, from_state, to_state, at)
+        SELECT 'batch', NEW.id, NULL, NEW.state, NEW.updated_at
+        FROM safe_history_settings WHERE id = 1 AND enabled = 1;
+    ELSE
+        INSERT INTO safe_history (entity, batch_id, from_state, to_state, at)
+        SELECT 'batch', NEW.id, OLD.state, NEW.state, NEW.updated_at
+        FROM safe_history_settings WHERE id = 1 AND enabled = 1;
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER safe_history_batch_insert AFTER INSERT ON safe_queue_batches
+    FOR EACH ROW EXECUTE FUNCTION safe_history_batch();
+CREATE TRIGGER safe_history_batch_update AFTER UPDATE ON safe_queue_batches
+    FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state)
+    EXECUTE FUNCTION safe_history_batch();
+CREATE TRIGGER safe_history_batch_delete AFTER DELETE ON safe_queue_batches
+    FOR EACH ROW EXECUTE FUNCTION safe_history_batch();

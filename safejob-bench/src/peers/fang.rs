@@ -98,6 +98,7 @@ pub fn run(url: &str, w: &Workload) -> Result<Vec<Figure>, BenchError> {
         elapsed,
         note,
         passes: 1,
+        ledger: None,
     };
     let (single, batched) = enqueue(&queue, w.jobs, w.batch)?;
     let mut figures = vec![

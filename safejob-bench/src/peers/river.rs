@@ -106,6 +106,7 @@ async fn steps(pool: &PgPool, w: &Workload, jobs: usize) -> Result<Vec<Figure>, 
         elapsed,
         note,
         passes: 1,
+        ledger: None,
     };
     let mut figures = Vec::with_capacity(3);
 

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::{
     Clock, FinalFailure, KeyDigest, Retention, SystemClock,
+    history::{HistoryEntry, HistoryLog, HistoryStore, Subject},
     store::{
         AcquireRequest, Acquired, EffectsClaim, EffectsOutcome, EffectsState, FenceCheck,
         Finalized, JobRecord, JobState, Lease, LeaseStore, ListFilter, ListQuery, Renewed,
@@ -36,6 +37,9 @@ use crate::{
 #[derive(Debug)]
 pub struct MemoryStore {
     rows: Mutex<BTreeMap<KeyDigest, JobRecord>>,
+    /// The keys' audit ledger: locked only while `rows` is held (rows first), so each entry is
+    /// appended in the critical section of its transition.
+    history: Mutex<HistoryLog>,
     clock: Arc<dyn Clock>,
 }
 
@@ -62,8 +66,18 @@ impl MemoryStore {
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
         Self {
             rows: Mutex::new(BTreeMap::new()),
+            history: Mutex::new(HistoryLog::default()),
             clock,
         }
+    }
+
+    fn log(&self) -> MutexGuard<'_, HistoryLog> {
+        self.history.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends the key's transition to the ledger; call with the rows' lock held.
+    fn record(&self, before: Option<&JobRecord>, after: &JobRecord) {
+        self.log().key(before, after);
     }
 
     fn rows(&self) -> MutexGuard<'_, BTreeMap<KeyDigest, JobRecord>> {
@@ -146,6 +160,7 @@ impl LeaseStore for MemoryStore {
                     finalized_at: None,
                     retain_until: None,
                 });
+                self.record(None, row);
                 Ok(Acquired::Granted(lease_of(row)))
             }
             Entry::Occupied(mut slot) => {
@@ -153,12 +168,14 @@ impl LeaseStore for MemoryStore {
                 if let Some(answer) = Acquired::from_existing(row, req.fingerprint, now) {
                     return Ok(answer);
                 }
+                let before = row.clone();
                 row.state = JobState::Running;
                 row.fence += 1;
                 row.attempts += 1;
                 row.owner = Some(req.owner.to_owned());
                 row.lease_expires_at = Some(until);
                 row.updated_at = now;
+                self.record(Some(&before), row);
                 Ok(Acquired::Granted(lease_of(row)))
             }
         }
@@ -202,6 +219,7 @@ impl LeaseStore for MemoryStore {
             },
             None => EffectsState::Pending,
         };
+        let before = row.clone();
         row.state = JobState::Succeeded;
         row.result = result.cloned();
         row.effects = effects;
@@ -209,6 +227,7 @@ impl LeaseStore for MemoryStore {
         row.updated_at = now;
         row.finalized_at = Some(now);
         row.retain_until = retain_until;
+        self.record(Some(&before), row);
         Ok(Finalized::Committed)
     }
 
@@ -223,12 +242,14 @@ impl LeaseStore for MemoryStore {
         let mut rows = self.rows();
         Ok(match Self::fenced(&mut rows, lease, JobState::Running) {
             Some(row) => {
+                let before = row.clone();
                 row.state = JobState::Failed;
                 row.failure = Some(failure.clone());
                 row.lease_expires_at = None;
                 row.updated_at = now;
                 row.finalized_at = Some(now);
                 row.retain_until = retain_until;
+                self.record(Some(&before), row);
                 FenceCheck::Applied
             }
             None => FenceCheck::Stale,
@@ -240,10 +261,12 @@ impl LeaseStore for MemoryStore {
         let mut rows = self.rows();
         Ok(match Self::fenced(&mut rows, lease, JobState::Running) {
             Some(row) => {
+                let before = row.clone();
                 row.state = JobState::Released;
                 row.lease_expires_at = None;
                 row.last_error = error.map(str::to_owned);
                 row.updated_at = now;
+                self.record(Some(&before), row);
                 FenceCheck::Applied
             }
             None => FenceCheck::Stale,
@@ -293,11 +316,13 @@ impl LeaseStore for MemoryStore {
         if !row.effects_in_doubt(now) {
             return Ok(EffectsClaim::NotInDoubt(row.clone()));
         }
+        let before = row.clone();
         row.fence += 1;
         row.effects = EffectsState::Pending;
         row.owner = Some(req.owner.to_owned());
         row.lease_expires_at = Some(until);
         row.updated_at = now;
+        self.record(Some(&before), row);
         Ok(EffectsClaim::Claimed(lease_of(row), row.clone()))
     }
 
@@ -338,6 +363,28 @@ impl LeaseStore for MemoryStore {
         for digest in &due {
             rows.remove(digest);
         }
+        // The pruned keys' history goes with them, under the same lock.
+        self.log()
+            .forget(&due.iter().copied().map(Subject::Key).collect::<Vec<_>>());
         Ok(due.len() as u64)
+    }
+}
+
+impl HistoryStore for MemoryStore {
+    /// The history of a key; nothing for jobs, batches and schedules (they live in a
+    /// [`MemoryQueue`](crate::queue::MemoryQueue)).
+    fn history(&self, of: &Subject) -> Result<Vec<HistoryEntry>, StoreError> {
+        let _rows = self.rows();
+        Ok(self.log().read(of))
+    }
+
+    fn set_ledger(&self, on: bool) -> Result<(), StoreError> {
+        let _rows = self.rows();
+        self.log().set_enabled(on);
+        Ok(())
+    }
+
+    fn ledger_enabled(&self) -> Result<bool, StoreError> {
+        Ok(self.log().enabled())
     }
 }

@@ -153,7 +153,9 @@ impl Queue {
     /// [`QueueStore::guards`]; a guard row's retention was written when it became terminal, from
     /// the job's [`SafeJob::guard_retention`] or the worker's
     /// [`WorkerBuilder::guard_retention`](crate::queue::WorkerBuilder::guard_retention), and is
-    /// forever by default). A pruned guard's key runs again if it is enqueued again.
+    /// forever by default). A pruned guard's key runs again if it is enqueued again. The audit
+    /// ledger's entries of every deleted job and guard row are deleted with it
+    /// ([`crate::history`]).
     ///
     /// Schedule it, and call it again while either count reaches `limit`:
     ///

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 
 use crate::{
     Clock, MemoryStore, SystemClock,
+    history::{HistoryEntry, HistoryLog, HistoryStore, Subject},
     queue::{
         ClaimRequest, Claimed, CompleteAs, Completed, Completion, Enqueued, GuardFinish, Heartbeat,
         JobFilter, JobId, JobQuery, KindStats, MAX_ERROR_HISTORY, NewJob, OpResult, QueueLease,
@@ -70,6 +71,8 @@ pub(crate) struct Inner {
     workers: BTreeMap<String, WorkerRow>,
     /// The schedules' rows (`crate::schedule`), by name.
     pub(crate) schedules: BTreeMap<String, crate::schedule::ScheduleRow>,
+    /// The audit ledger of jobs and schedules (`crate::history`), under the same lock.
+    pub(crate) history: HistoryLog,
     batches: BTreeMap<BatchId, BatchRow>,
     next_batch: i64,
     /// Results stored with [`QueueStore::set_result`].
@@ -245,6 +248,7 @@ impl Inner {
                 },
             );
             answers.push(Enqueued::Inserted { id, state });
+            self.log_job(None, id);
         }
         answers
     }
@@ -265,8 +269,11 @@ impl Inner {
             let job = self.insert(now, &due)[0].id();
             let state = NewBatch::initial_state(m, due[0].1 <= now);
             if let Some(j) = self.jobs.get_mut(&job) {
+                let before = j.clone();
                 j.batch = Some(id);
                 j.state = state;
+                self.log_job(Some(&before), job);
+                self.history.tag_batch(job, id);
             }
             let deps = m.depends_on.iter().map(|&d| members[d].1).collect();
             members.push((m.name.clone(), job, deps));
@@ -277,7 +284,9 @@ impl Inner {
                 row.unique_key = None;
                 let job = self.insert(now, &[(&row, now)])[0].id();
                 if let Some(j) = self.jobs.get_mut(&job) {
+                    let before = j.clone();
                     j.state = QueueState::Blocked;
+                    self.log_job(Some(&before), job);
                 }
                 Some(job)
             }
@@ -296,6 +305,7 @@ impl Inner {
                 finished_at: None,
             },
         );
+        self.history.batch(id, None, BatchState::Running, now);
         self.settle(id, now);
         Ok(id)
     }
@@ -323,18 +333,22 @@ impl Inner {
                 .get_mut(id)
                 .filter(|j| j.state == QueueState::Blocked)
             {
+                let before = j.clone();
                 j.state = QueueState::Pending;
                 j.run_at = now;
                 j.updated_at = now;
+                self.log_job(Some(&before), *id);
             }
         }
         for (id, why) in &plan.cancel {
             if let Some(j) = self.jobs.get_mut(id) {
+                let before = j.clone();
                 let error = AttemptError::new(ErrorKind::Cancelled, why.as_str());
                 record(j, &error, now);
                 j.state = QueueState::Cancelled;
                 j.finished_at = Some(now);
                 j.updated_at = now;
+                self.log_job(Some(&before), *id);
             }
         }
         let Some(end) = plan.finish else {
@@ -345,22 +359,27 @@ impl Inner {
         };
         row.state = end;
         row.finished_at = Some(now);
+        let callback = row.callback;
         let outcome = BatchOutcome {
             batch,
             name: row.name.clone(),
             state: end,
             counts: plan.counts,
         };
-        if let Some(cb) = row.callback
+        self.history
+            .batch(batch, Some(BatchState::Running), end, now);
+        if let Some(cb) = callback
             && let Some(j) = self
                 .jobs
                 .get_mut(&cb)
                 .filter(|j| j.state == QueueState::Blocked)
         {
+            let before = j.clone();
             j.metadata = outcome.into_metadata(&j.metadata);
             j.state = QueueState::Pending;
             j.run_at = now;
             j.updated_at = now;
+            self.log_job(Some(&before), cb);
         }
     }
 
@@ -388,6 +407,13 @@ impl Inner {
             created_at: row.created_at,
             finished_at: row.finished_at,
         })
+    }
+
+    /// Appends job `id`'s transition from `before` to the ledger (see `crate::history`).
+    pub(crate) fn log_job(&mut self, before: Option<&QueuedJob>, id: JobId) {
+        if let Some(after) = self.jobs.get(&id) {
+            self.history.job(before, after);
+        }
     }
 
     fn live_holder(&self, unique: &crate::KeyDigest, except: Option<JobId>) -> Option<&QueuedJob> {
@@ -448,6 +474,7 @@ impl QueueStore for MemoryQueue {
                 })?),
                 None => None,
             };
+            let before = job.clone();
             job.state = QueueState::Running;
             job.fence += 1;
             job.attempts += 1;
@@ -460,6 +487,7 @@ impl QueueStore for MemoryQueue {
                 job: job.clone(),
                 guard,
             });
+            inner.log_job(Some(&before), id);
         }
         Ok(claimed)
     }
@@ -561,6 +589,7 @@ impl QueueStore for MemoryQueue {
         let Some(job) = inner.fenced(c.lease) else {
             return Ok(Completed::Stale);
         };
+        let before = job.clone();
         job.owner = None;
         job.lease_expires_at = None;
         job.updated_at = now;
@@ -605,9 +634,9 @@ impl QueueStore for MemoryQueue {
                 job.finished_at = Some(now);
             }
         }
-        if job.state.is_finished()
-            && let Some(batch) = c.batch
-        {
+        let finished = job.state.is_finished();
+        inner.log_job(Some(&before), c.lease.id);
+        if finished && let Some(batch) = c.batch {
             inner.settle(batch, now);
         }
         Ok(Completed::Applied)
@@ -634,6 +663,7 @@ impl QueueStore for MemoryQueue {
     fn reap(&self, limit: usize) -> Result<Vec<Reaped>, StoreError> {
         let now = self.clock.now();
         let mut inner = self.lock();
+        let inner = &mut *inner;
         let mut reaped = Vec::new();
         for job in inner.jobs.values_mut() {
             if reaped.len() >= limit {
@@ -642,6 +672,7 @@ impl QueueStore for MemoryQueue {
             if job.state != QueueState::Running || job.lease_expires_at.is_some_and(|t| t > now) {
                 continue;
             }
+            let before = job.clone();
             job.fence += 1;
             let error = AttemptError::new(
                 ErrorKind::LeaseExpired,
@@ -669,6 +700,7 @@ impl QueueStore for MemoryQueue {
                 fence: job.fence,
                 state: job.state,
             });
+            inner.history.job(Some(&before), job);
         }
         for r in &reaped {
             if r.state.is_finished() {
@@ -739,9 +771,11 @@ impl QueueStore for MemoryQueue {
         {
             return Ok(OpResult::WrongState(job.state));
         }
+        let before = job.clone();
         job.state = QueueState::Cancelled;
         job.finished_at = Some(now);
         job.updated_at = now;
+        inner.log_job(Some(&before), id);
         inner.settle_member(id, now);
         Ok(OpResult::Applied)
     }
@@ -749,11 +783,18 @@ impl QueueStore for MemoryQueue {
     fn purge(&self, filter: &JobFilter) -> Result<u64, StoreError> {
         let filter = with_default_state(filter);
         let mut inner = self.lock();
-        let before = inner.jobs.len();
+        let gone: Vec<Subject> = inner
+            .jobs
+            .values()
+            .filter(|j| j.state.is_finished() && filter.matches(j))
+            .map(|j| Subject::Job(j.id))
+            .collect();
         inner
             .jobs
             .retain(|_, j| !(j.state.is_finished() && filter.matches(j)));
-        Ok((before - inner.jobs.len()) as u64)
+        // The purged jobs' history goes with them, under the same lock.
+        inner.history.forget(&gone);
+        Ok(gone.len() as u64)
     }
 
     fn prune(&self, retention: Duration, limit: usize) -> Result<u64, StoreError> {
@@ -774,11 +815,27 @@ impl QueueStore for MemoryQueue {
             inner.jobs.remove(id);
             inner.results.remove(id);
         }
-        // A batch goes once it ended and none of its members is left.
-        let Inner { batches, jobs, .. } = &mut *inner;
-        batches.retain(|_, b| {
-            b.state == BatchState::Running || b.members.iter().any(|(_, j, _)| jobs.contains_key(j))
-        });
+        // The pruned jobs' history goes with them, under the same lock.
+        inner
+            .history
+            .forget(&old.iter().copied().map(Subject::Job).collect::<Vec<_>>());
+        // A batch goes once it ended and none of its members is left, with its history.
+        let Inner {
+            batches,
+            jobs,
+            history,
+            ..
+        } = &mut *inner;
+        let gone: Vec<Subject> = batches
+            .iter()
+            .filter(|(_, b)| {
+                b.state != BatchState::Running
+                    && !b.members.iter().any(|(_, j, _)| jobs.contains_key(j))
+            })
+            .map(|(id, _)| Subject::Batch(*id))
+            .collect();
+        batches.retain(|id, _| !gone.contains(&Subject::Batch(*id)));
+        history.forget(&gone);
         Ok(old.len() as u64)
     }
 
@@ -964,10 +1021,32 @@ fn retry_one(inner: &mut Inner, id: JobId, now: DateTime<Utc>) -> OpResult {
     let Some(job) = inner.jobs.get_mut(&id) else {
         return OpResult::NotFound;
     };
+    let before = job.clone();
     job.state = QueueState::Pending;
     job.run_at = now;
     job.attempts = 0;
     job.finished_at = None;
     job.updated_at = now;
+    inner.log_job(Some(&before), id);
     OpResult::Applied
+}
+
+impl HistoryStore for MemoryQueue {
+    /// Jobs and schedules from the queue's ledger; keys from its guard store's.
+    fn history(&self, of: &Subject) -> Result<Vec<HistoryEntry>, StoreError> {
+        match of {
+            Subject::Key(_) => self.guards.history(of),
+            _ => Ok(self.lock().history.read(of)),
+        }
+    }
+
+    /// Switches the queue's ledger and its guard store's.
+    fn set_ledger(&self, on: bool) -> Result<(), StoreError> {
+        self.lock().history.set_enabled(on);
+        self.guards.set_ledger(on)
+    }
+
+    fn ledger_enabled(&self) -> Result<bool, StoreError> {
+        Ok(self.lock().history.enabled())
+    }
 }

@@ -31,6 +31,8 @@ const INSERT_BATCH: &str = "INSERT INTO safe_queue_batches (name, policy, state,
     cancel_requested, created_at, updated_at) VALUES (?, ?, 'running', 0, {now}, {now})";
 const MEMBERIZE: &str = "UPDATE safe_queue_jobs SET batch_id = ?, batch_member = ?, \
     state = CASE WHEN ? = 1 THEN 'blocked' ELSE state END WHERE id = ?";
+const TAG_HISTORY: &str = "UPDATE safe_history SET batch_id = ? WHERE entity = 'job' \
+    AND job_id = ? AND batch_id IS NULL";
 const EDGE: &str = "INSERT INTO safe_queue_deps (batch_id, job_id, depends_on) VALUES (?, ?, ?)";
 const BLOCK: &str = "UPDATE safe_queue_jobs SET state = 'blocked' WHERE id = ?";
 const SET_CALLBACK: &str = "UPDATE safe_queue_batches SET callback_job_id = ? WHERE id = ?";
@@ -329,6 +331,9 @@ impl QCtx<'_> {
                     Bind::Int(*job),
                 ];
                 conn.exec(&Stmt::new(&memberize, binds))?;
+                // The job's insert was recorded before it joined the batch.
+                let tag = Stmt::new(TAG_HISTORY, vec![Bind::Int(id), Bind::Int(*job)]);
+                conn.exec(&tag)?;
                 for &d in &m.depends_on {
                     let binds = vec![Bind::Int(id), Bind::Int(*job), Bind::Int(ids[d])];
                     conn.exec(&Stmt::new(&edge, binds))?;

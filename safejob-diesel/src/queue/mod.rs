@@ -94,6 +94,7 @@ mod action;
 mod admin;
 mod batch;
 mod enqueue;
+mod history;
 mod listen;
 mod rows;
 mod schedule;

@@ -110,3 +110,5 @@ mod run;
 pub use config::{CrashPoint, Torture};
 pub use observe::{CountError, EffectCounter};
 pub use report::{DoubtReason, TortureFailure, TortureReport, Violation};
+/// The seeded generator of the torture run, shared with the ledger's randomized case.
+pub(crate) use run::SplitMix64;

@@ -194,10 +194,10 @@ pub(super) fn silence_injected_crashes() {
 }
 
 /// SplitMix64: a tiny, well-mixed generator; enough for a reproducible fault plan.
-pub(super) struct SplitMix64(pub(super) u64);
+pub(crate) struct SplitMix64(pub(crate) u64);
 
 impl SplitMix64 {
-    pub(super) fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -211,7 +211,7 @@ impl SplitMix64 {
     }
 
     /// Uniform in `0..n` (n > 0; the tiny modulo bias does not matter here).
-    pub(super) fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
 }

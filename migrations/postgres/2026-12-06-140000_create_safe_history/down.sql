@@ -1,0 +1,15 @@
+DROP TRIGGER safe_history_schedule_delete ON safe_queue_schedules;
+DROP TRIGGER safe_history_schedule_update ON safe_queue_schedules;
+DROP TRIGGER safe_history_schedule_insert ON safe_queue_schedules;
+DROP TRIGGER safe_history_key_delete ON safe_jobs;
+DROP TRIGGER safe_history_key_update ON safe_jobs;
+DROP TRIGGER safe_history_key_insert ON safe_jobs;
+DROP TRIGGER safe_history_job_delete ON safe_queue_jobs;
+DROP TRIGGER safe_history_job_update ON safe_queue_jobs;
+DROP TRIGGER safe_history_job_insert ON safe_queue_jobs;
+DROP FUNCTION safe_history_schedule();
+DROP FUNCTION safe_history_key();
+DROP FUNCTION safe_history_job();
+DROP FUNCTION safe_history_jobs_inserted();
+DROP TABLE safe_history_settings;
+DROP TABLE safe_history;

@@ -1,0 +1,11 @@
+DROP TRIGGER safe_history_schedule_delete;
+DROP TRIGGER safe_history_schedule_update;
+DROP TRIGGER safe_history_schedule_insert;
+DROP TRIGGER safe_history_key_delete;
+DROP TRIGGER safe_history_key_update;
+DROP TRIGGER safe_history_key_insert;
+DROP TRIGGER safe_history_job_delete;
+DROP TRIGGER safe_history_job_update;
+DROP TRIGGER safe_history_job_insert;
+DROP TABLE safe_history_settings;
+DROP TABLE safe_history;
