@@ -12,8 +12,11 @@
 #                                           sync: replication-quorum true on both nodes, so the
 #                                           primary runs synchronous_standby_names = ANY 1 (standby)
 #                                           async: replication-quorum false, no synchronous standby
-#   scripts/pgaf-cluster.sh crash PORT      SIGKILL the node on PORT: its pg_autoctl keeper and
-#                                           every postgres process of it (a host crash)
+#   scripts/pgaf-cluster.sh crash PORT [LAG_MS]
+#                                           SIGKILL the node on PORT: its pg_autoctl keeper and
+#                                           every postgres process of it (a host crash); with
+#                                           LAG_MS, first freeze the other node's WAL receiver for
+#                                           that long (a standby that is behind)
 #   scripts/pgaf-cluster.sh start PORT      start that node's keeper again (it rejoins as secondary)
 #   scripts/pgaf-cluster.sh failover        crash the primary, wait for the promotion, restart the
 #                                           old primary and wait until it is secondary again
@@ -178,6 +181,17 @@ down() {
 crash() {
   local n
   n=$(port_of "$1")
+  local lag_ms=${2:-0} frozen=""
+  if [ "$lag_ms" -gt 0 ]; then
+    # A standby that is behind: freeze its WAL receiver, let the primary go on committing for
+    # lag_ms, then crash the primary. With a synchronous standby those commits wait and are never
+    # acknowledged; with an asynchronous one they are acknowledged and lost with the primary.
+    local other=$((3 - n)) spm
+    spm=$(head -n1 "$(node_dir $other)/postmaster.pid" 2>/dev/null || echo 0)
+    frozen=$(pgrep -P "$spm" -f walreceiver || true)
+    [ -n "$frozen" ] && kill -STOP $frozen
+    sleep "$(awk "BEGIN { print $lag_ms / 1000 }")"
+  fi
   local pidfile="$PGAF_DIR/node$n.pgid"
   [ -f "$pidfile" ] && kill -KILL -- "-$(cat "$pidfile")" 2>/dev/null || true
   # postgres may have left the keeper's process group: kill the postmaster and its children.
@@ -188,6 +202,7 @@ crash() {
     kill -KILL "$pm" 2>/dev/null || true
   fi
   rm -f "$pidfile"
+  [ -n "$frozen" ] && kill -CONT $frozen 2>/dev/null || true
 }
 
 start_node() {
@@ -235,7 +250,7 @@ case ${1:-} in
   primary) primary_port ;;
   healthy) healthy ;;
   replication) replication "${2:-}" ;;
-  crash) crash "${2:?port}" ;;
+  crash) crash "${2:?port}" "${3:-0}" ;;
   start) start_node "${2:?port}" ;;
   failover) failover ;;
   *)
