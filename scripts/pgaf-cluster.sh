@@ -15,8 +15,8 @@
 #   scripts/pgaf-cluster.sh crash PORT [LAG_MS]
 #                                           SIGKILL the node on PORT: its pg_autoctl keeper and
 #                                           every postgres process of it (a host crash); with
-#                                           LAG_MS, first freeze the other node's WAL receiver for
-#                                           that long (a standby that is behind)
+#                                           LAG_MS, first freeze its WAL sender for that long
+#                                           (a standby that is behind)
 #   scripts/pgaf-cluster.sh start PORT      start that node's keeper again (it rejoins as secondary)
 #   scripts/pgaf-cluster.sh failover        crash the primary, wait for the promotion, restart the
 #                                           old primary and wait until it is secondary again
@@ -65,13 +65,19 @@ start_keeper() {
   if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
     return 0
   fi
-  as_pg setsid "$@" >>"$PGAF_DIR/$name.log" 2>&1 </dev/null &
+  # setsid first: runuser and pg_autoctl under it are a session of their own, out of the
+  # caller's process group (a caller killed with its group does not take the cluster along).
+  setsid runuser -u postgres -- env HOME="$PGAF_DIR" XDG_CONFIG_HOME="$PGAF_DIR/config" \
+    XDG_DATA_HOME="$PGAF_DIR/state" XDG_RUNTIME_DIR="$PGAF_DIR/run" PATH="$PGBIN:$PATH" \
+    "$@" >>"$PGAF_DIR/$name.log" 2>&1 </dev/null &
   local pid=$!
-  # runuser forks; the session leader is pg_autoctl itself, found by its session id.
+  local sid
   for _ in $(seq 1 50); do
-    local sid
-    sid=$(ps -o sid= -p "$(pgrep -n -u postgres -f -- "pg_autoctl .*--pgdata $PGAF_DIR/$name( |$)" || echo 0)" 2>/dev/null | tr -d ' ' || true)
-    if [ -n "$sid" ]; then echo "$sid" >"$pidfile"; return 0; fi
+    sid=$(ps -o sid= -p "$pid" 2>/dev/null | tr -d ' ' || true)
+    if [ -n "$sid" ] && [ "$sid" != "$$" ] && [ "$sid" = "$(ps -o pgid= -p "$pid" | tr -d ' ')" ]; then
+      echo "$sid" >"$pidfile"
+      return 0
+    fi
     sleep 0.1
   done
   echo "pg_autoctl for $name did not start (pid $pid); see $PGAF_DIR/$name.log" >&2
@@ -144,6 +150,10 @@ SQL
     # The second node clones the first: wait for the first to be primary before creating it.
     if [ $i = 1 ]; then
       wait_for 120 "node1 to accept writes" writable "$port"
+      # pg_basebackup (cloning node1 into node2) waits for a spread checkpoint: about 90 s
+      # with the default checkpoint_completion_target of 0.9, about 1 s with 0.
+      psql -X -q -h 127.0.0.1 -p "$port" -U postgres -d test \
+        -c "ALTER SYSTEM SET checkpoint_completion_target = 0" -c "SELECT pg_reload_conf()" >/dev/null
     fi
   done
   wait_for 180 "one primary and one secondary" healthy
@@ -178,31 +188,48 @@ down() {
   echo "pg_auto_failover cluster down"
 }
 
+all_gone() { # none of these pids is alive (a zombie counts as gone: nothing may reap it here)
+  local p state
+  for p in "$@"; do
+    state=$(awk '{ print $3 }' "/proc/$p/stat" 2>/dev/null || true)
+    if [ -n "$state" ] && [ "$state" != Z ]; then return 1; fi
+  done
+}
+
 crash() {
   local n
   n=$(port_of "$1")
-  local lag_ms=${2:-0} frozen=""
-  if [ "$lag_ms" -gt 0 ]; then
-    # A standby that is behind: freeze its WAL receiver, let the primary go on committing for
-    # lag_ms, then crash the primary. With a synchronous standby those commits wait and are never
-    # acknowledged; with an asynchronous one they are acknowledged and lost with the primary.
-    local other=$((3 - n)) spm
-    spm=$(head -n1 "$(node_dir $other)/postmaster.pid" 2>/dev/null || echo 0)
-    frozen=$(pgrep -P "$spm" -f walreceiver || true)
-    [ -n "$frozen" ] && kill -STOP $frozen
+  local lag_ms=${2:-0}
+  local pm=0 procs=""
+  if [ -f "$(node_dir "$n")/postmaster.pid" ]; then
+    pm=$(head -n1 "$(node_dir "$n")/postmaster.pid")
+    # The postmaster and its children, listed before anything dies: a child whose postmaster is
+    # gone is no longer found by its parent id, and a stopped one would hold the shared memory.
+    procs="$pm $(pgrep -P "$pm" | tr '\n' ' ' || true)"
+  fi
+  if [ "$lag_ms" -gt 0 ] && [ "$pm" != 0 ]; then
+    # A standby that is behind: freeze the primary's WAL sender, let the primary go on
+    # committing for lag_ms, then crash it. With a synchronous standby those commits wait and
+    # are never acknowledged; with an asynchronous one they are acknowledged and lost with the
+    # primary. (Freezing the standby's receiver instead would not do: what the sender already
+    # wrote waits in the standby's socket buffer and survives the crash.)
+    local senders
+    senders=$(pgrep -P "$pm" -f walsender || true)
+    [ -n "$senders" ] && kill -STOP $senders
     sleep "$(awk "BEGIN { print $lag_ms / 1000 }")"
   fi
   local pidfile="$PGAF_DIR/node$n.pgid"
-  [ -f "$pidfile" ] && kill -KILL -- "-$(cat "$pidfile")" 2>/dev/null || true
-  # postgres may have left the keeper's process group: kill the postmaster and its children.
-  if [ -f "$(node_dir "$n")/postmaster.pid" ]; then
-    local pm
-    pm=$(head -n1 "$(node_dir "$n")/postmaster.pid")
-    pkill -KILL -P "$pm" 2>/dev/null || true
-    kill -KILL "$pm" 2>/dev/null || true
+  if [ -f "$pidfile" ]; then
+    procs="$procs $(pgrep -g "$(cat "$pidfile")" | tr '\n' ' ' || true)"
+    kill -KILL -- "-$(cat "$pidfile")" 2>/dev/null || true
   fi
+  # shellcheck disable=SC2086
+  [ -n "$procs" ] && kill -KILL $procs 2>/dev/null || true
   rm -f "$pidfile"
-  [ -n "$frozen" ] && kill -CONT $frozen 2>/dev/null || true
+  # Gone, all of them (keeper included: a new one refuses to start while the old pid lives),
+  # before anyone restarts the node.
+  # shellcheck disable=SC2086
+  [ -z "$procs" ] || wait_for 10 "the crashed node's processes to exit" all_gone $procs
 }
 
 start_node() {

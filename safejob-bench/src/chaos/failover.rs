@@ -92,7 +92,10 @@ pub struct FailoverArgs {
     /// each gap is uniform in 0.5–1.5 times this.
     #[arg(long, default_value_t = 8.0)]
     pub failover_every: f64,
-    /// Before each crash, the standby's WAL receiver is frozen this long while the primary goes
+    /// Fewer failovers than this in a mode's run is a violation.
+    #[arg(long, default_value_t = 1)]
+    pub min_failovers: usize,
+    /// Before each crash, the primary's WAL sender is frozen this long while the primary goes
     /// on committing: a standby that is behind, as under load or over a slow link. 0: crash at
     /// once (on one machine the standby is then microseconds behind).
     #[arg(long, default_value_t = 500)]
@@ -329,6 +332,7 @@ struct FailoverRun {
     witness_url: String,
     witness: Option<(Namespace, DieselStore)>,
     every: f64,
+    min_failovers: usize,
     seed: u64,
     stop: Arc<AtomicBool>,
     nemesis: Option<JoinHandle<Log>>,
@@ -452,8 +456,12 @@ impl Variant for FailoverRun {
                 .iter()
                 .map(|e| format!("failover nemesis: {e}")),
         );
-        if self.log.timings.is_empty() {
-            violations.push("no failover happened during the run".into());
+        if self.log.timings.len() < self.min_failovers {
+            violations.push(format!(
+                "{} failover(s) during the run, fewer than the {} asked for",
+                self.log.timings.len(),
+                self.min_failovers
+            ));
         }
         if let Some(r) = &self.reconnect {
             line["reconnect"] = r.clone();
@@ -612,6 +620,7 @@ pub fn main(args: FailoverArgs) -> ExitCode {
             witness_url: args.witness_url.clone(),
             witness: None,
             every: args.failover_every,
+            min_failovers: args.min_failovers,
             seed,
             stop: Arc::new(AtomicBool::new(false)),
             nemesis: None,
