@@ -261,8 +261,15 @@ replication() {
     *) echo "usage: $0 replication sync|async" >&2; exit 2 ;;
   esac
   local i
+  # `pg_autoctl set node` fails now and then on a busy monitor (a deadlock with the keepers'
+  # own updates, a garbled group name in its get_nodes call): try again.
   for i in 1 2; do
-    as_pg pg_autoctl set node replication-quorum "$quorum" --pgdata "$(node_dir $i)" >/dev/null
+    local try=1
+    until as_pg pg_autoctl set node replication-quorum "$quorum" --pgdata "$(node_dir $i)" >/dev/null 2>"$PGAF_DIR/set.err"; do
+      if [ $try -ge 10 ]; then cat "$PGAF_DIR/set.err" >&2; exit 1; fi
+      try=$((try + 1))
+      sleep 1
+    done
   done
   wait_for 60 "the new replication settings to apply" healthy
   local primary
