@@ -9,6 +9,10 @@
 //!     --duplicates 3 --duration 30 --seed 7 --kill-rate 1 --pause-rate 0.3 \
 //!     --effects transactional --proxy
 //! ```
+//!
+//! `safejob-chaos failover --replication sync|async --duration S --seed N` (the issue's
+//! `safejob-torture failover`) runs the same torture on the pg_auto_failover cluster of
+//! `scripts/pgaf-cluster.sh` while its primary is crashed and replaced several times.
 
 #![forbid(unsafe_code)]
 
@@ -19,7 +23,7 @@ use clap::{Parser, Subcommand};
 #[path = "../chaos/mod.rs"]
 mod chaos;
 
-use chaos::{prove::ProveArgs, run::RunArgs, worker::WorkerArgs};
+use chaos::{failover::FailoverArgs, prove::ProveArgs, run::RunArgs, worker::WorkerArgs};
 
 /// Multi-process chaos testing of safejob: kills, pauses past the lease, cut connections, ambiguous
 /// commits, database restarts; checked from the database.
@@ -43,6 +47,8 @@ enum Cmd {
     Worker(WorkerArgs),
     /// Single-fault proofs on real processes: a zombie, a skewed clock, panics.
     Prove(ProveArgs),
+    /// The torture on a pg_auto_failover cluster whose primary is crashed at random moments.
+    Failover(FailoverArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +56,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Cmd::Worker(args)) => chaos::worker::main(args),
         Some(Cmd::Prove(args)) => chaos::prove::main(args),
+        Some(Cmd::Failover(args)) => chaos::failover::main(args),
         None => chaos::run::main(cli.run),
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use safejob_core::{
-    JobRecord, JobState, KeyDigest, LeaseStore,
+    EffectsMode, JobRecord, JobState, KeyDigest, LeaseStore,
     store::{EffectsState, ListFilter, ListQuery},
 };
 use safejob_diesel::DieselStore;
@@ -62,9 +62,14 @@ fn all_rows(store: &DieselStore, filter: ListFilter) -> Result<Vec<JobRecord>, S
     Ok(rows)
 }
 
-/// Checks the run's `keys` keys on `store` (a direct connection, not through the proxy).
+/// Checks the run's `keys` keys on `store` (a direct connection, not through the proxy), with
+/// the harness tables on `harness` (usually the same store): the perform rows, and the effect
+/// rows unless the effects commit in the finalize transaction (then they are on `store`, with
+/// the jobs). The failover torture keeps the harness tables on a database outside the cluster,
+/// so an effect that happened is counted even when the failover lost the finalize before it.
 pub fn check(
     store: &DieselStore,
+    harness: &DieselStore,
     keys: u64,
     effects: EffectsKind,
     events: &Events,
@@ -78,8 +83,18 @@ pub fn check(
         .into_iter()
         .map(|r| r.digest)
         .collect();
-    let effect_rows = db::pairs(store, "SELECT key_no AS a, fence AS b FROM torture_effect")?;
-    let perform_rows = db::pairs(store, "SELECT key_no AS a, fence AS b FROM torture_perform")?;
+    let effects_on = match effects.runner_mode() {
+        EffectsMode::Transactional => store,
+        _ => harness,
+    };
+    let effect_rows = db::pairs(
+        effects_on,
+        "SELECT key_no AS a, fence AS b FROM torture_effect",
+    )?;
+    let perform_rows = db::pairs(
+        harness,
+        "SELECT key_no AS a, fence AS b FROM torture_perform",
+    )?;
 
     let mut effect_fences: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
     for p in &effect_rows {

@@ -176,6 +176,35 @@ impl Schedule {
     }
 }
 
+/// What a variant of the run adds to it (the failover torture, [`super::failover`]): a nemesis of
+/// its own next to the workers', a store of its own for the harness tables, figures of its own.
+/// Every method has a default that changes nothing; `()` is the plain run.
+pub trait Variant {
+    /// Sets up the variant's side of the run, given the run's namespace and dispatch plan.
+    fn setup(&mut self, _ns: &Namespace, _plan: &[u64]) -> Result<(), String> {
+        Ok(())
+    }
+    /// Drops what `setup` created (not called with `--keep`).
+    fn drop_all(&mut self) {}
+    /// Extra arguments for every worker process.
+    fn worker_args(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// The store of the harness tables (dispatches, perform rows, after-commit effect rows) when
+    /// they live apart from the jobs' store. Defaults to the jobs' store.
+    fn harness(&self) -> Option<&DieselStore> {
+        None
+    }
+    /// The workers are running and the nemesis starts, for `duration`.
+    fn nemesis_started(&mut self, _duration: Duration) {}
+    /// The nemesis stopped; returns once the variant's own faults are over.
+    fn nemesis_over(&mut self) {}
+    /// Adds the variant's figures and violations to the JSON line (before `ok` is decided).
+    fn report(&self, _line: &mut serde_json::Value, _violations: &mut Vec<String>) {}
+}
+
+impl Variant for () {}
+
 /// Faults injected so far.
 #[derive(Debug, Default)]
 struct Faults {
@@ -205,6 +234,7 @@ struct Spawner {
     pace_ms: u64,
     perform_ms: u64,
     sabotage: Sabotage,
+    extra_args: Vec<String>,
 }
 
 impl Spawner {
@@ -235,6 +265,7 @@ impl Spawner {
                 clap::ValueEnum::to_possible_value(&self.sabotage)
                     .map_or_else(|| "none".to_owned(), |v| v.get_name().to_owned()),
             )
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);
@@ -295,6 +326,12 @@ pub fn main(args: RunArgs) -> ExitCode {
     let Some(url) = args.url.clone() else {
         return fail("--url is required");
     };
+    execute(&args, &url, &mut ())
+}
+
+/// Runs `args` against the database at `url` with `variant`'s additions, in a namespace and a
+/// run directory of its own (dropped at the end unless `--keep`); prints the JSON line.
+pub fn execute(args: &RunArgs, url: &str, variant: &mut dyn Variant) -> ExitCode {
     if args.workers == 0 || args.keys == 0 || args.duplicates == 0 {
         return fail("--workers, --keys and --duplicates must be at least 1");
     }
@@ -308,13 +345,13 @@ pub fn main(args: RunArgs) -> ExitCode {
         std::process::id(),
         seed % 1_000_000
     );
-    let ns = match Namespace::create(&url, &name) {
+    let ns = match Namespace::create(url, &name) {
         Ok(ns) => ns,
         Err(e) => return fail(format_args!("cannot create the run's namespace: {e}")),
     };
     let dir = std::env::temp_dir().join(&name);
     let (code, ok) = match std::fs::create_dir_all(&dir) {
-        Ok(()) => run(&args, &ns, &dir, seed),
+        Ok(()) => run(args, &ns, &dir, seed, variant),
         Err(e) => (
             fail(format_args!("cannot create {}: {e}", dir.display())),
             false,
@@ -327,6 +364,7 @@ pub fn main(args: RunArgs) -> ExitCode {
     if let Err(e) = ns.drop_all() {
         eprintln!("safejob-chaos: could not drop the run's namespace: {e}");
     }
+    variant.drop_all();
     if ok {
         let _ = std::fs::remove_dir_all(&dir);
     } else {
@@ -339,8 +377,14 @@ pub fn main(args: RunArgs) -> ExitCode {
     code
 }
 
-/// The run itself; the exit code, and whether every invariant held.
-fn run(args: &RunArgs, ns: &Namespace, dir: &Path, seed: u64) -> (ExitCode, bool) {
+/// The run itself, with `variant`'s additions; the exit code, and whether every invariant held.
+pub fn run(
+    args: &RunArgs,
+    ns: &Namespace,
+    dir: &Path,
+    seed: u64,
+    variant: &mut dyn Variant,
+) -> (ExitCode, bool) {
     let mut rng = Rng::new(seed);
     let ttl = Duration::from_millis(args.ttl_ms);
     let started = Instant::now();
@@ -357,7 +401,10 @@ fn run(args: &RunArgs, ns: &Namespace, dir: &Path, seed: u64) -> (ExitCode, bool
         Err(e) => return (fail(e), false),
     };
     let plan = dispatch_plan(args.keys, args.duplicates, args.workers, &mut rng);
-    if let Err(e) = ns.setup(&direct, &plan) {
+    if let Err(e) = ns
+        .setup(&direct, &plan)
+        .and_then(|()| variant.setup(ns, &plan))
+    {
         return (fail(format_args!("setup: {e}")), false);
     }
     if args.effects == EffectsKind::Outbox
@@ -407,6 +454,7 @@ fn run(args: &RunArgs, ns: &Namespace, dir: &Path, seed: u64) -> (ExitCode, bool
         pace_ms,
         perform_ms,
         sabotage: args.sabotage,
+        extra_args: variant.worker_args(),
     };
     let mut slots = Reaper(Vec::new());
     for i in 0..args.workers {
@@ -434,12 +482,14 @@ fn run(args: &RunArgs, ns: &Namespace, dir: &Path, seed: u64) -> (ExitCode, bool
     let mut next_restart = duration / 2;
     let mut armed_at: Option<Instant> = None;
     let mut nemesis_on = true;
+    variant.nemesis_started(duration);
     // The main phase: the nemesis acts while the run lasts, then the workers drain the table.
     while started.elapsed() < hard_limit {
         let now = Instant::now();
         let elapsed = started.elapsed();
         if nemesis_on && elapsed >= duration {
             nemesis_on = false;
+            variant.nemesis_over();
             for slot in &mut slots.0 {
                 if slot.paused_until.take().is_some()
                     && let Some(child) = &slot.child
@@ -551,7 +601,8 @@ fn run(args: &RunArgs, ns: &Namespace, dir: &Path, seed: u64) -> (ExitCode, bool
     // Recovery: let every lease and effects window expire, then redeliver each key that is not
     // terminal, in this process, directly (no proxy), as a queue would after its workers died.
     thread::sleep(ttl + Duration::from_millis(500));
-    let recovered = match recover(&direct, args, dir) {
+    let harness = variant.harness().unwrap_or(&direct);
+    let recovered = match recover(&direct, harness, args, dir) {
         Ok(n) => n,
         Err(e) => return (fail(format_args!("recovery: {e}")), false),
     };
@@ -566,7 +617,7 @@ fn run(args: &RunArgs, ns: &Namespace, dir: &Path, seed: u64) -> (ExitCode, bool
             );
         }
     };
-    let verdict = match check::check(&direct, args.keys, args.effects, &events) {
+    let verdict = match check::check(&direct, harness, args.keys, args.effects, &events) {
         Ok(v) => v,
         Err(e) => return (fail(format_args!("check: {e}")), false),
     };
@@ -589,7 +640,6 @@ fn run(args: &RunArgs, ns: &Namespace, dir: &Path, seed: u64) -> (ExitCode, bool
     }
     let ambiguity = Ambiguity::of(&events, &killed);
     violations.extend(ambiguity.reconcile());
-    let ok = violations.is_empty();
     let mut line = serde_json::json!({
         "seed": seed,
         "backend": ns.kind.as_str(),
@@ -630,12 +680,14 @@ fn run(args: &RunArgs, ns: &Namespace, dir: &Path, seed: u64) -> (ExitCode, bool
         "runs_busy": events.count("busy"),
         "store_errors": events.count("store_error"),
         "recovered": recovered,
-        "violations": violations,
-        "ok": ok,
     });
     if let Some(o) = &outbox {
         line["outbox"] = o.to_json();
     }
+    variant.report(&mut line, &mut violations);
+    let ok = violations.is_empty();
+    line["violations"] = serde_json::json!(violations);
+    line["ok"] = serde_json::json!(ok);
     println!("{line}");
     if ok {
         (ExitCode::SUCCESS, true)
@@ -660,8 +712,14 @@ fn lease_holders(store: &DieselStore, slots: &[Slot], running: &[usize]) -> Vec<
         .collect()
 }
 
-/// Redelivers every key whose row is not terminal; how many keys needed it.
-fn recover(store: &Arc<DieselStore>, args: &RunArgs, dir: &Path) -> Result<u64, String> {
+/// Redelivers every key whose row is not terminal; how many keys needed it. The job writes its
+/// perform and after-commit effect rows through `harness`.
+fn recover(
+    store: &Arc<DieselStore>,
+    harness: &DieselStore,
+    args: &RunArgs,
+    dir: &Path,
+) -> Result<u64, String> {
     let runner = Runner::builder(store.clone())
         .worker_id("recovery")
         .default_ttl(Duration::from_millis(args.ttl_ms))
@@ -680,7 +738,7 @@ fn recover(store: &Arc<DieselStore>, args: &RunArgs, dir: &Path) -> Result<u64, 
         let job = TortureJob {
             key_no: k,
             effects: args.effects,
-            harness: store,
+            harness,
             worker: "recovery",
             perform_for: Duration::ZERO,
             renew: true,

@@ -55,6 +55,13 @@ pub struct WorkerArgs {
     /// A broken job, to show the checker fails the run.
     #[arg(long, value_enum, default_value_t = Sabotage::None)]
     pub sabotage: Sabotage,
+    /// The database of the harness tables (dispatches, perform rows, after-commit effect rows)
+    /// when it is not the jobs' database: the failover torture keeps them outside the cluster.
+    #[arg(long)]
+    pub harness_url: Option<String>,
+    /// PostgreSQL schema of the harness tables on `--harness-url`.
+    #[arg(long)]
+    pub harness_schema: Option<String>,
 }
 
 /// Installs the tracing subscriber: the ambiguity layer sees every event of the runner; the
@@ -188,9 +195,9 @@ pub fn main(args: WorkerArgs) -> ExitCode {
     };
     init_tracing(Some(log.clone()));
     log.line("started");
-    let open = |max: u32, test: bool| {
+    let open_on = |url: &str, schema: Option<&str>, max: u32, test: bool| {
         connect(|| {
-            db::builder(&args.url, args.schema.as_deref())
+            db::builder(url, schema)
                 .max_size(max)
                 .min_idle(0)
                 .test_on_check_out(test)
@@ -198,9 +205,14 @@ pub fn main(args: WorkerArgs) -> ExitCode {
                 .build()
         })
     };
+    let open = |max: u32, test: bool| open_on(&args.url, args.schema.as_deref(), max, test);
+    let open_harness = |max: u32, test: bool| match &args.harness_url {
+        Some(url) => open_on(url, args.harness_schema.as_deref(), max, test),
+        None => open(max, test),
+    };
     // The job's store keeps the store's defaults (no test on check-out); the harness's own store
     // tests connections so a cut one is not handed back to a harness statement again and again.
-    let (store, harness) = match (open(3, false), open(2, true)) {
+    let (store, harness) = match (open(3, false), open_harness(2, true)) {
         (Ok(store), Ok(harness)) => (store, harness),
         (Err(e), _) | (_, Err(e)) => {
             eprintln!("worker {}: cannot connect: {e}", args.name);

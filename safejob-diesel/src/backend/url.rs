@@ -135,7 +135,17 @@ impl DatabaseUrl {
     }
 
     fn network(kind: BackendKind, url: &str) -> Result<Self, ConnectError> {
-        let parsed = url::Url::parse(url).map_err(|e| ConnectError::MalformedUrl {
+        let hosts = match kind {
+            BackendKind::Postgres => host_list(url)?,
+            _ => None,
+        };
+        // A PostgreSQL host list is checked host by host above; the rest of the URL is parsed
+        // with the first host only, the form `url::Url` understands.
+        let single = match &hosts {
+            Some(list) => url.replacen(list.as_str(), first_host(list), 1),
+            None => url.to_owned(),
+        };
+        let parsed = url::Url::parse(&single).map_err(|e| ConnectError::MalformedUrl {
             reason: e.to_string(),
         })?;
         let host = match parsed.host_str() {
@@ -177,7 +187,8 @@ impl DatabaseUrl {
             user => format!("{user}@"),
         };
         let port = parsed.port().map(|p| format!(":{p}")).unwrap_or_default();
-        let display = format!("{}://{user}{host}{port}{}", kind.as_str(), parsed.path());
+        let hosts = hosts.unwrap_or_else(|| format!("{host}{port}"));
+        let display = format!("{}://{user}{hosts}{}", kind.as_str(), parsed.path());
         let mut connect = url.to_owned();
         if kind == BackendKind::Mysql && parsed.scheme().eq_ignore_ascii_case("mariadb") {
             // diesel's MySQL client accepts only the mysql scheme; MariaDB speaks the same protocol.
@@ -208,6 +219,40 @@ impl DatabaseUrl {
             }
         }
     }
+}
+
+/// The host list of a PostgreSQL URL when it names several hosts (`postgres://u@h1:5441,h2:5442/db`,
+/// libpq's multi-host form, tried in turn; with `target_session_attrs=read-write` libpq keeps the
+/// one that accepts writes, which is how workers follow a failover). `None` for a single host.
+/// Each host of the list must be a host with an optional port.
+fn host_list(url: &str) -> Result<Option<String>, ConnectError> {
+    let Some((_, rest)) = url.split_once("://") else {
+        return Ok(None);
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let list = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if !list.contains(',') {
+        return Ok(None);
+    }
+    for (i, host) in list.split(',').enumerate() {
+        let bad = |why: String| ConnectError::MalformedUrl {
+            reason: format!("host {} of the host list: {why}", i + 1),
+        };
+        if host.is_empty() {
+            return Err(bad("empty".into()));
+        }
+        let parsed =
+            url::Url::parse(&format!("postgres://{host}/")).map_err(|e| bad(e.to_string()))?;
+        if parsed.host_str().is_none_or(str::is_empty) {
+            return Err(bad("no host".into()));
+        }
+    }
+    Ok(Some(list.to_owned()))
+}
+
+/// The first host of a host list.
+fn first_host(list: &str) -> &str {
+    list.split(',').next().unwrap_or(list)
 }
 
 #[cfg(test)]
@@ -278,6 +323,48 @@ mod tests {
         assert_eq!(u.display, "postgres://app@db.example:5433/jobs");
         let scrubbed = u.secrets.scrub("x s3cr%40t s3cr@t q1 y").0;
         assert_eq!(scrubbed, "x *** *** *** y");
+    }
+
+    /// Deliberate break caught: parsing the whole multi-host URL with `url::Url` (the code before
+    /// this test) rejects it as "invalid port number"; dropping the list from `display` shows
+    /// one host only.
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn postgres_host_lists_are_accepted_and_shown_without_the_password() {
+        let u = DatabaseUrl::parse(
+            "postgres://root:pw@127.0.0.1:5441,127.0.0.1:5442/test?target_session_attrs=read-write",
+        )
+        .unwrap();
+        assert_eq!(u.kind, BackendKind::Postgres);
+        assert_eq!(
+            u.display,
+            "postgres://root@127.0.0.1:5441,127.0.0.1:5442/test"
+        );
+        assert_eq!(
+            u.connect,
+            "postgres://root:pw@127.0.0.1:5441,127.0.0.1:5442/test?target_session_attrs=read-write",
+            "libpq gets the list as written"
+        );
+        assert_eq!(u.secrets.scrub("pw").0, "***");
+        let u = DatabaseUrl::parse("postgres://db-a,db-b:5433/jobs").unwrap();
+        assert_eq!(u.display, "postgres://db-a,db-b:5433/jobs");
+    }
+
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn a_bad_host_in_a_list_is_a_typed_error() {
+        for url in [
+            "postgres://u@a:5441,,b:5442/db",
+            "postgres://u@a:5441,b:notaport/db",
+            "postgres://u@a:5441,/db",
+        ] {
+            match DatabaseUrl::parse(url) {
+                Err(ConnectError::MalformedUrl { reason }) => {
+                    assert!(reason.starts_with("host "), "{url}: {reason}");
+                }
+                other => panic!("{url}: expected MalformedUrl, got {other:?}"),
+            }
+        }
     }
 
     /// Property tests: any password is kept out of what is shown, and any text parses to a URL
