@@ -110,7 +110,7 @@ fn run(url: &str, streams: &Streams, conn: &mut redis::Connection) -> Result<(),
         min_idle: Duration::from_millis(500),
         ..Settings::default()
     };
-    let run = streams.run.clone();
+    let run = streams.stream.clone();
     let stats = redis_queue::consume(
         url,
         streams,
@@ -165,12 +165,12 @@ fn report(stats: &ConsumeStats, produced: usize, settings: &Settings) {
 
 /// Reads the truth back from the database: the guard's row of every key, and the ledger.
 fn verify(store: &DieselStore, streams: &Streams, payments: &[PaymentMsg]) -> Result<(), BoxError> {
-    let rows = redis_queue::ledger_rows(store, &streams.run)?;
+    let rows = redis_queue::ledger_rows(store, &streams.stream)?;
     let postings = redis_queue::postings_per_payment(&rows);
     let mut exactly_once = 0;
     for payment in payments {
         let job = Payment {
-            run: streams.run.clone(),
+            run: streams.stream.clone(),
             msg: payment.clone(),
         };
         let row = store.get(job.key()?.digest())?;
