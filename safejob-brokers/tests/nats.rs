@@ -138,11 +138,10 @@ impl Fixture {
     }
 }
 
-// Duplicates, two kills and two poison messages: every credit posted once, the poison in the
-// dead-letter stream with its error, nothing left pending. Deliberate breaks it caught: the
-// consumer acking a `Retry` instead of nak-ing it (the busy redelivery of the credit whose
-// consumer was killed mid-perform is lost: "pending" after the drain, or a key not succeeded), and
-// `settle` not publishing the dead letter (the dead stream is empty).
+// Duplicates, two kills, a busy key and two poison messages: every credit posted once, the
+// poison in the dead-letter stream with its error, nothing left pending. Deliberate breaks it
+// caught: `settle` not publishing the dead letter (the dead stream is empty); `Retry` answered
+// with `+ACK` instead of `-NAK` (the busy key's message is never settled as acked: not drained).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn duplicates_kills_and_poison_still_credit_each_once() {
     let Some(mut fx) = Fixture::new("main").await else {
@@ -152,10 +151,11 @@ async fn duplicates_kills_and_poison_still_credit_each_once() {
     let run = fx.name.clone();
     const N: usize = 24;
     let ids: Vec<String> = (0..N).map(|i| format!("c{i:03}")).collect();
-    // Each credit 1 to 3 times; c000 is slow (the first consumer dies inside its perform).
+    // Each credit 1 to 3 times; c000 is slow (the first consumer dies inside its perform, which
+    // goes on long after the ack wait: its redeliveries find the key busy).
     let mut published = 0;
     for (i, id) in ids.iter().enumerate() {
-        let slow = if i == 0 { 1500 } else { 0 };
+        let slow = if i == 0 { 4000 } else { 0 };
         for _ in 0..1 + i % 3 {
             fx.publish(common::payload(id, 100 + i as i64, false, slow))
                 .await;
@@ -265,8 +265,8 @@ async fn duplicates_kills_and_poison_still_credit_each_once() {
 }
 
 // A perform three times longer than the ack wait is not redelivered while it runs: the consumer
-// sends in-progress acks. Deliberate break it caught: `progress_every` set above the ack wait (no
-// `+WPI` in time) — the message is redelivered and `redeliveries` is 1.
+// sends in-progress acks. Deliberate break it caught: the `+WPI` not sent — the message is
+// redelivered to both consumers while it runs (`redeliveries` 4).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_progress_acks_keep_a_slow_job_from_being_redelivered() {
     let Some(fx) = Fixture::new("progress").await else {

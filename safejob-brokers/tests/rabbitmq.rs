@@ -147,9 +147,9 @@ fn header(delivery: &Delivery, name: &str) -> String {
 
 // Duplicates, two kills, a busy key and two poison messages: every credit posted once, the
 // poison in the dead-letter queue with its error, nothing left in any queue.
-// Deliberate breaks it caught: a `Retry` acked without its copy to the wait queue (the credit
-// whose consumer died mid-perform, busy when redelivered, is lost: the drain never completes);
-// the dead letter published without its error header (the header check fails).
+// Deliberate breaks it caught: the retry copy routed to a queue that does not exist (the busy
+// credit's message is lost: the drain never completes); the dead letter published without its
+// error header (the header check fails).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn duplicates_kills_and_poison_still_credit_each_once() {
     let Some(fx) = Fixture::new("main").await else {
@@ -273,8 +273,8 @@ async fn duplicates_kills_and_poison_still_credit_each_once() {
 // The relay's sink publishes with the stable message id in `message_id`: RabbitMQ keeps no
 // deduplication window, so the relay delivering every message twice leaves six messages — and
 // a guarded consumer keyed by `message_id` credits each of the three once. Deliberate break it
-// caught: the sink without `with_message_id` (every delivery decodes to the same empty id and
-// the decode fails: nothing credited).
+// caught: the sink without `with_message_id` (no delivery decodes: six dead letters, nothing
+// credited).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sink_publishes_stable_ids_that_a_guarded_consumer_dedups() {
     let Some(fx) = Fixture::new("sink").await else {

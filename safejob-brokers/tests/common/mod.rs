@@ -37,7 +37,8 @@ pub fn payload(id: &str, cents: i64, fail: bool, slow_ms: u64) -> Vec<u8> {
 
 /// The guarded job: credits `cents` once per `id` (within one run), writing a ledger row in the
 /// finalize transaction. `fail` makes perform fail for good (dead-lettered); `slow_ms` makes it
-/// take that long; `started` is raised when perform begins.
+/// take that long; `started` is raised when perform begins; `die` makes perform panic, the way a
+/// thread's consumer dies in the middle of it.
 #[derive(Debug)]
 pub struct Credit {
     pub run: String,
@@ -46,6 +47,7 @@ pub struct Credit {
     pub fail: bool,
     pub slow_ms: u64,
     pub started: Arc<AtomicBool>,
+    pub die: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +67,9 @@ impl SafeJob for Credit {
 
     fn perform(&self, _ctx: &mut PerformContext<'_>) -> Result<Outcome, Self::Error> {
         self.started.store(true, Ordering::SeqCst);
+        if self.die {
+            panic!("the consumer died in the middle of perform (on purpose)");
+        }
         if self.slow_ms > 0 {
             std::thread::sleep(Duration::from_millis(self.slow_ms));
         }
@@ -108,6 +113,7 @@ pub fn decode(run: &str, started: &Arc<AtomicBool>, bytes: &[u8]) -> Result<Cred
         fail: value["fail"].as_bool().unwrap_or(false),
         slow_ms: value["slow_ms"].as_u64().unwrap_or(0),
         started: started.clone(),
+        die: false,
     })
 }
 
@@ -208,6 +214,7 @@ pub fn credit_for_message(run: &str, message_id: &str) -> Credit {
         fail: false,
         slow_ms: 0,
         started: Arc::default(),
+        die: false,
     }
 }
 
