@@ -270,6 +270,67 @@ async fn duplicates_kills_and_poison_still_credit_each_once() {
     fx.delete().await;
 }
 
+// A retry without a delay (perform says "not ready" with no delay, and the consumer's
+// `retry_delay` is zero) is a `basic.nack` with requeue: the broker redelivers at once, marked
+// redelivered, and the wait queue is never used. Deliberate break it caught: the nack without
+// `requeue` (the broker drops the message: never acked, the key never succeeds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_without_delay_is_a_nack_with_requeue() {
+    let Some(fx) = Fixture::new("requeue").await else {
+        return;
+    };
+    let db = common::store();
+    let run = fx.topology.queue.clone();
+    fx.publish(&common::payload("later", 7, false, 0)).await;
+    let stats = Arc::new(Stats::default());
+    let conn = rabbitmq::connect(&fx.url).await.expect("connect");
+    let consumer = AmqpConsumer::new(
+        conn.create_channel().await.expect("channel"),
+        fx.topology.clone(),
+        AsyncRunner::new(common::runner(&db, "requeue")),
+        AmqpSettings {
+            prefetch: 1,
+            retry_delay: Duration::ZERO,
+        },
+        stats.clone(),
+    )
+    .await
+    .expect("consumer");
+    let not_ready = Arc::new(std::sync::atomic::AtomicUsize::new(2));
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let task = {
+        let (run, stop, not_ready) = (run.clone(), stop.clone(), not_ready.clone());
+        tokio::spawn(async move {
+            let started = Arc::new(AtomicBool::new(false));
+            let decode = move |d: &Delivery| -> Result<common::Credit, DecodeError> {
+                let mut credit = common::decode(&run, &started, &d.data)?;
+                credit.not_ready = not_ready.clone();
+                Ok(credit)
+            };
+            consumer
+                .consume("requeue", decode, async move { stop.notified().await })
+                .await
+        })
+    };
+    let acked = common::wait_until(Duration::from_secs(20), || stats.snapshot().acked >= 1).await;
+    stop.notify_waiters();
+    task.await.expect("task").expect("consumer");
+    let seen = stats.snapshot();
+    assert!(acked, "{seen:?}");
+    assert_eq!(
+        (seen.deliveries, seen.redeliveries, seen.retried, seen.acked),
+        (3, 2, 2, 1),
+        "{seen:?}"
+    );
+    assert_eq!(fx.count(&fx.topology.wait_queue).await, 0);
+    assert_eq!(
+        common::assert_each_once(&db, &run, &["later".to_owned()]),
+        1
+    );
+    let _ = conn.close(200, "done").await;
+    fx.delete().await;
+}
+
 // The relay's sink publishes with the stable message id in `message_id`: RabbitMQ keeps no
 // deduplication window, so the relay delivering every message twice leaves six messages — and
 // a guarded consumer keyed by `message_id` credits each of the three once. Deliberate break it

@@ -7,7 +7,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -48,6 +48,9 @@ pub struct Credit {
     pub slow_ms: u64,
     pub started: Arc<AtomicBool>,
     pub die: bool,
+    /// While above zero, perform answers "not ready, retry later" (without a delay) and counts
+    /// it down.
+    pub not_ready: Arc<AtomicUsize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +72,12 @@ impl SafeJob for Credit {
         self.started.store(true, Ordering::SeqCst);
         if self.die {
             panic!("the consumer died in the middle of perform (on purpose)");
+        }
+        let not_ready = self
+            .not_ready
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if not_ready.is_ok() {
+            return Ok(Outcome::retry_later());
         }
         if self.slow_ms > 0 {
             std::thread::sleep(Duration::from_millis(self.slow_ms));
@@ -114,6 +123,7 @@ pub fn decode(run: &str, started: &Arc<AtomicBool>, bytes: &[u8]) -> Result<Cred
         slow_ms: value["slow_ms"].as_u64().unwrap_or(0),
         started: started.clone(),
         die: false,
+        not_ready: Arc::default(),
     })
 }
 
@@ -215,6 +225,7 @@ pub fn credit_for_message(run: &str, message_id: &str) -> Credit {
         slow_ms: 0,
         started: Arc::default(),
         die: false,
+        not_ready: Arc::default(),
     }
 }
 
