@@ -82,6 +82,11 @@ pub struct NatsSettings {
     pub progress_every: Duration,
     /// The delay of a retry that suggests none. Defaults to [`DEFAULT_RETRY_DELAY`].
     pub retry_delay: Duration,
+    /// Messages [`NatsConsumer::consume`] pulls per request. Pulled messages wait in the client
+    /// while the one before them runs, and their ack wait runs meanwhile (only the running one
+    /// gets in-progress acks): keep `batch` × a job's time under `ack_wait`, or the waiting ones
+    /// are redelivered (and replayed). Defaults to 1.
+    pub batch: usize,
 }
 
 impl NatsSettings {
@@ -91,6 +96,7 @@ impl NatsSettings {
             dead_subject: dead_subject.into(),
             progress_every: Duration::from_secs(5),
             retry_delay: DEFAULT_RETRY_DELAY,
+            batch: 1,
         }
     }
 }
@@ -134,8 +140,8 @@ impl NatsConsumer {
         &self.stats
     }
 
-    /// Handles `consumer`'s messages one after another until `stop` completes or the message
-    /// stream ends. A failed ack or dead-letter publish is returned (the message is redelivered
+    /// Handles `consumer`'s messages one after another, pulling [`NatsSettings::batch`] at a
+    /// time, until `stop` completes or the message stream ends. A failed ack or dead-letter publish is returned (the message is redelivered
     /// after its ack wait).
     pub async fn consume<J, D>(
         &self,
@@ -148,6 +154,8 @@ impl NatsConsumer {
         D: Fn(&jetstream::Message) -> Result<J, DecodeError>,
     {
         let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(self.settings.batch.max(1))
             .messages()
             .await
             .map_err(|e| Error::Consume(e.into()))?;

@@ -145,7 +145,10 @@ impl Streams {
 /// Consumer tuning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RedisSettings {
-    /// Entries per `XREADGROUP` / `XAUTOCLAIM`. Defaults to 8.
+    /// Entries per `XREADGROUP` / `XAUTOCLAIM`. The entries of a batch wait in this consumer's
+    /// PEL while the one before them runs, and only the running one is renewed: keep `batch` × a
+    /// job's time under `min_idle`, or a survivor may reclaim the waiting ones (and they are
+    /// replayed). Defaults to 8.
     pub batch: usize,
     /// `BLOCK` of `XREADGROUP` when the stream has nothing new. Defaults to 100 ms.
     pub block: Duration,
