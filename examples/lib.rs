@@ -449,6 +449,10 @@ pub mod wallet {
 #[cfg(feature = "redis")]
 pub mod redis_queue;
 
+// The RabbitMQ and NATS consumer examples' guarded credit, store and final check.
+#[cfg(any(feature = "rabbitmq", feature = "nats"))]
+pub mod broker_credits;
+
 // Charging from async handlers: an axum service whose handlers run and enqueue guarded jobs
 // through safejob-tokio, shared by the `axum_charge` example and test.
 #[cfg(feature = "axum")]

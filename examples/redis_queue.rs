@@ -1,148 +1,45 @@
-//! Adapting a queue we do not own: a Redis Streams consumer group with the guard in front of
-//! every message. Shared by `cargo run --example redis_streams --features safejob-examples/redis`
-//! and the `redis_streams` test.
+//! The `redis_streams` example's payments on a Redis Streams consumer group, and a driver that
+//! kills consumers on purpose. Shared by `cargo run --example redis_streams --features
+//! safejob-examples/redis` and the `redis_streams` test.
 //!
-//! Redis Streams deliver at least once: an entry read with `XREADGROUP` sits in the reading
-//! consumer's pending entries list (PEL) until it is `XACK`ed, and an entry whose consumer died
-//! is handed to a survivor by `XAUTOCLAIM` once it has been idle for `min_idle`. Producers may
-//! also add the same payment twice. Each entry is run through [`Runner::run`], and its
-//! [`Disposition`] becomes a stream operation:
-//!
-//! | disposition | stream operation |
-//! |---|---|
-//! | `Ack` (succeeded, or a replayed duplicate) | `XACK` |
-//! | `Retry { after }` (key busy, not ready, transient error) | nothing: the entry stays pending |
-//! | `DeadLetter` (bad input, final failure) | `XADD` to the dead-letter stream, then `XACK` |
-//!
-//! Why `Retry` leaves the entry pending rather than `XACK` + a delayed re-`XADD`: a stream has no
-//! delayed delivery, so a re-added entry would be read again at once by an idle consumer, and the
-//! `XACK` + `XADD` pair is two writes that a crash can split (a lost job, or two copies). Leaving
-//! the entry in the PEL keeps one entry with one id; `XAUTOCLAIM`'s `min_idle` is the retry delay
-//! (a floor: a suggested `after` longer than that is honoured by the guard itself, because an early
-//! redelivery of a busy key is answered `Busy` again and stays pending), and Redis counts the
-//! deliveries. The dead-letter path is `XADD` then `XACK`, so a crash between the two leaves the
-//! entry pending and it is dead-lettered again: at least once, with `source_id` to tell copies
-//! apart.
-//!
-//! The job, [`Payment`], posts a ledger row in `on_succeeded_once` on the finalize transaction's
-//! connection (`EffectsMode::Transactional`), so its effect commits with `succeeded`, once;
-//! [`ledger_rows`] reads the effects back from the database.
+//! The adapter itself — reading with `XREADGROUP`, reclaiming with `XAUTOCLAIM`, running each
+//! entry through the guard and turning its disposition into `XACK`, a pending entry or a
+//! dead-letter `XADD` — is [`safejob_brokers::redis`]; this module adds the example's job
+//! ([`Payment`], which posts a ledger row in `on_succeeded_once` on the finalize transaction's
+//! connection, so its effect commits with `succeeded`, once), a producer, and [`consume`], which
+//! runs several consumers of the group and crashes some of them ([`Crash`]) to show that every
+//! payment is still posted once.
 
 use std::{
     collections::BTreeMap,
     error::Error,
     sync::{
+        Arc,
         atomic::{AtomicUsize, Ordering},
         mpsc,
     },
     thread,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use diesel::{
     QueryableByName, RunQueryDsl,
     sql_types::{BigInt, Text},
 };
-use redis::{
-    Commands, Connection, RedisResult,
-    streams::{
-        StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamPendingReply,
-        StreamReadOptions, StreamReadReply,
-    },
+use redis::{Commands, streams::StreamId};
+pub use safejob_brokers::redis::{DEFAULT_REDIS_URL, Streams, connect, redact, redis_url};
+use safejob_brokers::{
+    DecodeError, RunKind, Settle, Stats,
+    redis::{RedisConsumer, RedisSettings},
 };
 use safejob_core::{
-    Disposition, EffectsContext, Fingerprint, FingerprintError, IdempotencyKey, KeyError, Outcome,
-    PerformContext, Report, RunError, Runner, SafeJob, disposition,
+    EffectsContext, Fingerprint, FingerprintError, IdempotencyKey, KeyError, Outcome,
+    PerformContext, Runner, SafeJob,
 };
 use safejob_diesel::{ConnectionRef, DieselStore, TransactionExt};
 
 /// Errors of the adapter's own plumbing (Redis, the ledger queries), boxed.
 pub type BoxError = Box<dyn Error + Send + Sync>;
-
-/// The Redis URL when `SAFEJOB_REDIS_URL` is not set.
-pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
-/// How long connecting to Redis may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long one command may take; longer than any `BLOCK` the consumers use.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// `SAFEJOB_REDIS_URL`, or [`DEFAULT_REDIS_URL`].
-pub fn redis_url() -> String {
-    std::env::var("SAFEJOB_REDIS_URL")
-        .ok()
-        .filter(|url| !url.is_empty())
-        .unwrap_or_else(|| DEFAULT_REDIS_URL.to_owned())
-}
-
-/// `url` without its user and password, for messages.
-pub fn redact(url: &str) -> String {
-    match (url.split_once("://"), url.rfind('@')) {
-        (Some((scheme, _)), Some(at)) => format!("{scheme}://***@{}", &url[at + 1..]),
-        _ => url.to_owned(),
-    }
-}
-
-/// A connection to `url` with connect and I/O timeouts, checked with `PING`.
-pub fn connect(url: &str) -> RedisResult<Connection> {
-    let client = redis::Client::open(url)?;
-    let mut conn = client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
-    conn.set_read_timeout(Some(IO_TIMEOUT))?;
-    conn.set_write_timeout(Some(IO_TIMEOUT))?;
-    redis::cmd("PING").query::<String>(&mut conn)?;
-    Ok(conn)
-}
-
-/// The names one run uses: its own stream, dead-letter stream and consumer group, so that runs
-/// (and tests running at the same time) never see each other's entries.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Streams {
-    /// A name unique to this run; also part of every idempotency key.
-    pub run: String,
-    /// The jobs stream.
-    pub stream: String,
-    /// The dead-letter stream.
-    pub dead: String,
-    /// The consumer group.
-    pub group: String,
-}
-
-impl Streams {
-    /// Fresh names under `prefix`, unique by process id and clock.
-    pub fn unique(prefix: &str) -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let run = format!("{}-{nanos:x}", std::process::id());
-        let stream = format!("{prefix}:{run}");
-        Self {
-            dead: format!("{stream}:dead"),
-            group: "payments".to_owned(),
-            stream,
-            run,
-        }
-    }
-
-    /// Creates the stream and its consumer group (reading from the start).
-    pub fn create(&self, conn: &mut Connection) -> RedisResult<()> {
-        conn.xgroup_create_mkstream(&self.stream, &self.group, "0")
-    }
-
-    /// Deletes the stream (with its group) and the dead-letter stream.
-    pub fn delete(&self, conn: &mut Connection) -> RedisResult<usize> {
-        conn.del(&[&self.stream, &self.dead])
-    }
-
-    /// Entries read but not acknowledged, in any consumer's PEL.
-    pub fn pending(&self, conn: &mut Connection) -> RedisResult<usize> {
-        let reply: StreamPendingReply = conn.xpending(&self.stream, &self.group)?;
-        Ok(reply.count())
-    }
-
-    /// Entries in the dead-letter stream.
-    pub fn dead_letters(&self, conn: &mut Connection) -> RedisResult<usize> {
-        conn.xlen(&self.dead)
-    }
-}
 
 /// One payment as producers write it: the fields `id`, `account` and `cents`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,11 +64,11 @@ impl PaymentMsg {
 
     /// Reads a payment back from a stream entry. A missing or malformed field is an error: the
     /// entry cannot be run safely and is dead-lettered.
-    pub fn decode(entry: &StreamId) -> Result<Self, String> {
+    pub fn decode(entry: &StreamId) -> Result<Self, DecodeError> {
         let text = |field: &str| {
             entry
                 .get::<String>(field)
-                .ok_or_else(|| format!("field {field:?} is missing or not text"))
+                .ok_or_else(|| DecodeError::new(format!("field {field:?} is missing or not text")))
         };
         let cents = text("cents")?;
         Ok(Self {
@@ -179,7 +76,7 @@ impl PaymentMsg {
             account: text("account")?,
             cents: cents
                 .parse()
-                .map_err(|_| "field \"cents\" is not an integer".to_owned())?,
+                .map_err(|_| DecodeError::new("field \"cents\" is not an integer"))?,
         })
     }
 }
@@ -192,7 +89,7 @@ const CREATE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS redis_payments_ledger (
 /// The guarded job: credits `msg.account` once per payment id (within one run).
 #[derive(Debug, Clone)]
 pub struct Payment {
-    /// The run ([`Streams::run`]), so runs sharing a database never replay each other.
+    /// The run (its stream's name), so runs sharing a database never replay each other.
     pub run: String,
     /// The payment.
     pub msg: PaymentMsg,
@@ -393,6 +290,18 @@ impl Default for Settings {
     }
 }
 
+impl Settings {
+    /// The adapter's settings: a running entry is re-claimed three times per `min_idle`.
+    fn redis(&self) -> RedisSettings {
+        RedisSettings {
+            batch: self.batch,
+            block: self.block,
+            min_idle: self.min_idle,
+            renew_every: self.min_idle / 3,
+        }
+    }
+}
+
 /// What the consumers did, summed over all of them.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ConsumeStats {
@@ -470,6 +379,7 @@ struct Group<'a, R, D> {
     runner_for: &'a R,
     decode: &'a D,
     counters: Counters,
+    stats: Arc<Stats>,
 }
 
 /// Runs `consumers` on the group until `expected` entries are acknowledged. Consumers that crash
@@ -492,7 +402,7 @@ pub fn consume<J, R, D>(
 where
     J: SafeJob,
     R: Fn(&str) -> Result<Runner, BoxError> + Sync,
-    D: Fn(&StreamId) -> Result<J, String> + Sync,
+    D: Fn(&StreamId) -> Result<J, DecodeError> + Sync,
 {
     if consumers.iter().all(|c| c.crash.is_some()) {
         return Err("at least one consumer must survive to reclaim the others' entries".into());
@@ -506,6 +416,7 @@ where
         runner_for: &runner_for,
         decode: &decode,
         counters: Counters::default(),
+        stats: Arc::default(),
     };
     let (crashing, surviving): (Vec<_>, Vec<_>) = consumers.iter().partition(|c| c.crash.is_some());
     thread::scope(|scope| {
@@ -542,7 +453,7 @@ impl<J, R, D> Group<'_, R, D>
 where
     J: SafeJob,
     R: Fn(&str) -> Result<Runner, BoxError> + Sync,
-    D: Fn(&StreamId) -> Result<J, String> + Sync,
+    D: Fn(&StreamId) -> Result<J, DecodeError> + Sync,
 {
     fn run_consumer(
         &self,
@@ -561,8 +472,15 @@ where
         spec: &ConsumerSpec,
         ready: &mut Option<mpsc::Sender<()>>,
     ) -> Result<(), BoxError> {
-        let mut conn = connect(self.url)?;
-        let runner = (self.runner_for)(&spec.name)?;
+        let runner = Arc::new((self.runner_for)(&spec.name)?);
+        let mut consumer = RedisConsumer::connect(
+            self.url,
+            self.streams.clone(),
+            spec.name.clone(),
+            runner,
+            self.settings.redis(),
+            self.stats.clone(),
+        )?;
         let mut handled = 0;
         for _ in 0..self.settings.max_rounds {
             if self.counters.get(Stat::Acked) >= self.expected {
@@ -571,13 +489,13 @@ where
             if self.started.elapsed() > self.settings.deadline {
                 return Err(self.unfinished(format!("deadline of {:?}", self.settings.deadline)));
             }
-            let mut batch = self.read_new(&mut conn, &spec.name)?;
+            let mut batch = consumer.read_new()?;
             let mut reclaimed = false;
             if let Some(ready) = ready.take() {
                 let _ = ready.send(());
             }
             if batch.is_empty() && spec.crash.is_none() {
-                batch = self.reclaim(&mut conn, &spec.name)?;
+                batch = consumer.reclaim()?;
                 reclaimed = true;
                 self.counters.add(Stat::Reclaimed, batch.len());
             }
@@ -587,14 +505,37 @@ where
                     && handled == after
                 {
                     if how == Crash::BeforeAck {
-                        self.run_only(&runner, entry);
+                        // The guarded run, without acting on its outcome.
+                        let (kind, _) = consumer.run(entry, self.decode)?;
+                        if kind == RunKind::Succeeded {
+                            self.counters.add(Stat::Succeeded, 1);
+                        }
                     }
                     // The process "dies": no XACK for this entry nor the rest of the batch.
                     self.counters.add(Stat::Crashes, 1);
                     self.counters.add(Stat::Abandoned, batch.len() - i);
                     return Ok(());
                 }
-                self.handle(&mut conn, &runner, &spec.name, entry, reclaimed)?;
+                let done = consumer.handle(entry, self.decode)?;
+                match done.kind {
+                    RunKind::Succeeded => self.counters.add(Stat::Succeeded, 1),
+                    RunKind::Replayed => {
+                        self.counters.add(Stat::Absorbed, 1);
+                        if reclaimed {
+                            self.counters.add(Stat::ReplayedAfterReclaim, 1);
+                        }
+                    }
+                    _ => {}
+                }
+                match done.settle {
+                    Settle::Retry { .. } => self.counters.add(Stat::LeftPending, 1),
+                    Settle::Ack if done.acked => self.counters.add(Stat::Acked, 1),
+                    Settle::DeadLetter { .. } if done.acked => {
+                        self.counters.add(Stat::Acked, 1);
+                        self.counters.add(Stat::DeadLettered, 1);
+                    }
+                    _ => {}
+                }
                 handled += 1;
             }
         }
@@ -608,126 +549,5 @@ where
             self.expected
         )
         .into()
-    }
-
-    /// `XREADGROUP GROUP g c COUNT n BLOCK ms STREAMS s >`: entries never delivered before.
-    fn read_new(&self, conn: &mut Connection, consumer: &str) -> RedisResult<Vec<StreamId>> {
-        let block_ms = usize::try_from(self.settings.block.as_millis()).unwrap_or(usize::MAX);
-        let options = StreamReadOptions::default()
-            .group(&self.streams.group, consumer)
-            .count(self.settings.batch)
-            .block(block_ms.max(1));
-        let reply: Option<StreamReadReply> =
-            conn.xread_options(&[&self.streams.stream], &[">"], &options)?;
-        Ok(reply
-            .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
-            .unwrap_or_default())
-    }
-
-    /// `XAUTOCLAIM s g c min-idle 0-0 COUNT n`: entries idle in any PEL (a dead consumer's, or
-    /// ones left pending for a retry) become this consumer's.
-    fn reclaim(&self, conn: &mut Connection, consumer: &str) -> RedisResult<Vec<StreamId>> {
-        let min_idle = usize::try_from(self.settings.min_idle.as_millis()).unwrap_or(usize::MAX);
-        let reply: StreamAutoClaimReply = conn.xautoclaim_options(
-            self.streams.stream.as_str(),
-            &self.streams.group,
-            consumer,
-            min_idle,
-            "0-0",
-            StreamAutoClaimOptions::default().count(self.settings.batch),
-        )?;
-        Ok(reply.claimed)
-    }
-
-    /// A crashing consumer's last act: the guarded run, without acting on its disposition.
-    fn run_only(&self, runner: &Runner, entry: &StreamId) {
-        if let Ok(job) = (self.decode)(entry) {
-            let result = runner.run(&job);
-            if matches!(result, Ok(Report::Succeeded { .. })) {
-                self.counters.add(Stat::Succeeded, 1);
-            }
-        }
-    }
-
-    fn handle(
-        &self,
-        conn: &mut Connection,
-        runner: &Runner,
-        consumer: &str,
-        entry: &StreamId,
-        reclaimed: bool,
-    ) -> Result<(), BoxError> {
-        let job = match (self.decode)(entry) {
-            Ok(job) => job,
-            Err(reason) => {
-                return self.dead_letter(conn, consumer, entry, &format!("undecodable: {reason}"));
-            }
-        };
-        let result = runner.run(&job);
-        match &result {
-            Ok(Report::Succeeded { .. }) => self.counters.add(Stat::Succeeded, 1),
-            Ok(Report::AlreadySucceeded { .. } | Report::AlreadyFailed { .. }) => {
-                self.counters.add(Stat::Absorbed, 1);
-                if reclaimed {
-                    self.counters.add(Stat::ReplayedAfterReclaim, 1);
-                }
-            }
-            _ => {}
-        }
-        match disposition(&result) {
-            Disposition::Ack => {
-                self.ack(conn, entry)?;
-                Ok(())
-            }
-            Disposition::Retry { .. } => {
-                // Stays in this consumer's PEL; XAUTOCLAIM hands it out again after min_idle.
-                self.counters.add(Stat::LeftPending, 1);
-                Ok(())
-            }
-            Disposition::DeadLetter => self.dead_letter(conn, consumer, entry, &reason(&result)),
-        }
-    }
-
-    /// `XACK`; counts the entry if this call removed it from the PEL.
-    fn ack(&self, conn: &mut Connection, entry: &StreamId) -> RedisResult<bool> {
-        let removed: usize = conn.xack(&self.streams.stream, &self.streams.group, &[&entry.id])?;
-        if removed > 0 {
-            self.counters.add(Stat::Acked, removed);
-        }
-        Ok(removed > 0)
-    }
-
-    /// `XADD` to the dead-letter stream (the original fields, the source id, the reason), then
-    /// `XACK`.
-    fn dead_letter(
-        &self,
-        conn: &mut Connection,
-        consumer: &str,
-        entry: &StreamId,
-        reason: &str,
-    ) -> Result<(), BoxError> {
-        let mut fields: Vec<(String, String)> = entry
-            .map
-            .keys()
-            .filter_map(|k| entry.get::<String>(k).map(|v| (k.clone(), v)))
-            .collect();
-        fields.sort();
-        fields.push(("dead.source_id".into(), entry.id.clone()));
-        fields.push(("dead.reason".into(), reason.to_owned()));
-        fields.push(("dead.consumer".into(), consumer.to_owned()));
-        let _id: String = conn.xadd(&self.streams.dead, "*", &fields)?;
-        if self.ack(conn, entry)? {
-            self.counters.add(Stat::DeadLettered, 1);
-        }
-        Ok(())
-    }
-}
-
-/// Why a run is dead-lettered, in words that name keys by digest only.
-fn reason<E: Error + 'static>(result: &Result<Report, RunError<E>>) -> String {
-    match result {
-        Ok(Report::Failed { failure, .. }) => format!("failed: {}", failure.code),
-        Ok(other) => format!("{other:?}"),
-        Err(error) => error.to_string(),
     }
 }

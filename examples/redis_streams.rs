@@ -110,7 +110,7 @@ fn run(url: &str, streams: &Streams, conn: &mut redis::Connection) -> Result<(),
         min_idle: Duration::from_millis(500),
         ..Settings::default()
     };
-    let run = streams.run.clone();
+    let run = streams.stream.clone();
     let stats = redis_queue::consume(
         url,
         streams,
@@ -136,7 +136,14 @@ fn run(url: &str, streams: &Streams, conn: &mut redis::Connection) -> Result<(),
         streams.pending(conn)?,
         streams.dead_letters(conn)?
     );
-    verify(&store, streams, &payments)
+    let once = verify(&store, streams, &payments)?;
+    println!(
+        "redis: deliveries {}, duplicates injected {}, consumer kills {}, succeeded exactly once {once} of {PAYMENTS}",
+        stats.deliveries,
+        produced - PAYMENTS - 2,
+        stats.crashes
+    );
+    Ok(())
 }
 
 fn report(stats: &ConsumeStats, produced: usize, settings: &Settings) {
@@ -163,14 +170,19 @@ fn report(stats: &ConsumeStats, produced: usize, settings: &Settings) {
     );
 }
 
-/// Reads the truth back from the database: the guard's row of every key, and the ledger.
-fn verify(store: &DieselStore, streams: &Streams, payments: &[PaymentMsg]) -> Result<(), BoxError> {
-    let rows = redis_queue::ledger_rows(store, &streams.run)?;
+/// Reads the truth back from the database: the guard's row of every key, and the ledger. Returns
+/// how many keys succeeded and were posted exactly once (all of them, or an error).
+fn verify(
+    store: &DieselStore,
+    streams: &Streams,
+    payments: &[PaymentMsg],
+) -> Result<usize, BoxError> {
+    let rows = redis_queue::ledger_rows(store, &streams.stream)?;
     let postings = redis_queue::postings_per_payment(&rows);
     let mut exactly_once = 0;
     for payment in payments {
         let job = Payment {
-            run: streams.run.clone(),
+            run: streams.stream.clone(),
             msg: payment.clone(),
         };
         let row = store.get(job.key()?.digest())?;
@@ -196,7 +208,7 @@ fn verify(store: &DieselStore, streams: &Streams, payments: &[PaymentMsg]) -> Re
     if exactly_once != payments.len() || rows.len() != payments.len() || posted != expected {
         return Err("a payment was lost or applied twice".into());
     }
-    Ok(())
+    Ok(exactly_once)
 }
 
 /// `<dir of this binary>/../safejob-redis-streams.db`, i.e. under `target/<profile>/`.

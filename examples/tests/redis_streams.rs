@@ -66,8 +66,10 @@ fn fixture(name: &str) -> Option<Fixture> {
     streams
         .create(&mut conn)
         .expect("create the stream and group");
-    let db = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("redis_streams-{name}-{}.db", streams.run));
+    let db = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "redis_streams-{name}-{}.db",
+        streams.stream.replace(':', "_")
+    ));
     let store = Arc::new(
         DieselStore::connect(&format!("sqlite://{}", db.display())).expect("open the SQLite store"),
     );
@@ -95,7 +97,7 @@ impl Fixture {
 
     fn job(&self, msg: &PaymentMsg) -> Payment {
         Payment {
-            run: self.streams.run.clone(),
+            run: self.streams.stream.clone(),
             msg: msg.clone(),
         }
     }
@@ -113,7 +115,7 @@ impl Fixture {
         expected: usize,
         settings: &Settings,
     ) -> ConsumeStats {
-        let run = self.streams.run.clone();
+        let run = self.streams.stream.clone();
         redis_queue::consume(
             &self.url,
             &self.streams,
@@ -138,11 +140,12 @@ impl Fixture {
 
     /// The ledger's postings, read from the database, as an effect probe keyed like the jobs.
     fn ledger_probe(&self) -> (EffectProbe, usize, i64) {
-        let rows = redis_queue::ledger_rows(&self.store, &self.streams.run).expect("read ledger");
+        let rows =
+            redis_queue::ledger_rows(&self.store, &self.streams.stream).expect("read ledger");
         let probe = EffectProbe::new();
         for (id, _) in &rows {
             probe.record(
-                &IdempotencyKey::from_parts(["redis-payment", &self.streams.run, id])
+                &IdempotencyKey::from_parts(["redis-payment", &self.streams.stream, id])
                     .expect("valid key"),
             );
         }
@@ -233,7 +236,7 @@ fn duplicates_and_crashed_consumers_still_succeed_exactly_once() {
             ConnectionRef::Sqlite(conn) => diesel::sql_query(
                 "INSERT INTO redis_payments_ledger (run, payment_id, account, cents) VALUES (?, ?, ?, ?)",
             )
-            .bind::<Text, _>(&fx.streams.run)
+            .bind::<Text, _>(&fx.streams.stream)
             .bind::<Text, _>(&payments[0].id)
             .bind::<Text, _>(&payments[0].account)
             .bind::<BigInt, _>(payments[0].cents)
