@@ -1,4 +1,4 @@
-//! The JSON API: thin handlers over [`ops`](crate::ops), each described for the OpenAPI
+//! The JSON API: thin handlers over the operations of `ops.rs`, each described for the OpenAPI
 //! document ([`ApiDoc`]).
 
 use axum::{

@@ -1,4 +1,4 @@
-//! The dashboard: server-rendered pages over [`ops`](crate::ops), and their POST forms (each
+//! The dashboard: server-rendered pages over the operations of `ops.rs`, and their POST forms (each
 //! carrying the CSRF token, checked by [`csrf`](crate::csrf) before the handler runs).
 
 use std::fmt::Write;
