@@ -74,7 +74,8 @@ pub type Authorize =
 #[derive(Clone, Default)]
 #[non_exhaustive]
 pub enum Access {
-    /// Only clients whose peer address is loopback (127.0.0.0/8, ::1); others get 403.
+    /// Only clients whose peer address is loopback (127.0.0.0/8, ::1, and 127.0.0.0/8 mapped
+    /// into IPv6); others get 403.
     #[default]
     LoopbackOnly,
     /// Every client, loopback included, presents `Authorization: Bearer <token>`; missing or
@@ -99,7 +100,8 @@ impl Access {
 
     /// Decides for one request.
     pub fn check(&self, parts: &Parts, peer: Option<SocketAddr>) -> Result<(), ApiError> {
-        let loopback = peer.is_some_and(|p| p.ip().is_loopback());
+        // `to_canonical`: an IPv4 client of a dual-stack listener shows as `::ffff:127.0.0.1`.
+        let loopback = peer.is_some_and(|p| p.ip().to_canonical().is_loopback());
         match self {
             Self::LoopbackOnly if loopback => Ok(()),
             Self::LoopbackOnly => {

@@ -52,6 +52,26 @@ async fn a_non_loopback_client_is_refused_by_default() {
     }
     // Loopback, IPv4 and IPv6, is served.
     assert_eq!(get(&app, "/jobs").await.status, StatusCode::OK);
+    let mapped = send(
+        &app,
+        request(Method::GET, "/jobs", Some("[::ffff:127.0.0.1]:4000"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        mapped.status,
+        StatusCode::OK,
+        "an IPv4 client of a dual-stack listener"
+    );
+    let mapped_remote = send(
+        &app,
+        request(Method::GET, "/jobs", Some("[::ffff:203.0.113.9]:4000"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(mapped_remote.status, StatusCode::FORBIDDEN);
     let v6 = send(
         &app,
         request(Method::GET, "/jobs", Some("[::1]:4000"))
@@ -685,4 +705,27 @@ async fn dashboard_pages_render_and_escape_stored_text() {
         get(&app, "/ui/jobs/999").await.status,
         StatusCode::NOT_FOUND
     );
+}
+
+/// Break: `ops::newest` listing from one id too late (or too early) when there are more jobs
+/// than it shows.
+#[tokio::test]
+async fn the_overview_shows_the_twenty_newest_jobs() {
+    let app = app(Access::default());
+    let client = safejob_core::queue::Queue::new(app.queue.clone());
+    for i in 0..25 {
+        client
+            .enqueue(&common::seed::Email {
+                to: format!("user{i}@example.com"),
+            })
+            .unwrap();
+    }
+    let o = get(&app, "/jobs").await.json();
+    let recent: Vec<i64> = o["recent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(recent, (14..=33).rev().collect::<Vec<_>>());
 }
