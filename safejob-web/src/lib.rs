@@ -56,6 +56,7 @@ pub mod history;
 pub mod html;
 pub mod metrics;
 mod ops;
+pub mod recorder;
 pub mod samples;
 mod state;
 
@@ -72,6 +73,7 @@ use tokio::net::TcpListener;
 pub use access::{Access, AccessError, Authorize, BearerToken};
 pub use error::ApiError;
 pub use ops::{DEFAULT_LIMIT, HEALTHY_WITHIN_SECS, MAX_LIMIT};
+pub use recorder::Recorder;
 pub use state::{WebError, WebState};
 
 /// How often [`serve`] samples the queue for the overview's charts.

@@ -15,7 +15,9 @@
 //! | `safejob_guard_expired_leases` | | running keys with an expired lease (up to 10,000) |
 //! | `safejob_workers`, `safejob_worker_in_flight`, `safejob_worker_heartbeat_age_seconds` | worker | heartbeats |
 //!
-//! Figures over finished jobs cover what is still stored: a prune lowers them.
+//! Figures over finished jobs cover what is still stored: a prune lowers them. Events (guard
+//! outcomes, executions, duration histograms) come from a [`Recorder`](crate::Recorder) when the
+//! state has one.
 
 use std::sync::atomic::AtomicU64;
 
@@ -178,6 +180,10 @@ pub fn render(state: &WebState) -> Result<String, ApiError> {
         "Seconds since each worker's last heartbeat",
         age,
     );
+
+    if let Some(recorder) = state.recorder() {
+        recorder.register(&mut registry);
+    }
 
     let mut out = String::new();
     encode(&mut out, &registry).map_err(|e| ApiError::Internal(e.to_string()))?;

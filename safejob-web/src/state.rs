@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use safejob_core::{action::ActionStore, queue::QueueStore, schedule::ScheduleStore};
 
-use crate::{access::Access, csrf::Csrf, error::ApiError, samples::Samples};
+use crate::{access::Access, csrf::Csrf, error::ApiError, recorder::Recorder, samples::Samples};
 
 /// The router's state: cheap to clone (a few `Arc`s).
 ///
@@ -25,6 +25,7 @@ pub struct WebState {
     access: Access,
     csrf: Csrf,
     samples: Arc<Samples>,
+    recorder: Option<Arc<Recorder>>,
 }
 
 impl std::fmt::Debug for WebState {
@@ -61,6 +62,7 @@ impl WebState {
             access: Access::default(),
             csrf: Csrf::random().map_err(WebError::Random)?,
             samples: Arc::default(),
+            recorder: None,
         })
     }
 
@@ -85,6 +87,16 @@ impl WebState {
     pub fn with_actions(mut self, store: Arc<dyn ActionStore>) -> Self {
         self.actions = Some(store);
         self
+    }
+
+    /// Adds `recorder`'s counters and histograms to `/metrics`.
+    pub fn with_recorder(mut self, recorder: Arc<Recorder>) -> Self {
+        self.recorder = Some(recorder);
+        self
+    }
+
+    pub(crate) fn recorder(&self) -> Option<&Arc<Recorder>> {
+        self.recorder.as_ref()
     }
 
     /// Who may use the router (default [`Access::LoopbackOnly`]).

@@ -729,3 +729,85 @@ async fn the_overview_shows_the_twenty_newest_jobs() {
         .collect();
     assert_eq!(recent, (14..=33).rev().collect::<Vec<_>>());
 }
+
+struct Ping;
+
+impl safejob_core::SafeJob for Ping {
+    type Error = std::io::Error;
+    fn key(&self) -> Result<safejob_core::IdempotencyKey, safejob_core::KeyError> {
+        safejob_core::IdempotencyKey::new("ping/1")
+    }
+    fn perform(
+        &self,
+        _: &mut safejob_core::PerformContext<'_>,
+    ) -> Result<safejob_core::Outcome, std::io::Error> {
+        Ok(safejob_core::Outcome::done())
+    }
+    fn on_succeeded_once(
+        &self,
+        _: &mut safejob_core::EffectsContext<'_>,
+    ) -> Result<(), std::io::Error> {
+        Ok(())
+    }
+}
+
+/// Break: `Recorder::observe_run` mapping a replay to `granted`, or the recorder's families not
+/// registered by `/metrics`.
+#[tokio::test]
+async fn a_recorder_adds_guard_outcomes_executions_and_durations() {
+    use std::{sync::Arc, time::Duration};
+
+    use safejob_core::queue::{ErrorKind, Ran, Worked};
+    use tower::ServiceExt;
+
+    let app = app(Access::default());
+    let recorder = Arc::new(safejob_web::Recorder::new());
+    let runner = safejob_core::Runner::builder(app.queue.store().clone())
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        let result = runner.run(&Ping);
+        recorder.observe_run("ping", &result, Duration::from_millis(20));
+    }
+    recorder.observe_worked(
+        &Worked {
+            id: JobId(1),
+            kind: "email.send".into(),
+            ran: Ran::Dead {
+                kind: ErrorKind::Fatal,
+            },
+        },
+        Duration::from_millis(3),
+    );
+    let state = safejob_web::WebState::from_store(app.queue.clone())
+        .unwrap()
+        .with_recorder(recorder);
+    let response = safejob_web::router(state)
+        .oneshot(
+            request(Method::GET, "/metrics", Some(LOCAL))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let text = String::from_utf8(
+        axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
+    for line in [
+        "safejob_guard_outcomes_total{outcome=\"granted\"} 1",
+        "safejob_guard_outcomes_total{outcome=\"replayed\"} 1",
+        "safejob_executions_total{kind=\"ping\",outcome=\"succeeded\"} 1",
+        "safejob_executions_total{kind=\"email.send\",outcome=\"dead\"} 1",
+        "safejob_job_duration_seconds_count{kind=\"ping\"} 1",
+        "safejob_job_duration_seconds_bucket{le=\"0.005\",kind=\"email.send\"} 1",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+}
