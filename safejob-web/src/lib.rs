@@ -9,7 +9,8 @@
 //!   cancel, purge, confirm effects, pause / resume a schedule, cancel a batch, retry an
 //!   action); errors are `{"error": {"code", "message"}}` with a 4xx for bad input;
 //! * `GET /openapi.json`, generated from the handlers ([`api::ApiDoc`]);
-//! * `GET /metrics`, Prometheus text derived from the store at scrape time ([`metrics`]);
+//! * `GET /metrics`, Prometheus text derived from the store at scrape time ([`metrics`]), plus
+//!   the counters of a [`Recorder`] you feed with what your runs returned;
 //! * a server-rendered dashboard at `/` and `/ui/...` (no JavaScript, no assets to build).
 //!
 //! It is closed by default: only loopback clients are served ([`Access`]), and every
