@@ -35,9 +35,13 @@ pub struct App {
     pub seeded: seed::Seeded,
 }
 
-/// A seeded app with `access`.
+/// A seeded app with `access` on SQLite.
 pub fn app(access: Access) -> App {
-    let db = TestDb::sqlite().expect("sqlite test db");
+    app_on(TestDb::sqlite().expect("sqlite test db"), access)
+}
+
+/// A seeded app with `access` on `db`.
+pub fn app_on(db: TestDb, access: Access) -> App {
     let queue = Arc::new(DieselQueue::new(db.store().clone()));
     let seeded = seed::seed(&queue).expect("seed");
     let state = WebState::from_store(queue.clone())
