@@ -83,7 +83,10 @@ pub use outcome::Outcome;
 pub use policy::{FailurePolicy, FinalFailure, NeverFinalize};
 pub use report::{Disposition, Report, RunError, TtlError, disposition};
 pub use retention::{MAX_RETENTION, MIN_RETENTION, Retention, RetentionError};
-pub use runner::{BUSY_RETRY_MAX, ConfigError, EffectsMode, Recovery, Runner, RunnerBuilder};
+pub use runner::{
+    BUSY_RETRY_MAX, ConfigError, EffectsMode, Recovery, Runner, RunnerBuilder,
+    confirm_effects_by_digest,
+};
 pub use store::{EffectsState, JobRecord, JobState, LeaseStore, ListFilter, ListQuery, StoreError};
 
 /// The README's Rust examples, compiled and run as doctests so they stay in step with the code.

@@ -291,6 +291,14 @@ on_every_backend! {
         let counts = outbox::counts(&db.store).unwrap();
         assert_eq!((counts.pending, counts.delivered, counts.dead), (0, 20, 0));
         assert_eq!(outbox_rows(db, "attempts = 1 AND delivered_at IS NOT NULL AND claim_token IS NULL"), 20);
+        // Cleanup (`safejob cleanup`): delivered rows older than the cutoff go, pending stay.
+        let hour = std::time::Duration::from_secs(3600);
+        assert_eq!(outbox::prune_delivered(&db.store, hour).unwrap(), 0, "none is an hour old");
+        shift_back(db, "delivered_at", 7200);
+        emit_many(db, "later", 1, 2);
+        assert_eq!(outbox::prune_delivered(&db.store, hour).unwrap(), 20);
+        let counts = outbox::counts(&db.store).unwrap();
+        assert_eq!((counts.pending, counts.delivered), (2, 0), "pending messages are kept");
     }
 
     fn a_failing_sink_is_retried_with_backoff(db: &TestDb) {

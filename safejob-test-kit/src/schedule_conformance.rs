@@ -67,6 +67,10 @@ pub const CASES: &[(&str, Case)] = &[
         changed_expression_is_stored_and_undeclared_reported,
     ),
     ("trigger_now_and_one_off", trigger_now_and_one_off),
+    (
+        "due_now_fires_at_the_next_tick_without_a_declaration",
+        due_now_fires_at_the_next_tick_without_a_declaration,
+    ),
 ];
 
 /// Runs every case, each on a fresh harness from `make`.
@@ -637,4 +641,41 @@ pub fn trigger_now_and_one_off(h: &dyn ScheduleHarness) {
         1,
         "only the daily schedule is left"
     );
+}
+
+/// An operator's "run it now" without the job's declaration (`Scheduler::due_now`, what the CLI
+/// does): the stored row becomes due, the next tick of a scheduler that declares it enqueues one
+/// job at that instant, and the schedule's own ticks go on; a paused schedule is refused.
+pub fn due_now_fires_at_the_next_tick_without_a_declaration(h: &dyn ScheduleHarness) {
+    let kind = "sched-due-now";
+    let worker = scheduler(
+        h,
+        vec![Schedule::cron("hourly", "@hourly", "UTC", template(kind)).expect("hourly")],
+    );
+    worker.sync().expect("sync");
+    // The operator's scheduler declares nothing.
+    let operator = Scheduler::builder(h.schedules()).build().expect("operator");
+    assert!(
+        worker.tick().expect("tick").is_empty(),
+        "nothing due before the hour"
+    );
+    assert!(operator.due_now("hourly").expect("due now"), "made due");
+    // Catches: a requested run that the tick then ignores because its instant is not one of the
+    // cron's own (it fired with no job on the three SQL backends, whose clocks are not on the
+    // hour, before `due` learnt to run it).
+    let fired = worker.tick().expect("tick");
+    assert_eq!(fired.len(), 1, "the next tick fires it");
+    assert_eq!(jobs_of(h, kind).len(), 1, "one job");
+    let next = fired[0].next_run_at.expect("a next run");
+    assert_eq!(next.minute(), 0, "the hourly ticks go on: next at {next}");
+    assert!(worker.tick().expect("tick").is_empty(), "fired once");
+    assert!(operator.pause("hourly").expect("pause"));
+    assert!(
+        !operator.due_now("hourly").expect("due now"),
+        "a paused schedule is not made due"
+    );
+    assert!(matches!(
+        operator.due_now("nope"),
+        Err(SchedulerError::NotStored { .. })
+    ));
 }

@@ -1,14 +1,15 @@
 //! The operations behind the API and the dashboard, one function each, over the library's own
 //! store operations. Synchronous: callers run them on the blocking pool ([`run`]).
 
-use std::{str::FromStr, time::Duration};
+use std::str::FromStr;
 
 use safejob_core::{
-    KeyDigest,
+    KeyDigest, Recovery,
     action::{ActionFilter, ActionId, ActionState, RetryAction},
+    confirm_effects_by_digest,
     queue::{JobFilter, JobId, JobQuery, OpResult, QueueState, QueuedJob, Snapshot},
     schedule::{Scheduler, SchedulerError},
-    store::{AcquireRequest, EffectsClaim, EffectsOutcome, FenceCheck, ListFilter, ListQuery},
+    store::{ListFilter, ListQuery},
     workflow::{BatchId, BatchState},
 };
 
@@ -362,42 +363,21 @@ pub(crate) fn key(state: &WebState, digest: KeyDigest) -> Result<KeyView, ApiErr
     Ok(KeyView::of(&row, now))
 }
 
-/// An operator confirms that the in-doubt effects of a key did happen: the effects are claimed
-/// (fence + 1, so no earlier worker can record them) and marked done, nothing is run. The
-/// digest form of `Runner::confirm_effects`, for operators who hold a digest, not the job.
+/// An operator confirms that the in-doubt effects of a key did happen: the library's
+/// [`confirm_effects_by_digest`] (claimed with fence + 1, marked done, nothing run).
 pub(crate) fn confirm_key(state: &WebState, digest: KeyDigest) -> Result<Done, ApiError> {
-    let guards = state.queue().guards();
     let what = format!("key {}", digest.short());
-    let row = guards
-        .get(&digest)?
-        .ok_or_else(|| ApiError::not_found(&what))?;
-    let req = AcquireRequest {
-        digest,
-        fingerprint: row.fingerprint,
-        owner: OPERATOR,
-        ttl: Duration::from_secs(60),
-    };
-    match guards.claim_effects(&req)? {
-        EffectsClaim::Claimed(lease, _) => {
-            match guards.finish_effects(&lease, EffectsOutcome::Done)? {
-                FenceCheck::Applied => {
-                    tracing::info!(key = %digest.short(), "in-doubt effects confirmed by an operator");
-                    Ok(Done {
-                        message: format!("effects of {what} confirmed done"),
-                    })
-                }
-                FenceCheck::Stale => Err(ApiError::Conflict(format!(
-                    "{what} changed during the confirmation; nothing recorded"
-                ))),
-            }
+    match confirm_effects_by_digest(state.queue().guards(), &digest, OPERATOR)? {
+        Recovery::Resolved { .. } => {
+            tracing::info!(key = %digest.short(), "in-doubt effects confirmed by an operator");
+            Ok(Done {
+                message: format!("effects of {what} confirmed done"),
+            })
         }
-        EffectsClaim::NotInDoubt(_) => Err(ApiError::Conflict(format!(
+        Recovery::NotInDoubt(_) => Err(ApiError::Conflict(format!(
             "the effects of {what} are not in doubt"
         ))),
-        EffectsClaim::Missing => Err(ApiError::not_found(what)),
-        EffectsClaim::KeyConflict { .. } => Err(ApiError::Conflict(format!(
-            "{what} changed its fingerprint during the confirmation"
-        ))),
+        Recovery::Missing => Err(ApiError::not_found(what)),
     }
 }
 

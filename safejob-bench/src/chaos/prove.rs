@@ -128,14 +128,19 @@ pub fn main(args: ProveArgs) -> ExitCode {
         }
         Ok(ok)
     })();
-    let _ = ns.drop_all();
-    match result {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
-        Err(e) => {
+    let dropped = ns.drop_all();
+    if let Err(e) = &dropped {
+        eprintln!("safejob-chaos prove: could not drop its namespace {name}: {e}");
+    }
+    match (result, dropped) {
+        (Ok(true), Ok(())) => ExitCode::SUCCESS,
+        (Ok(false), _) => ExitCode::from(1),
+        (Err(e), _) => {
             eprintln!("safejob-chaos prove: {e}");
             ExitCode::from(2)
         }
+        // Every proof held, but the run left its schema or database behind.
+        (Ok(true), Err(_)) => ExitCode::from(2),
     }
 }
 
@@ -267,10 +272,69 @@ fn faketime_works(program: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-fn child_output(child: std::process::Child) -> Result<Value, String> {
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.trim()).map_err(|e| format!("child printed {text:?}: {e}"))
+/// Why a child's answer could not be read. Its stderr is inherited, so whatever it said is
+/// already on ours.
+#[derive(Debug, thiserror::Error)]
+pub enum ChildError {
+    /// Waiting for the child failed.
+    #[error("waiting for the child failed: {0}")]
+    Wait(#[from] std::io::Error),
+    /// The child was killed by a signal (it printed `stdout` before).
+    #[error("the child was killed by signal {signal}{}", printed(stdout))]
+    Signaled {
+        /// The signal number.
+        signal: i32,
+        /// What it printed before.
+        stdout: String,
+    },
+    /// The child exited with a non-zero status.
+    #[error("the child exited with status {code}{}", printed(stdout))]
+    Failed {
+        /// Its exit code.
+        code: i32,
+        /// What it printed.
+        stdout: String,
+    },
+    /// The child exited 0 without printing its answer.
+    #[error("the child exited 0 but printed nothing")]
+    Silent,
+    /// The child exited 0 but its answer is not JSON.
+    #[error("the child exited 0 but printed {stdout:?}, not JSON: {source}")]
+    NotJson {
+        /// What it printed.
+        stdout: String,
+        /// The parse error.
+        source: serde_json::Error,
+    },
+}
+
+fn printed(stdout: &str) -> String {
+    if stdout.trim().is_empty() {
+        " before printing anything".to_owned()
+    } else {
+        format!(" after printing {stdout:?}")
+    }
+}
+
+/// Waits for `child` and reads the one JSON line it prints, judging how it exited first.
+pub fn child_output(child: std::process::Child) -> Result<Value, ChildError> {
+    use std::os::unix::process::ExitStatusExt;
+
+    let out = child.wait_with_output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if let Some(signal) = out.status.signal() {
+        return Err(ChildError::Signaled { signal, stdout });
+    }
+    if !out.status.success() {
+        return Err(ChildError::Failed {
+            code: out.status.code().unwrap_or(-1),
+            stdout,
+        });
+    }
+    if stdout.trim().is_empty() {
+        return Err(ChildError::Silent);
+    }
+    serde_json::from_str(stdout.trim()).map_err(|source| ChildError::NotJson { stdout, source })
 }
 
 /// Waits (bounded) until `key`'s perform row appears: the child is inside `perform`.
@@ -340,7 +404,7 @@ fn zombie(args: &ProveArgs, ns: &Namespace, direct: &Arc<DieselStore>) -> Result
         );
         let took_over = usurper.run(&job(key, direct, "usurper"));
         let cont = Command::new("kill").args(["-CONT", &pid]).status();
-        let out = child_output(child)?;
+        let out = child_output(child).map_err(|e| e.to_string())?;
         let digest = *key_of(key).map_err(|e| e.to_string())?.digest();
         let row = direct
             .get(&digest)
@@ -412,7 +476,8 @@ fn clock_skew(
         0,
         false,
         Some(("+600s", 600)),
-    )?)?;
+    )?)
+    .map_err(|e| e.to_string())?;
     let row_a = direct
         .get(&digest_a)
         .map_err(|e| e.to_string())?
@@ -443,7 +508,7 @@ fn clock_skew(
         EffectsKind::AfterCommit,
     );
     let took_over = usurper.run(&job(key_b, direct, "usurper"));
-    let behind = child_output(child)?;
+    let behind = child_output(child).map_err(|e| e.to_string())?;
     let digest_b = *key_of(key_b).map_err(|e| e.to_string())?.digest();
     let row_b = direct
         .get(&digest_b)
@@ -589,4 +654,63 @@ fn panics(ns: &Namespace, direct: &Arc<DieselStore>) -> Result<Value, String> {
         "cases": cases,
         "ok": ok,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::{Command, Stdio};
+
+    use super::*;
+
+    fn sh(script: &str) -> std::process::Child {
+        Command::new("sh")
+            .args(["-c", script])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn sh")
+    }
+
+    /// A child killed by a signal is reported as such, with what it printed first. Caught when
+    /// checked: `child_output` without its `signal()` check (the error is then the JSON
+    /// parse error `child printed "": EOF` of before, or `Failed` with code -1).
+    #[test]
+    fn a_child_killed_by_a_signal_is_reported_as_killed() {
+        let error = child_output(sh("echo half; kill -9 $$")).expect_err("killed");
+        assert!(
+            matches!(&error, ChildError::Signaled { signal: 9, stdout } if stdout == "half\n"),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            "the child was killed by signal 9 after printing \"half\\n\""
+        );
+        let error = child_output(sh("kill -SEGV $$")).expect_err("killed");
+        assert_eq!(
+            error.to_string(),
+            "the child was killed by signal 11 before printing anything"
+        );
+    }
+
+    /// A child that exits 0 without printing is `Silent`, not a JSON parse error; one that exits
+    /// non-zero is `Failed` with its code; a good one gives its JSON. Caught when checked: the
+    /// `Silent` check removed (then `NotJson` with an EOF error); the `success()` check removed
+    /// (the exit-3 child's JSON is then accepted).
+    #[test]
+    fn a_silent_or_failing_child_is_reported_as_such() {
+        assert!(matches!(
+            child_output(sh("exit 0")),
+            Err(ChildError::Silent)
+        ));
+        let error = child_output(sh("echo '{\"outcome\":\"x\"}'; exit 3")).expect_err("failed");
+        assert!(
+            matches!(error, ChildError::Failed { code: 3, .. }),
+            "{error:?}"
+        );
+        assert!(matches!(
+            child_output(sh("echo not-json")),
+            Err(ChildError::NotJson { .. })
+        ));
+        let value = child_output(sh("echo '{\"outcome\":\"busy\"}'")).expect("json");
+        assert_eq!(value["outcome"], "busy");
+    }
 }

@@ -19,7 +19,7 @@ use safejob_test_kit::proxy::FaultProxy;
 use super::{
     check,
     db::{self, Namespace},
-    events::{EventLog, Events},
+    events::{Ambiguity, EventLog, Events},
     job::{EffectsKind, Sabotage, TortureJob, key_of},
     worker,
 };
@@ -209,7 +209,7 @@ struct Spawner {
 
 impl Spawner {
     fn spawn(&self, slot: usize, incarnation: u32) -> std::io::Result<Child> {
-        let name = format!("w{slot}.{incarnation}");
+        let name = worker_name(slot, incarnation);
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -255,17 +255,32 @@ fn signal(child: &Child, sig: &str) {
         .status();
 }
 
+/// The event-file name of slot `i`'s incarnation `incarnation` (the worker's `--name`).
+fn worker_name(i: usize, incarnation: u32) -> String {
+    format!("w{i}.{incarnation}")
+}
+
 /// Kills every worker still alive (on every way out of the run).
 struct Reaper(Vec<Slot>);
 
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        for slot in &mut self.0 {
-            if let Some(child) = &mut slot.child {
+impl Reaper {
+    /// Kills every worker still alive; their names.
+    fn kill_all(&mut self) -> Vec<String> {
+        let mut killed = Vec::new();
+        for (i, slot) in self.0.iter_mut().enumerate() {
+            if let Some(mut child) = slot.child.take() {
                 let _ = child.kill();
                 let _ = child.wait();
+                killed.push(worker_name(i, slot.incarnation));
             }
         }
+        killed
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        self.kill_all();
     }
 }
 
@@ -407,6 +422,8 @@ fn run(args: &RunArgs, ns: &Namespace, dir: &Path, seed: u64) -> (ExitCode, bool
     }
 
     let mut faults = Faults::default();
+    // The worker processes this run killed: only they may leave an ambiguous commit unresolved.
+    let mut killed = std::collections::BTreeSet::new();
     let mut kill_at = Schedule::new(args.kill_rate, &mut rng);
     let mut pause_at = Schedule::new(args.pause_rate, &mut rng);
     let mut arm_at = Schedule::new(args.ambiguous_rate, &mut rng);
@@ -473,6 +490,7 @@ fn run(args: &RunArgs, ns: &Namespace, dir: &Path, seed: u64) -> (ExitCode, bool
                 if let Some(mut child) = slot.child.take() {
                     let _ = child.kill();
                     let _ = child.wait();
+                    killed.insert(worker_name(i, slot.incarnation));
                     faults.kills += 1;
                     slot.incarnation += 1;
                     slot.child = spawner.spawn(i, slot.incarnation).ok();
@@ -526,7 +544,8 @@ fn run(args: &RunArgs, ns: &Namespace, dir: &Path, seed: u64) -> (ExitCode, bool
         thread::sleep(tick);
     }
     let timed_out = slots.0.iter().any(|s| s.child.is_some());
-    drop(slots); // kills whatever is still running
+    killed.extend(slots.kill_all()); // whatever is still running
+    drop(slots);
     let main_phase = started.elapsed();
 
     // Recovery: let every lease and effects window expire, then redeliver each key that is not
@@ -568,6 +587,8 @@ fn run(args: &RunArgs, ns: &Namespace, dir: &Path, seed: u64) -> (ExitCode, bool
     if timed_out {
         violations.push("workers were still running at the hard time limit".into());
     }
+    let ambiguity = Ambiguity::of(&events, &killed);
+    violations.extend(ambiguity.reconcile());
     let ok = violations.is_empty();
     let mut line = serde_json::json!({
         "seed": seed,
@@ -595,10 +616,14 @@ fn run(args: &RunArgs, ns: &Namespace, dir: &Path, seed: u64) -> (ExitCode, bool
         "effects_in_doubt": verdict.effects_in_doubt,
         "in_doubt_with_effect": verdict.in_doubt_with_effect,
         "zombie_finalizes_rejected": events.count("lease_lost"),
-        "ambiguous_commits_resolved": events.count("ambiguous_committed") + events.count("ambiguous_not_committed"),
-        "ambiguous_resolved_committed": events.count("ambiguous_committed"),
-        "ambiguous_resolved_not_committed": events.count("ambiguous_not_committed"),
-        "ambiguous_unresolved": events.count("ambiguous_detected").saturating_sub(events.count("ambiguous_committed") + events.count("ambiguous_not_committed")),
+        "ambiguous_detected": ambiguity.detected,
+        "ambiguous_commits_resolved": ambiguity.committed + ambiguity.not_committed,
+        "ambiguous_resolved_committed": ambiguity.committed,
+        "ambiguous_resolved_not_committed": ambiguity.not_committed,
+        "ambiguous_settled_stale": ambiguity.settled_stale,
+        "ambiguous_worker_killed": ambiguity.worker_killed,
+        "ambiguous_release_failed": ambiguity.release_failed,
+        "ambiguous_read_failed": ambiguity.read_failed,
         "performs": verdict.performs,
         "runs_succeeded": events.count("succeeded"),
         "runs_already_succeeded": events.count("already"),
@@ -628,7 +653,7 @@ fn lease_holders(store: &DieselStore, slots: &[Slot], running: &[usize]) -> Vec<
         .iter()
         .copied()
         .filter(|i| {
-            let name = format!("w{i}.{}", slots[*i].incarnation);
+            let name = worker_name(*i, slots[*i].incarnation);
             rows.iter()
                 .any(|r| r.owner.as_deref() == Some(name.as_str()))
         })

@@ -534,10 +534,22 @@ fn settle<F: Finish + ?Sized>(
                 port.settled_committed();
                 Ok(Finalized::Committed)
             }
-            Ok(_) => Ok(Finalized::Stale),
-            Err(_) => Err(error),
+            Ok(_) => {
+                info!(
+                    fence = lease.fence,
+                    "ambiguous finalize resolved: stale under another fence"
+                );
+                Ok(Finalized::Stale)
+            }
+            Err(read) => {
+                warn!(fence = lease.fence, %read, "ambiguous finalize unresolved: the resolving read failed");
+                Err(error)
+            }
         },
-        Err(_) => Err(error),
+        Err(release) => {
+            warn!(fence = lease.fence, %release, "ambiguous finalize unresolved: the resolving release failed");
+            Err(error)
+        }
     }
 }
 

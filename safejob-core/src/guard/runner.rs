@@ -335,3 +335,39 @@ fn unwind<T>(ended: Ended<T>) -> T {
         Ended::Panicked(panic) => resume_unwind(panic),
     }
 }
+
+/// An operator's confirmation, by digest alone, that the in-doubt effects of a key did happen:
+/// claims them (bumping the fence, so no earlier worker can record them) and marks them done
+/// without running anything — what [`Runner::confirm_effects`] does, for a tool that has the
+/// digest but not the job (the `safejob keys confirm` command). The claim uses the fingerprint
+/// stored on the row, and `operator` as its owner.
+pub fn confirm_effects_by_digest(
+    store: &dyn LeaseStore,
+    digest: &crate::KeyDigest,
+    operator: &str,
+) -> Result<Recovery, StoreError> {
+    let Some(row) = store.get(digest)? else {
+        return Ok(Recovery::Missing);
+    };
+    let req = AcquireRequest {
+        digest: *digest,
+        fingerprint: row.fingerprint,
+        owner: operator,
+        ttl: Duration::from_secs(60),
+    };
+    match store.claim_effects(&req)? {
+        EffectsClaim::Claimed(lease, _) => {
+            if store.finish_effects(&lease, EffectsOutcome::Done)? == FenceCheck::Stale {
+                return Err(StoreError::backend(
+                    "the confirmation's claim was taken over before it was recorded; try again",
+                ));
+            }
+            Ok(Recovery::Resolved { fence: lease.fence })
+        }
+        EffectsClaim::NotInDoubt(row) => Ok(Recovery::NotInDoubt(Box::new(row))),
+        EffectsClaim::Missing => Ok(Recovery::Missing),
+        EffectsClaim::KeyConflict { .. } => Err(StoreError::backend(
+            "the key's fingerprint changed while it was being confirmed; try again",
+        )),
+    }
+}

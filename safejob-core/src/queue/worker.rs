@@ -488,6 +488,8 @@ struct PoolState {
     claims: u64,
     /// The number of the last claim that found nothing due (0: none yet).
     last_empty_claim: u64,
+    /// Jobs run to a completion (any outcome) so far.
+    handled: u64,
 }
 
 impl PoolState {
@@ -611,6 +613,12 @@ impl WorkerPool {
     /// Jobs claimed and not yet completed.
     pub fn in_flight(&self) -> usize {
         self.shared.lock().in_flight.len()
+    }
+
+    /// Jobs this pool has run so far, whatever their outcome (succeeded, retried, dead,
+    /// snoozed...), counting those whose completion could not be written.
+    pub fn handled(&self) -> u64 {
+        self.shared.lock().handled
     }
 
     /// Waits until the pool is idle, at most `timeout` (real time); returns whether it is.
@@ -828,6 +836,7 @@ fn run_jobs(shared: &PoolShared) {
         {
             let mut state = shared.lock();
             state.in_flight.remove(&claimed.lease.id);
+            state.handled += 1;
             if let Some(due) = again {
                 state.due_soon.push(due);
             }

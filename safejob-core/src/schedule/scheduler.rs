@@ -286,6 +286,12 @@ impl Scheduler {
         // Latest first, searched backwards from now.
         let before_next = next - chrono::Duration::microseconds(1);
         let mut ticks = trigger.latest_in(before_next, now, limit);
+        // A run an operator asked for ([`Scheduler::due_now`]): `next` is not one of the
+        // trigger's own instants, and runs as a tick of its own (the oldest).
+        if trigger.next_after(&row.name, before_next, true)? != Some(next) && !ticks.contains(&next)
+        {
+            ticks.push(next);
+        }
         if missed == MissedTicks::Skip {
             ticks.retain(|t| now - *t <= self.grace);
         }
@@ -355,14 +361,9 @@ impl Scheduler {
     }
 
     fn set_paused(&self, name: &str, paused: bool) -> Result<bool, SchedulerError> {
-        for _ in 0..MAX_CAS_ROUNDS {
-            let Some(row) = self.find(name)? else {
-                return Err(SchedulerError::NotStored {
-                    name: name.to_owned(),
-                });
-            };
+        self.update_row(name, |row| {
             if row.paused == paused {
-                return Ok(false);
+                return Ok(None);
             }
             let mut next = row.clone();
             next.paused = paused;
@@ -377,8 +378,51 @@ impl Scheduler {
                     None => None,
                 };
             }
-            if self.store.update_schedule(&next, row.revision)? {
+            Ok(Some(next))
+        })
+        .inspect(|changed| {
+            if *changed {
                 tracing::info!(schedule = %name, paused, "schedule paused state changed");
+            }
+        })
+    }
+
+    /// Makes the stored schedule due now: the next [`tick`](Scheduler::tick) of any scheduler
+    /// that declares it enqueues one job for this instant (an instant that is not one of the
+    /// schedule's own, so it is a run of its own, with a unique key of its own), and its ticks
+    /// then go on as before. Needs no
+    /// declaration (an operator's tool has none; [`trigger_now`](Scheduler::trigger_now) needs
+    /// the declared job instead). `false` for a paused schedule (resume it first) or a one-off
+    /// that already fired.
+    pub fn due_now(&self, name: &str) -> Result<bool, SchedulerError> {
+        let now = self.store.now()?;
+        self.update_row(name, |row| {
+            if row.paused || row.next_run_at.is_none() {
+                return Ok(None);
+            }
+            let mut next = row.clone();
+            next.next_run_at = Some(now);
+            Ok(Some(next))
+        })
+    }
+
+    /// Rewrites the stored row of `name` as `change` says (`None`: leave it, answer `false`),
+    /// conditionally on the revision it read, retrying on a concurrent change.
+    fn update_row(
+        &self,
+        name: &str,
+        change: impl Fn(&ScheduleRow) -> Result<Option<ScheduleRow>, SchedulerError>,
+    ) -> Result<bool, SchedulerError> {
+        for _ in 0..MAX_CAS_ROUNDS {
+            let Some(row) = self.find(name)? else {
+                return Err(SchedulerError::NotStored {
+                    name: name.to_owned(),
+                });
+            };
+            let Some(next) = change(&row)? else {
+                return Ok(false);
+            };
+            if self.store.update_schedule(&next, row.revision)? {
                 return Ok(true);
             }
         }

@@ -47,6 +47,43 @@ pub(crate) struct DatabaseUrl {
     pub(crate) secrets: Secrets,
 }
 
+/// `text` with its `%XX` escapes decoded (and nothing else: a `+` stays a `+`), invalid UTF-8
+/// replaced.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
+                let value = hex(h).unwrap_or_default() * 16 + hex(l).unwrap_or_default();
+                out.push(u8::try_from(value).unwrap_or_default());
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The password of a URL's userinfo and its query, as its text spells them.
+fn written(url: &str) -> (Option<&str>, Option<&str>) {
+    let after = url.split_once("://").map_or("", |(_, rest)| rest);
+    let authority = &after[..after.find(['/', '?', '#']).unwrap_or(after.len())];
+    let password = authority
+        .rsplit_once('@')
+        .and_then(|(userinfo, _)| userinfo.split_once(':'))
+        .map(|(_, password)| password);
+    let query = url
+        .split_once('?')
+        .map(|(_, q)| q.split('#').next().unwrap_or_default());
+    (password, query)
+}
+
 impl DatabaseUrl {
     pub(crate) fn parse(url: &str) -> Result<Self, ConnectError> {
         let Some((scheme, rest)) = url.split_once(':') else {
@@ -109,20 +146,30 @@ impl DatabaseUrl {
                 });
             }
         };
+        // Every spelling of the password that a message could quote: as written in the URL,
+        // percent-decoded (what the driver sends), and form-decoded (`+` as a space).
         let mut words = Vec::new();
-        if let Some(password) = parsed.password() {
-            words.push(password.to_owned());
-            if let Ok(decoded) = url::form_urlencoded::parse(format!("p={password}").as_bytes())
-                .next()
-                .map(|(_, v)| v.into_owned())
-                .ok_or(())
-            {
-                words.push(decoded);
-            }
+        let mut spellings = |raw: &str| {
+            words.push(raw.to_owned());
+            words.push(percent_decode(raw));
+            words.extend(
+                url::form_urlencoded::parse(format!("p={raw}").as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned()),
+            );
+        };
+        // The url crate normalizes escapes (`;` in a userinfo becomes `%3B`): the password as
+        // the URL's text spells it is taken from that text too.
+        let (written_password, written_query) = written(url);
+        for password in [parsed.password(), written_password].into_iter().flatten() {
+            spellings(password);
         }
-        for (name, value) in parsed.query_pairs() {
-            if name.eq_ignore_ascii_case("password") {
-                words.push(value.into_owned());
+        for query in [parsed.query(), written_query].into_iter().flatten() {
+            for pair in query.split('&') {
+                let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+                if percent_decode(name).eq_ignore_ascii_case("password") {
+                    spellings(value);
+                }
             }
         }
         let user = match parsed.username() {
@@ -208,6 +255,21 @@ mod tests {
         );
     }
 
+    /// The three spellings the property test below found unscrubbed, kept as plain cases.
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn every_spelling_of_the_password_is_scrubbed() {
+        for (url, password, spelled) in [
+            ("postgres://u@h/db?password=%C2%A1", "¡", "%C2%A1"),
+            ("postgres://u:;%3E@h/db", ";>", ";%3E"),
+            ("postgres://u:a+%40@h/db", "a+@", "a+%40"),
+        ] {
+            let u = DatabaseUrl::parse(url).unwrap();
+            let scrubbed = u.secrets.scrub(format!("x {password} {spelled} y")).0;
+            assert_eq!(scrubbed, "x *** *** y", "{url}");
+        }
+    }
+
     #[cfg(feature = "postgres")]
     #[test]
     fn display_drops_the_password_and_query() {
@@ -216,5 +278,90 @@ mod tests {
         assert_eq!(u.display, "postgres://app@db.example:5433/jobs");
         let scrubbed = u.secrets.scrub("x s3cr%40t s3cr@t q1 y").0;
         assert_eq!(scrubbed, "x *** *** *** y");
+    }
+
+    /// Property tests: any password is kept out of what is shown, and any text parses to a URL
+    /// or a typed error.
+    #[cfg(feature = "postgres")]
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// `password` as a URL may carry it: unreserved characters and the sub-delimiters as
+        /// they are (in a query value, not `&`, `=` or `+`), every other byte percent-encoded.
+        fn encode(password: &str, query: bool) -> String {
+            let keep = if query {
+                "-._~!$'(),;"
+            } else {
+                "-._~+!$&'(),;="
+            };
+            let mut out = String::new();
+            for c in password.chars() {
+                if c.is_ascii_alphanumeric() || keep.contains(c) {
+                    out.push(c);
+                } else {
+                    let mut buf = [0; 4];
+                    for b in c.encode_utf8(&mut buf).bytes() {
+                        out.push_str(&format!("%{b:02X}"));
+                    }
+                }
+            }
+            out
+        }
+
+        /// Passwords of any characters but `*` (the mask itself: a password of asterisks is
+        /// masked by asterisks).
+        fn password() -> impl Strategy<Value = String> {
+            prop::string::string_regex(r"[^*]{1,16}").expect("a valid regex")
+        }
+
+        proptest! {
+            /// The shown URL never carries the password, whatever it is; and an error text
+            /// that quotes it (as the URL spells it, or decoded) is scrubbed of it. It found
+            /// three gaps, fixed in `network`: a query `password=` was scrubbed only decoded
+            /// (`%C2%A1` stayed); a userinfo password only as the url crate re-spells it
+            /// (`;%3E` is `%3B%3E` there, and stayed) and form-decoded (`a+%40`, the password
+            /// `a+@`, was scrubbed as `a @`, never as `a+@`). Caught when checked: the
+            /// `percent_decode` spelling left out; `written` left out.
+            #[test]
+            fn the_password_never_shows(password in password(), in_query in any::<bool>()) {
+                let encoded = encode(&password, in_query);
+                let url = if in_query {
+                    format!("postgres://app@db.example:5433/jobs?password={encoded}")
+                } else {
+                    format!("postgres://app:{encoded}@db.example:5433/jobs")
+                };
+                let parsed = DatabaseUrl::parse(&url).expect("a valid URL");
+                prop_assert_eq!(parsed.display.as_str(), "postgres://app@db.example:5433/jobs");
+                let scrubbed = parsed
+                    .secrets
+                    .scrub(format!("could not connect as {password} ({encoded})"))
+                    .0;
+                prop_assert!(!scrubbed.contains(&password), "{password:?} in {scrubbed:?}");
+                prop_assert!(!scrubbed.contains(&encoded), "{encoded:?} in {scrubbed:?}");
+            }
+
+            /// Any text, bare or after a known scheme, is a URL or a typed error: never a panic.
+            /// Caught when checked: `sqlite` unwrapping `rest.strip_prefix("//")` (a panic on
+            /// `sqlite:x`).
+            #[test]
+            fn any_text_parses_or_is_a_typed_error(
+                scheme in prop::sample::select(vec!["", "sqlite:", "sqlite://", "postgres://", "mysql://", "mariadb://"]),
+                rest in any::<String>(),
+            ) {
+                let text = format!("{scheme}{rest}");
+                match DatabaseUrl::parse(&text) {
+                    Ok(url) => prop_assert!(!url.connect.is_empty()),
+                    Err(
+                        ConnectError::MalformedUrl { .. }
+                        | ConnectError::UnsupportedScheme { .. }
+                        | ConnectError::InMemorySqlite
+                        | ConnectError::BackendNotCompiled { .. },
+                    ) => {}
+                    Err(e) => prop_assert!(false, "{text:?}: unexpected {e:?}"),
+                }
+            }
+        }
     }
 }

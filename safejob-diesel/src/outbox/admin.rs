@@ -101,6 +101,21 @@ pub fn requeue(store: &DieselStore, id: &MessageId) -> Result<bool, RelayError> 
     Ok(n == 1)
 }
 
+/// Deletes the messages delivered more than `older_than` ago (by the database clock); returns
+/// how many. Pending and dead messages are kept. A receiver that deduplicates by message id
+/// forgets nothing by this: the ids of pruned messages are never emitted again (they name a
+/// key's effects, which commit once).
+pub fn prune_delivered(
+    store: &DieselStore,
+    older_than: std::time::Duration,
+) -> Result<u64, RelayError> {
+    let sql = sql(store);
+    let back = i64::try_from(older_than.as_micros()).unwrap_or(i64::MAX);
+    let stmt = Stmt::new(&sql.prune_delivered, vec![Bind::Int(-back)]);
+    let n = with_conn!(store, conn => conn.conn.exec(&stmt)).map_err(|e| error(store, e))?;
+    Ok(n as u64)
+}
+
 fn record(row: RecordRow) -> Result<OutboxRecord, RelayError> {
     let id = row.message.id;
     let corrupt = |detail: String| {

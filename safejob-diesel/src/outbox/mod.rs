@@ -97,7 +97,7 @@ mod relay;
 mod sink;
 mod sql;
 
-pub use admin::{OutboxCounts, OutboxRecord, counts, dead_messages, requeue};
+pub use admin::{OutboxCounts, OutboxRecord, counts, dead_messages, prune_delivered, requeue};
 pub(crate) use emit::emit_on;
 pub use emit::{EmitError, MAX_TOPIC_LEN, OutboxExt};
 pub use message::{MessageId, MessageIdError, OutboxMessage};

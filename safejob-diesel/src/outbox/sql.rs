@@ -189,6 +189,8 @@ pub(crate) struct AdminSql {
     pub(crate) requeue: String,
     /// Counts: pending, delivered, dead (three `CountRow`s in that order via UNION ALL).
     pub(crate) counts: String,
+    /// Deletes delivered rows delivered before now + the bound (negative) µs.
+    pub(crate) prune_delivered: String,
 }
 
 impl AdminSql {
@@ -208,6 +210,8 @@ impl AdminSql {
                  WHERE delivered_at IS NOT NULL \
                  UNION ALL SELECT CAST(COUNT(*) AS {bigint}) AS n FROM safe_outbox \
                  WHERE dead_at IS NOT NULL"),
+            prune_delivered: r("DELETE FROM safe_outbox WHERE delivered_at IS NOT NULL \
+                 AND delivered_at < {plus}"),
         }
     }
 }

@@ -1,0 +1,933 @@
+//! The operator commands, each a thin layer over the library's own operations.
+
+use std::{
+    io::{BufRead, IsTerminal, Write},
+    sync::Arc,
+    time::Duration,
+};
+
+use safejob_core::{
+    JobRecord, KeyDigest, ListFilter, ListQuery, Recovery,
+    action::{ActionFilter, ActionId, ActionState, ActionStore, RetryAction},
+    confirm_effects_by_digest,
+    queue::{JobFilter, JobId, JobQuery, OpResult, QueueState, QueueStore, QueuedJob},
+    schedule::{ScheduleStore, Scheduler},
+    workflow::{BatchId, BatchState},
+};
+use safejob_diesel::{DieselStore, outbox, queue::DieselQueue};
+use serde_json::{Value, json};
+
+use crate::{
+    ActionsCommand, BatchesCommand, CleanupArgs, CliError, Command, JobsCommand, KeysCommand,
+    ListArgs, SchedulesCommand, StatusArgs, WorkersCommand,
+    out::{Out, human, table},
+};
+
+/// Opens the store and queue at `url` (or `SAFEJOB_DATABASE_URL`, read by clap).
+pub fn connect(url: Option<&str>) -> Result<(Arc<DieselStore>, Arc<DieselQueue>), CliError> {
+    let url = url.ok_or(CliError::NoDatabase)?;
+    // A short-lived process: no idle minimum, so r2d2 starts no background connect that could
+    // still be inside libpq's OpenSSL code when the process exits (docs/operations.md, the
+    // libpq/OpenSSL exit race).
+    let store = Arc::new(DieselStore::builder(url).min_idle(0).build()?);
+    let queue = Arc::new(DieselQueue::new(store.clone()));
+    Ok((store, queue))
+}
+
+/// Runs one operator command.
+pub(crate) fn dispatch(url: Option<&str>, out: Out, command: Command) -> Result<(), CliError> {
+    let (store, queue) = connect(url)?;
+    let q = Ops { store, queue, out };
+    match command {
+        Command::Migrate => q.migrate(),
+        Command::Status(args) => q.status(&args),
+        Command::Jobs(JobsCommand::List(args)) => q.jobs_list(&args),
+        Command::Jobs(JobsCommand::Show { id }) => q.jobs_show(id),
+        Command::Retry(args) => match args.id {
+            Some(id) => q.op("retry", id, q.queue.retry(JobId(id))?),
+            None => q.retry_many(&args),
+        },
+        Command::Cancel { id } => q.op("cancel", id, q.queue.cancel(JobId(id))?),
+        Command::Purge(args) => q.purge(&args),
+        Command::Clear(args) => q.clear(&args.queue, args.yes),
+        Command::Failed { limit } => q.jobs_list(&ListArgs {
+            state: Some("dead".into()),
+            queue: None,
+            kind: None,
+            after: None,
+            limit,
+        }),
+        Command::Cleanup(args) => q.cleanup(&args),
+        Command::Keys(k) => q.keys(k),
+        Command::Schedules(s) => q.schedules(s),
+        Command::Batches(b) => q.batches(b),
+        Command::Actions(a) => q.actions(a),
+        Command::Workers(w) => q.workers(w),
+    }
+}
+
+struct Ops {
+    store: Arc<DieselStore>,
+    queue: Arc<DieselQueue>,
+    out: Out,
+}
+
+fn state_of(text: &str) -> Result<QueueState, CliError> {
+    text.parse()
+        .map_err(|_| CliError::BadInput(format!("unknown job state {text:?}")))
+}
+
+fn digest_of(text: &str) -> Result<KeyDigest, CliError> {
+    KeyDigest::from_hex(text).map_err(|_| {
+        CliError::BadInput(format!("{text:?} is not a key digest (64 hex characters)"))
+    })
+}
+
+fn filter_of(
+    state: Option<&str>,
+    queue: Option<&str>,
+    kind: Option<&str>,
+) -> Result<JobFilter, CliError> {
+    Ok(JobFilter {
+        state: state.map(state_of).transpose()?,
+        queue: queue.map(str::to_owned),
+        kind: kind.map(str::to_owned),
+    })
+}
+
+fn job_json(j: &QueuedJob) -> Value {
+    json!({
+        "id": j.id.0,
+        "kind": j.kind,
+        "queue": j.queue,
+        "state": j.state.as_str(),
+        "attempts": j.attempts,
+        "max_attempts": j.max_attempts,
+        "run_at": j.run_at,
+        "owner": j.owner,
+        "batch": j.batch.map(|b| b.0),
+        "last_error": j.errors.last().map(|e| e.message.clone()),
+        "created_at": j.created_at,
+        "finished_at": j.finished_at,
+    })
+}
+
+fn key_json(r: &JobRecord, now: chrono::DateTime<chrono::Utc>) -> Value {
+    json!({
+        "digest": r.digest.to_hex(),
+        "state": r.state.as_str(),
+        "fence": r.fence,
+        "attempts": r.attempts,
+        "owner": r.owner,
+        "effects": r.effects.as_str(),
+        "effects_in_doubt": r.effects_in_doubt(now),
+        "last_error": r.last_error,
+        "created_at": r.created_at,
+        "finalized_at": r.finalized_at,
+        "retain_until": r.retain_until,
+    })
+}
+
+/// Asks on stdin unless `yes`; a non-terminal stdin without `--yes` is a no.
+fn confirm(question: &str, yes: bool) -> Result<(), CliError> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        eprintln!("{question} — pass --yes to confirm without a terminal");
+        return Err(CliError::Declined);
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr()
+        .flush()
+        .map_err(|e| CliError::Io(e.to_string()))?;
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| CliError::Io(e.to_string()))?;
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(CliError::Declined)
+    }
+}
+
+impl Ops {
+    fn migrate(&self) -> Result<(), CliError> {
+        let spinner = self.out.progress(0, "migrating");
+        spinner.enable_steady_tick(Duration::from_millis(100));
+        let applied = self.store.migrate()?;
+        spinner.finish_and_clear();
+        self.out.emit(&json!({"applied": applied}), || {
+            if applied.is_empty() {
+                println!("up to date");
+            }
+            for m in &applied {
+                println!("applied {m}");
+            }
+        });
+        Ok(())
+    }
+
+    /// Maps an operator action's answer to output and exit code.
+    fn op(&self, what: &str, id: i64, result: OpResult) -> Result<(), CliError> {
+        match result {
+            OpResult::Applied => {
+                self.out.emit(&json!({"id": id, "result": "applied"}), || {
+                    println!("{what} {id}: done")
+                });
+                Ok(())
+            }
+            OpResult::NotFound => Err(CliError::NotFound(format!("job {id}"))),
+            OpResult::WrongState(s) => Err(CliError::Refused(format!("job {id} is {s}"))),
+            OpResult::UniqueKeyHeld { by } => Err(CliError::Refused(format!(
+                "job {id}'s unique key is held by live job {by}"
+            ))),
+            OpResult::DependenciesUnmet => Err(CliError::Refused(format!(
+                "job {id} is a batch member whose dependencies did not all succeed"
+            ))),
+            OpResult::BatchEnded(s) => {
+                Err(CliError::Refused(format!("the batch already ended {s}")))
+            }
+        }
+    }
+
+    fn status(&self, args: &StatusArgs) -> Result<(), CliError> {
+        let snap = self.queue.snapshot()?;
+        let outbox = outbox::counts(&self.store).ok();
+        let by_state = snap.by_state();
+        let health = |age: Duration| {
+            if age <= args.stale_after / 2 {
+                "alive"
+            } else if age <= args.stale_after {
+                "late"
+            } else {
+                "stale"
+            }
+        };
+        let workers: Vec<Value> = snap
+            .workers
+            .iter()
+            .map(|w| {
+                let age = (snap.taken_at - w.last_heartbeat)
+                    .to_std()
+                    .unwrap_or_default();
+                json!({"id": w.id, "queues": w.queues, "concurrency": w.concurrency,
+                       "heartbeat_age_ms": age.as_millis() as u64, "health": health(age),
+                       "in_flight": w.in_flight.len()})
+            })
+            .collect();
+        let value = json!({
+            "taken_at": snap.taken_at,
+            "by_state": by_state.iter().map(|(s, n)| (s.as_str().to_owned(), json!(n))).collect::<serde_json::Map<_, _>>(),
+            "by_queue": snap.by_queue(),
+            "by_kind": snap.by_kind(),
+            "kinds": snap.kinds.iter().map(|k| json!({"kind": k.kind, "executions": k.executions,
+                "success_rate": k.success_rate, "mean_ms": k.mean.as_millis() as u64,
+                "p95_ms": k.p95.as_millis() as u64, "p99_ms": k.p99.as_millis() as u64})).collect::<Vec<_>>(),
+            "workers": workers,
+            "oldest_due_age_ms": snap.oldest_due_age.map(|d| d.as_millis() as u64),
+            "outbox": outbox.map(|o| json!({"pending": o.pending, "delivered": o.delivered, "dead": o.dead})),
+        });
+        self.out.emit(&value, || {
+            let states: Vec<Vec<String>> = by_state
+                .iter()
+                .map(|(s, n)| vec![s.as_str().to_owned(), n.to_string()])
+                .collect();
+            table(&["state", "jobs"], &states);
+            println!();
+            let queues: Vec<Vec<String>> = snap
+                .by_queue()
+                .iter()
+                .map(|(q, n)| vec![q.clone(), n.to_string()])
+                .collect();
+            table(&["queue", "jobs"], &queues);
+            println!();
+            let kinds: Vec<Vec<String>> = snap
+                .kinds
+                .iter()
+                .map(|k| {
+                    vec![
+                        k.kind.clone(),
+                        k.executions.to_string(),
+                        format!("{:.1}%", k.success_rate * 100.0),
+                        human(k.mean),
+                        human(k.p95),
+                        human(k.p99),
+                    ]
+                })
+                .collect();
+            table(
+                &["kind", "finished", "succeeded", "mean", "p95", "p99"],
+                &kinds,
+            );
+            println!();
+            let rows: Vec<Vec<String>> = snap
+                .workers
+                .iter()
+                .map(|w| {
+                    let age = (snap.taken_at - w.last_heartbeat)
+                        .to_std()
+                        .unwrap_or_default();
+                    vec![
+                        w.id.clone(),
+                        health(age).to_owned(),
+                        human(age),
+                        w.queues.join(","),
+                        format!("{}/{}", w.in_flight.len(), w.concurrency),
+                    ]
+                })
+                .collect();
+            table(
+                &["worker", "health", "heartbeat", "queues", "running"],
+                &rows,
+            );
+            println!();
+            match snap.oldest_due_age {
+                Some(age) => println!("oldest due job: waiting {}", human(age)),
+                None => println!("oldest due job: none due"),
+            }
+            if let Some(o) = outbox {
+                println!(
+                    "outbox: {} pending, {} delivered, {} dead",
+                    o.pending, o.delivered, o.dead
+                );
+            }
+        });
+        Ok(())
+    }
+
+    fn jobs_list(&self, args: &ListArgs) -> Result<(), CliError> {
+        if args.limit == 0 {
+            return Err(CliError::BadInput("--limit must be at least 1".into()));
+        }
+        let jobs = self.queue.list(&JobQuery {
+            filter: filter_of(
+                args.state.as_deref(),
+                args.queue.as_deref(),
+                args.kind.as_deref(),
+            )?,
+            after: args.after.map(JobId),
+            limit: args.limit,
+        })?;
+        let value = Value::Array(jobs.iter().map(job_json).collect());
+        self.out.emit(&value, || {
+            let rows: Vec<Vec<String>> = jobs
+                .iter()
+                .map(|j| {
+                    vec![
+                        j.id.to_string(),
+                        j.queue.clone(),
+                        j.kind.clone(),
+                        j.state.as_str().to_owned(),
+                        format!("{}/{}", j.attempts, j.max_attempts),
+                        j.run_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                        j.errors
+                            .last()
+                            .map(|e| e.message.chars().take(60).collect())
+                            .unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            table(
+                &[
+                    "id",
+                    "queue",
+                    "kind",
+                    "state",
+                    "attempts",
+                    "run_at",
+                    "last error",
+                ],
+                &rows,
+            );
+            if jobs.len() == args.limit
+                && let Some(last) = jobs.last()
+            {
+                println!("next page: --after {}", last.id);
+            }
+        });
+        Ok(())
+    }
+
+    fn jobs_show(&self, id: i64) -> Result<(), CliError> {
+        let job = self
+            .queue
+            .get(JobId(id))?
+            .ok_or_else(|| CliError::NotFound(format!("job {id}")))?;
+        let history: Vec<Value> = job
+            .errors
+            .iter()
+            .map(|e| json!({"attempt": e.attempt, "at": e.at, "kind": e.kind.as_str(), "message": e.message}))
+            .collect();
+        let mut value = job_json(&job);
+        value["payload"] = job.payload.clone();
+        value["metadata"] = job.metadata.clone();
+        value["guard"] = json!(job.guard.map(|g| g.digest.to_hex()));
+        value["progress"] = json!(
+            job.progress
+                .as_ref()
+                .map(|p| json!({"current": p.current, "total": p.total, "message": p.message}))
+        );
+        value["history"] = Value::Array(history);
+        self.out.emit(&value, || {
+            for field in [
+                "id",
+                "kind",
+                "queue",
+                "state",
+                "attempts",
+                "max_attempts",
+                "run_at",
+                "owner",
+                "batch",
+                "guard",
+                "created_at",
+                "finished_at",
+                "payload",
+                "metadata",
+                "progress",
+            ] {
+                println!("{field:<13} {}", value[field]);
+            }
+            println!("history:");
+            for e in &job.errors {
+                println!(
+                    "  attempt {} at {} {}: {}",
+                    e.attempt,
+                    e.at.format("%Y-%m-%d %H:%M:%S%.3f"),
+                    e.kind.as_str(),
+                    e.message
+                );
+            }
+        });
+        Ok(())
+    }
+
+    fn retry_many(&self, args: &crate::RetryArgs) -> Result<(), CliError> {
+        let state = args.state.as_deref().unwrap_or("dead");
+        let filter = filter_of(Some(state), args.queue.as_deref(), args.kind.as_deref())?;
+        if !matches!(
+            filter.state,
+            Some(QueueState::Dead | QueueState::Cancelled | QueueState::Parked)
+        ) {
+            return Err(CliError::BadInput(format!(
+                "only dead, cancelled or parked jobs are retried, not {state}"
+            )));
+        }
+        let jobs = self.queue.list(&JobQuery {
+            filter,
+            after: None,
+            limit: args.limit,
+        })?;
+        let bar = self.out.progress(jobs.len() as u64, "retrying");
+        let (mut retried, mut refused) = (0u64, Vec::new());
+        for j in &jobs {
+            match self.queue.retry(j.id)? {
+                OpResult::Applied => retried += 1,
+                other => refused.push(json!({"id": j.id.0, "answer": format!("{other:?}")})),
+            }
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        let value = json!({"retried": retried, "refused": refused});
+        self.out.emit(&value, || {
+            println!("retried {retried} of {} jobs", jobs.len());
+            for r in &refused {
+                println!("  refused: job {} ({})", r["id"], r["answer"]);
+            }
+        });
+        Ok(())
+    }
+
+    fn purge(&self, args: &crate::PurgeArgs) -> Result<(), CliError> {
+        let state = args.state.as_deref().unwrap_or("dead");
+        let filter = filter_of(Some(state), args.queue.as_deref(), args.kind.as_deref())?;
+        if !filter.state.is_some_and(QueueState::is_finished) {
+            return Err(CliError::BadInput(format!(
+                "only finished jobs (succeeded, dead, cancelled) are purged, not {state}"
+            )));
+        }
+        confirm(
+            &format!("delete every {state} job matching the filters?"),
+            args.yes,
+        )?;
+        let n = self.queue.purge(&filter)?;
+        self.out
+            .emit(&json!({"purged": n}), || println!("purged {n} jobs"));
+        Ok(())
+    }
+
+    fn clear(&self, queue: &str, yes: bool) -> Result<(), CliError> {
+        let mut waiting = Vec::new();
+        for state in [
+            QueueState::Pending,
+            QueueState::Scheduled,
+            QueueState::Retrying,
+        ] {
+            let mut after = None;
+            loop {
+                let page = self.queue.list(&JobQuery {
+                    filter: JobFilter {
+                        state: Some(state),
+                        queue: Some(queue.to_owned()),
+                        kind: None,
+                    },
+                    after,
+                    limit: 1000,
+                })?;
+                after = page.last().map(|j| j.id);
+                let full = page.len() == 1000;
+                waiting.extend(page.into_iter().map(|j| j.id));
+                if !full {
+                    break;
+                }
+            }
+        }
+        confirm(
+            &format!(
+                "cancel the {} waiting jobs of queue {queue:?}?",
+                waiting.len()
+            ),
+            yes,
+        )?;
+        let bar = self.out.progress(waiting.len() as u64, "cancelling");
+        let mut cancelled = 0u64;
+        for id in &waiting {
+            // A job claimed meanwhile is running now: it belongs to its worker.
+            if self.queue.cancel(*id)? == OpResult::Applied {
+                cancelled += 1;
+            }
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        self.out.emit(&json!({"cancelled": cancelled}), || {
+            println!("cancelled {cancelled} waiting jobs of queue {queue:?}")
+        });
+        Ok(())
+    }
+
+    fn cleanup(&self, args: &CleanupArgs) -> Result<(), CliError> {
+        if args.batch == 0 {
+            return Err(CliError::BadInput("--batch must be at least 1".into()));
+        }
+        let bar = self.out.progress(0, "pruning finished jobs");
+        let mut jobs = 0u64;
+        loop {
+            let n = self.queue.prune(args.older_than, args.batch)?;
+            jobs += n;
+            bar.set_position(jobs);
+            if n < args.batch as u64 {
+                break;
+            }
+        }
+        bar.finish_and_clear();
+        let delivered = match outbox::prune_delivered(&self.store, args.older_than) {
+            Ok(n) => Some(n),
+            // A database without the outbox table has nothing to prune there.
+            Err(outbox::RelayError::MissingTable { .. }) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let workers = self.forget_stale(args.workers_older_than)?;
+        let mut guards = None;
+        if args.guards {
+            let mut n = 0u64;
+            loop {
+                let pruned = self.queue.guards().prune(args.batch)?;
+                n += pruned;
+                if pruned < args.batch as u64 {
+                    break;
+                }
+            }
+            guards = Some(n);
+        }
+        let value = json!({"jobs": jobs, "outbox_delivered": delivered, "workers": workers, "guards": guards});
+        self.out.emit(&value, || {
+            println!("finished jobs deleted: {jobs}");
+            match delivered {
+                Some(n) => println!("delivered outbox rows deleted: {n}"),
+                None => println!("delivered outbox rows deleted: none (no outbox table)"),
+            }
+            println!("stale worker rows deleted: {workers}");
+            match guards {
+                Some(n) => println!("guard rows past their retention deleted: {n}"),
+                None => {
+                    println!("guard rows: kept (pass --guards to prune those past their retention)")
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn forget_stale(&self, older_than: Duration) -> Result<u64, CliError> {
+        let snap = self.queue.snapshot()?;
+        let mut n = 0;
+        for w in &snap.workers {
+            let age = (snap.taken_at - w.last_heartbeat)
+                .to_std()
+                .unwrap_or_default();
+            if age > older_than {
+                self.queue.remove_worker(&w.id)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    fn keys(&self, command: KeysCommand) -> Result<(), CliError> {
+        let guards = self.queue.guards();
+        let now = guards.now()?;
+        match command {
+            KeysCommand::Show { digest } => {
+                let d = digest_of(&digest)?;
+                let row = guards
+                    .get(&d)?
+                    .ok_or_else(|| CliError::NotFound(format!("key {}", d.short())))?;
+                let value = key_json(&row, now);
+                self.out.emit(&value, || {
+                    if let Value::Object(map) = &value {
+                        for (k, v) in map {
+                            println!("{k:<17} {v}");
+                        }
+                    }
+                });
+            }
+            KeysCommand::InDoubt { limit } => {
+                let rows = guards.list(&ListQuery::new(ListFilter::EffectsInDoubt, limit))?;
+                let value = Value::Array(rows.iter().map(|r| key_json(r, now)).collect());
+                self.out.emit(&value, || {
+                    let table_rows: Vec<Vec<String>> = rows
+                        .iter()
+                        .map(|r| {
+                            vec![
+                                r.digest.to_hex(),
+                                r.effects.as_str().to_owned(),
+                                r.owner.clone().unwrap_or_default(),
+                                r.finalized_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                            ]
+                        })
+                        .collect();
+                    table(
+                        &["digest", "effects", "last owner", "succeeded at"],
+                        &table_rows,
+                    );
+                });
+            }
+            KeysCommand::Confirm { digest, yes } => {
+                let d = digest_of(&digest)?;
+                confirm(
+                    &format!(
+                        "record that the effects of key {} DID happen (nothing will run)?",
+                        d.short()
+                    ),
+                    yes,
+                )?;
+                let operator = format!("safejob-cli-{}", std::process::id());
+                match confirm_effects_by_digest(guards, &d, &operator)? {
+                    Recovery::Resolved { fence } => self.out.emit(
+                        &json!({"digest": d.to_hex(), "confirmed": true, "fence": fence}),
+                        || println!("key {}: effects recorded done (fence {fence})", d.short()),
+                    ),
+                    Recovery::NotInDoubt(row) => {
+                        return Err(CliError::Refused(format!(
+                            "key {}'s effects are not in doubt (state {}, effects {})",
+                            d.short(),
+                            row.state.as_str(),
+                            row.effects.as_str()
+                        )));
+                    }
+                    Recovery::Missing => {
+                        return Err(CliError::NotFound(format!("key {}", d.short())));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn scheduler(&self) -> Result<Scheduler, CliError> {
+        Ok(Scheduler::builder(self.queue.clone() as Arc<dyn ScheduleStore>).build()?)
+    }
+
+    fn schedules(&self, command: SchedulesCommand) -> Result<(), CliError> {
+        let s = self.scheduler()?;
+        let changed = |what: &str, name: &str, done: bool, not: &str| -> Result<(), CliError> {
+            if done {
+                self.out.emit(&json!({"name": name, "result": what}), || {
+                    println!("{name}: {what}")
+                });
+                Ok(())
+            } else {
+                Err(CliError::Refused(format!("{name}: {not}")))
+            }
+        };
+        match command {
+            SchedulesCommand::List { next } => {
+                let list = s.list(next)?;
+                let value = Value::Array(
+                    list.iter()
+                        .map(|i| {
+                            json!({"name": i.row.name, "trigger": i.row.trigger,
+                            "expression": i.row.expression, "time_zone": i.row.time_zone,
+                            "kind": i.row.kind, "paused": i.row.paused, "missed": i.row.missed,
+                            "last_tick": i.row.last_tick, "next_runs": i.next_runs})
+                        })
+                        .collect(),
+                );
+                self.out.emit(&value, || {
+                    let rows: Vec<Vec<String>> = list
+                        .iter()
+                        .map(|i| {
+                            vec![
+                                i.row.name.clone(),
+                                format!("{} {}", i.row.trigger, i.row.expression),
+                                i.row.time_zone.clone(),
+                                if i.row.paused { "paused" } else { "active" }.to_owned(),
+                                i.next_runs
+                                    .iter()
+                                    .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                                    .collect::<Vec<_>>()
+                                    .join(", "),
+                            ]
+                        })
+                        .collect();
+                    table(&["name", "when", "zone", "state", "next runs (UTC)"], &rows);
+                });
+                Ok(())
+            }
+            SchedulesCommand::Pause { name } => {
+                changed("paused", &name, s.pause(&name)?, "already paused")
+            }
+            SchedulesCommand::Resume { name } => {
+                changed("resumed", &name, s.resume(&name)?, "not paused")
+            }
+            SchedulesCommand::Trigger { name } => changed(
+                "due now: the next scheduler tick enqueues it",
+                &name,
+                s.due_now(&name)?,
+                "paused (resume it first) or a one-off that already ran",
+            ),
+        }
+    }
+
+    fn batches(&self, command: BatchesCommand) -> Result<(), CliError> {
+        match command {
+            BatchesCommand::List { state, limit } => {
+                let state = state
+                    .as_deref()
+                    .map(|s| {
+                        s.parse::<BatchState>()
+                            .map_err(|_| CliError::BadInput(format!("unknown batch state {s:?}")))
+                    })
+                    .transpose()?;
+                let list = self.queue.list_batches(state, limit)?;
+                let value = serde_json::to_value(&list).unwrap_or(Value::Null);
+                self.out.emit(&value, || {
+                    let rows: Vec<Vec<String>> = list
+                        .iter()
+                        .map(|b| {
+                            let c = b.counts;
+                            vec![
+                                b.id.to_string(),
+                                b.name.clone(),
+                                b.policy.as_text(),
+                                b.state.as_str().to_owned(),
+                                format!(
+                                    "{}/{} ok, {} failed, {} cancelled, {} blocked",
+                                    c.succeeded, c.total, c.failed, c.cancelled, c.blocked
+                                ),
+                            ]
+                        })
+                        .collect();
+                    table(&["id", "name", "policy", "state", "members"], &rows);
+                });
+                Ok(())
+            }
+            BatchesCommand::Show { id } => {
+                let info = self
+                    .queue
+                    .batch(BatchId(id))?
+                    .ok_or_else(|| CliError::NotFound(format!("batch {id}")))?;
+                let members = self.queue.batch_members(BatchId(id))?;
+                let names: std::collections::BTreeMap<JobId, &str> =
+                    members.iter().map(|m| (m.job, m.name.as_str())).collect();
+                let mut value = serde_json::to_value(&info).unwrap_or(Value::Null);
+                value["members"] = Value::Array(
+                    members
+                        .iter()
+                        .map(|m| json!({"name": m.name, "job": m.job.0, "state": m.state.as_str(),
+                            "depends_on": m.depends_on.iter().map(|d| names.get(d).copied().unwrap_or("?")).collect::<Vec<_>>(),
+                            "result": m.result}))
+                        .collect(),
+                );
+                self.out.emit(&value, || {
+                    println!(
+                        "batch {} {:?} ({}): {}",
+                        info.id,
+                        info.name,
+                        info.policy.as_text(),
+                        info.state
+                    );
+                    let rows: Vec<Vec<String>> = members
+                        .iter()
+                        .map(|m| {
+                            vec![
+                                m.name.clone(),
+                                m.job.to_string(),
+                                m.state.as_str().to_owned(),
+                                m.depends_on
+                                    .iter()
+                                    .map(|d| names.get(d).copied().unwrap_or("?"))
+                                    .collect::<Vec<_>>()
+                                    .join(","),
+                            ]
+                        })
+                        .collect();
+                    table(&["member", "job", "state", "after"], &rows);
+                });
+                Ok(())
+            }
+            BatchesCommand::Cancel { id } => match self.queue.cancel_batch(BatchId(id))? {
+                OpResult::Applied => {
+                    self.out.emit(&json!({"batch": id, "result": "cancelling"}), || {
+                        println!("batch {id}: members not running cancelled; it ends when the running ones do")
+                    });
+                    Ok(())
+                }
+                OpResult::NotFound => Err(CliError::NotFound(format!("batch {id}"))),
+                other => self.op("cancel batch", id, other),
+            },
+        }
+    }
+
+    fn actions(&self, command: ActionsCommand) -> Result<(), CliError> {
+        match command {
+            ActionsCommand::List {
+                state,
+                action_type,
+                limit,
+            } => {
+                let state = state
+                    .as_deref()
+                    .map(|s| {
+                        s.parse::<ActionState>()
+                            .map_err(|_| CliError::BadInput(format!("unknown action state {s:?}")))
+                    })
+                    .transpose()?;
+                let list = self
+                    .queue
+                    .list_actions(&ActionFilter { state, action_type }, limit)?;
+                let value = Value::Array(
+                    list.iter()
+                        .map(|a| json!({"id": a.id.0, "type": a.action_type, "state": a.state.as_str(),
+                            "eligible_at": a.eligible_at, "attempts": a.attempts, "job": a.job.map(|j| j.0),
+                            "message_id": a.message_id, "last_error": a.last_error}))
+                        .collect(),
+                );
+                self.out.emit(&value, || {
+                    let rows: Vec<Vec<String>> = list
+                        .iter()
+                        .map(|a| {
+                            vec![
+                                a.id.to_string(),
+                                a.action_type.clone(),
+                                a.state.as_str().to_owned(),
+                                a.eligible_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                                a.attempts.to_string(),
+                                a.job.map(|j| j.to_string()).unwrap_or_default(),
+                                a.last_error.clone().unwrap_or_default(),
+                            ]
+                        })
+                        .collect();
+                    table(
+                        &[
+                            "id",
+                            "type",
+                            "state",
+                            "eligible",
+                            "attempts",
+                            "job",
+                            "last error",
+                        ],
+                        &rows,
+                    );
+                });
+                Ok(())
+            }
+            ActionsCommand::Retry { id } => match self.queue.retry_action(ActionId(id))? {
+                RetryAction::Applied => {
+                    self.out
+                        .emit(&json!({"action": id, "result": "applied"}), || {
+                            println!("action {id}: pending again")
+                        });
+                    Ok(())
+                }
+                RetryAction::NotFound => Err(CliError::NotFound(format!("action {id}"))),
+                RetryAction::WrongState(s) => Err(CliError::Refused(format!(
+                    "action {id} is {s}; only parked actions are retried"
+                ))),
+            },
+        }
+    }
+
+    fn workers(&self, command: WorkersCommand) -> Result<(), CliError> {
+        match command {
+            WorkersCommand::List(args) => {
+                let snap = self.queue.snapshot()?;
+                let value = Value::Array(
+                    snap.workers
+                        .iter()
+                        .map(|w| {
+                            let age = (snap.taken_at - w.last_heartbeat)
+                                .to_std()
+                                .unwrap_or_default();
+                            json!({"id": w.id, "queues": w.queues, "concurrency": w.concurrency,
+                                "heartbeat_age_ms": age.as_millis() as u64,
+                                "stale": age > args.stale_after,
+                                "in_flight": w.in_flight.iter().map(|j| j.0).collect::<Vec<_>>()})
+                        })
+                        .collect(),
+                );
+                self.out.emit(&value, || {
+                    let rows: Vec<Vec<String>> = snap
+                        .workers
+                        .iter()
+                        .map(|w| {
+                            let age = (snap.taken_at - w.last_heartbeat)
+                                .to_std()
+                                .unwrap_or_default();
+                            vec![
+                                w.id.clone(),
+                                human(age),
+                                if age > args.stale_after {
+                                    "stale"
+                                } else {
+                                    "alive"
+                                }
+                                .to_owned(),
+                                w.queues.join(","),
+                                format!("{}/{}", w.in_flight.len(), w.concurrency),
+                            ]
+                        })
+                        .collect();
+                    table(
+                        &["worker", "heartbeat", "health", "queues", "running"],
+                        &rows,
+                    );
+                });
+                Ok(())
+            }
+            WorkersCommand::ForgetStale { older_than } => {
+                let n = self.forget_stale(older_than)?;
+                self.out.emit(&json!({"forgotten": n}), || {
+                    println!(
+                        "forgot {n} workers silent for more than {}",
+                        human(older_than)
+                    )
+                });
+                Ok(())
+            }
+        }
+    }
+}
