@@ -50,6 +50,9 @@ pub enum CliError {
     /// A schedule operation failed.
     #[error(transparent)]
     Schedule(#[from] safejob_core::schedule::SchedulerError),
+    /// The HTTP server could not start or failed.
+    #[error("serve: {0}")]
+    Web(#[from] safejob_web::WebError),
     /// An argument does not make sense (a digest that is not hex, a zero limit…).
     #[error("{0}")]
     BadInput(String),
@@ -146,6 +149,22 @@ pub enum Command {
     /// Workers that sent heartbeats.
     #[command(subcommand)]
     Workers(WorkersCommand),
+    /// Serves the JSON API, `/metrics` and the dashboard (safejob-web) until SIGTERM or SIGINT.
+    /// Loopback clients only, unless a bearer token is given (then other clients present it).
+    Serve(ServeArgs),
+}
+
+/// `serve` options.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8087")]
+    pub addr: std::net::SocketAddr,
+    /// The name of an environment variable holding a bearer token: clients that are not
+    /// loopback present it (`Authorization: Bearer …`). Read from the environment, never from
+    /// the command line (which other users can see), and never printed.
+    #[arg(long, value_name = "VAR")]
+    pub token_env: Option<String>,
 }
 
 /// `status` options.

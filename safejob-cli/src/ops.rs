@@ -10,6 +10,7 @@ use safejob_core::{
     JobRecord, KeyDigest, ListFilter, ListQuery, Recovery,
     action::{ActionFilter, ActionId, ActionState, ActionStore, RetryAction},
     confirm_effects_by_digest,
+    history::{HistoryStore, Subject},
     queue::{JobFilter, JobId, JobQuery, OpResult, QueueState, QueueStore, QueuedJob},
     schedule::{ScheduleStore, Scheduler},
     workflow::{BatchId, BatchState},
@@ -63,6 +64,7 @@ pub(crate) fn dispatch(url: Option<&str>, out: Out, command: Command) -> Result<
         Command::Batches(b) => q.batches(b),
         Command::Actions(a) => q.actions(a),
         Command::Workers(w) => q.workers(w),
+        Command::Serve(args) => q.serve(&args),
     }
 }
 
@@ -356,7 +358,16 @@ impl Ops {
             .queue
             .get(JobId(id))?
             .ok_or_else(|| CliError::NotFound(format!("job {id}")))?;
-        let history: Vec<Value> = job
+        // The audit ledger's transitions (empty while the ledger is off), and the row's errors.
+        let ledger = self.queue.history(&Subject::Job(JobId(id)))?;
+        let history: Vec<Value> = ledger
+            .iter()
+            .map(|e| {
+                json!({"at": e.at, "from": e.from_state, "to": e.to_state, "fence": e.fence,
+                "attempt": e.attempt, "worker": e.worker, "reason": e.reason})
+            })
+            .collect();
+        let errors: Vec<Value> = job
             .errors
             .iter()
             .map(|e| json!({"attempt": e.attempt, "at": e.at, "kind": e.kind.as_str(), "message": e.message}))
@@ -371,6 +382,7 @@ impl Ops {
                 .map(|p| json!({"current": p.current, "total": p.total, "message": p.message}))
         );
         value["history"] = Value::Array(history);
+        value["errors"] = Value::Array(errors);
         self.out.emit(&value, || {
             for field in [
                 "id",
@@ -392,6 +404,18 @@ impl Ops {
                 println!("{field:<13} {}", value[field]);
             }
             println!("history:");
+            for e in &ledger {
+                println!(
+                    "  {} {} -> {} fence {} attempt {} {}",
+                    e.at.format("%Y-%m-%d %H:%M:%S%.3f"),
+                    e.from_state.as_deref().unwrap_or("(enqueued)"),
+                    e.to_state,
+                    e.fence.map_or("-".into(), |f| f.to_string()),
+                    e.attempt.map_or("-".into(), |a| a.to_string()),
+                    e.reason.as_deref().or(e.worker.as_deref()).unwrap_or("")
+                );
+            }
+            println!("errors:");
             for e in &job.errors {
                 println!(
                     "  attempt {} at {} {}: {}",
@@ -869,6 +893,57 @@ impl Ops {
                 ))),
             },
         }
+    }
+
+    fn serve(&self, args: &crate::ServeArgs) -> Result<(), CliError> {
+        use safejob_web::{Access, BearerToken, WebState};
+        let access = match &args.token_env {
+            None => Access::LoopbackOnly,
+            Some(var) => {
+                let token = std::env::var(var).map_err(|_| {
+                    CliError::BadInput(format!("--token-env {var}: the variable is not set"))
+                })?;
+                let token = BearerToken::new(token)
+                    .map_err(|e| CliError::BadInput(format!("--token-env {var}: {e}")))?;
+                Access::LoopbackOrBearer(token)
+            }
+        };
+        let state = WebState::from_store(self.queue.clone())?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| CliError::Io(format!("cannot start the runtime: {e}")))?;
+        runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind(args.addr)
+                .await
+                .map_err(|e| CliError::Io(format!("cannot listen on {}: {e}", args.addr)))?;
+            let bound = listener
+                .local_addr()
+                .map_err(|e| CliError::Io(e.to_string()))?;
+            eprintln!(
+                "safejob: serving http://{bound}/ ({})",
+                if args.token_env.is_some() {
+                    "loopback, or a bearer token"
+                } else {
+                    "loopback clients only"
+                }
+            );
+            let stop = async {
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = async {
+                        match term.as_mut() {
+                            Some(t) => { t.recv().await; }
+                            None => std::future::pending::<()>().await,
+                        }
+                    } => {}
+                }
+            };
+            safejob_web::serve_on(listener, state, access, stop).await?;
+            Ok(())
+        })
     }
 
     fn workers(&self, command: WorkersCommand) -> Result<(), CliError> {

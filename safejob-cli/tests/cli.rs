@@ -196,7 +196,25 @@ fn exercise(url: &str) {
     assert_eq!(failed.as_array().map(Vec::len), Some(1));
     let (code, shown, _) = safejob(url, &["jobs", "show", &s.dead.to_string(), "--json"]);
     assert_eq!(code, 0);
-    assert_eq!(shown["history"][0]["kind"], "fatal");
+    assert_eq!(shown["errors"][0]["kind"], "fatal");
+    // From the audit ledger: enqueued, claimed, dead.
+    let moves: Vec<(Value, Value)> = shown["history"]
+        .as_array()
+        .map(|h| {
+            h.iter()
+                .map(|e| (e["from"].clone(), e["to"].clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        moves,
+        vec![
+            (Value::Null, json!("pending")),
+            (json!("pending"), json!("running")),
+            (json!("running"), json!("dead")),
+        ],
+        "{shown}"
+    );
     assert_eq!(safejob(url, &["jobs", "show", "999999"]).0, 3, "not found");
     assert_eq!(
         safejob(url, &["jobs", "list", "--state", "bogus"]).0,
@@ -416,4 +434,104 @@ fn every_command_on_postgres() {
         "{}{sep}options=-csearch_path%3D{schema}",
         db.url()
     ));
+}
+
+/// One HTTP/1.0 request over a plain socket to `to`; returns the status line's code and the body.
+/// Connecting to the host's own non-loopback address makes that address the peer the server
+/// sees.
+fn http(to: std::net::SocketAddr, request: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5)).expect("connect");
+    s.write_all(request.as_bytes()).expect("write");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read");
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// This host's own non-loopback address, if it has one (the route a UDP socket would take; no
+/// packet is sent).
+fn own_address() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("192.0.2.1:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+/// `safejob serve`: loopback clients get `GET /jobs` and `/metrics`; a client reaching it by the
+/// host's own non-loopback address is refused an action (403); SIGTERM stops it cleanly.
+#[test]
+fn serve_answers_loopback_and_refuses_other_clients() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("serve.db").display());
+    assert_eq!(safejob(&url, &["migrate"]).0, 0);
+    let store = Arc::new(DieselStore::connect(&url).expect("connect"));
+    let queue = Arc::new(DieselQueue::new(store));
+    let s = seed(&queue);
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        probe.local_addr().expect("addr").port()
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_safejob"))
+        .args(["serve", "--addr", &format!("0.0.0.0:{port}")])
+        .env("SAFEJOB_DATABASE_URL", &url)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("serve starts");
+    let local: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let mut up = false;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(local).is_ok() {
+            up = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(up, "the server never listened");
+    let (code, body) = http(local, "GET /jobs HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    assert_eq!(code, 200, "{body}");
+    let jobs: Value = serde_json::from_str(&body).expect("JSON");
+    assert!(jobs.is_object(), "{jobs}");
+    let (code, metrics) = http(local, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    assert_eq!(code, 200);
+    assert!(metrics.contains("# TYPE"), "{metrics}");
+    if let Some(ip) = own_address() {
+        let remote = std::net::SocketAddr::new(ip, port);
+        let (code, body) = http(
+            remote,
+            &format!(
+                "POST /api/jobs/{}/retry HTTP/1.0\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+                s.dead
+            ),
+        );
+        assert_eq!(code, 403, "a non-loopback client's action: {body}");
+        let row = queue
+            .get(safejob_core::queue::JobId(s.dead))
+            .expect("get")
+            .expect("row");
+        assert_eq!(
+            row.state,
+            QueueState::Dead,
+            "the refused action changed nothing"
+        );
+    } else {
+        eprintln!("skipped: the non-loopback refusal (this host has no non-loopback address)");
+    }
+    let pid = child.id();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let status = child.wait().expect("wait");
+    assert!(
+        status.success(),
+        "serve stops cleanly on SIGTERM: {status:?}"
+    );
 }

@@ -81,11 +81,13 @@ pub struct JobPage {
 pub struct HistoryEntry {
     /// When.
     pub at: DateTime<Utc>,
-    /// What: `enqueued`, `error:<kind>`, `claimed`, `finished:<state>`.
+    /// What: from the audit ledger, `<from>→<to>` (`enqueued→pending` for the insert); rebuilt
+    /// from the row without one, `enqueued`, `error:<kind>`, `claimed`, `finished:<state>`.
     pub event: String,
     /// The attempt it belongs to, when known.
     pub attempt: Option<u32>,
-    /// Details (an error's message).
+    /// Details: the error or reason the transition recorded, else the worker (ledger); an
+    /// error's message (rebuilt).
     pub message: Option<String>,
 }
 

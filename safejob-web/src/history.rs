@@ -1,16 +1,41 @@
-//! A job's state history, as the job-detail endpoint and page show it.
-//!
-//! For now it is rebuilt from the job's row: its enqueue, its recorded errors (the last
+//! A job's state history, as the job-detail endpoint and page show it: read from the audit
+//! ledger ([`safejob_core::history`]) — every transition, `<from>→<to>` with its attempt and its
+//! worker or reason — or, without a ledger (or for a job it has nothing on: recorded while it was
+//! off), rebuilt from the job's row: its enqueue, its recorded errors (the last
 //! [`MAX_ERROR_HISTORY`](safejob_core::queue::store::MAX_ERROR_HISTORY)), its last claim and its
-//! end. When the audit ledger lands, this one function reads the ledger instead; its callers
-//! and the JSON shape stay.
+//! end.
 
-use safejob_core::queue::QueuedJob;
+use safejob_core::{
+    history::{HistoryStore, Subject},
+    queue::QueuedJob,
+};
 
 use crate::dto::HistoryEntry;
 
-/// The job's history, oldest first.
-pub fn history(job: &QueuedJob) -> Vec<HistoryEntry> {
+/// The job's history, oldest first: from `ledger` when it has entries, else from the row.
+pub fn history(job: &QueuedJob, ledger: Option<&dyn HistoryStore>) -> Vec<HistoryEntry> {
+    let recorded = ledger
+        .and_then(|l| l.history(&Subject::Job(job.id)).ok())
+        .unwrap_or_default();
+    if !recorded.is_empty() {
+        return recorded
+            .into_iter()
+            .map(|e| HistoryEntry {
+                at: e.at,
+                event: match &e.from_state {
+                    Some(from) => format!("{from}→{}", e.to_state),
+                    None => format!("enqueued→{}", e.to_state),
+                },
+                attempt: e.attempt,
+                message: e.reason.or(e.worker),
+            })
+            .collect();
+    }
+    from_row(job)
+}
+
+/// The history rebuilt from the job's row alone.
+fn from_row(job: &QueuedJob) -> Vec<HistoryEntry> {
     let mut out = vec![HistoryEntry {
         at: job.created_at,
         event: "enqueued".into(),

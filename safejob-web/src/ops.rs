@@ -128,10 +128,10 @@ pub(crate) fn job(state: &WebState, id: i64) -> Result<JobDetail, ApiError> {
         .queue()
         .get(JobId(id))?
         .ok_or_else(|| ApiError::not_found(format!("job {id}")))?;
-    Ok(detail(&job))
+    Ok(detail(&job, state.ledger().map(|l| &**l)))
 }
 
-fn detail(job: &QueuedJob) -> JobDetail {
+fn detail(job: &QueuedJob, ledger: Option<&dyn safejob_core::history::HistoryStore>) -> JobDetail {
     JobDetail {
         summary: JobSummary::from(job),
         payload: job.payload.clone(),
@@ -146,7 +146,7 @@ fn detail(job: &QueuedJob) -> JobDetail {
             .as_ref()
             .and_then(|p| serde_json::to_value(p).ok()),
         errors: job.errors.iter().map(Into::into).collect(),
-        history: history(job),
+        history: history(job, ledger),
     }
 }
 

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use safejob_core::{action::ActionStore, queue::QueueStore, schedule::ScheduleStore};
+use safejob_core::{
+    action::ActionStore, history::HistoryStore, queue::QueueStore, schedule::ScheduleStore,
+};
 
 use crate::{access::Access, csrf::Csrf, error::ApiError, recorder::Recorder, samples::Samples};
 
@@ -22,6 +24,7 @@ pub struct WebState {
     queue: Arc<dyn QueueStore>,
     schedules: Option<Arc<dyn ScheduleStore>>,
     actions: Option<Arc<dyn ActionStore>>,
+    history: Option<Arc<dyn HistoryStore>>,
     access: Access,
     csrf: Csrf,
     samples: Arc<Samples>,
@@ -59,6 +62,7 @@ impl WebState {
             queue,
             schedules: None,
             actions: None,
+            history: None,
             access: Access::default(),
             csrf: Csrf::random().map_err(WebError::Random)?,
             samples: Arc::default(),
@@ -66,15 +70,28 @@ impl WebState {
         })
     }
 
-    /// State over one store that is the queue, its schedules and its action log
-    /// (`DieselQueue`, `MemoryQueue`).
+    /// State over one store that is the queue, its schedules, its action log and its audit
+    /// ledger (`DieselQueue`, `MemoryQueue`).
     pub fn from_store<T>(store: Arc<T>) -> Result<Self, WebError>
     where
-        T: QueueStore + ScheduleStore + ActionStore + 'static,
+        T: QueueStore + ScheduleStore + ActionStore + HistoryStore + 'static,
     {
         Ok(Self::new(store.clone())?
             .with_schedules(store.clone())
-            .with_actions(store))
+            .with_actions(store.clone())
+            .with_history(store))
+    }
+
+    /// Reads jobs' histories from `store`'s audit ledger (without it, or for a job the ledger
+    /// has nothing on, a job's history is rebuilt from its row).
+    pub fn with_history(mut self, store: Arc<dyn HistoryStore>) -> Self {
+        self.history = Some(store);
+        self
+    }
+
+    /// The audit ledger, if configured.
+    pub(crate) fn ledger(&self) -> Option<&Arc<dyn HistoryStore>> {
+        self.history.as_ref()
     }
 
     /// Serves the schedule routes from `store`.

@@ -442,7 +442,8 @@ async fn job_listing_filters_and_pages() {
     );
 }
 
-/// Break: `history()` dropping the recorded errors, or the detail losing its fields.
+/// Break: `history()` not reading the ledger (the row's rebuild has no `pending→running`), or
+/// the detail losing its fields.
 #[tokio::test]
 async fn job_detail_has_its_history() {
     let app = app(Access::default());
@@ -457,7 +458,39 @@ async fn job_detail_has_its_history() {
         .iter()
         .map(|h| h["event"].as_str().unwrap())
         .collect();
-    assert_eq!(events.first(), Some(&"enqueued"));
+    // From the audit ledger: every transition, the dead letter's reason on the last one.
+    assert_eq!(events.first(), Some(&"enqueued→pending"), "{events:?}");
+    assert!(events.contains(&"pending→running"), "{events:?}");
+    assert_eq!(events.last(), Some(&"running→dead"), "{events:?}");
+    let last = d["history"].as_array().unwrap().last().unwrap();
+    assert!(
+        last["message"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("fatal: card declined"),
+        "{last}"
+    );
+}
+
+/// Without a ledger (the switch off), the history is rebuilt from the job's row.
+/// Break: `history()` dropping the recorded errors when the ledger has nothing.
+#[tokio::test]
+async fn without_ledger_entries_the_history_is_rebuilt_from_the_row() {
+    use safejob_core::history::HistoryStore;
+    let db = safejob_diesel::testing::TestDb::sqlite().expect("sqlite test db");
+    let queue = std::sync::Arc::new(safejob_diesel::queue::DieselQueue::new(db.store().clone()));
+    queue.set_ledger(false).expect("ledger off");
+    let app = common::app_on_queue(db, queue, Access::default());
+    let d = get(&app, &format!("/api/jobs/{}", app.seeded.dead.0))
+        .await
+        .json();
+    let events: Vec<&str> = d["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events.first(), Some(&"enqueued"), "{events:?}");
     assert!(events.contains(&"error:fatal"), "{events:?}");
     assert_eq!(events.last(), Some(&"finished:dead"), "{events:?}");
 }

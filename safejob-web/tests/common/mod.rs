@@ -43,6 +43,11 @@ pub fn app(access: Access) -> App {
 /// A seeded app with `access` on `db`.
 pub fn app_on(db: TestDb, access: Access) -> App {
     let queue = Arc::new(DieselQueue::new(db.store().clone()));
+    app_on_queue(db, queue, access)
+}
+
+/// A seeded app with `access` on `queue` (over `db`).
+pub fn app_on_queue(db: TestDb, queue: Arc<DieselQueue>, access: Access) -> App {
     let seeded = seed::seed(&queue).expect("seed");
     let state = WebState::from_store(queue.clone())
         .expect("state")
