@@ -11,7 +11,8 @@
 //!    after both loads. `transform_us` fails for good; under `continue`, `load_us` and `report`
 //!    are cancelled while the EU branch runs to the end.
 //! 3. The batch ends `failed`; its callback `Notify` runs once, told the outcome.
-//! 4. Print the batch, then each member's state, result and history.
+//! 4. Print the batch (and its own history from the audit ledger), then each member's state,
+//!    result and history: every transition the ledger recorded.
 
 use std::{
     error::Error,
@@ -20,6 +21,7 @@ use std::{
 };
 
 use safejob_core::{
+    history::{HistoryStore, Subject},
     queue::{
         EnqueueOptions, JobId, KindOptions, NewJob, Queue, QueueJob, QueueStore, Registry,
         WorkContext, WorkError, Worker,
@@ -185,13 +187,23 @@ fn main() -> Result<(), Box<dyn Error>> {
         info.counts.failed,
         info.counts.cancelled
     );
+    for e in queue.history(&Subject::Batch(batch))? {
+        if e.entity == safejob_core::history::Entity::Batch {
+            println!(
+                "  batch {} -> {} at {}",
+                e.from_state.as_deref().unwrap_or("(dispatched)"),
+                e.to_state,
+                e.at.format("%H:%M:%S%.3f")
+            );
+        }
+    }
     for member in queue.batch_members(batch)? {
         let result = member.result.as_ref().map_or(Value::Null, Clone::clone);
         println!(
             "  {:<13} {:<10} result {}",
             member.name, member.state, result
         );
-        print_history(&*queue, member.job)?;
+        print_history(&queue, member.job)?;
     }
     // What `continue` promises here (CI runs this example): the EU branch ran to the end, the
     // US branch failed once and its dependents were cancelled.
@@ -202,15 +214,16 @@ fn main() -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
-/// A member's history: its errors, oldest first.
-fn print_history(queue: &dyn QueueStore, job: JobId) -> Result<(), Box<dyn Error>> {
-    let row = queue.get(job)?.ok_or("member not found")?;
-    for e in &row.errors {
+/// A member's history from the audit ledger: every transition, with the worker or the reason.
+fn print_history(queue: &DieselQueue, job: JobId) -> Result<(), Box<dyn Error>> {
+    for e in queue.history(&Subject::Job(job))? {
         println!(
-            "      attempt {} {}: {}",
-            e.attempt,
-            e.kind.as_str(),
-            e.message
+            "      {} {:>9} -> {:<9} attempt {} {}",
+            e.at.format("%H:%M:%S%.3f"),
+            e.from_state.as_deref().unwrap_or("(new)"),
+            e.to_state,
+            e.attempt.unwrap_or(0),
+            e.reason.as_deref().or(e.worker.as_deref()).unwrap_or("")
         );
     }
     Ok(())
