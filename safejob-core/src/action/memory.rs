@@ -1,8 +1,6 @@
 //! [`ActionStore`] on the [`MemoryQueue`]: the actions in the queue's map, under the queue's
 //! lock, so that an action's mark and the job it becomes are one step.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 
 use crate::{
@@ -10,16 +8,12 @@ use crate::{
         ActionClaim, ActionFilter, ActionId, ActionLease, ActionOutcome, ActionRecord, ActionState,
         ActionStore, NewAction, Published, RetryAction,
     },
-    queue::{MemoryQueue, QueueStore, RunAt, memory::due_times},
+    queue::{
+        MemoryQueue, QueueStore, RunAt,
+        memory::{add, due_times},
+    },
     store::{FenceCheck, StoreError},
 };
-
-fn after(now: DateTime<Utc>, by: Duration) -> Result<DateTime<Utc>, StoreError> {
-    chrono::Duration::from_std(by)
-        .ok()
-        .and_then(|d| now.checked_add_signed(d))
-        .ok_or_else(|| StoreError::backend(format!("duration {by:?} is out of range")))
-}
 
 impl ActionStore for MemoryQueue {
     fn action_now(&self) -> Result<DateTime<Utc>, StoreError> {
@@ -31,7 +25,7 @@ impl ActionStore for MemoryQueue {
         let eligible_at = match action.eligible_at {
             RunAt::Now => now,
             RunAt::At(at) => at,
-            RunAt::After(d) => after(now, d)?,
+            RunAt::After(d) => add(now, d)?,
         };
         let mut inner = self.lock();
         if let Some(digest) = action.idempotency
@@ -70,7 +64,7 @@ impl ActionStore for MemoryQueue {
 
     fn claim_actions(&self, claim: &ActionClaim<'_>) -> Result<Vec<ActionRecord>, StoreError> {
         let now = self.now()?;
-        let until = after(now, claim.ttl)?;
+        let until = add(now, claim.ttl)?;
         let mut inner = self.lock();
         let mut due: Vec<(DateTime<Utc>, ActionId)> = inner
             .actions
@@ -105,7 +99,7 @@ impl ActionStore for MemoryQueue {
         let retry_at = match outcome {
             ActionOutcome::Failed {
                 retry_in: Some(d), ..
-            } => Some(after(now, *d)?),
+            } => Some(add(now, *d)?),
             _ => None,
         };
         let job_rows = match outcome {

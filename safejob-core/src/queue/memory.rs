@@ -148,7 +148,8 @@ impl MemoryQueue {
     }
 }
 
-fn add(now: DateTime<Utc>, by: Duration) -> Result<DateTime<Utc>, StoreError> {
+/// `now + by`, or an error for a duration out of range (the memory stores' one addition).
+pub(crate) fn add(now: DateTime<Utc>, by: Duration) -> Result<DateTime<Utc>, StoreError> {
     chrono::Duration::from_std(by)
         .ok()
         .and_then(|d| now.checked_add_signed(d))

@@ -41,15 +41,7 @@ pub fn chain<J: QueueJob>(
     builder: BatchBuilder,
     jobs: impl IntoIterator<Item = J>,
 ) -> BatchBuilder {
-    let mut b = builder;
-    let mut previous: Option<String> = None;
-    for (i, job) in jobs.into_iter().enumerate() {
-        let name = (i + 1).to_string();
-        let deps: Vec<&str> = previous.as_deref().into_iter().collect();
-        b = b.add(name.clone(), &job, &deps);
-        previous = Some(name);
-    }
-    b
+    chain_with(builder, jobs, |b, name, job, deps| b.add(name, job, deps))
 }
 
 /// [`chain`] for [`GuardedJob`]s.
@@ -57,12 +49,23 @@ pub fn chain_guarded<J: GuardedJob>(
     builder: BatchBuilder,
     jobs: impl IntoIterator<Item = J>,
 ) -> BatchBuilder {
+    chain_with(builder, jobs, |b, name, job, deps| {
+        b.add_guarded(name, job, deps)
+    })
+}
+
+/// Adds `jobs` to `builder` with `add`, each depending on the one before.
+fn chain_with<J>(
+    builder: BatchBuilder,
+    jobs: impl IntoIterator<Item = J>,
+    add: impl Fn(BatchBuilder, String, &J, &[&str]) -> BatchBuilder,
+) -> BatchBuilder {
     let mut b = builder;
     let mut previous: Option<String> = None;
     for (i, job) in jobs.into_iter().enumerate() {
         let name = (i + 1).to_string();
         let deps: Vec<&str> = previous.as_deref().into_iter().collect();
-        b = b.add_guarded(name.clone(), &job, &deps);
+        b = add(b, name.clone(), &job, &deps);
         previous = Some(name);
     }
     b
@@ -97,4 +100,41 @@ pub fn dependency_results(
         out.insert(dep.name.clone(), result);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+    use crate::queue::{WorkContext, WorkError};
+
+    #[derive(Serialize, Deserialize)]
+    struct Step(u32);
+
+    impl QueueJob for Step {
+        const KIND: &'static str = "step";
+        type Error = std::io::Error;
+        fn work(&self, _: &mut WorkContext<'_>) -> Result<(), WorkError<std::io::Error>> {
+            Ok(())
+        }
+    }
+
+    /// Catches: a chain whose members do not each depend on the one before (or get other ids).
+    #[test]
+    fn chain_links_each_member_to_the_one_before() {
+        let batch = chain(
+            BatchBuilder::new("abc", BatchPolicy::FailFast),
+            [Step(1), Step(2), Step(3)],
+        )
+        .build()
+        .expect("a valid chain");
+        let links: Vec<(&str, Vec<usize>)> = batch
+            .members()
+            .iter()
+            .map(|m| (m.name.as_str(), m.depends_on.clone()))
+            .collect();
+        assert_eq!(links, vec![("1", vec![]), ("2", vec![0]), ("3", vec![1])]);
+        assert_eq!(batch.members()[2].job.payload, serde_json::json!(3));
+    }
 }
