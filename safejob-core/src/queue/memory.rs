@@ -21,11 +21,7 @@ use crate::{
     store::{
         AcquireRequest, FenceCheck, Finalized, Lease, LeaseStore, Renewed, StoreError, TxEffects,
     },
-    workflow::{
-        BatchId, BatchInfo, BatchMember, BatchOutcome, BatchPolicy, BatchState, MemberCounts,
-        NewBatch,
-        settle::{self, MemberView},
-    },
+    workflow::{BatchId, BatchInfo, BatchMember, BatchState, NewBatch, memory::BatchRow},
 };
 use serde_json::Value;
 
@@ -66,33 +62,21 @@ pub struct MemoryQueue {
 
 #[derive(Debug, Default)]
 pub(crate) struct Inner {
-    jobs: BTreeMap<JobId, QueuedJob>,
+    pub(crate) jobs: BTreeMap<JobId, QueuedJob>,
     next_id: i64,
     workers: BTreeMap<String, WorkerRow>,
     /// The schedules' rows (`crate::schedule`), by name.
     pub(crate) schedules: BTreeMap<String, crate::schedule::ScheduleRow>,
     /// The audit ledger of jobs and schedules (`crate::history`), under the same lock.
     pub(crate) history: HistoryLog,
-    batches: BTreeMap<BatchId, BatchRow>,
-    next_batch: i64,
+    /// Batches (`crate::workflow`, their code in `workflow/memory.rs`), by id.
+    pub(crate) batches: BTreeMap<BatchId, BatchRow>,
+    pub(crate) next_batch: i64,
     /// Results stored with [`QueueStore::set_result`].
-    results: BTreeMap<JobId, Value>,
+    pub(crate) results: BTreeMap<JobId, Value>,
     /// The action log's rows (`crate::action`), by id.
     pub(crate) actions: BTreeMap<crate::action::ActionId, crate::action::ActionRecord>,
     pub(crate) next_action: i64,
-}
-
-#[derive(Debug)]
-struct BatchRow {
-    name: String,
-    policy: BatchPolicy,
-    state: BatchState,
-    cancel_requested: bool,
-    /// (member id, job, dependencies), in insertion order.
-    members: Vec<(String, JobId, Vec<JobId>)>,
-    callback: Option<JobId>,
-    created_at: DateTime<Utc>,
-    finished_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug)]
@@ -173,7 +157,7 @@ pub(crate) fn due_times(
         .collect()
 }
 
-fn record(job: &mut QueuedJob, error: &AttemptError, now: DateTime<Utc>) {
+pub(crate) fn record(job: &mut QueuedJob, error: &AttemptError, now: DateTime<Utc>) {
     job.errors.push(RecordedError {
         attempt: job.attempts,
         at: now,
@@ -252,162 +236,6 @@ impl Inner {
             self.log_job(None, id);
         }
         answers
-    }
-
-    /// Inserts `batch` (members and callback), then settles it.
-    fn insert_batch(
-        &mut self,
-        now: DateTime<Utc>,
-        batch: &NewBatch,
-    ) -> Result<BatchId, StoreError> {
-        self.next_batch += 1;
-        let id = BatchId(self.next_batch);
-        let mut members: Vec<(String, JobId, Vec<JobId>)> = Vec::new();
-        for m in batch.members() {
-            let mut row = m.job.clone();
-            row.unique_key = None;
-            let due = due_times(now, std::slice::from_ref(&row))?;
-            let job = self.insert(now, &due)[0].id();
-            let state = NewBatch::initial_state(m, due[0].1 <= now);
-            if let Some(j) = self.jobs.get_mut(&job) {
-                let before = j.clone();
-                j.batch = Some(id);
-                j.state = state;
-                self.log_job(Some(&before), job);
-                self.history.tag_batch(job, id);
-            }
-            let deps = m.depends_on.iter().map(|&d| members[d].1).collect();
-            members.push((m.name.clone(), job, deps));
-        }
-        let callback = match batch.callback() {
-            Some(cb) => {
-                let mut row = cb.clone();
-                row.unique_key = None;
-                let job = self.insert(now, &[(&row, now)])[0].id();
-                if let Some(j) = self.jobs.get_mut(&job) {
-                    let before = j.clone();
-                    j.state = QueueState::Blocked;
-                    self.log_job(Some(&before), job);
-                }
-                Some(job)
-            }
-            None => None,
-        };
-        self.batches.insert(
-            id,
-            BatchRow {
-                name: batch.name().to_owned(),
-                policy: batch.policy(),
-                state: BatchState::Running,
-                cancel_requested: false,
-                members,
-                callback,
-                created_at: now,
-                finished_at: None,
-            },
-        );
-        self.history.batch(id, None, BatchState::Running, now);
-        self.settle(id, now);
-        Ok(id)
-    }
-
-    /// Applies [`settle::plan`] to `batch` (see [`QueueStore::insert_batch`]).
-    fn settle(&mut self, batch: BatchId, now: DateTime<Utc>) {
-        let Some(row) = self.batches.get(&batch) else {
-            return;
-        };
-        let views: Vec<MemberView> = row
-            .members
-            .iter()
-            .filter_map(|(_, job, deps)| {
-                Some(MemberView {
-                    job: *job,
-                    state: self.jobs.get(job)?.state,
-                    depends_on: deps.clone(),
-                })
-            })
-            .collect();
-        let plan = settle::plan(row.policy, row.state, row.cancel_requested, &views);
-        for id in &plan.unlock {
-            if let Some(j) = self
-                .jobs
-                .get_mut(id)
-                .filter(|j| j.state == QueueState::Blocked)
-            {
-                let before = j.clone();
-                j.state = QueueState::Pending;
-                j.run_at = now;
-                j.updated_at = now;
-                self.log_job(Some(&before), *id);
-            }
-        }
-        for (id, why) in &plan.cancel {
-            if let Some(j) = self.jobs.get_mut(id) {
-                let before = j.clone();
-                let error = AttemptError::new(ErrorKind::Cancelled, why.as_str());
-                record(j, &error, now);
-                j.state = QueueState::Cancelled;
-                j.finished_at = Some(now);
-                j.updated_at = now;
-                self.log_job(Some(&before), *id);
-            }
-        }
-        let Some(end) = plan.finish else {
-            return;
-        };
-        let Some(row) = self.batches.get_mut(&batch) else {
-            return;
-        };
-        row.state = end;
-        row.finished_at = Some(now);
-        let callback = row.callback;
-        let outcome = BatchOutcome {
-            batch,
-            name: row.name.clone(),
-            state: end,
-            counts: plan.counts,
-        };
-        self.history
-            .batch(batch, Some(BatchState::Running), end, now);
-        if let Some(cb) = callback
-            && let Some(j) = self
-                .jobs
-                .get_mut(&cb)
-                .filter(|j| j.state == QueueState::Blocked)
-        {
-            let before = j.clone();
-            j.metadata = outcome.into_metadata(&j.metadata);
-            j.state = QueueState::Pending;
-            j.run_at = now;
-            j.updated_at = now;
-            self.log_job(Some(&before), cb);
-        }
-    }
-
-    /// Settles the batch of `job` if it has one.
-    fn settle_member(&mut self, job: JobId, now: DateTime<Utc>) {
-        if let Some(batch) = self.jobs.get(&job).and_then(|j| j.batch) {
-            self.settle(batch, now);
-        }
-    }
-
-    fn batch_info(&self, id: BatchId) -> Option<BatchInfo> {
-        let row = self.batches.get(&id)?;
-        Some(BatchInfo {
-            id,
-            name: row.name.clone(),
-            policy: row.policy,
-            state: row.state,
-            cancel_requested: row.cancel_requested,
-            counts: MemberCounts::of(
-                row.members
-                    .iter()
-                    .filter_map(|(_, job, _)| self.jobs.get(job).map(|j| j.state)),
-            ),
-            callback: row.callback,
-            created_at: row.created_at,
-            finished_at: row.finished_at,
-        })
     }
 
     /// Appends job `id`'s transition from `before` to the ledger (see `crate::history`).
@@ -820,23 +648,7 @@ impl QueueStore for MemoryQueue {
         inner
             .history
             .forget(&old.iter().copied().map(Subject::Job).collect::<Vec<_>>());
-        // A batch goes once it ended and none of its members is left, with its history.
-        let Inner {
-            batches,
-            jobs,
-            history,
-            ..
-        } = &mut *inner;
-        let gone: Vec<Subject> = batches
-            .iter()
-            .filter(|(_, b)| {
-                b.state != BatchState::Running
-                    && !b.members.iter().any(|(_, j, _)| jobs.contains_key(j))
-            })
-            .map(|(id, _)| Subject::Batch(*id))
-            .collect();
-        batches.retain(|id, _| !gone.contains(&Subject::Batch(*id)));
-        history.forget(&gone);
+        inner.forget_ended_batches();
         Ok(old.len() as u64)
     }
 
@@ -922,23 +734,7 @@ impl QueueStore for MemoryQueue {
     }
 
     fn batch_members(&self, id: BatchId) -> Result<Vec<BatchMember>, StoreError> {
-        let inner = self.lock();
-        let Some(row) = inner.batches.get(&id) else {
-            return Ok(Vec::new());
-        };
-        Ok(row
-            .members
-            .iter()
-            .filter_map(|(name, job, deps)| {
-                Some(BatchMember {
-                    name: name.clone(),
-                    job: *job,
-                    state: inner.jobs.get(job)?.state,
-                    depends_on: deps.clone(),
-                    result: inner.results.get(job).cloned(),
-                })
-            })
-            .collect())
+        Ok(self.lock().batch_members(id))
     }
 
     fn list_batches(
@@ -946,31 +742,16 @@ impl QueueStore for MemoryQueue {
         state: Option<BatchState>,
         limit: usize,
     ) -> Result<Vec<BatchInfo>, StoreError> {
-        let inner = self.lock();
-        Ok(inner
-            .batches
-            .iter()
-            .rev()
-            .filter(|(_, b)| state.is_none_or(|s| b.state == s))
-            .take(limit)
-            .filter_map(|(id, _)| inner.batch_info(*id))
-            .collect())
+        Ok(self.lock().list_batches(state, limit))
     }
 
     fn cancel_batch(&self, id: BatchId) -> Result<OpResult, StoreError> {
         let now = self.clock.now();
-        let mut inner = self.lock();
-        let Some(row) = inner.batches.get_mut(&id) else {
-            return Ok(OpResult::NotFound);
-        };
-        if row.state != BatchState::Running {
-            return Ok(OpResult::BatchEnded(row.state));
+        let answer = self.lock().cancel_batch(id, now);
+        if answer == OpResult::Applied {
+            self.wake();
         }
-        row.cancel_requested = true;
-        inner.settle(id, now);
-        drop(inner);
-        self.wake();
-        Ok(OpResult::Applied)
+        Ok(answer)
     }
 
     fn subscribe(&self, waker: Waker) -> Result<(), StoreError> {
@@ -1000,15 +781,7 @@ fn retry_one(inner: &mut Inner, id: JobId, now: DateTime<Utc>) -> OpResult {
         return OpResult::WrongState(job.state);
     }
     // A batch member runs only after all its dependencies succeeded.
-    if let Some(batch) = job.batch.and_then(|b| inner.batches.get(&b))
-        && let Some((_, _, deps)) = batch.members.iter().find(|(_, j, _)| *j == id)
-        && deps.iter().any(|d| {
-            inner
-                .jobs
-                .get(d)
-                .is_none_or(|j| j.state != QueueState::Succeeded)
-        })
-    {
+    if inner.dependencies_unmet(job) {
         return OpResult::DependenciesUnmet;
     }
     // A parked job is live and already holds its key; a finished one must not take it from

@@ -20,6 +20,7 @@
 //! The semantics, with diagrams, are in `docs/workflows.md`.
 
 mod batch;
+pub(crate) mod memory;
 pub mod settle;
 
 use std::collections::BTreeMap;
