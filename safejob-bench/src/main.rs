@@ -20,6 +20,7 @@
 mod baseline;
 mod driver;
 mod duplicates;
+mod figure;
 mod guard;
 #[cfg(feature = "peers")]
 mod peers;

@@ -44,9 +44,15 @@ use safejob_core::{
 };
 use safejob_diesel::{DieselQueue, DieselStore};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::{Effects, driver::BenchError, run_prefix, stats::load1};
+use crate::{
+    Effects,
+    driver::BenchError,
+    figure::{Figure, Op, figure_line, ledger_cost_line, line, round1, round3},
+    run_prefix,
+    stats::load1,
+};
 
 /// The batched-enqueue target, jobs per second.
 pub const ENQUEUE_TARGET: f64 = 20_000.0;
@@ -134,120 +140,6 @@ pub enum LedgerMode {
     Off,
     /// Both, in one balanced run.
     Compare,
-}
-
-/// A step of the workload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    /// N inserts, one call each.
-    EnqueueSingle,
-    /// N inserts in calls of `batch`.
-    EnqueueBatched,
-    /// Every waiting job worked off by T workers.
-    Drain,
-}
-
-impl Op {
-    /// The name printed in `"op"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::EnqueueSingle => "enqueue_single",
-            Self::EnqueueBatched => "enqueue_batched",
-            Self::Drain => "drain",
-        }
-    }
-}
-
-/// One measured step of one system.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Figure {
-    /// `safejob`, `river` or `fang`.
-    pub system: &'static str,
-    /// `postgres`, `sqlite`, `mysql` or `memory`.
-    pub backend: &'static str,
-    /// The step.
-    pub op: Op,
-    /// Our queue with every job guarded.
-    pub guarded: bool,
-    /// For a guarded run: where its jobs' effects run (`--effects`; `none`: the jobs declare
-    /// none).
-    pub effects: Option<&'static str>,
-    /// Jobs in the step.
-    pub jobs: usize,
-    /// Workers of the run (the enqueue steps run on one client thread whatever this says).
-    pub workers: usize,
-    /// Jobs per call, for the batched enqueue.
-    pub batch: Option<usize>,
-    /// Wall time of the step.
-    pub elapsed: Duration,
-    /// How this system does the step, where it differs from the others.
-    pub note: Option<&'static str>,
-    /// Timed passes summed into this figure (2 for our queue with `--guarded`, else 1).
-    pub passes: usize,
-    /// Whether our queue's audit ledger recorded (`None` for the peers).
-    pub ledger: Option<bool>,
-}
-
-impl Figure {
-    /// Jobs per second.
-    pub fn jobs_per_s(&self) -> f64 {
-        rate(self.jobs, self.elapsed)
-    }
-}
-
-/// `jobs` over `elapsed`, in jobs per second; 0 for an empty or instantaneous step (never NaN or
-/// infinity, which JSON cannot carry).
-pub fn rate(jobs: usize, elapsed: Duration) -> f64 {
-    let secs = elapsed.as_secs_f64();
-    if jobs == 0 || secs <= 0.0 {
-        0.0
-    } else {
-        jobs as f64 / secs
-    }
-}
-
-fn round1(x: f64) -> f64 {
-    (x * 10.0).round() / 10.0
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
-}
-
-/// One compact JSON object, keys in the order given.
-fn line(fields: &[(&str, Value)]) -> String {
-    let fields: Vec<String> = fields
-        .iter()
-        .map(|(k, v)| format!("{}:{v}", Value::from(*k)))
-        .collect();
-    format!("{{{}}}", fields.join(","))
-}
-
-/// The result line of one figure: `{"bench":"queue","system":…,"backend":…,"op":…,
-/// "guarded":…,"effects":…,"jobs":…,"workers":…,"batch":…,"jobs_per_s":…,"elapsed_s":…,
-/// "passes":…,"ledger":…,"load1":…}`, with a `"note"` last when the system does the step its own
-/// way.
-pub fn figure_line(f: &Figure, load1: Option<f64>) -> String {
-    let mut fields = vec![
-        ("bench", json!("queue")),
-        ("system", json!(f.system)),
-        ("backend", json!(f.backend)),
-        ("op", json!(f.op.as_str())),
-        ("guarded", json!(f.guarded)),
-        ("effects", json!(f.effects)),
-        ("jobs", json!(f.jobs)),
-        ("workers", json!(f.workers)),
-        ("batch", json!(f.batch)),
-        ("jobs_per_s", json!(round1(f.jobs_per_s()))),
-        ("elapsed_s", json!(round3(f.elapsed.as_secs_f64()))),
-        ("passes", json!(f.passes)),
-        ("ledger", json!(f.ledger)),
-        ("load1", json!(load1)),
-    ];
-    if let Some(note) = f.note {
-        fields.push(("note", json!(note)));
-    }
-    line(&fields)
 }
 
 /// The targets of issue 5, judged on the figures of one run; a target whose figures are missing
@@ -709,44 +601,6 @@ fn summed(passes: Vec<Figure>, modes: &[bool], mode_of: impl Fn(&Figure) -> bool
     out
 }
 
-/// The `ledger_cost` line of a `--ledger compare` run: each step's rate with the ledger on and
-/// off, and on ÷ off (below 1: the ledger's cost).
-pub fn ledger_cost_line(
-    figures: &[Figure],
-    backend: &str,
-    workers: usize,
-    load1: Option<f64>,
-) -> String {
-    let rate_of = |op: Op, on: bool| {
-        figures
-            .iter()
-            .find(|f| f.system == "safejob" && f.op == op && f.ledger == Some(on))
-            .map(Figure::jobs_per_s)
-    };
-    let mut fields = vec![
-        ("bench", json!("ledger_cost")),
-        ("backend", json!(backend)),
-        ("workers", json!(workers)),
-    ];
-    for (op, name) in [
-        (Op::EnqueueSingle, "enqueue_single"),
-        (Op::EnqueueBatched, "enqueue_batched"),
-        (Op::Drain, "drain"),
-    ] {
-        let (on, off) = (rate_of(op, true), rate_of(op, false));
-        let ratio = match (on, off) {
-            (Some(on), Some(off)) if off > 0.0 => Some(round3(on / off)),
-            _ => None,
-        };
-        fields.push((
-            name,
-            json!({"on": on.map(round1), "off": off.map(round1), "on_over_off": ratio}),
-        ));
-    }
-    fields.push(("load1", json!(load1)));
-    line(&fields)
-}
-
 /// Long enough for a slow machine (100 jobs/s), at least a minute.
 pub fn drain_timeout(jobs: usize) -> Duration {
     Duration::from_secs(60).max(Duration::from_millis(10 * jobs as u64))
@@ -770,6 +624,8 @@ pub fn wait_for(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
 mod tests {
     use clap::Parser;
 
+    use serde_json::Value;
+
     use super::*;
     use crate::{Cli, Command};
 
@@ -788,13 +644,6 @@ mod tests {
             passes: 1,
             ledger: None,
         }
-    }
-
-    #[test]
-    fn rates_never_divide_by_zero() {
-        assert_eq!(rate(1_000, Duration::from_millis(500)), 2_000.0);
-        assert_eq!(rate(0, Duration::from_secs(1)), 0.0);
-        assert_eq!(rate(10, Duration::ZERO), 0.0);
     }
 
     #[test]

@@ -29,7 +29,8 @@ use serde::{Deserialize, Serialize};
 use super::ensure_database;
 use crate::{
     driver::BenchError,
-    queue_bench::{Figure, Op, Workload, drain_timeout, wait_for},
+    figure::{Figure, Op},
+    queue_bench::{Workload, drain_timeout, wait_for},
 };
 
 /// fang's database on the server.

@@ -27,7 +27,8 @@ use serde::{Deserialize, Serialize};
 use super::ensure_database;
 use crate::{
     driver::BenchError,
-    queue_bench::{Figure, Op, Workload, drain_timeout},
+    figure::{Figure, Op},
+    queue_bench::{Workload, drain_timeout},
 };
 
 /// River's database on the server.
