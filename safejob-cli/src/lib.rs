@@ -87,6 +87,17 @@ impl CliError {
 #[derive(Debug, Parser)]
 #[command(name = "safejob", version, about = "Operate a safejob database", long_about = None)]
 pub struct Cli {
+    /// The database and the output format.
+    #[command(flatten)]
+    pub global: Global,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The options every command takes, in `safejob` and in a user's binary ([`App`]).
+#[derive(Debug, Args)]
+pub struct Global {
     /// Database URL (sqlite://path, postgres://…, mysql://…).
     #[arg(
         long,
@@ -98,9 +109,6 @@ pub struct Cli {
     /// Print one JSON document instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
-    /// The command.
-    #[command(subcommand)]
-    pub command: Command,
 }
 
 /// Every operator command.
@@ -387,8 +395,10 @@ pub enum WorkersCommand {
 
 /// Runs `cli` and returns the process's exit code, printing any error on stderr.
 pub fn run(cli: Cli) -> ExitCode {
-    let out = out::Out { json: cli.json };
-    match ops::dispatch(cli.url.as_deref(), out, cli.command) {
+    let out = out::Out {
+        json: cli.global.json,
+    };
+    match ops::dispatch(cli.global.url.as_deref(), out, cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => report(&error),
     }
@@ -403,17 +413,9 @@ fn report(error: &CliError) -> ExitCode {
 #[derive(Debug, Parser)]
 #[command(version, about = "Operate safejob and run its workers", long_about = None)]
 pub struct App {
-    /// Database URL (sqlite://path, postgres://…, mysql://…).
-    #[arg(
-        long,
-        env = "SAFEJOB_DATABASE_URL",
-        global = true,
-        hide_env_values = true
-    )]
-    pub url: Option<String>,
-    /// Print one JSON document instead of tables.
-    #[arg(long, global = true)]
-    pub json: bool,
+    /// The database and the output format.
+    #[command(flatten)]
+    pub global: Global,
     /// The command.
     #[command(subcommand)]
     pub command: AppCommand,
@@ -433,10 +435,12 @@ pub enum AppCommand {
 /// with `registry` only for `work`, and runs the command.
 pub fn main_with(registry: impl FnOnce() -> Registry) -> ExitCode {
     let app = App::parse();
-    let out = out::Out { json: app.json };
+    let out = out::Out {
+        json: app.global.json,
+    };
     let result = match app.command {
-        AppCommand::Operate(command) => ops::dispatch(app.url.as_deref(), out, command),
-        AppCommand::Work(args) => ops::connect(app.url.as_deref()).and_then(|(_, queue)| {
+        AppCommand::Operate(command) => ops::dispatch(app.global.url.as_deref(), out, command),
+        AppCommand::Work(args) => ops::connect(app.global.url.as_deref()).and_then(|(_, queue)| {
             let summary = work::run_work(&args, queue as Arc<_>, registry())?;
             let value = serde_json::json!({
                 "handled": summary.handled,

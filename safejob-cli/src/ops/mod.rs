@@ -10,7 +10,10 @@ use std::{
 use safejob_core::{
     JobRecord, KeyDigest, ListFilter, ListQuery, Recovery, confirm_effects_by_digest,
     history::{HistoryStore, Subject},
-    queue::{JobFilter, JobId, JobQuery, OpResult, QueueState, QueueStore, QueuedJob},
+    queue::{
+        JobFilter, JobId, JobQuery, OpResult, QueueState, QueueStore, QueuedJob, Snapshot,
+        WorkerInfo,
+    },
 };
 use safejob_diesel::{DieselStore, outbox, queue::DieselQueue};
 use serde_json::{Value, json};
@@ -153,6 +156,57 @@ fn confirm(question: &str, yes: bool) -> Result<(), CliError> {
     }
 }
 
+/// How long ago worker `w` sent its last heartbeat, by the snapshot's clock.
+fn heartbeat_age(snap: &Snapshot, w: &WorkerInfo) -> Duration {
+    (snap.taken_at - w.last_heartbeat)
+        .to_std()
+        .unwrap_or_default()
+}
+
+/// A worker's health from its heartbeat's age: `alive` within half `stale_after`, `late` within
+/// it, `stale` beyond.
+fn health(age: Duration, stale_after: Duration) -> &'static str {
+    if age <= stale_after / 2 {
+        "alive"
+    } else if age <= stale_after {
+        "late"
+    } else {
+        "stale"
+    }
+}
+
+/// The workers of `snap` as JSON and as table rows (`status` and `workers list`).
+fn workers_of(snap: &Snapshot, stale_after: Duration) -> (Value, Vec<Vec<String>>) {
+    let json = snap
+        .workers
+        .iter()
+        .map(|w| {
+            let age = heartbeat_age(snap, w);
+            json!({"id": w.id, "queues": w.queues, "concurrency": w.concurrency,
+                "heartbeat_age_ms": age.as_millis() as u64, "health": health(age, stale_after),
+                "in_flight": w.in_flight.iter().map(|j| j.0).collect::<Vec<_>>()})
+        })
+        .collect();
+    let rows = snap
+        .workers
+        .iter()
+        .map(|w| {
+            let age = heartbeat_age(snap, w);
+            vec![
+                w.id.clone(),
+                health(age, stale_after).to_owned(),
+                human(age),
+                w.queues.join(","),
+                format!("{}/{}", w.in_flight.len(), w.concurrency),
+            ]
+        })
+        .collect();
+    (Value::Array(json), rows)
+}
+
+/// The header of [`workers_of`]'s rows.
+const WORKER_HEADERS: [&str; 5] = ["worker", "health", "heartbeat", "queues", "running"];
+
 impl Ops {
     fn migrate(&self) -> Result<(), CliError> {
         let spinner = self.out.progress(0, "migrating");
@@ -197,27 +251,7 @@ impl Ops {
         let snap = self.queue.snapshot()?;
         let outbox = outbox::counts(&self.store).ok();
         let by_state = snap.by_state();
-        let health = |age: Duration| {
-            if age <= args.stale_after / 2 {
-                "alive"
-            } else if age <= args.stale_after {
-                "late"
-            } else {
-                "stale"
-            }
-        };
-        let workers: Vec<Value> = snap
-            .workers
-            .iter()
-            .map(|w| {
-                let age = (snap.taken_at - w.last_heartbeat)
-                    .to_std()
-                    .unwrap_or_default();
-                json!({"id": w.id, "queues": w.queues, "concurrency": w.concurrency,
-                       "heartbeat_age_ms": age.as_millis() as u64, "health": health(age),
-                       "in_flight": w.in_flight.len()})
-            })
-            .collect();
+        let (workers, worker_rows) = workers_of(&snap, args.stale_after);
         let value = json!({
             "taken_at": snap.taken_at,
             "by_state": by_state.iter().map(|(s, n)| (s.as_str().to_owned(), json!(n))).collect::<serde_json::Map<_, _>>(),
@@ -263,26 +297,7 @@ impl Ops {
                 &kinds,
             );
             println!();
-            let rows: Vec<Vec<String>> = snap
-                .workers
-                .iter()
-                .map(|w| {
-                    let age = (snap.taken_at - w.last_heartbeat)
-                        .to_std()
-                        .unwrap_or_default();
-                    vec![
-                        w.id.clone(),
-                        health(age).to_owned(),
-                        human(age),
-                        w.queues.join(","),
-                        format!("{}/{}", w.in_flight.len(), w.concurrency),
-                    ]
-                })
-                .collect();
-            table(
-                &["worker", "health", "heartbeat", "queues", "running"],
-                &rows,
-            );
+            table(&WORKER_HEADERS, &worker_rows);
             println!();
             match snap.oldest_due_age {
                 Some(age) => println!("oldest due job: waiting {}", human(age)),
@@ -586,10 +601,7 @@ impl Ops {
         let snap = self.queue.snapshot()?;
         let mut n = 0;
         for w in &snap.workers {
-            let age = (snap.taken_at - w.last_heartbeat)
-                .to_std()
-                .unwrap_or_default();
-            if age > older_than {
+            if heartbeat_age(&snap, w) > older_than {
                 self.queue.remove_worker(&w.id)?;
                 n += 1;
             }
@@ -723,47 +735,8 @@ impl Ops {
         match command {
             WorkersCommand::List(args) => {
                 let snap = self.queue.snapshot()?;
-                let value = Value::Array(
-                    snap.workers
-                        .iter()
-                        .map(|w| {
-                            let age = (snap.taken_at - w.last_heartbeat)
-                                .to_std()
-                                .unwrap_or_default();
-                            json!({"id": w.id, "queues": w.queues, "concurrency": w.concurrency,
-                                "heartbeat_age_ms": age.as_millis() as u64,
-                                "stale": age > args.stale_after,
-                                "in_flight": w.in_flight.iter().map(|j| j.0).collect::<Vec<_>>()})
-                        })
-                        .collect(),
-                );
-                self.out.emit(&value, || {
-                    let rows: Vec<Vec<String>> = snap
-                        .workers
-                        .iter()
-                        .map(|w| {
-                            let age = (snap.taken_at - w.last_heartbeat)
-                                .to_std()
-                                .unwrap_or_default();
-                            vec![
-                                w.id.clone(),
-                                human(age),
-                                if age > args.stale_after {
-                                    "stale"
-                                } else {
-                                    "alive"
-                                }
-                                .to_owned(),
-                                w.queues.join(","),
-                                format!("{}/{}", w.in_flight.len(), w.concurrency),
-                            ]
-                        })
-                        .collect();
-                    table(
-                        &["worker", "heartbeat", "health", "queues", "running"],
-                        &rows,
-                    );
-                });
+                let (value, rows) = workers_of(&snap, args.stale_after);
+                self.out.emit(&value, || table(&WORKER_HEADERS, &rows));
                 Ok(())
             }
             WorkersCommand::ForgetStale { older_than } => {
