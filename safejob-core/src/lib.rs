@@ -61,6 +61,7 @@
 pub mod action;
 pub mod clock;
 pub mod fingerprint;
+pub mod group;
 pub mod guard;
 pub mod history;
 pub mod key;
