@@ -64,6 +64,7 @@ pub mod fingerprint;
 pub mod guard;
 pub mod history;
 pub mod key;
+pub mod observe;
 pub mod outcome;
 pub mod periodic;
 pub mod policy;

@@ -119,6 +119,7 @@ impl<J: GuardedJob> Handler for Guarded<J> {
             effects: exec.effects,
             retention,
             policy: &NeverFinalize,
+            observer: exec.observer,
         };
         let result = match pipeline::run(&job, &run, &port) {
             Ended::Returned(result) => Some(result),
