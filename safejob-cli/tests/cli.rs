@@ -268,6 +268,13 @@ fn exercise(url: &str) {
     assert_eq!(code, 0);
     assert_eq!(doubt[0]["digest"], s.digest);
     assert_eq!(safejob(url, &["keys", "show", "nothex"]).0, 2);
+    // `keys recover` rebuilds the job: only a user binary can. Break: dispatch running it, or
+    // mapping the error to another exit code.
+    let (code, _, text) = safejob(url, &["keys", "recover", &s.digest, "--yes"]);
+    assert_eq!(code, 6, "{text}");
+    assert!(text.contains("needs your binary"), "{text}");
+    let (_, key, _) = safejob(url, &["keys", "show", &s.digest, "--json"]);
+    assert_eq!(key["effects_in_doubt"], true, "nothing changed: {key}");
     assert_eq!(
         safejob(url, &["keys", "confirm", &s.digest]).0,
         5,

@@ -36,6 +36,12 @@ pub fn connect(url: Option<&str>) -> Result<(Arc<DieselStore>, Arc<DieselQueue>)
 
 /// Runs one operator command.
 pub(crate) fn dispatch(url: Option<&str>, out: Out, command: Command) -> Result<(), CliError> {
+    if let Command::Keys(KeysCommand::Recover { .. }) = command {
+        // Before connecting: no database is needed to know the answer.
+        return Err(CliError::NeedsJobTypes {
+            command: "keys recover",
+        });
+    }
     let (store, queue) = connect(url)?;
     let q = Ops { store, queue, out };
     match command {
@@ -68,6 +74,9 @@ pub(crate) fn dispatch(url: Option<&str>, out: Out, command: Command) -> Result<
 }
 
 mod flows;
+mod recover;
+
+pub(crate) use recover::recover;
 
 struct Ops {
     store: Arc<DieselStore>,
@@ -646,6 +655,12 @@ impl Ops {
                         &["digest", "effects", "last owner", "succeeded at"],
                         &table_rows,
                     );
+                });
+            }
+            // Answered before connecting (`dispatch`); a user binary routes it to `recover`.
+            KeysCommand::Recover { .. } => {
+                return Err(CliError::NeedsJobTypes {
+                    command: "keys recover",
                 });
             }
             KeysCommand::Confirm { digest, yes } => {

@@ -55,6 +55,7 @@ mod exec;
 mod guarded;
 mod job;
 pub(crate) mod memory;
+mod recover;
 mod registry;
 mod retry;
 mod state;
@@ -68,6 +69,7 @@ pub use job::{
     QueueJob, StopReason, WorkContext, WorkError,
 };
 pub use memory::MemoryQueue;
+pub use recover::RecoverError;
 pub use registry::Registry;
 pub use retry::{ExponentialBuilder, RetryPolicy};
 pub use state::QueueState;
