@@ -650,7 +650,28 @@ async fn metrics_are_prometheus_text_derived_from_the_store() {
         r.text
             .contains("safejob_kind_duration_seconds{kind=\"audit.write\",stat=\"p95\"}")
     );
-    assert!(r.text.contains("safejob_oldest_due_age_seconds "));
+    // Per queue: `default` has due emails, `audit` nothing due. Break: the per-queue map not
+    // filled by the store (memory or SQL), or the family labelled by something else.
+    assert!(
+        r.text
+            .lines()
+            .any(|l| l.starts_with("safejob_oldest_due_age_seconds{queue=\"default\"} ")
+                && !l.ends_with(" 0.0")),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.text
+            .lines()
+            .any(|l| l == "safejob_oldest_due_age_seconds{queue=\"audit\"} 0.0"),
+        "{}",
+        r.text
+    );
+    assert!(r.text.contains("safejob_oldest_due_age_all_queues_seconds "));
+    let overview = get(&app, "/jobs").await.json();
+    let by_queue = &overview["stats"]["oldest_due_age_seconds_by_queue"];
+    assert!(by_queue["default"].as_f64().is_some(), "{overview}");
+    assert!(by_queue.get("audit").is_none(), "{overview}");
     assert_eq!(r.text.lines().last(), Some("# EOF"));
 }
 

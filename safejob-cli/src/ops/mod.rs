@@ -271,6 +271,8 @@ impl Ops {
                 "p95_ms": k.p95.as_millis() as u64, "p99_ms": k.p99.as_millis() as u64})).collect::<Vec<_>>(),
             "workers": workers,
             "oldest_due_age_ms": snap.oldest_due_age.map(|d| d.as_millis() as u64),
+            "oldest_due_age_ms_by_queue": snap.oldest_due_by_queue.iter()
+                .map(|(q, d)| (q.clone(), json!(d.as_millis() as u64))).collect::<serde_json::Map<_, _>>(),
             "outbox": outbox.map(|o| json!({"pending": o.pending, "delivered": o.delivered, "dead": o.dead})),
         });
         self.out.emit(&value, || {
@@ -283,9 +285,17 @@ impl Ops {
             let queues: Vec<Vec<String>> = snap
                 .by_queue()
                 .iter()
-                .map(|(q, n)| vec![q.clone(), n.to_string()])
+                .map(|(q, n)| {
+                    vec![
+                        q.clone(),
+                        n.to_string(),
+                        snap.oldest_due_by_queue
+                            .get(q)
+                            .map_or_else(|| "none due".into(), |d| human(*d)),
+                    ]
+                })
                 .collect();
-            table(&["queue", "jobs"], &queues);
+            table(&["queue", "jobs", "oldest due waiting"], &queues);
             println!();
             let kinds: Vec<Vec<String>> = snap
                 .kinds
@@ -309,7 +319,7 @@ impl Ops {
             table(&WORKER_HEADERS, &worker_rows);
             println!();
             match snap.oldest_due_age {
-                Some(age) => println!("oldest due job: waiting {}", human(age)),
+                Some(age) => println!("oldest due job (all queues): waiting {}", human(age)),
                 None => println!("oldest due job: none due"),
             }
             if let Some(o) = outbox {

@@ -658,7 +658,7 @@ impl QueueStore for MemoryQueue {
         let mut counts: BTreeMap<(String, String, QueueState), u64> = BTreeMap::new();
         let mut finished: BTreeMap<String, (u64, Vec<Duration>)> = BTreeMap::new();
         let mut in_flight: BTreeMap<&str, Vec<JobId>> = BTreeMap::new();
-        let mut oldest_due: Option<DateTime<Utc>> = None;
+        let mut oldest_due: BTreeMap<&str, DateTime<Utc>> = BTreeMap::new();
         for j in inner.jobs.values() {
             *counts
                 .entry((j.queue.clone(), j.kind.clone(), j.state))
@@ -678,7 +678,8 @@ impl QueueStore for MemoryQueue {
                     }
                 }
                 s if s.is_waiting() && j.run_at <= now => {
-                    oldest_due = Some(oldest_due.map_or(j.run_at, |o| o.min(j.run_at)));
+                    let due = oldest_due.entry(&j.queue).or_insert(j.run_at);
+                    *due = (*due).min(j.run_at);
                 }
                 _ => {}
             }
@@ -709,7 +710,14 @@ impl QueueStore for MemoryQueue {
                     in_flight: in_flight.get(id.as_str()).cloned().unwrap_or_default(),
                 })
                 .collect(),
-            oldest_due_age: oldest_due.map(|t| (now - t).to_std().unwrap_or_default()),
+            oldest_due_age: oldest_due
+                .values()
+                .min()
+                .map(|t| (now - *t).to_std().unwrap_or_default()),
+            oldest_due_by_queue: oldest_due
+                .into_iter()
+                .map(|(queue, t)| (queue.to_owned(), (now - t).to_std().unwrap_or_default()))
+                .collect(),
         })
     }
 

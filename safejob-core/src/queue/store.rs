@@ -640,6 +640,8 @@ pub struct Snapshot {
     pub workers: Vec<WorkerInfo>,
     /// How long the oldest due waiting job has been due (none when nothing is due).
     pub oldest_due_age: Option<Duration>,
+    /// The same, per queue: queues with nothing due are absent.
+    pub oldest_due_by_queue: BTreeMap<String, Duration>,
 }
 
 impl Snapshot {

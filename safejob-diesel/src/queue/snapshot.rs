@@ -69,11 +69,15 @@ fn assemble(
     in_flight: Vec<InFlightRow>,
     oldest: Vec<OldestRow>,
 ) -> Result<Snapshot, StoreError> {
-    let oldest = oldest
+    let now_us = oldest
+        .first()
+        .ok_or_else(|| StoreError::backend("snapshot: the clock query returned no row"))?
+        .now_us;
+    let now = instant(0, now_us)?;
+    let oldest_due_by_queue: BTreeMap<String, Duration> = oldest
         .into_iter()
-        .next()
-        .ok_or_else(|| StoreError::backend("snapshot: the clock query returned no row"))?;
-    let now = instant(0, oldest.now_us)?;
+        .filter_map(|row| Some((row.queue?, micros(now_us.saturating_sub(row.due_us?)))))
+        .collect();
     let mut by_key: BTreeMap<(String, String, QueueState), u64> = BTreeMap::new();
     for row in counts {
         let state = state(0, &row.state)?;
@@ -142,8 +146,7 @@ fn assemble(
             .collect(),
         kinds: stats.into_values().collect(),
         workers: infos,
-        oldest_due_age: oldest
-            .due_us
-            .map(|due| micros(oldest.now_us.saturating_sub(due))),
+        oldest_due_age: oldest_due_by_queue.values().max().copied(),
+        oldest_due_by_queue,
     })
 }

@@ -252,7 +252,7 @@ pub(crate) struct QueueSql {
     pub(crate) workers: String,
     /// Snapshot: running jobs with their owner (`InFlightRow`).
     pub(crate) in_flight: String,
-    /// Snapshot: now and the oldest due time (`OldestRow`).
+    /// Snapshot: now and the oldest due time per queue (`OldestRow`s).
     pub(crate) oldest: String,
 }
 
@@ -452,9 +452,13 @@ impl QueueSql {
             ),
             in_flight: r("SELECT id, owner FROM safe_queue_jobs \
                  WHERE state = 'running' AND owner IS NOT NULL ORDER BY id"),
+            // One row per queue with a due job, or one row with no queue when none is: the
+            // clock is read either way.
             oldest: r(&format!(
-                "SELECT {{now_us}} AS now_us, {{us:MIN(run_at)}} AS due_us \
-                 FROM safe_queue_jobs WHERE {WAITING} AND run_at <= {{now}}"
+                "SELECT {{now_us}} AS now_us, o.queue AS queue, o.due_us AS due_us \
+                 FROM (SELECT 1 AS one) t LEFT JOIN \
+                 (SELECT queue, {{us:MIN(run_at)}} AS due_us FROM safe_queue_jobs \
+                 WHERE {WAITING} AND run_at <= {{now}} GROUP BY queue) o ON 1 = 1"
             )),
         }
     }
@@ -676,11 +680,13 @@ pub(crate) struct InFlightRow {
     pub owner: String,
 }
 
-/// The clock and the oldest due time.
+/// The clock and the oldest due time of a queue (no queue: nothing is due).
 #[derive(Debug, QueryableByName)]
 pub(crate) struct OldestRow {
     #[diesel(sql_type = BigInt)]
     pub now_us: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub queue: Option<String>,
     #[diesel(sql_type = Nullable<BigInt>)]
     pub due_us: Option<i64>,
 }

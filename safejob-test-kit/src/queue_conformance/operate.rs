@@ -300,6 +300,11 @@ pub fn snapshot_counts_kinds_workers_and_age(harness: &dyn QueueHarness) {
     c.complete(&claimed[0].lease, CompleteAs::Succeeded);
     c.complete(&claimed[1].lease, CompleteAs::Dead { error: error("x") });
     c.advance(Duration::from_secs(10));
+    // A second queue whose job is due only now: its own age, not the first queue's.
+    let other = format!("{}-b", c.queue);
+    let mut late = c.new_job("k");
+    late.queue = other.clone();
+    c.enqueue(late);
     let snap = c.ok("snapshot", c.store.snapshot());
     let mine: BTreeMap<QueueState, u64> = snap
         .counts
@@ -353,6 +358,16 @@ pub fn snapshot_counts_kinds_workers_and_age(harness: &dyn QueueHarness) {
             .is_some_and(|age| age + TIME_SLACK >= Duration::from_secs(12)),
         "a job due 12 s ago: oldest_due_age {:?}",
         snap.oldest_due_age
+    );
+    let per_queue = (
+        snap.oldest_due_by_queue.get(&c.queue),
+        snap.oldest_due_by_queue.get(&other),
+    );
+    ensure!(
+        c,
+        per_queue.0.is_some_and(|age| *age + TIME_SLACK >= Duration::from_secs(12))
+            && per_queue.1.is_some_and(|age| *age < Duration::from_secs(12)),
+        "oldest_due_by_queue: the case's queue 12 s, the second queue's just due; got {per_queue:?}"
     );
     c.ok("remove_worker", c.store.remove_worker(&worker));
     let snap = c.ok("snapshot", c.store.snapshot());
