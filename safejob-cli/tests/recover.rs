@@ -51,7 +51,10 @@ impl SafeJob for Payout {
     }
     fn on_succeeded_once(&self, _: &mut EffectsContext<'_>) -> Result<(), NoAnswer> {
         let mut map = EFFECTS.lock().unwrap();
-        let n = map.get_or_insert_with(HashMap::new).entry(self.id.clone()).or_insert(0);
+        let n = map
+            .get_or_insert_with(HashMap::new)
+            .entry(self.id.clone())
+            .or_insert(0);
         *n += 1;
         if *n == 1 { Err(NoAnswer) } else { Ok(()) }
     }

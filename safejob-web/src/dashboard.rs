@@ -63,7 +63,7 @@ pub async fn overview(State(s): State<WebState>, ApiQuery(p): ApiQuery<PageParam
         body.push_str("</div>");
         let points = s.samples().points();
         let throughput = samples::throughput(&points);
-        let latency: Vec<_> = points.iter().map(|p| (p.at, p.mean_seconds)).collect();
+        let latency = samples::latency(&points);
         body.push_str(&html::line_chart("Throughput", "jobs/min", &throughput));
         body.push_str(&html::line_chart("Mean latency", "s", &latency));
         let rows: Vec<Vec<String>> = o

@@ -653,10 +653,10 @@ async fn metrics_are_prometheus_text_derived_from_the_store() {
     // Per queue: `default` has due emails, `audit` nothing due. Break: the per-queue map not
     // filled by the store (memory or SQL), or the family labelled by something else.
     assert!(
-        r.text
-            .lines()
-            .any(|l| l.starts_with("safejob_oldest_due_age_seconds{queue=\"default\"} ")
-                && !l.ends_with(" 0.0")),
+        r.text.lines().any(
+            |l| l.starts_with("safejob_oldest_due_age_seconds{queue=\"default\"} ")
+                && !l.ends_with(" 0.0")
+        ),
         "{}",
         r.text
     );
@@ -667,7 +667,10 @@ async fn metrics_are_prometheus_text_derived_from_the_store() {
         "{}",
         r.text
     );
-    assert!(r.text.contains("safejob_oldest_due_age_all_queues_seconds "));
+    assert!(
+        r.text
+            .contains("safejob_oldest_due_age_all_queues_seconds ")
+    );
     let overview = get(&app, "/jobs").await.json();
     let by_queue = &overview["stats"]["oldest_due_age_seconds_by_queue"];
     assert!(by_queue["default"].as_f64().is_some(), "{overview}");
@@ -813,9 +816,9 @@ impl safejob_core::queue::QueueJob for Refuse {
         &self,
         _: &mut safejob_core::queue::WorkContext<'_>,
     ) -> Result<(), safejob_core::queue::WorkError<std::io::Error>> {
-        Err(safejob_core::queue::WorkError::Fatal(std::io::Error::other(
-            "refused",
-        )))
+        Err(safejob_core::queue::WorkError::Fatal(
+            std::io::Error::other("refused"),
+        ))
     }
     fn options() -> safejob_core::queue::KindOptions {
         safejob_core::queue::KindOptions::new().queue("observed")

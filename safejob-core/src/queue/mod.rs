@@ -75,8 +75,8 @@ pub use retry::{ExponentialBuilder, RetryPolicy};
 pub use state::QueueState;
 pub use store::{
     AttemptError, ClaimRequest, Claimed, CompleteAs, Completed, Completion, Enqueued, ErrorKind,
-    GuardFinish, GuardSpec, Heartbeat, JobFilter, JobId, JobQuery, KindStats, MAX_ERROR_HISTORY,
-    NewJob, OpResult, Progress, QueueLease, QueueStore, QueuedJob, Reaped, RecordedError, RunAt,
-    Snapshot, StateCount, Waker, WorkerInfo,
+    FinishedMinute, GuardFinish, GuardSpec, Heartbeat, JobFilter, JobId, JobQuery, KindStats,
+    MAX_ERROR_HISTORY, NewJob, OpResult, Progress, QueueLease, QueueStore, QueuedJob, Reaped,
+    RecordedError, RunAt, Snapshot, StateCount, Waker, WorkerInfo,
 };
 pub use worker::{ShutdownReport, Worker, WorkerBuilder, WorkerConfigError, WorkerPool};

@@ -8,11 +8,9 @@ use std::time::Duration;
 use crate::{
     EffectsContext, Fingerprint, FingerprintError, IdempotencyKey, KeyDigest, KeyError, Outcome,
     PerformContext, Recovery, Retention, Runner, SafeJob,
-    runner::EffectsMode,
-    queue::{
-        GuardedJob, JobFilter, JobId, JobQuery, QueueState, QueueStore, QueuedJob, Registry,
-    },
+    queue::{GuardedJob, JobFilter, JobId, JobQuery, QueueState, QueueStore, QueuedJob, Registry},
     report::RunError,
+    runner::EffectsMode,
     store::StoreError,
 };
 
@@ -132,11 +130,12 @@ pub(crate) fn recover_as<J: GuardedJob>(
     job: &QueuedJob,
     runner: &Runner,
 ) -> Result<Recovery, RecoverError> {
-    let rebuilt = J::deserialize(&job.payload).map_err(|source| RecoverError::UndecodablePayload {
-        job: job.id,
-        kind: job.kind.clone(),
-        source,
-    })?;
+    let rebuilt =
+        J::deserialize(&job.payload).map_err(|source| RecoverError::UndecodablePayload {
+            job: job.id,
+            kind: job.kind.clone(),
+            source,
+        })?;
     let run_error = |e: RunError<J::Error>| RecoverError::Run {
         job: job.id,
         source: Box::new(e),

@@ -8,13 +8,13 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use safejob_core::{
-    queue::{JobId, KindStats, QueueState, Snapshot, StateCount, WorkerInfo},
+    queue::{FinishedMinute, JobId, KindStats, QueueState, Snapshot, StateCount, WorkerInfo},
     store::StoreError,
 };
 
 use super::{
     rows::{corrupt, instant, state},
-    sql::{CountRow, DurationRow, InFlightRow, KindRow, OldestRow, WorkerRow},
+    sql::{CountRow, DurationRow, InFlightRow, KindRow, MinuteRow, OldestRow, WorkerRow},
     tx::{Begin, End, QCtx},
 };
 use crate::backend::{BackendKind, Bind, DbConnection, Stmt, pool::PooledConn};
@@ -58,6 +58,32 @@ impl QCtx<'_> {
                 counts, kinds, durations, workers, in_flight, oldest,
             )?))
         })
+    }
+}
+
+impl QCtx<'_> {
+    pub(crate) fn finished_by_minute<C: DbConnection>(
+        &self,
+        c: &mut PooledConn<C>,
+        window: Duration,
+    ) -> Result<Vec<FinishedMinute>, StoreError> {
+        let back = i64::try_from(window.as_micros()).unwrap_or(i64::MAX);
+        let stmt = Stmt::new(&self.sql.finished_by_minute, vec![Bind::Int(-back)]);
+        let rows: Vec<MinuteRow> = self.run(c, |conn| conn.load(&stmt))?;
+        rows.into_iter()
+            .map(|row| {
+                let succeeded = u64::try_from(row.ok).unwrap_or(0);
+                Ok(FinishedMinute {
+                    minute: instant(0, row.minute_us)?,
+                    succeeded,
+                    dead: u64::try_from(row.dead).unwrap_or(0),
+                    mean: u32::try_from(succeeded)
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .map_or(Duration::ZERO, |n| micros(row.total_us) / n),
+                })
+            })
+            .collect()
     }
 }
 
