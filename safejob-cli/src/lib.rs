@@ -424,15 +424,19 @@ pub fn run(cli: Cli) -> ExitCode {
     let out = out::Out {
         json: cli.global.json,
     };
-    match ops::dispatch(cli.global.url.as_deref(), out, cli.command) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => report(&error),
-    }
+    finish(ops::dispatch(cli.global.url.as_deref(), out, cli.command))
 }
 
-fn report(error: &CliError) -> ExitCode {
-    eprintln!("safejob: {error}");
-    ExitCode::from(error.exit_code())
+/// A command's end as the process's exit code: success, or the error printed on stderr and its
+/// [`CliError::exit_code`]. For a `main` that calls [`run_app`] itself.
+pub fn finish(result: Result<(), CliError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("safejob: {error}");
+            ExitCode::from(error.exit_code())
+        }
+    }
 }
 
 /// A user binary's command line: every operator command, plus `work`.
@@ -460,14 +464,26 @@ pub enum AppCommand {
 /// The `main` of a user binary: parses [`App`] from the process's arguments and runs it with
 /// [`run_app`]; prints any error on stderr and returns its exit code.
 pub fn main_with(registry: impl FnOnce() -> Registry) -> ExitCode {
-    match run_app(App::parse(), registry) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => report(&error),
-    }
+    finish(run_app(App::parse(), registry))
 }
 
 /// Runs a user binary's command: builds the registry with `registry` only for the commands that
-/// need the job kinds (`work`, `keys recover`).
+/// need the job kinds (`work`, `keys recover`). Call it instead of [`main_with`] to do something
+/// first, for instance to create your own tables before `work` (examples/queue.rs):
+///
+/// ```no_run
+/// use clap::Parser;
+/// use safejob_cli::{App, AppCommand};
+/// use safejob_core::queue::Registry;
+///
+/// fn main() -> std::process::ExitCode {
+///     let app = App::parse();
+///     if let AppCommand::Work(_) = &app.command {
+///         // create the application's tables at app.global.url
+///     }
+///     safejob_cli::finish(safejob_cli::run_app(app, Registry::new))
+/// }
+/// ```
 pub fn run_app(app: App, registry: impl FnOnce() -> Registry) -> Result<(), CliError> {
     let out = out::Out {
         json: app.global.json,
