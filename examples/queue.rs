@@ -9,10 +9,24 @@
 //!    duplicate completes without running. The webhook fails twice and is dead-lettered.
 //! 3. The partner comes back; an operator lists the dead letters and retries the webhook from
 //!    there; the worker delivers it.
+//!
+//! With arguments it is a worker binary built on `safejob-cli` (what your own binary does):
+//! every `safejob` operator command, plus `work`, which runs these kinds until SIGTERM / SIGINT
+//! or a limit (the ledger table is created first), and `keys recover`, which can rebuild a payout:
+//!
+//! ```sh
+//! export SAFEJOB_DATABASE_URL=sqlite://target/queue-worker.db
+//! cargo run --example queue -- migrate
+//! cargo run --example queue -- work --concurrency 4 --max-runtime 30s
+//! cargo run --example queue -- status
+//! ```
+
+// `pub(crate)` items are read by tests/queue_worker.rs, which includes this file.
 
 use std::{
     error::Error,
     path::PathBuf,
+    process::ExitCode,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -20,7 +34,9 @@ use std::{
     time::Duration,
 };
 
+use clap::Parser;
 use diesel::{QueryableByName, RunQueryDsl, sql_types::BigInt};
+use safejob_cli::{App, AppCommand, CliError};
 use safejob_core::{
     EffectsContext, EffectsMode, IdempotencyKey, KeyError, Outcome, PerformContext, SafeJob,
     queue::{
@@ -35,17 +51,17 @@ use serde::{Deserialize, Serialize};
 /// should not, since nothing crashes).
 static PAYOUT_PERFORMS: AtomicUsize = AtomicUsize::new(0);
 /// Whether the partner's webhook endpoint answers.
-static PARTNER_UP: AtomicBool = AtomicBool::new(false);
+pub(crate) static PARTNER_UP: AtomicBool = AtomicBool::new(false);
 
 /// A payout: a `SafeJob` enqueued directly, so the queue runs it through the guard.
 #[derive(Serialize, Deserialize)]
-struct Payout {
-    id: String,
-    cents: i64,
+pub(crate) struct Payout {
+    pub(crate) id: String,
+    pub(crate) cents: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
-enum PayoutError {
+pub(crate) enum PayoutError {
     #[error("ledger write failed: {0}")]
     Ledger(#[from] safejob_diesel::EffectsTxError),
     #[error(transparent)]
@@ -62,6 +78,11 @@ impl SafeJob for Payout {
     fn perform(&self, _ctx: &mut PerformContext<'_>) -> Result<Outcome, Self::Error> {
         PAYOUT_PERFORMS.fetch_add(1, Ordering::Relaxed);
         Ok(Outcome::done())
+    }
+
+    // Its effects write to the database: whatever worker runs it, inside the finalize.
+    fn effects_mode(&self) -> Option<EffectsMode> {
+        Some(EffectsMode::Transactional)
     }
 
     // Runs inside the completion's transaction: the ledger row commits with `succeeded`.
@@ -84,13 +105,13 @@ impl GuardedJob for Payout {
 
 /// A webhook to a partner: a plain queue job that fails while the partner is down.
 #[derive(Serialize, Deserialize)]
-struct NotifyPartner {
-    event: String,
+pub(crate) struct NotifyPartner {
+    pub(crate) event: String,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("partner endpoint answered 503")]
-struct PartnerDown;
+pub(crate) struct PartnerDown;
 
 impl QueueJob for NotifyPartner {
     const KIND: &'static str = "notify_partner";
@@ -119,22 +140,59 @@ struct Count {
     n: i64,
 }
 
-fn main() -> Result<(), Box<dyn Error>> {
+/// The kinds this binary runs.
+fn registry() -> Registry {
+    let mut registry = Registry::new();
+    registry
+        .register_guarded::<Payout>()
+        .register::<NotifyPartner>();
+    registry
+}
+
+/// Creates the tables at `url` (idempotent): safejob's, and the payouts' ledger.
+fn prepare(url: &str) -> Result<Arc<DieselStore>, CliError> {
+    let store = Arc::new(DieselStore::connect(url)?);
+    store.migrate()?;
+    store
+        .with_connection(|conn| {
+            conn.batch_execute(
+                "CREATE TABLE IF NOT EXISTS payout_ledger \
+                 (payout_id TEXT NOT NULL, cents INTEGER NOT NULL)",
+            )
+        })?
+        .map_err(safejob_core::StoreError::backend)?;
+    Ok(store)
+}
+
+/// The example as a user binary: `work` prepares the database first, then every command runs
+/// as in `safejob`.
+pub(crate) fn operate(app: App) -> Result<(), CliError> {
+    if let (AppCommand::Work(_), Some(url)) = (&app.command, app.global.url.as_deref()) {
+        prepare(url)?;
+    }
+    safejob_cli::run_app(app, registry)
+}
+
+fn main() -> ExitCode {
+    if std::env::args_os().len() > 1 {
+        return safejob_cli::finish(operate(App::parse()));
+    }
+    match demo() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("Error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn demo() -> Result<(), Box<dyn Error>> {
     // A fresh database per run, so the figures below are this run's.
     let path = database_path()?;
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
-    let store = Arc::new(DieselStore::connect(&format!(
-        "sqlite://{}",
-        path.display()
-    ))?);
-    store.migrate()?;
-    store.with_connection(|conn| {
-        conn.batch_execute(
-            "CREATE TABLE payout_ledger (payout_id TEXT NOT NULL, cents INTEGER NOT NULL)",
-        )
-    })??;
+    let store = prepare(&format!("sqlite://{}", path.display()))?;
     let backend = Arc::new(DieselQueue::new(store.clone()));
     let queue = Queue::new(backend.clone());
 
@@ -158,13 +216,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     println!("enqueued: 5 payout jobs (5 more enqueues were duplicates of them) and 1 webhook");
 
     // 2. A worker drains everything due.
-    let mut registry = Registry::new();
-    registry
-        .register_guarded::<Payout>()
-        .register::<NotifyPartner>();
-    let worker = Worker::builder(backend.clone(), registry)
-        .effects(EffectsMode::Transactional)
-        .build()?;
+    let worker = Worker::builder(backend.clone(), registry()).build()?;
     let handled = worker.drain(20)?;
     let ledger_rows = count_ledger(&store)?;
     println!(
@@ -204,7 +256,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
-fn count_ledger(store: &DieselStore) -> Result<i64, Box<dyn Error>> {
+pub(crate) fn count_ledger(store: &DieselStore) -> Result<i64, Box<dyn Error>> {
     let rows: Vec<Count> = store.with_connection(|conn| match conn {
         ConnectionRef::Sqlite(conn) => {
             diesel::sql_query("SELECT COUNT(*) AS n FROM payout_ledger").load(*conn)

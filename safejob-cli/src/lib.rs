@@ -8,10 +8,12 @@
 //! Output is an aligned table by default and one JSON document with `--json`. Exit codes:
 //! 0 done; 1 an error (the database, a corrupt row); 2 bad input (arguments, ids); 3 not found;
 //! 4 refused (the state does not allow it: retrying a running job, confirming effects that are
-//! not in doubt); 5 declined at the confirmation prompt.
+//! not in doubt); 5 declined at the confirmation prompt; 6 the command needs the job types, which
+//! only your own binary has (`keys recover` in the plain `safejob` binary).
 //!
 //! Running workers is your binary's job, because only it knows the job types:
-//! [`main_with`] gives it every command here plus `work` ([`work::WorkArgs`]).
+//! [`main_with`] gives it every command here plus `work` ([`work::WorkArgs`]), and makes
+//! `keys recover` (re-running a key's in-doubt effects, which needs the job rebuilt) work.
 //!
 //! The commands are documented in `safejob --help` and in docs/operations.md.
 
@@ -25,7 +27,7 @@ pub mod work;
 use std::{process::ExitCode, sync::Arc};
 
 use clap::{Args, Parser, Subcommand};
-use safejob_core::queue::Registry;
+use safejob_core::queue::{RecoverError, Registry};
 
 pub use ops::connect;
 
@@ -68,6 +70,18 @@ pub enum CliError {
     /// Reading the prompt's answer, or installing a signal handler, failed.
     #[error("{0}")]
     Io(String),
+    /// The command rebuilds jobs, which only a binary that registers their kinds can do.
+    #[error(
+        "`{command}` needs your binary: only a binary that registers the job kinds (built on \
+         safejob_cli::main_with) can rebuild a job; run it as `<your-binary> {command} …`"
+    )]
+    NeedsJobTypes {
+        /// The command.
+        command: &'static str,
+    },
+    /// Recovering in-doubt effects failed.
+    #[error(transparent)]
+    Recover(#[from] safejob_core::queue::RecoverError),
 }
 
 impl CliError {
@@ -75,9 +89,10 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::BadInput(_) | Self::NoDatabase => 2,
-            Self::NotFound(_) => 3,
+            Self::NotFound(_) | Self::Recover(RecoverError::NoJob { .. }) => 3,
             Self::Refused(_) => 4,
             Self::Declined => 5,
+            Self::NeedsJobTypes { .. } => 6,
             _ => 1,
         }
     }
@@ -142,7 +157,8 @@ pub enum Command {
     /// Deletes old finished jobs, delivered outbox rows and stale worker rows; guard rows only
     /// with `--guards`.
     Cleanup(CleanupArgs),
-    /// Guard keys: show one, list those whose effects are in doubt, confirm effects.
+    /// Guard keys: show one, list those whose effects are in doubt, confirm effects, recover
+    /// them (in your own binary).
     #[command(subcommand)]
     Keys(KeysCommand),
     /// Stored schedules.
@@ -297,11 +313,21 @@ pub enum KeysCommand {
         limit: usize,
     },
     /// Records that you checked that the key's in-doubt effects did happen: marks them done
-    /// without running anything. (Re-running effects needs the job's code: `Runner::
-    /// recover_effects` in your binary.)
+    /// without running anything. (Re-running them is `keys recover`, in your binary.)
     Confirm {
         /// The digest.
         digest: String,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Runs the key's in-doubt effects (`on_succeeded_once`) once more, after you checked that
+    /// they did not happen: rebuilds the job from a succeeded queued job that carries the key,
+    /// by its guarded kind. Only in your own binary (`safejob_cli::main_with`), which knows the
+    /// kinds; the plain `safejob` binary refuses (exit code 6).
+    Recover {
+        /// The key's digest (64 hex characters), or the key's text (never printed).
+        key: String,
         /// Do not ask.
         #[arg(long)]
         yes: bool,
@@ -398,15 +424,19 @@ pub fn run(cli: Cli) -> ExitCode {
     let out = out::Out {
         json: cli.global.json,
     };
-    match ops::dispatch(cli.global.url.as_deref(), out, cli.command) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => report(&error),
-    }
+    finish(ops::dispatch(cli.global.url.as_deref(), out, cli.command))
 }
 
-fn report(error: &CliError) -> ExitCode {
-    eprintln!("safejob: {error}");
-    ExitCode::from(error.exit_code())
+/// A command's end as the process's exit code: success, or the error printed on stderr and its
+/// [`CliError::exit_code`]. For a `main` that calls [`run_app`] itself.
+pub fn finish(result: Result<(), CliError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("safejob: {error}");
+            ExitCode::from(error.exit_code())
+        }
+    }
 }
 
 /// A user binary's command line: every operator command, plus `work`.
@@ -431,16 +461,40 @@ pub enum AppCommand {
     Operate(Command),
 }
 
-/// The `main` of a user binary: parses [`App`] from the process's arguments, builds the registry
-/// with `registry` only for `work`, and runs the command.
+/// The `main` of a user binary: parses [`App`] from the process's arguments and runs it with
+/// [`run_app`]; prints any error on stderr and returns its exit code.
 pub fn main_with(registry: impl FnOnce() -> Registry) -> ExitCode {
-    let app = App::parse();
+    finish(run_app(App::parse(), registry))
+}
+
+/// Runs a user binary's command: builds the registry with `registry` only for the commands that
+/// need the job kinds (`work`, `keys recover`). Call it instead of [`main_with`] to do something
+/// first, for instance to create your own tables before `work` (examples/queue.rs):
+///
+/// ```no_run
+/// use clap::Parser;
+/// use safejob_cli::{App, AppCommand};
+/// use safejob_core::queue::Registry;
+///
+/// fn main() -> std::process::ExitCode {
+///     let app = App::parse();
+///     if let AppCommand::Work(_) = &app.command {
+///         // create the application's tables at app.global.url
+///     }
+///     safejob_cli::finish(safejob_cli::run_app(app, Registry::new))
+/// }
+/// ```
+pub fn run_app(app: App, registry: impl FnOnce() -> Registry) -> Result<(), CliError> {
     let out = out::Out {
         json: app.global.json,
     };
-    let result = match app.command {
-        AppCommand::Operate(command) => ops::dispatch(app.global.url.as_deref(), out, command),
-        AppCommand::Work(args) => ops::connect(app.global.url.as_deref()).and_then(|(_, queue)| {
+    let url = app.global.url.as_deref();
+    match app.command {
+        AppCommand::Operate(Command::Keys(KeysCommand::Recover { key, yes })) => {
+            ops::recover(url, out, &registry(), &key, yes)
+        }
+        AppCommand::Operate(command) => ops::dispatch(url, out, command),
+        AppCommand::Work(args) => ops::connect(url).and_then(|(_, queue)| {
             let summary = work::run_work(&args, queue as Arc<_>, registry())?;
             let value = serde_json::json!({
                 "handled": summary.handled,
@@ -459,9 +513,5 @@ pub fn main_with(registry: impl FnOnce() -> Registry) -> ExitCode {
             });
             Ok(())
         }),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => report(&error),
     }
 }

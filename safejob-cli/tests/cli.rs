@@ -183,6 +183,18 @@ fn exercise(url: &str) {
     assert_eq!(status["by_state"]["dead"], 1, "{status}");
     assert_eq!(status["by_queue"]["mail"], 3, "{status}");
     assert!(!text.contains("password"), "{text}");
+    // Per queue: `mail`'s jobs are due; the overall figure is the oldest of the queues'.
+    let by_queue = status["oldest_due_age_ms_by_queue"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    assert!(by_queue.contains_key("mail"), "{status}");
+    assert!(!by_queue.contains_key("nowhere"), "{status}");
+    assert_eq!(
+        by_queue.values().filter_map(Value::as_u64).max(),
+        status["oldest_due_age_ms"].as_u64(),
+        "{status}"
+    );
     let (code, _, text) = safejob(url, &["status"]);
     assert_eq!(code, 0);
     assert!(text.contains("oldest due job"), "{text}");
@@ -268,6 +280,13 @@ fn exercise(url: &str) {
     assert_eq!(code, 0);
     assert_eq!(doubt[0]["digest"], s.digest);
     assert_eq!(safejob(url, &["keys", "show", "nothex"]).0, 2);
+    // `keys recover` rebuilds the job: only a user binary can. Break: dispatch running it, or
+    // mapping the error to another exit code.
+    let (code, _, text) = safejob(url, &["keys", "recover", &s.digest, "--yes"]);
+    assert_eq!(code, 6, "{text}");
+    assert!(text.contains("needs your binary"), "{text}");
+    let (_, key, _) = safejob(url, &["keys", "show", &s.digest, "--json"]);
+    assert_eq!(key["effects_in_doubt"], true, "nothing changed: {key}");
     assert_eq!(
         safejob(url, &["keys", "confirm", &s.digest]).0,
         5,

@@ -65,6 +65,7 @@ pub mod group;
 pub mod guard;
 pub mod history;
 pub mod key;
+pub mod observe;
 pub mod outcome;
 pub mod periodic;
 pub mod policy;

@@ -8,7 +8,7 @@ safejob_test_kit::queue_store_conformance!(MemoryQueueHarness::new);
 #[test]
 fn all_cases_pass_on_one_shared_queue() {
     queue_conformance::run_all(&MemoryQueueHarness::new());
-    assert_eq!(queue_conformance::CASES.len(), 45);
+    assert_eq!(queue_conformance::CASES.len(), 46);
 }
 
 /// The memory queue on the system clock: the pool case that needs real time.
@@ -329,6 +329,12 @@ impl QueueStore for CountingProgress {
     }
     fn snapshot(&self) -> Result<safejob_core::queue::Snapshot, safejob_core::StoreError> {
         self.inner.snapshot()
+    }
+    fn finished_by_minute(
+        &self,
+        window: std::time::Duration,
+    ) -> Result<Vec<safejob_core::queue::FinishedMinute>, safejob_core::StoreError> {
+        self.inner.finished_by_minute(window)
     }
 }
 

@@ -175,6 +175,12 @@ impl QueueStore for Buggy {
     fn snapshot(&self) -> Result<Snapshot, StoreError> {
         self.inner.snapshot()
     }
+    fn finished_by_minute(
+        &self,
+        window: std::time::Duration,
+    ) -> Result<Vec<safejob_core::queue::FinishedMinute>, StoreError> {
+        self.inner.finished_by_minute(window)
+    }
     fn subscribe(&self, waker: Waker) -> Result<(), StoreError> {
         self.inner.subscribe(waker)
     }

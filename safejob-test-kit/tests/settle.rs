@@ -349,6 +349,12 @@ impl QueueStore for CutCompletion {
     fn snapshot(&self) -> Result<Snapshot, StoreError> {
         self.inner.snapshot()
     }
+    fn finished_by_minute(
+        &self,
+        window: std::time::Duration,
+    ) -> Result<Vec<safejob_core::queue::FinishedMinute>, StoreError> {
+        self.inner.finished_by_minute(window)
+    }
 }
 
 struct CutSetup {

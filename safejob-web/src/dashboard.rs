@@ -63,7 +63,7 @@ pub async fn overview(State(s): State<WebState>, ApiQuery(p): ApiQuery<PageParam
         body.push_str("</div>");
         let points = s.samples().points();
         let throughput = samples::throughput(&points);
-        let latency: Vec<_> = points.iter().map(|p| (p.at, p.mean_seconds)).collect();
+        let latency = samples::latency(&points);
         body.push_str(&html::line_chart("Throughput", "jobs/min", &throughput));
         body.push_str(&html::line_chart("Mean latency", "s", &latency));
         let rows: Vec<Vec<String>> = o
@@ -156,13 +156,17 @@ pub async fn queues(State(s): State<WebState>, ApiQuery(p): ApiQuery<PageParams>
                         .copied()
                         .unwrap_or(0)
                         .to_string(),
+                    stats
+                        .oldest_due_age_seconds_by_queue
+                        .get(q)
+                        .map_or_else(|| "none due".into(), |s| format!("{s:.1} s")),
                 ]
             })
             .collect();
-        let mut body = table(&["queue", "jobs", "waiting"], &rows);
+        let mut body = table(&["queue", "jobs", "waiting", "oldest due waiting"], &rows);
         let _ = write!(
             body,
-            "<p>Oldest due job waiting: {}</p>",
+            "<p>Oldest due job waiting, all queues: {}</p>",
             snapshot
                 .oldest_due_age
                 .map(|d| format!("{:.1} s", d.as_secs_f64()))

@@ -190,6 +190,9 @@ pub struct Stats {
     pub by_queue: BTreeMap<String, u64>,
     /// Waiting jobs (pending, scheduled, retrying) per queue.
     pub depth_by_queue: BTreeMap<String, u64>,
+    /// How long the oldest due waiting job of each queue has waited (seconds); queues with
+    /// nothing due are absent.
+    pub oldest_due_age_seconds_by_queue: BTreeMap<String, f64>,
 }
 
 impl Stats {
@@ -209,6 +212,11 @@ impl Stats {
             by_kind: s.by_kind(),
             by_queue: s.by_queue(),
             depth_by_queue,
+            oldest_due_age_seconds_by_queue: s
+                .oldest_due_by_queue
+                .iter()
+                .map(|(q, d)| (q.clone(), d.as_secs_f64()))
+                .collect(),
         }
     }
 }
@@ -263,7 +271,8 @@ pub struct Overview {
     pub recent: Vec<JobSummary>,
     /// Workers.
     pub workers: Vec<WorkerView>,
-    /// How long the oldest due waiting job has waited (seconds).
+    /// How long the oldest due waiting job has waited (seconds), all queues; per queue in
+    /// `stats.oldest_due_age_seconds_by_queue`.
     pub oldest_due_age_seconds: Option<f64>,
 }
 

@@ -140,7 +140,8 @@ pub fn router(state: WebState) -> Router {
 }
 
 /// Serves [`router`] on `addr` with `access` until ctrl-c, sampling the queue every
-/// [`SAMPLE_EVERY`] for the charts.
+/// [`SAMPLE_EVERY`] for the charts (seeded first with the last hour:
+/// [`WebState::seed_charts`]).
 pub async fn serve(addr: SocketAddr, state: WebState, access: Access) -> Result<(), WebError> {
     let listener = TcpListener::bind(addr).await?;
     serve_on(listener, state, access, async {
@@ -157,6 +158,13 @@ pub async fn serve_on(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), WebError> {
     let state = state.with_access(access);
+    // Before the first answer, so the charts show the last hour at once.
+    let seeding = state.clone();
+    match tokio::task::spawn_blocking(move || seeding.seed_charts()).await {
+        Ok(Ok(points)) => tracing::debug!(points, "safejob-web seeded the charts"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "safejob-web could not seed the charts"),
+        Err(e) => tracing::warn!(error = %e, "safejob-web could not seed the charts"),
+    }
     let sampler = {
         let state = state.clone();
         tokio::spawn(async move {

@@ -7,7 +7,8 @@
 //! |---|---|---|
 //! | `safejob_jobs` | queue, kind, state | the snapshot's counts |
 //! | `safejob_queue_depth` | queue | waiting jobs (pending, scheduled, retrying) |
-//! | `safejob_oldest_due_age_seconds` | | the oldest due waiting job, all queues |
+//! | `safejob_oldest_due_age_seconds` | queue | the oldest due waiting job of each queue with jobs (0: none due) |
+//! | `safejob_oldest_due_age_all_queues_seconds` | | the same over all queues |
 //! | `safejob_kind_executions` | kind | finished (succeeded + dead) jobs still stored |
 //! | `safejob_kind_succeeded`, `safejob_kind_dead` | kind | the counts |
 //! | `safejob_kind_duration_seconds` | kind, stat = mean, p95, p99 | succeeded jobs' durations |
@@ -94,10 +95,25 @@ pub fn render(state: &WebState) -> Result<String, ApiError> {
         "Jobs waiting (pending, scheduled, retrying) per queue",
         depth,
     );
+    let oldest_by_queue = FloatFamily::default();
+    for queue in snapshot.by_queue().into_keys() {
+        let age = snapshot
+            .oldest_due_by_queue
+            .get(&queue)
+            .map_or(0.0, |d| d.as_secs_f64());
+        oldest_by_queue
+            .get_or_create(&vec![("queue", queue)])
+            .set(age);
+    }
+    registry.register(
+        "safejob_oldest_due_age_seconds",
+        "How long the oldest due waiting job of each queue has waited (0 when none is due)",
+        oldest_by_queue,
+    );
     let oldest = Gauge::<f64, AtomicU64>::default();
     oldest.set(snapshot.oldest_due_age.map_or(0.0, |d| d.as_secs_f64()));
     registry.register(
-        "safejob_oldest_due_age_seconds",
+        "safejob_oldest_due_age_all_queues_seconds",
         "How long the oldest due waiting job has waited, all queues (0 when none)",
         oldest,
     );

@@ -1,28 +1,24 @@
-//! Event counters the store cannot give: what runs returned, counted as they happen.
+//! Event counters the store cannot give: how runs ended, counted as they happen.
 //!
 //! [`metrics`](crate::metrics) derives its figures from the store's rows at scrape time. The
-//! guard's outcomes (granted, replayed, busy, conflict, stale finalize), executions and failures
-//! per kind and duration histograms are events, not rows: a [`Recorder`] counts them when you
-//! hand it what a run returned, and [`WebState::with_recorder`](crate::WebState::with_recorder)
-//! adds its families to `/metrics`. Nothing in the core calls it yet: call it where you run
-//! jobs yourself, around [`Runner::run`](safejob_core::Runner::run) or
-//! [`Worker::run_once`](safejob_core::queue::Worker::run_once).
+//! guard's outcomes (granted, replayed, busy, conflict, stale finalize), executions per kind and
+//! outcome (failures are `retrying`, dead letters `dead`) and duration histograms are events, not
+//! rows: a [`Recorder`] is an [`Observer`] that counts them. Set it on the worker pool
+//! ([`WorkerBuilder::observer`](safejob_core::queue::WorkerBuilder::observer)) or the runner
+//! ([`RunnerBuilder::observer`](safejob_core::RunnerBuilder::observer)) that runs your jobs, and
+//! hand the same `Arc` to [`WebState::with_recorder`](crate::WebState::with_recorder), which adds
+//! its families to `/metrics`.
 //!
 //! ```
-//! # use std::{sync::Arc, time::Instant};
-//! # use safejob_core::{MemoryStore, Runner};
+//! # use std::sync::Arc;
+//! # use safejob_core::queue::{MemoryQueue, Registry, Worker};
 //! let recorder = Arc::new(safejob_web::Recorder::new());
-//! # let runner = Runner::builder(Arc::new(MemoryStore::new())).build()?;
-//! # struct Job;
-//! # impl safejob_core::SafeJob for Job {
-//! #     type Error = std::io::Error;
-//! #     fn key(&self) -> Result<safejob_core::IdempotencyKey, safejob_core::KeyError> { safejob_core::IdempotencyKey::new("k") }
-//! #     fn perform(&self, _: &mut safejob_core::PerformContext<'_>) -> Result<safejob_core::Outcome, std::io::Error> { Ok(safejob_core::Outcome::done()) }
-//! #     fn on_succeeded_once(&self, _: &mut safejob_core::EffectsContext<'_>) -> Result<(), std::io::Error> { Ok(()) }
-//! # }
-//! let started = Instant::now();
-//! let result = runner.run(&Job);
-//! recorder.observe_run("payout", &result, started.elapsed());
+//! let store = Arc::new(MemoryQueue::new());
+//! let worker = Worker::builder(store, Registry::new())
+//!     .queues(["default"])
+//!     .observer(recorder.clone())
+//!     .build()?;
+//! // … and `WebState::new(…).with_recorder(recorder)` for the router.
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -32,10 +28,7 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, histogram::Histogram},
     registry::Registry,
 };
-use safejob_core::{
-    Report, RunError,
-    queue::{Ran, Worked},
-};
+use safejob_core::observe::{Ending, GuardOutcome, Observer};
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -49,7 +42,8 @@ const BUCKETS: [f64; 12] = [
 #[derive(Debug)]
 pub struct Recorder {
     executions: Family<Labels, Counter>,
-    guard: Family<Labels, Counter>,
+    /// Keyed by static labels: counting a guard answer allocates nothing.
+    guard: Family<[(&'static str, &'static str); 1], Counter>,
     durations: Family<Labels, Histogram>,
 }
 
@@ -83,64 +77,9 @@ impl Recorder {
         }
     }
 
-    fn guard_outcome(&self, outcome: &str) {
-        self.guard
-            .get_or_create(&vec![("outcome", outcome.to_owned())])
-            .inc();
+    fn guard_outcome(&self, outcome: &'static str) {
+        self.guard.get_or_create(&[("outcome", outcome)]).inc();
     }
-
-    /// Records what a guarded run of a job of `kind` returned, and how long it took.
-    ///
-    /// Guard outcomes: `granted` (this run held the lease: succeeded, failed or not ready),
-    /// `replayed` (already succeeded or failed), `busy`, `conflict` (same key, other
-    /// parameters), `stale_finalize` (the lease was lost before the finalize), `error` (any
-    /// other error). Executions count only granted runs, by how they ended.
-    pub fn observe_run<E: std::error::Error>(
-        &self,
-        kind: &str,
-        result: &Result<Report, RunError<E>>,
-        elapsed: Duration,
-    ) {
-        let (guard, execution) = match result {
-            Ok(Report::Succeeded { .. }) => ("granted", Some("succeeded")),
-            Ok(Report::Failed { .. }) => ("granted", Some("failed")),
-            Ok(Report::RetryLater { .. }) => ("granted", Some("retry_later")),
-            Ok(Report::AlreadySucceeded { .. } | Report::AlreadyFailed { .. }) => {
-                ("replayed", None)
-            }
-            Ok(Report::Busy { .. }) => ("busy", None),
-            Err(RunError::KeyConflict { .. }) => ("conflict", None),
-            Err(RunError::LeaseLost { .. }) => ("stale_finalize", Some("lease_lost")),
-            Err(RunError::Job { .. }) => ("granted", Some("error")),
-            Err(_) => ("error", None),
-        };
-        self.guard_outcome(guard);
-        if let Some(outcome) = execution {
-            self.count(kind, outcome, Some(elapsed));
-        }
-    }
-
-    /// Records what a queue worker did with one job ([`Worker::run_once`]'s answers), and how
-    /// long its run took (the duration is observed for executions that ran: not for snoozes or
-    /// stale completions).
-    ///
-    /// [`Worker::run_once`]: safejob_core::queue::Worker::run_once
-    pub fn observe_worked(&self, worked: &Worked, elapsed: Duration) {
-        let (outcome, ran) = match &worked.ran {
-            Ran::Succeeded => ("succeeded", true),
-            Ran::Retrying { .. } => ("retrying", true),
-            Ran::Dead { .. } => ("dead", true),
-            Ran::Cancelled => ("cancelled", true),
-            Ran::Snoozed { .. } => ("snoozed", false),
-            Ran::Stale => ("stale", false),
-            _ => ("other", false),
-        };
-        if matches!(worked.ran, Ran::Stale) {
-            self.guard_outcome("stale_finalize");
-        }
-        self.count(&worked.kind, outcome, ran.then_some(elapsed));
-    }
-
     /// Adds the families to a scrape's registry.
     pub(crate) fn register(&self, registry: &mut Registry) {
         registry.register(
@@ -150,7 +89,7 @@ impl Recorder {
         );
         registry.register(
             "safejob_guard_outcomes",
-            "Recorded guard outcomes: granted, replayed, busy, conflict, stale_finalize, error",
+            "Recorded guard outcomes: granted, replayed, busy, conflict, stale_finalize",
             self.guard.clone(),
         );
         registry.register(
@@ -158,5 +97,18 @@ impl Recorder {
             "Recorded run durations per kind",
             self.durations.clone(),
         );
+    }
+}
+
+/// Executions are counted per kind and [`Ending`] (`safejob_executions{kind, outcome}`), with the
+/// duration observed for endings that ran ([`Ending::ran`]); guard answers per [`GuardOutcome`]
+/// (`safejob_guard_outcomes{outcome}`).
+impl Observer for Recorder {
+    fn job_ended(&self, kind: &str, ending: Ending, elapsed: Duration) {
+        self.count(kind, ending.as_str(), ending.ran().then_some(elapsed));
+    }
+
+    fn guard(&self, outcome: GuardOutcome) {
+        self.guard_outcome(outcome.as_str());
     }
 }

@@ -153,4 +153,13 @@ impl WebState {
     pub(crate) fn samples(&self) -> &Samples {
         &self.samples
     }
+
+    /// Fills the overview's charts with the last hour, from the jobs that finished in it
+    /// ([`samples::seed`](crate::samples::seed)); returns how many points were added.
+    /// [`serve`](crate::serve) calls it before it answers; call it once (off the async
+    /// runtime's threads: it reads the store) when you serve [`router`](crate::router)
+    /// yourself. Without it the charts start when the process does.
+    pub fn seed_charts(&self) -> Result<usize, safejob_core::StoreError> {
+        crate::samples::seed(&self.samples, &*self.queue)
+    }
 }

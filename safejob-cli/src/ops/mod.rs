@@ -36,6 +36,12 @@ pub fn connect(url: Option<&str>) -> Result<(Arc<DieselStore>, Arc<DieselQueue>)
 
 /// Runs one operator command.
 pub(crate) fn dispatch(url: Option<&str>, out: Out, command: Command) -> Result<(), CliError> {
+    if let Command::Keys(KeysCommand::Recover { .. }) = command {
+        // Before connecting: no database is needed to know the answer.
+        return Err(CliError::NeedsJobTypes {
+            command: "keys recover",
+        });
+    }
     let (store, queue) = connect(url)?;
     let q = Ops { store, queue, out };
     match command {
@@ -68,6 +74,9 @@ pub(crate) fn dispatch(url: Option<&str>, out: Out, command: Command) -> Result<
 }
 
 mod flows;
+mod recover;
+
+pub(crate) use recover::recover;
 
 struct Ops {
     store: Arc<DieselStore>,
@@ -262,6 +271,8 @@ impl Ops {
                 "p95_ms": k.p95.as_millis() as u64, "p99_ms": k.p99.as_millis() as u64})).collect::<Vec<_>>(),
             "workers": workers,
             "oldest_due_age_ms": snap.oldest_due_age.map(|d| d.as_millis() as u64),
+            "oldest_due_age_ms_by_queue": snap.oldest_due_by_queue.iter()
+                .map(|(q, d)| (q.clone(), json!(d.as_millis() as u64))).collect::<serde_json::Map<_, _>>(),
             "outbox": outbox.map(|o| json!({"pending": o.pending, "delivered": o.delivered, "dead": o.dead})),
         });
         self.out.emit(&value, || {
@@ -274,9 +285,17 @@ impl Ops {
             let queues: Vec<Vec<String>> = snap
                 .by_queue()
                 .iter()
-                .map(|(q, n)| vec![q.clone(), n.to_string()])
+                .map(|(q, n)| {
+                    vec![
+                        q.clone(),
+                        n.to_string(),
+                        snap.oldest_due_by_queue
+                            .get(q)
+                            .map_or_else(|| "none due".into(), |d| human(*d)),
+                    ]
+                })
                 .collect();
-            table(&["queue", "jobs"], &queues);
+            table(&["queue", "jobs", "oldest due waiting"], &queues);
             println!();
             let kinds: Vec<Vec<String>> = snap
                 .kinds
@@ -300,7 +319,7 @@ impl Ops {
             table(&WORKER_HEADERS, &worker_rows);
             println!();
             match snap.oldest_due_age {
-                Some(age) => println!("oldest due job: waiting {}", human(age)),
+                Some(age) => println!("oldest due job (all queues): waiting {}", human(age)),
                 None => println!("oldest due job: none due"),
             }
             if let Some(o) = outbox {
@@ -646,6 +665,12 @@ impl Ops {
                         &["digest", "effects", "last owner", "succeeded at"],
                         &table_rows,
                     );
+                });
+            }
+            // Answered before connecting (`dispatch`); a user binary routes it to `recover`.
+            KeysCommand::Recover { .. } => {
+                return Err(CliError::NeedsJobTypes {
+                    command: "keys recover",
                 });
             }
             KeysCommand::Confirm { digest, yes } => {

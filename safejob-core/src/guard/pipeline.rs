@@ -33,6 +33,7 @@ use tracing::{debug, info, info_span, warn};
 use crate::{
     EffectsContext, FailurePolicy, FinalFailure, Fingerprint, IdempotencyKey, Outcome,
     PerformContext, Retention, SafeJob,
+    observe::{GuardOutcome, Observer},
     report::{Report, RunError},
     runner::{BUSY_RETRY_MAX, EffectsMode},
     store::{
@@ -190,6 +191,8 @@ pub(crate) struct Run<'a> {
     pub(crate) retention: Retention,
     /// What errors from `perform` mean.
     pub(crate) policy: &'a dyn FailurePolicy,
+    /// Hears the guard's answers ([`Observer::guard`]).
+    pub(crate) observer: &'a dyn Observer,
 }
 
 /// The result of a run.
@@ -221,6 +224,7 @@ where
         lease,
         ttl: run.ttl,
         retention: run.retention,
+        observer: run.observer,
     };
     let outcome = match performed {
         Err(panic) => {
@@ -264,6 +268,12 @@ where
         ttl: run.ttl,
     };
     let answer = port.acquire(&req).map_err(|e| Err(e.into()))?;
+    run.observer.guard(match answer {
+        Acquired::Granted(_) => GuardOutcome::Granted,
+        Acquired::AlreadySucceeded(_) | Acquired::AlreadyFailed(_) => GuardOutcome::Replayed,
+        Acquired::Busy { .. } => GuardOutcome::Busy,
+        Acquired::KeyConflict { .. } => GuardOutcome::Conflict,
+    });
     Err(match answer {
         Acquired::Granted(lease) => return Ok(lease),
         Acquired::AlreadySucceeded(row) => {
@@ -309,10 +319,12 @@ struct Attempt<'a> {
     lease: Lease,
     ttl: Duration,
     retention: Retention,
+    observer: &'a dyn Observer,
 }
 
 impl Attempt<'_> {
     fn lease_lost<E: std::error::Error + 'static>(&self) -> RunError<E> {
+        self.observer.guard(GuardOutcome::StaleFinalize);
         warn!(
             fence = self.lease.fence,
             attempt = self.lease.attempt,

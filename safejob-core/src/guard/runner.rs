@@ -7,7 +7,7 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use tracing::{info, info_span};
@@ -15,6 +15,7 @@ use tracing::{info, info_span};
 use crate::{
     FailurePolicy, JobRecord, NeverFinalize, Retention, RetentionError, SafeJob,
     guard::pipeline::{self, Ended, OnStore, Run},
+    observe::{Ending, NoObserver, Observer, short_type_name},
     report::{Report, RunError, TtlError},
     store::{AcquireRequest, EffectsClaim, EffectsOutcome, FenceCheck, LeaseStore, StoreError},
 };
@@ -84,6 +85,7 @@ pub struct RunnerBuilder {
     policy: Arc<dyn FailurePolicy>,
     effects: EffectsMode,
     retention: Retention,
+    observer: Arc<dyn Observer>,
 }
 
 impl RunnerBuilder {
@@ -124,6 +126,14 @@ impl RunnerBuilder {
         self
     }
 
+    /// Hears how each run ended and what the guard answered (see [`Observer`]); for instance
+    /// `safejob-web`'s `Recorder`, which serves the counts on `/metrics`. Defaults to
+    /// [`NoObserver`].
+    pub fn observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = observer;
+        self
+    }
+
     /// Validates and builds.
     pub fn build(self) -> Result<Runner, ConfigError> {
         static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -146,6 +156,7 @@ impl RunnerBuilder {
             policy: self.policy,
             effects: self.effects,
             retention: self.retention.validated()?,
+            observer: self.observer,
         })
     }
 }
@@ -182,6 +193,7 @@ pub struct Runner {
     policy: Arc<dyn FailurePolicy>,
     effects: EffectsMode,
     retention: Retention,
+    observer: Arc<dyn Observer>,
 }
 
 /// What [`Runner::recover_effects`] and [`Runner::confirm_effects`] did.
@@ -208,6 +220,7 @@ impl Runner {
             policy: Arc::new(NeverFinalize),
             effects: EffectsMode::AfterCommit,
             retention: Retention::Forever,
+            observer: Arc::new(NoObserver),
         }
     }
 
@@ -237,8 +250,17 @@ impl Runner {
             effects: self.effects,
             retention,
             policy: &*self.policy,
+            observer: &*self.observer,
         };
-        unwind(pipeline::run(job, &run, &OnStore(&*self.store)))
+        let started = Instant::now();
+        let ended = pipeline::run(job, &run, &OnStore(&*self.store));
+        if let Ended::Returned(result) = &ended
+            && let Some(ending) = ending(result)
+        {
+            self.observer
+                .job_ended(short_type_name::<J>(), ending, started.elapsed());
+        }
+        unwind(ended)
     }
 
     /// Deletes up to `limit` guard rows whose retention has passed and whose outcome is settled
@@ -325,6 +347,26 @@ impl Runner {
             });
         }
         Ok(Recovery::Resolved { fence: lease.fence })
+    }
+}
+
+/// How a run that held the lease ended, for [`Observer::job_ended`]; `None` for runs that did
+/// not execute (replayed, busy, conflict) and for store errors (whether the job ran is unknown).
+fn ending<E: std::error::Error + 'static>(result: &Result<Report, RunError<E>>) -> Option<Ending> {
+    match result {
+        // Effects in doubt: the key's finalize succeeded; the in-doubt count is the store's.
+        Ok(Report::Succeeded { .. }) | Err(RunError::EffectsInDoubt { .. }) => {
+            Some(Ending::Succeeded)
+        }
+        Ok(Report::Failed { .. }) => Some(Ending::Dead),
+        Ok(Report::RetryLater { .. })
+        | Err(
+            RunError::Job { .. }
+            | RunError::EffectsRolledBack { .. }
+            | RunError::EffectsTransactionLost { .. },
+        ) => Some(Ending::Retrying),
+        Err(RunError::LeaseLost { .. }) => Some(Ending::Stale),
+        _ => None,
     }
 }
 

@@ -6,6 +6,7 @@ use tracing::{debug, warn};
 
 use crate::{
     Clock, Retention,
+    observe::Observer,
     queue::{
         AttemptError, Claimed, CompleteAs, Completed, Completion, ErrorKind, GuardFinish, Progress,
         QueueStore, RetryPolicy, WorkContext,
@@ -67,6 +68,8 @@ pub(crate) struct Exec<'a> {
     /// The worker's guard retention: the default for guarded jobs that do not choose their own.
     pub(crate) retention: Retention,
     pub(crate) ttl: Duration,
+    /// The worker's observer: hears the guard's answers of guarded jobs.
+    pub(crate) observer: &'a dyn Observer,
 }
 
 impl<'a> Exec<'a> {

@@ -15,13 +15,14 @@ use serde_json::Value;
 use tracing::{info, warn};
 
 use crate::{
-    FinalFailure, Retention,
+    FinalFailure, Recovery, Retention, Runner,
     guard::pipeline::{self, Effects, Ended, Finish, GiveBack, Run, RunResult, chain},
     policy::NeverFinalize,
     queue::{
         AttemptError, CompleteAs, Completed, ErrorKind, GuardFinish, GuardSpec, GuardedJob,
-        KindOptions, RetryPolicy,
+        KindOptions, QueuedJob, RetryPolicy,
         exec::{Exec, Ran},
+        recover::{self, RecoverError},
         registry::{Handler, decode},
     },
     report::{Report, RunError},
@@ -46,6 +47,14 @@ impl<J> Guarded<J> {
 impl<J: GuardedJob> Handler for Guarded<J> {
     fn options(&self) -> &KindOptions {
         &self.options
+    }
+
+    fn guarded(&self) -> bool {
+        true
+    }
+
+    fn recover(&self, job: &QueuedJob, runner: &Runner) -> Result<Recovery, RecoverError> {
+        recover::recover_as::<J>(job, runner)
     }
 
     fn run(&self, exec: &Exec<'_>) -> Result<Ran, StoreError> {
@@ -119,6 +128,7 @@ impl<J: GuardedJob> Handler for Guarded<J> {
             effects: exec.effects,
             retention,
             policy: &NeverFinalize,
+            observer: exec.observer,
         };
         let result = match pipeline::run(&job, &run, &port) {
             Ended::Returned(result) => Some(result),

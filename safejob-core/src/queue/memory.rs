@@ -12,10 +12,10 @@ use crate::{
     Clock, MemoryStore, SystemClock,
     history::{HistoryEntry, HistoryLog, HistoryStore, Subject},
     queue::{
-        ClaimRequest, Claimed, CompleteAs, Completed, Completion, Enqueued, GuardFinish, Heartbeat,
-        JobFilter, JobId, JobQuery, KindStats, MAX_ERROR_HISTORY, NewJob, OpResult, QueueLease,
-        QueueState, QueueStore, QueuedJob, Reaped, RecordedError, RunAt, Snapshot, StateCount,
-        Waker, WorkerInfo,
+        ClaimRequest, Claimed, CompleteAs, Completed, Completion, Enqueued, FinishedMinute,
+        GuardFinish, Heartbeat, JobFilter, JobId, JobQuery, KindStats, MAX_ERROR_HISTORY, NewJob,
+        OpResult, QueueLease, QueueState, QueueStore, QueuedJob, Reaped, RecordedError, RunAt,
+        Snapshot, StateCount, Waker, WorkerInfo,
         store::{AttemptError, ErrorKind, Progress},
     },
     store::{
@@ -658,7 +658,7 @@ impl QueueStore for MemoryQueue {
         let mut counts: BTreeMap<(String, String, QueueState), u64> = BTreeMap::new();
         let mut finished: BTreeMap<String, (u64, Vec<Duration>)> = BTreeMap::new();
         let mut in_flight: BTreeMap<&str, Vec<JobId>> = BTreeMap::new();
-        let mut oldest_due: Option<DateTime<Utc>> = None;
+        let mut oldest_due: BTreeMap<&str, DateTime<Utc>> = BTreeMap::new();
         for j in inner.jobs.values() {
             *counts
                 .entry((j.queue.clone(), j.kind.clone(), j.state))
@@ -678,7 +678,8 @@ impl QueueStore for MemoryQueue {
                     }
                 }
                 s if s.is_waiting() && j.run_at <= now => {
-                    oldest_due = Some(oldest_due.map_or(j.run_at, |o| o.min(j.run_at)));
+                    let due = oldest_due.entry(&j.queue).or_insert(j.run_at);
+                    *due = (*due).min(j.run_at);
                 }
                 _ => {}
             }
@@ -709,8 +710,59 @@ impl QueueStore for MemoryQueue {
                     in_flight: in_flight.get(id.as_str()).cloned().unwrap_or_default(),
                 })
                 .collect(),
-            oldest_due_age: oldest_due.map(|t| (now - t).to_std().unwrap_or_default()),
+            oldest_due_age: oldest_due
+                .values()
+                .min()
+                .map(|t| (now - *t).to_std().unwrap_or_default()),
+            oldest_due_by_queue: oldest_due
+                .into_iter()
+                .map(|(queue, t)| (queue.to_owned(), (now - t).to_std().unwrap_or_default()))
+                .collect(),
         })
+    }
+
+    fn finished_by_minute(&self, window: Duration) -> Result<Vec<FinishedMinute>, StoreError> {
+        let now = self.clock.now();
+        let since = chrono::Duration::from_std(window)
+            .ok()
+            .and_then(|w| now.checked_sub_signed(w))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let inner = self.lock();
+        // Per minute (µs since the epoch): succeeded, dead, total succeeded duration.
+        let mut minutes: BTreeMap<i64, (u64, u64, Duration)> = BTreeMap::new();
+        for j in inner.jobs.values() {
+            let Some(at) = j.finished_at.filter(|at| *at >= since) else {
+                continue;
+            };
+            let us = at.timestamp_micros();
+            let m = minutes.entry(us - us.rem_euclid(60_000_000)).or_default();
+            match j.state {
+                QueueState::Succeeded => {
+                    m.0 += 1;
+                    m.2 += j
+                        .attempted_at
+                        .and_then(|a| (at - a).to_std().ok())
+                        .unwrap_or_default();
+                }
+                QueueState::Dead => m.1 += 1,
+                _ => {}
+            }
+        }
+        Ok(minutes
+            .into_iter()
+            .filter(|(_, (ok, dead, _))| ok + dead > 0)
+            .filter_map(|(us, (succeeded, dead, total))| {
+                Some(FinishedMinute {
+                    minute: DateTime::from_timestamp_micros(us)?,
+                    succeeded,
+                    dead,
+                    mean: u32::try_from(succeeded)
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .map_or(Duration::ZERO, |n| total / n),
+                })
+            })
+            .collect())
     }
 
     fn set_result(&self, lease: &QueueLease, result: &Value) -> Result<FenceCheck, StoreError> {

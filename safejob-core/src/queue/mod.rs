@@ -55,6 +55,7 @@ mod exec;
 mod guarded;
 mod job;
 pub(crate) mod memory;
+mod recover;
 mod registry;
 mod retry;
 mod state;
@@ -68,13 +69,14 @@ pub use job::{
     QueueJob, StopReason, WorkContext, WorkError,
 };
 pub use memory::MemoryQueue;
+pub use recover::RecoverError;
 pub use registry::Registry;
 pub use retry::{ExponentialBuilder, RetryPolicy};
 pub use state::QueueState;
 pub use store::{
     AttemptError, ClaimRequest, Claimed, CompleteAs, Completed, Completion, Enqueued, ErrorKind,
-    GuardFinish, GuardSpec, Heartbeat, JobFilter, JobId, JobQuery, KindStats, MAX_ERROR_HISTORY,
-    NewJob, OpResult, Progress, QueueLease, QueueStore, QueuedJob, Reaped, RecordedError, RunAt,
-    Snapshot, StateCount, Waker, WorkerInfo,
+    FinishedMinute, GuardFinish, GuardSpec, Heartbeat, JobFilter, JobId, JobQuery, KindStats,
+    MAX_ERROR_HISTORY, NewJob, OpResult, Progress, QueueLease, QueueStore, QueuedJob, Reaped,
+    RecordedError, RunAt, Snapshot, StateCount, Waker, WorkerInfo,
 };
 pub use worker::{ShutdownReport, Worker, WorkerBuilder, WorkerConfigError, WorkerPool};

@@ -12,11 +12,14 @@ use serde::de::DeserializeOwned;
 use tracing::warn;
 
 use crate::{
+    Recovery, Runner,
     guard::pipeline::{chain, panic_message},
     queue::{
-        AttemptError, CompleteAs, ErrorKind, GuardedJob, KindOptions, QueueJob, WorkError,
+        AttemptError, CompleteAs, ErrorKind, GuardedJob, KindOptions, QueueJob, QueuedJob,
+        WorkError,
         exec::{Exec, Ran},
         guarded::Guarded,
+        recover::RecoverError,
     },
     store::StoreError,
 };
@@ -25,6 +28,16 @@ use crate::{
 pub(crate) trait Handler: Send + Sync {
     fn options(&self) -> &KindOptions;
     fn run(&self, exec: &Exec<'_>) -> Result<Ran, StoreError>;
+    /// Whether the kind runs through the guard (only those have effects to recover).
+    fn guarded(&self) -> bool {
+        false
+    }
+    /// Rebuilds `job` and recovers its in-doubt effects ([`Registry::recover_effects`]).
+    fn recover(&self, job: &QueuedJob, _runner: &Runner) -> Result<Recovery, RecoverError> {
+        Err(RecoverError::NoJob {
+            digest: job.guard.map(|g| g.digest.short()).unwrap_or_default(),
+        })
+    }
 }
 
 /// The kinds a worker may run. A claimed job of a kind not registered here, or whose payload
@@ -109,6 +122,14 @@ impl Registry {
         queues.sort();
         queues.dedup();
         queues
+    }
+
+    /// The guarded kinds, with their handlers.
+    pub(crate) fn guarded_kinds(&self) -> impl Iterator<Item = (&str, &dyn Handler)> {
+        self.kinds
+            .iter()
+            .filter(|(_, h)| h.guarded())
+            .map(|(k, h)| (k.as_str(), &**h))
     }
 
     /// Runs one claimed job.

@@ -627,6 +627,20 @@ pub struct WorkerInfo {
     pub in_flight: Vec<JobId>,
 }
 
+/// The jobs that finished in one minute ([`QueueStore::finished_by_minute`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinishedMinute {
+    /// The minute's start, by the store clock.
+    pub minute: DateTime<Utc>,
+    /// Jobs that finished `succeeded` in it.
+    pub succeeded: u64,
+    /// Jobs that finished `dead` in it.
+    pub dead: u64,
+    /// The mean duration of its succeeded jobs' last attempt (`finished_at − attempted_at`);
+    /// zero when none succeeded.
+    pub mean: Duration,
+}
+
 /// What the queue looks like now.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
@@ -640,6 +654,8 @@ pub struct Snapshot {
     pub workers: Vec<WorkerInfo>,
     /// How long the oldest due waiting job has been due (none when nothing is due).
     pub oldest_due_age: Option<Duration>,
+    /// The same, per queue: queues with nothing due are absent.
+    pub oldest_due_by_queue: BTreeMap<String, Duration>,
 }
 
 impl Snapshot {
@@ -835,6 +851,12 @@ pub trait QueueStore: Send + Sync {
 
     /// Counts, per-kind figures, workers and the oldest due job's age.
     fn snapshot(&self) -> Result<Snapshot, StoreError>;
+
+    /// Jobs that finished `succeeded` or `dead` within `window` before now (by `finished_at`,
+    /// on the store clock), counted per minute, oldest minute first; minutes with none are
+    /// absent. What a chart over time starts from (the dashboard's throughput and latency over
+    /// the last hour); an aggregate read through the `finished_at` index, not a scan.
+    fn finished_by_minute(&self, window: Duration) -> Result<Vec<FinishedMinute>, StoreError>;
 
     /// Stores `result` on the job, fenced like a completion (`Stale` changes nothing): what
     /// [`WorkContext::set_result`](crate::queue::WorkContext::set_result) writes for the members

@@ -15,6 +15,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     Clock, SystemClock,
+    observe::{Ending, NoObserver, Observer},
     queue::{
         AttemptError, ClaimRequest, Claimed, CompleteAs, Completion, ErrorKind, GuardFinish,
         Heartbeat, JobId, QueueLease, QueueStore, Reaped, Registry, Waker,
@@ -89,6 +90,7 @@ pub struct WorkerBuilder {
     clock: Arc<dyn Clock>,
     effects: EffectsMode,
     retention: Retention,
+    observer: Arc<dyn Observer>,
 }
 
 impl WorkerBuilder {
@@ -168,6 +170,14 @@ impl WorkerBuilder {
         self
     }
 
+    /// Hears how each job ended, how long it took, and what the guard answered guarded jobs
+    /// (see [`Observer`]); for instance `safejob-web`'s `Recorder`, which serves the counts on
+    /// `/metrics`. Defaults to [`NoObserver`].
+    pub fn observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = observer;
+        self
+    }
+
     /// A worker that runs jobs on the calling thread.
     pub fn build(self) -> Result<Worker, WorkerConfigError> {
         static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -220,6 +230,7 @@ impl WorkerBuilder {
                 clock: self.clock,
                 effects: self.effects,
                 retention: self.retention.validated()?,
+                observer: self.observer,
             }),
         })
     }
@@ -244,6 +255,7 @@ struct Shared {
     clock: Arc<dyn Clock>,
     effects: EffectsMode,
     retention: Retention,
+    observer: Arc<dyn Observer>,
 }
 
 /// Claims jobs and runs them on the calling thread: the deterministic way to drive a queue in
@@ -309,6 +321,7 @@ impl Worker {
             clock: Arc::new(SystemClock),
             effects: EffectsMode::AfterCommit,
             retention: Retention::Forever,
+            observer: Arc::new(NoObserver),
         }
     }
 
@@ -390,8 +403,13 @@ impl Worker {
             effects: s.effects,
             retention: s.retention,
             ttl: s.lease_ttl,
+            observer: &*s.observer,
         };
+        let started = Instant::now();
         let ran = s.registry.run(&exec)?;
+        let ending = Ending::of_ran(&ran);
+        s.observer
+            .job_ended(&claimed.job.kind, ending, started.elapsed());
         debug!(job = %claimed.job.id, kind = %claimed.job.kind, ?ran, "job handled");
         Ok(Worked {
             id: claimed.job.id,

@@ -111,9 +111,9 @@ use std::{
 use chrono::{DateTime, Utc};
 use safejob_core::{
     queue::{
-        ClaimRequest, Claimed, Completed, Completion, Enqueued, Heartbeat, JobFilter, JobId,
-        JobQuery, NewJob, OpResult, Progress, QueueLease, QueueStore, QueuedJob, Reaped, Snapshot,
-        Waker,
+        ClaimRequest, Claimed, Completed, Completion, Enqueued, FinishedMinute, Heartbeat,
+        JobFilter, JobId, JobQuery, NewJob, OpResult, Progress, QueueLease, QueueStore, QueuedJob,
+        Reaped, Snapshot, Waker,
     },
     store::{FenceCheck, Lease, LeaseStore, Renewed, StoreError, TxEffects},
     workflow::{BatchId, BatchInfo, BatchMember, BatchState, NewBatch},
@@ -469,6 +469,11 @@ impl QueueStore for DieselQueue {
     fn snapshot(&self) -> Result<Snapshot, StoreError> {
         let q = self.ctx();
         with_conn!(self.store, conn => q.snapshot(conn))
+    }
+
+    fn finished_by_minute(&self, window: Duration) -> Result<Vec<FinishedMinute>, StoreError> {
+        let q = self.ctx();
+        with_conn!(self.store, conn => q.finished_by_minute(conn, window))
     }
 
     fn set_result(

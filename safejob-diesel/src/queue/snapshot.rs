@@ -8,13 +8,13 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use safejob_core::{
-    queue::{JobId, KindStats, QueueState, Snapshot, StateCount, WorkerInfo},
+    queue::{FinishedMinute, JobId, KindStats, QueueState, Snapshot, StateCount, WorkerInfo},
     store::StoreError,
 };
 
 use super::{
     rows::{corrupt, instant, state},
-    sql::{CountRow, DurationRow, InFlightRow, KindRow, OldestRow, WorkerRow},
+    sql::{CountRow, DurationRow, InFlightRow, KindRow, MinuteRow, OldestRow, WorkerRow},
     tx::{Begin, End, QCtx},
 };
 use crate::backend::{BackendKind, Bind, DbConnection, Stmt, pool::PooledConn};
@@ -61,6 +61,32 @@ impl QCtx<'_> {
     }
 }
 
+impl QCtx<'_> {
+    pub(crate) fn finished_by_minute<C: DbConnection>(
+        &self,
+        c: &mut PooledConn<C>,
+        window: Duration,
+    ) -> Result<Vec<FinishedMinute>, StoreError> {
+        let back = i64::try_from(window.as_micros()).unwrap_or(i64::MAX);
+        let stmt = Stmt::new(&self.sql.finished_by_minute, vec![Bind::Int(-back)]);
+        let rows: Vec<MinuteRow> = self.run(c, |conn| conn.load(&stmt))?;
+        rows.into_iter()
+            .map(|row| {
+                let succeeded = u64::try_from(row.ok).unwrap_or(0);
+                Ok(FinishedMinute {
+                    minute: instant(0, row.minute_us)?,
+                    succeeded,
+                    dead: u64::try_from(row.dead).unwrap_or(0),
+                    mean: u32::try_from(succeeded)
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .map_or(Duration::ZERO, |n| micros(row.total_us) / n),
+                })
+            })
+            .collect()
+    }
+}
+
 fn assemble(
     counts: Vec<CountRow>,
     kinds: Vec<KindRow>,
@@ -69,11 +95,15 @@ fn assemble(
     in_flight: Vec<InFlightRow>,
     oldest: Vec<OldestRow>,
 ) -> Result<Snapshot, StoreError> {
-    let oldest = oldest
+    let now_us = oldest
+        .first()
+        .ok_or_else(|| StoreError::backend("snapshot: the clock query returned no row"))?
+        .now_us;
+    let now = instant(0, now_us)?;
+    let oldest_due_by_queue: BTreeMap<String, Duration> = oldest
         .into_iter()
-        .next()
-        .ok_or_else(|| StoreError::backend("snapshot: the clock query returned no row"))?;
-    let now = instant(0, oldest.now_us)?;
+        .filter_map(|row| Some((row.queue?, micros(now_us.saturating_sub(row.due_us?)))))
+        .collect();
     let mut by_key: BTreeMap<(String, String, QueueState), u64> = BTreeMap::new();
     for row in counts {
         let state = state(0, &row.state)?;
@@ -142,8 +172,7 @@ fn assemble(
             .collect(),
         kinds: stats.into_values().collect(),
         workers: infos,
-        oldest_due_age: oldest
-            .due_us
-            .map(|due| micros(oldest.now_us.saturating_sub(due))),
+        oldest_due_age: oldest_due_by_queue.values().max().copied(),
+        oldest_due_by_queue,
     })
 }

@@ -252,8 +252,10 @@ pub(crate) struct QueueSql {
     pub(crate) workers: String,
     /// Snapshot: running jobs with their owner (`InFlightRow`).
     pub(crate) in_flight: String,
-    /// Snapshot: now and the oldest due time (`OldestRow`).
+    /// Snapshot: now and the oldest due time per queue (`OldestRow`s).
     pub(crate) oldest: String,
+    /// Jobs finished per minute within a window (`MinuteRow`s): the window as negative µs.
+    pub(crate) finished_by_minute: String,
 }
 
 impl QueueSql {
@@ -452,9 +454,25 @@ impl QueueSql {
             ),
             in_flight: r("SELECT id, owner FROM safe_queue_jobs \
                  WHERE state = 'running' AND owner IS NOT NULL ORDER BY id"),
+            // The minute is the µs timestamp less its remainder: integer arithmetic on every
+            // backend (MySQL's `/` would be decimal). The window's start is `{plus}` with a
+            // negative bind, so the `finished_at` index bounds the read.
+            finished_by_minute: r("SELECT CAST(m AS {bigint}) AS minute_us, \
+                 CAST(SUM(CASE WHEN state = 'succeeded' THEN 1 ELSE 0 END) AS {bigint}) AS ok, \
+                 CAST(SUM(CASE WHEN state = 'dead' THEN 1 ELSE 0 END) AS {bigint}) AS dead, \
+                 CAST(SUM(CASE WHEN state = 'succeeded' THEN d ELSE 0 END) AS {bigint}) AS total_us \
+                 FROM (SELECT state, {us:finished_at} - {us:finished_at} % 60000000 AS m, \
+                 CASE WHEN attempted_at IS NOT NULL AND finished_at > attempted_at \
+                 THEN {us:finished_at} - {us:attempted_at} ELSE 0 END AS d \
+                 FROM safe_queue_jobs WHERE state IN ('succeeded', 'dead') \
+                 AND finished_at >= {plus}) f GROUP BY m ORDER BY m"),
+            // One row per queue with a due job, or one row with no queue when none is: the
+            // clock is read either way.
             oldest: r(&format!(
-                "SELECT {{now_us}} AS now_us, {{us:MIN(run_at)}} AS due_us \
-                 FROM safe_queue_jobs WHERE {WAITING} AND run_at <= {{now}}"
+                "SELECT {{now_us}} AS now_us, o.queue AS queue, o.due_us AS due_us \
+                 FROM (SELECT 1 AS one) t LEFT JOIN \
+                 (SELECT queue, {{us:MIN(run_at)}} AS due_us FROM safe_queue_jobs \
+                 WHERE {WAITING} AND run_at <= {{now}} GROUP BY queue) o ON 1 = 1"
             )),
         }
     }
@@ -676,13 +694,28 @@ pub(crate) struct InFlightRow {
     pub owner: String,
 }
 
-/// The clock and the oldest due time.
+/// The clock and the oldest due time of a queue (no queue: nothing is due).
 #[derive(Debug, QueryableByName)]
 pub(crate) struct OldestRow {
     #[diesel(sql_type = BigInt)]
     pub now_us: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub queue: Option<String>,
     #[diesel(sql_type = Nullable<BigInt>)]
     pub due_us: Option<i64>,
+}
+
+/// The jobs finished in one minute.
+#[derive(Debug, QueryableByName)]
+pub(crate) struct MinuteRow {
+    #[diesel(sql_type = BigInt)]
+    pub minute_us: i64,
+    #[diesel(sql_type = BigInt)]
+    pub ok: i64,
+    #[diesel(sql_type = BigInt)]
+    pub dead: i64,
+    #[diesel(sql_type = BigInt)]
+    pub total_us: i64,
 }
 
 /// The current schema (PostgreSQL).
@@ -717,6 +750,7 @@ mod tests {
                     &s.get,
                     &s.kinds,
                     &s.oldest,
+                    &s.finished_by_minute,
                     &s.prune,
                 ] {
                     assert!(!sql.contains('{'), "{sql}");

@@ -126,9 +126,10 @@ pub use guarded::{
     guarded_completion_is_all_or_nothing, guarded_success_without_hook_is_all_or_nothing,
 };
 pub use operate::{
-    list_and_retry_matching_filter_by_queue_and_kind, operator_cancel_retry_purge,
-    progress_is_persisted_under_the_fence, prune_deletes_old_finished_jobs,
-    retry_respects_unique_keys, snapshot_counts_kinds_workers_and_age,
+    finished_by_minute_counts_recent_finishes, list_and_retry_matching_filter_by_queue_and_kind,
+    operator_cancel_retry_purge, progress_is_persisted_under_the_fence,
+    prune_deletes_old_finished_jobs, retry_respects_unique_keys,
+    snapshot_counts_kinds_workers_and_age,
 };
 pub use pool::{
     pool_runs_every_job_once, pool_shutdown_releases_claimed_work,
@@ -177,6 +178,7 @@ macro_rules! __queue_store_conformance_cases {
             prune_deletes_old_finished_jobs
             progress_is_persisted_under_the_fence
             snapshot_counts_kinds_workers_and_age
+            finished_by_minute_counts_recent_finishes
             guarded_claim_acquires_the_guard
             guarded_claim_answers_each_job_for_its_key
             guarded_completion_is_all_or_nothing

@@ -279,6 +279,67 @@ pub fn progress_is_persisted_under_the_fence(harness: &dyn QueueHarness) {
     );
 }
 
+/// `finished_by_minute` counts the succeeded and dead jobs that finished within the window, per
+/// whole minute, with the mean duration of the succeeded ones; older finishes fall out.
+///
+/// Catches: counting cancelled or running jobs, a window that is not bounded by the store clock,
+/// minutes that do not start on a whole minute, a mean over the wrong durations.
+pub fn finished_by_minute_counts_recent_finishes(harness: &dyn QueueHarness) {
+    let c = Case::new("finished_by_minute_counts_recent_finishes", harness);
+    // Whatever finished before (a store shared with other cases) falls out of the window.
+    c.advance(Duration::from_secs(3 * 3600));
+    for _ in 0..4 {
+        c.enqueue(c.new_job("k"));
+    }
+    let claimed = c.claim_as(&format!("{}:w", c.prefix), 4);
+    c.advance(Duration::from_secs(2));
+    c.complete(&claimed[0].lease, CompleteAs::Succeeded);
+    c.complete(&claimed[1].lease, CompleteAs::Dead { error: error("x") });
+    c.complete(
+        &claimed[2].lease,
+        CompleteAs::Cancelled {
+            reason: "not counted".into(),
+        },
+    );
+    let hour = Duration::from_secs(3600);
+    let minutes = c.ok("finished_by_minute", c.store.finished_by_minute(hour));
+    let now = c.now();
+    let succeeded: u64 = minutes.iter().map(|m| m.succeeded).sum();
+    let dead: u64 = minutes.iter().map(|m| m.dead).sum();
+    ensure!(
+        c,
+        succeeded == 1 && dead == 1,
+        "one succeeded and one dead in the last hour (not the cancelled or running ones): \
+         {minutes:?}"
+    );
+    ensure!(
+        c,
+        minutes
+            .iter()
+            .all(|m| m.minute.timestamp_micros() % 60_000_000 == 0
+                && m.minute <= now
+                && m.succeeded + m.dead > 0),
+        "minutes start on a whole minute, are not in the future, and are not empty: {minutes:?}"
+    );
+    let Some(with_success) = minutes.iter().find(|m| m.succeeded == 1) else {
+        c.fail(format_args!(
+            "no minute holds the succeeded job: {minutes:?}"
+        ));
+    };
+    ensure!(
+        c,
+        with_success.mean.abs_diff(Duration::from_secs(2)) <= TIME_SLACK,
+        "the succeeded job took 2 s of store time: {with_success:?}"
+    );
+    c.advance(Duration::from_secs(2 * 3600));
+    let later = c.ok("finished_by_minute", c.store.finished_by_minute(hour));
+    ensure!(
+        c,
+        later.is_empty(),
+        "two hours later nothing finished within the last hour: {later:?}"
+    );
+}
+
 /// The snapshot counts jobs by queue, kind and state, figures per kind, lists workers with their
 /// last heartbeat and in-flight jobs, and the oldest due job's age.
 pub fn snapshot_counts_kinds_workers_and_age(harness: &dyn QueueHarness) {
@@ -300,6 +361,11 @@ pub fn snapshot_counts_kinds_workers_and_age(harness: &dyn QueueHarness) {
     c.complete(&claimed[0].lease, CompleteAs::Succeeded);
     c.complete(&claimed[1].lease, CompleteAs::Dead { error: error("x") });
     c.advance(Duration::from_secs(10));
+    // A second queue whose job is due only now: its own age, not the first queue's.
+    let other = format!("{}-b", c.queue);
+    let mut late = c.new_job("k");
+    late.queue = other.clone();
+    c.enqueue(late);
     let snap = c.ok("snapshot", c.store.snapshot());
     let mine: BTreeMap<QueueState, u64> = snap
         .counts
@@ -353,6 +419,20 @@ pub fn snapshot_counts_kinds_workers_and_age(harness: &dyn QueueHarness) {
             .is_some_and(|age| age + TIME_SLACK >= Duration::from_secs(12)),
         "a job due 12 s ago: oldest_due_age {:?}",
         snap.oldest_due_age
+    );
+    let per_queue = (
+        snap.oldest_due_by_queue.get(&c.queue),
+        snap.oldest_due_by_queue.get(&other),
+    );
+    ensure!(
+        c,
+        per_queue
+            .0
+            .is_some_and(|age| *age + TIME_SLACK >= Duration::from_secs(12))
+            && per_queue
+                .1
+                .is_some_and(|age| *age < Duration::from_secs(12)),
+        "oldest_due_by_queue: the case's queue 12 s, the second queue's just due; got {per_queue:?}"
     );
     c.ok("remove_worker", c.store.remove_worker(&worker));
     let snap = c.ok("snapshot", c.store.snapshot());
