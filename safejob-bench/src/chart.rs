@@ -101,12 +101,13 @@ fn draw_one(
         .flatten()
         .copied()
         .fold(0.0_f64, f64::max);
-    let top = if top > 0.0 { top * 1.18 } else { 1.0 };
+    // Headroom above the tallest bar for its label and the legend (upper right).
+    let top = if top > 0.0 { top * 1.45 } else { 1.0 };
     let mut chart = ChartBuilder::on(area)
         .caption(&c.title, (FONT, 22).into_font().style(FontStyle::Bold))
         .margin(12)
         .x_label_area_size(36)
-        .y_label_area_size(70)
+        .y_label_area_size(95)
         .build_cartesian_2d(0..slots.max(1), 0.0..top)?;
     let center = i32::try_from(n_series / 2).unwrap_or(0);
     let stride = i32::try_from(n_series + 1).unwrap_or(1);

@@ -7,8 +7,8 @@
 //! ```
 //!
 //! Every `queue` step line (`"bench":"queue"`) joins a series named by its system and mode
-//! (`safejob guarded`, `safejob plain`, `river`, `fang`) and a group named by backend and worker
-//! count (`postgres, 4 workers`); repeated runs of the same step give the median of each figure.
+//! (`safejob guarded`, `safejob plain`, `river`, `fang`) and a group named by backend, worker
+//! count and retention (`postgres, 4 workers, keep`); repeated runs of the same step give the median of each figure.
 //! `queue_tables` lines are copied as they are. Other lines (targets, ratios) are skipped. The
 //! output, in `--out`:
 //!
@@ -93,7 +93,7 @@ pub enum ReportError {
 pub struct Step {
     /// `postgres`, `sqlite`, `mysql`.
     pub backend: String,
-    /// `postgres, 4 workers`.
+    /// `postgres, 4 workers, keep`: backend, workers and retention.
     pub group: String,
     /// `safejob guarded`, `safejob plain`, `river`, `fang`.
     pub series: String,
@@ -131,10 +131,14 @@ impl Step {
             Some(false) => format!("{series} (no ledger)"),
             _ => series,
         };
+        let retention = match v["retention"].as_str() {
+            Some(r) => format!(", {r}"),
+            None => String::new(),
+        };
         Ok(Step {
             backend: backend.to_owned(),
             group: format!(
-                "{backend}, {workers} worker{}",
+                "{backend}, {workers} worker{}{retention}",
                 if workers == 1 { "" } else { "s" }
             ),
             series,
@@ -467,7 +471,7 @@ mod tests {
         assert_eq!(tables.len(), 1);
         let s = summarize(&steps);
         assert_eq!(s.len(), 2);
-        assert_eq!(s[0]["group"], "postgres, 4 workers");
+        assert_eq!(s[0]["group"], "postgres, 4 workers, keep");
         assert_eq!(s[0]["backend"], "postgres");
         assert_eq!(s[0]["series"], "safejob guarded");
         assert_eq!(s[0]["runs"], 2);
