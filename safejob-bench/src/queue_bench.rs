@@ -61,7 +61,7 @@ use crate::{
     driver::BenchError,
     figure::{Figure, Op, figure_line, ledger_cost_line, line, round1, round3, summary_table},
     run_prefix,
-    scratch::{Kind, Scratch},
+    scratch::Scratch,
     sizes::{table_sizes, tables_line},
     stats::load1,
 };
@@ -398,6 +398,7 @@ fn run_peer(
     settle: Duration,
 ) -> Result<Vec<Figure>, BenchError> {
     let named = |e: BenchError| -> BenchError { format!("--peer {}: {e}", peer.as_str()).into() };
+    use crate::scratch::Kind;
     if Kind::of(url) != Some(Kind::Postgres) {
         return Err(named(
             "the peers run on PostgreSQL: give a postgres:// URL (--peer-url)".into(),
@@ -425,7 +426,6 @@ fn run_peer(
     _keep: bool,
     _settle: Duration,
 ) -> Result<Vec<Figure>, BenchError> {
-    let _ = Kind::of;
     Err(format!(
         "--peer {} needs safejob-bench built with the `peers` feature (--features peers, or \
          --all-features)",
