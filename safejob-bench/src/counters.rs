@@ -228,6 +228,18 @@ pub fn delta(
     }
 }
 
+/// One reading from the two kinds of probe: what the server publishes late (`slow`: PostgreSQL's
+/// commits, rollbacks, `pg_stat_statements` calls) wherever it has a value, the rest from what
+/// is read the moment a step ends (`fast`: WAL position, MariaDB's status, the SQLite WAL).
+pub fn combined(fast: Reading, slow: Reading) -> Reading {
+    Reading {
+        commits: slow.commits.or(fast.commits),
+        rollbacks: slow.rollbacks.or(fast.rollbacks),
+        statements: slow.statements.or(fast.statements),
+        ..fast
+    }
+}
+
 /// A WAL position `X/Y` (two hex numbers: high and low 32 bits) as a byte offset.
 pub fn parse_lsn(lsn: &str) -> Result<u64, CountError> {
     let bad = || CountError::BadLsn(lsn.to_owned());
@@ -494,11 +506,7 @@ impl Meter {
         let fast = self.read_fast()?;
         let slow = self.read_slow()?;
         Ok(Mark {
-            reading: Reading {
-                commits: slow.commits.or(fast.commits),
-                rollbacks: slow.rollbacks.or(fast.rollbacks),
-                ..fast
-            },
+            reading: combined(fast, slow),
             client: self.client.as_ref().map_or(0, StatementCounter::get),
             probes: self.probes.load(Ordering::SeqCst),
         })
@@ -518,11 +526,7 @@ impl Meter {
         let fast = self.read_fast()?;
         self.wait_settle(settle);
         let slow = self.read_slow()?;
-        let mut after = Reading {
-            commits: slow.commits.or(fast.commits),
-            rollbacks: slow.rollbacks.or(fast.rollbacks),
-            ..fast
-        };
+        let mut after = combined(fast, slow);
         let mut before = mark.reading;
         if let Some(c) = client {
             before.statements = Some(mark.client);
@@ -750,6 +754,41 @@ mod tests {
             status_value(&rows, "Innodb_os_log_written"),
             Err(CountError::NotACount { .. })
         ));
+    }
+
+    // Catches: a count of the late probe dropped when the two readings are combined (what left
+    // pg_stat_statements' calls out of every line, found on a server with it preloaded).
+    #[test]
+    fn the_late_reading_fills_what_the_fast_one_lacks() {
+        let fast = Reading {
+            wal_bytes: Some(10),
+            wal_lost: Some(0),
+            ..Reading::default()
+        };
+        let slow = Reading {
+            commits: Some(1),
+            rollbacks: Some(2),
+            statements: Some(3),
+            ..Reading::default()
+        };
+        let c = combined(fast, slow);
+        assert_eq!(
+            (
+                c.commits,
+                c.rollbacks,
+                c.statements,
+                c.wal_bytes,
+                c.wal_lost
+            ),
+            (Some(1), Some(2), Some(3), Some(10), Some(0))
+        );
+        let mariadb = Reading {
+            commits: Some(5),
+            statements: Some(6),
+            ..fast
+        };
+        let c = combined(mariadb, Reading::default());
+        assert_eq!((c.commits, c.statements), (Some(5), Some(6)));
     }
 
     // Catches: a missing count (`None`) summed as 0 into a made-up figure.
