@@ -12,11 +12,11 @@
 #
 # Needs a release build with the peers (cargo build --release -p safejob-bench --all-features),
 # PostgreSQL at PG and, unless MYSQL is empty, MariaDB/MySQL at MYSQL (root@127.0.0.1:3306).
-# Every run starts from empty tables, as the peers do (River re-creates its schema, fang empties
-# its table): the script DROPS and re-creates the database bench_safejob on both servers before
-# each run (and a fresh SQLite file). Finished rows left by earlier runs would otherwise slow our
-# claims (see BENCHMARKS.md) and the comparison would not be like for like. The peers' databases
-# bench_river and bench_fang are created by the bench if missing.
+# Every run starts from empty tables: the bench itself creates a fresh database per system and
+# run, named after BASE (BASE_safejob_<random>, BASE_river_<random>, BASE_fang_<random>; SQLite
+# files BASE_safejob_<random>.db in SQLITE_DIR) and drops it at the end. The script only makes
+# sure the database BASE exists on both servers (the bench's admin connection uses it).
+# RETENTION (default keep) is --retention: keep or delete, the same for every system.
 set -euo pipefail
 BIN=${BIN:-target/release/safejob-bench}
 JOBS=${JOBS:-2000}
@@ -24,35 +24,33 @@ REPS=${REPS:-3}
 WORKERS=${WORKERS:-"1 4"}
 OUT=${OUT:-target/queue-bench}
 EFFECTS=${EFFECTS:-none}
+RETENTION=${RETENTION:-keep}
+BASE=${BASE:-bench}
 PG=${PG:-postgres://root@127.0.0.1:5432}
 MYSQL=${MYSQL-mysql://root@127.0.0.1:3306}
 SQLITE_DIR=${SQLITE_DIR:-$OUT/sqlite}
 mkdir -p "$OUT" "$SQLITE_DIR"
-fresh_pg() {
-    psql "$PG/test" -qc "DROP DATABASE IF EXISTS bench_safejob" -c "CREATE DATABASE bench_safejob"
-}
-fresh_mysql() {
-    local hostport=${MYSQL#mysql://}
+psql "$PG/postgres" -qAtc "SELECT 1 FROM pg_database WHERE datname = '$BASE'" | grep -q 1 \
+    || psql "$PG/postgres" -qc "CREATE DATABASE $BASE"
+if [ -n "$MYSQL" ]; then
+    hostport=${MYSQL#mysql://}
     hostport=${hostport#*@}
-    mysql -h "${hostport%%:*}" -P "${hostport##*:}" -u root \
-        -e "DROP DATABASE IF EXISTS bench_safejob; CREATE DATABASE bench_safejob"
-}
+    mysql -h "${hostport%%:*}" -P "${hostport##*:}" -u root -e "CREATE DATABASE IF NOT EXISTS $BASE"
+fi
 
 for rep in $(seq 1 "$REPS"); do
     for t in $WORKERS; do
         echo "rep $rep, $t workers: postgres + peers" >&2
-        fresh_pg
-        "$BIN" queue --url "$PG/bench_safejob" --jobs "$JOBS" --workers "$t" --guarded \
-            --effects "$EFFECTS" --peer river --peer fang > "$OUT/pg-w$t-r$rep.jsonl"
+        "$BIN" queue --url "$PG/$BASE" --jobs "$JOBS" --workers "$t" --guarded \
+            --effects "$EFFECTS" --retention "$RETENTION" --peer river --peer fang \
+            > "$OUT/pg-w$t-r$rep.jsonl"
         echo "rep $rep, $t workers: sqlite" >&2
-        rm -f "$SQLITE_DIR"/queue.db*
-        "$BIN" queue --url "sqlite://$SQLITE_DIR/queue.db" --jobs "$JOBS" --workers "$t" \
-            --guarded --effects "$EFFECTS" > "$OUT/sqlite-w$t-r$rep.jsonl"
+        "$BIN" queue --url "sqlite://$SQLITE_DIR/$BASE.db" --jobs "$JOBS" --workers "$t" \
+            --guarded --effects "$EFFECTS" --retention "$RETENTION" > "$OUT/sqlite-w$t-r$rep.jsonl"
         if [ -n "$MYSQL" ]; then
             echo "rep $rep, $t workers: mysql" >&2
-            fresh_mysql
-            "$BIN" queue --url "$MYSQL/bench_safejob" --jobs "$JOBS" --workers "$t" --guarded \
-                --effects "$EFFECTS" > "$OUT/mysql-w$t-r$rep.jsonl"
+            "$BIN" queue --url "$MYSQL/$BASE" --jobs "$JOBS" --workers "$t" --guarded \
+                --effects "$EFFECTS" --retention "$RETENTION" > "$OUT/mysql-w$t-r$rep.jsonl"
         fi
     done
 done

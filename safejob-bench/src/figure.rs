@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::counters::{Counts, per_job};
+
 /// A step of the workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
@@ -55,6 +57,11 @@ pub struct Figure {
     pub passes: usize,
     /// Whether our queue's audit ledger recorded (`None` for the peers).
     pub ledger: Option<bool>,
+    /// What happens to finished jobs (`--retention`): `keep` or `delete`.
+    pub retention: &'static str,
+    /// Commits, statements and WAL bytes of the step, from the server (see
+    /// [`crate::counters`]).
+    pub counts: Counts,
 }
 
 impl Figure {
@@ -96,8 +103,9 @@ pub fn line(fields: &[(&str, Value)]) -> String {
 
 /// The result line of one figure: `{"bench":"queue","system":…,"backend":…,"op":…,
 /// "guarded":…,"effects":…,"jobs":…,"workers":…,"batch":…,"jobs_per_s":…,"elapsed_s":…,
-/// "passes":…,"ledger":…,"load1":…}`, with a `"note"` last when the system does the step its own
-/// way.
+/// "passes":…,"ledger":…,"load1":…,"retention":…,"commits":…,"rollbacks":…,"statements":…,
+/// "wal_bytes":…,"commits_per_job":…,"statements_per_job":…,"wal_bytes_per_job":…,
+/// "counted_by":{…}}`, with a `"note"` last when the system does the step its own way.
 pub fn figure_line(f: &Figure, load1: Option<f64>) -> String {
     let mut fields = vec![
         ("bench", json!("queue")),
@@ -114,7 +122,9 @@ pub fn figure_line(f: &Figure, load1: Option<f64>) -> String {
         ("passes", json!(f.passes)),
         ("ledger", json!(f.ledger)),
         ("load1", json!(load1)),
+        ("retention", json!(f.retention)),
     ];
+    fields.extend(f.counts.fields(f.jobs));
     if let Some(note) = f.note {
         fields.push(("note", json!(note)));
     }
@@ -157,6 +167,60 @@ pub fn ledger_cost_line(
     }
     fields.push(("load1", json!(load1)));
     line(&fields)
+}
+
+/// The figures as a table for people (the JSON lines are for programs): one row per step, the
+/// rate beside its per-job counts; `n/a` where a count is not available.
+pub fn summary_table(figures: &[Figure]) -> String {
+    let na = |x: Option<f64>| x.map_or_else(|| "n/a".to_owned(), |x| format!("{x}"));
+    let mut out = format!(
+        "{:<8} {:<8} {:<7} {:<15} {:>8} {:>10} {:>12} {:>11} {:>11}\n",
+        "system",
+        "backend",
+        "mode",
+        "step",
+        "jobs",
+        "jobs/s",
+        "commits/job",
+        "stmts/job",
+        "WAL B/job"
+    );
+    for f in figures {
+        let mode = match (f.system, f.guarded) {
+            ("safejob", true) => "guarded",
+            ("safejob", false) => "plain",
+            _ => "-",
+        };
+        out.push_str(&format!(
+            "{:<8} {:<8} {:<7} {:<15} {:>8} {:>10.1} {:>12} {:>11} {:>11}\n",
+            f.system,
+            f.backend,
+            mode,
+            f.op.as_str(),
+            f.jobs,
+            f.jobs_per_s(),
+            na(per_job(f.counts.commits, f.jobs)),
+            na(per_job(f.counts.statements, f.jobs)),
+            na(per_job(f.counts.wal_bytes, f.jobs).map(round1)),
+        ));
+    }
+    let mut seen: Vec<&str> = Vec::new();
+    for f in figures {
+        if seen.contains(&f.system) {
+            continue;
+        }
+        seen.push(f.system);
+        let s = f.counts.sources;
+        out.push_str(&format!(
+            "{} (retention {}): commits by {}; statements by {}; WAL by {}\n",
+            f.system,
+            f.retention,
+            s.commits.unwrap_or("n/a"),
+            s.statements.unwrap_or("n/a"),
+            s.wal_bytes.unwrap_or("n/a"),
+        ));
+    }
+    out
 }
 
 #[cfg(test)]

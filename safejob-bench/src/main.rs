@@ -18,6 +18,8 @@
 #![warn(missing_docs)]
 
 mod baseline;
+mod chart;
+mod counters;
 mod driver;
 mod duplicates;
 mod figure;
@@ -25,15 +27,13 @@ mod guard;
 #[cfg(feature = "peers")]
 mod peers;
 mod queue_bench;
+mod report;
+mod scratch;
+mod sizes;
 mod stats;
+mod wal;
 
-use std::{
-    collections::hash_map::RandomState,
-    hash::{BuildHasher, Hasher},
-    process::ExitCode,
-    sync::Arc,
-    time::Duration,
-};
+use std::{process::ExitCode, sync::Arc, time::Duration};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use safejob_core::EffectsMode;
@@ -65,6 +65,8 @@ enum Command {
     /// K guarded payouts enqueued C times each, drained by W workers: the drain's wall time (one
     /// JSON line). Every copy must succeed and the effects run K times.
     Duplicates(duplicates::DuplicatesArgs),
+    /// Gathers the JSON lines of `queue` runs into queue.json and PNG charts (docs/bench).
+    Report(report::ReportArgs),
 }
 
 /// Where effects run: the runner's two modes, or a job that has none.
@@ -148,6 +150,7 @@ fn main() -> ExitCode {
         Command::Guard(args) => guard(&args),
         Command::Queue(args) => queue_bench::run(&args),
         Command::Duplicates(args) => duplicates::run(&args, &run_prefix()),
+        Command::Report(args) => report::run(&args).map_err(BenchError::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -171,9 +174,7 @@ fn baseline_first(round: usize) -> bool {
 
 /// A random prefix for this run's keys, so runs never collide on the same database.
 fn run_prefix() -> String {
-    let mut h = RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    format!("sjb-{:016x}", h.finish())
+    format!("sjb-{}", scratch::random_hex(16))
 }
 
 fn guard(args: &GuardArgs) -> Result<(), BenchError> {

@@ -23,11 +23,20 @@
 //! 20,000 jobs/s).
 //! Peers (`--peer river`, `--peer fang`, crate feature `peers`) run in their own databases on
 //! the same server (see [`crate::peers`]).
+//!
+//! Every system runs in a database of its own created for this run ([`crate::scratch`]: named
+//! after `--url`'s, migrated by the system, dropped at the end unless `--keep`), so no run
+//! measures what an earlier one left behind; when a system's run ends its tables' rows and bytes
+//! are printed (a `queue_tables` line, [`crate::sizes`]). Finished jobs are kept or deleted alike
+//! for every system (`--retention`, [`Retention`]). Each step's line carries the commits,
+//! statements and WAL bytes the step cost, in total and per job ([`crate::counters`]); a table
+//! for people goes to standard error at the end.
 
 use std::{
+    cell::RefCell,
     sync::{
         Arc,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     thread,
     time::{Duration, Instant},
@@ -48,9 +57,12 @@ use serde_json::json;
 
 use crate::{
     Effects,
+    counters::{Counts, Meter, StatementCounter},
     driver::BenchError,
-    figure::{Figure, Op, figure_line, ledger_cost_line, line, round1, round3},
+    figure::{Figure, Op, figure_line, ledger_cost_line, line, round1, round3, summary_table},
     run_prefix,
+    scratch::Scratch,
+    sizes::{table_sizes, tables_line},
     stats::load1,
 };
 
@@ -80,13 +92,49 @@ impl Peer {
     }
 }
 
+/// What happens to a job once it has finished, the same for every system of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Retention {
+    /// Finished jobs stay in their tables: ours (until `prune`), River's (`completed`, its job
+    /// cleaner set never to delete them), fang's (`RetentionMode::KeepAll`, state `finished`).
+    Keep,
+    /// Finished jobs are deleted during the drain, and the drain ends when none is left: fang
+    /// deletes each task as it finishes (`RetentionMode::RemoveAll`, its default); River's
+    /// job cleaner deletes completed jobs at once (retention 0) every 100 ms; ours runs
+    /// `Queue::prune` (retention 0) in a loop beside the workers. Our guard rows (`safe_jobs`)
+    /// stay: they are what makes a job exactly once, and have a minimum retention.
+    Delete,
+}
+
+impl Retention {
+    /// The name printed in `"retention"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Keep => "keep",
+            Self::Delete => "delete",
+        }
+    }
+}
+
 /// Arguments of `safejob-bench queue`.
 #[derive(Debug, clap::Args)]
 pub struct QueueArgs {
-    /// Our queue's database: postgres://…, sqlite://…, mysql://…, or memory:// for the in-process
-    /// MemoryQueue.
+    /// The server, and a database on it that exists (a file path for SQLite): each system runs
+    /// in a fresh database named after it, `<database>_<system>_<random>`, created on that
+    /// server for this run (postgres://…, mysql://…, sqlite://…), or memory:// for the
+    /// in-process MemoryQueue.
     #[arg(long)]
     pub url: String,
+    /// Leave the fresh databases (and SQLite files) in place after the run, to look at them.
+    #[arg(long)]
+    pub keep: bool,
+    /// What happens to finished jobs, for every system alike.
+    #[arg(long, value_enum, default_value_t = Retention::Keep)]
+    pub retention: Retention,
+    /// Milliseconds to wait after a step before reading PostgreSQL's per-database counts, which
+    /// a busy backend publishes up to 10 s after it goes idle.
+    #[arg(long, default_value_t = 11_000)]
+    pub settle_ms: u64,
     /// Jobs per enqueue step (N); the drain works off both steps' jobs, 2N.
     #[arg(long, default_value_t = 10_000)]
     pub jobs: usize,
@@ -115,8 +163,9 @@ pub struct QueueArgs {
     /// Also run the same workload through a peer (repeat for both). Needs the `peers` feature.
     #[arg(long = "peer", value_enum)]
     pub peers: Vec<Peer>,
-    /// PostgreSQL server for the peers (defaults to --url). Each peer gets its own database
-    /// there, created if missing: bench_river (schema river_bench) and bench_fang.
+    /// PostgreSQL server and database for the peers (defaults to --url). Each peer gets a fresh
+    /// database named after it there: `<database>_river_<random>` (schema river_bench) and
+    /// `<database>_fang_<random>`.
     #[arg(long)]
     pub peer_url: Option<String>,
     /// Measure only the peers, not our queue.
@@ -222,11 +271,18 @@ impl Verdict {
     }
 }
 
-/// Runs `safejob-bench queue`: prints each figure as soon as it is measured, then the verdict.
+/// Runs `safejob-bench queue`: prints each figure as soon as it is measured, each system's
+/// table sizes when its run ends, then the verdict (and the table for people on stderr).
 pub fn run(args: &QueueArgs) -> Result<(), BenchError> {
     let workers = args.workers.max(1);
-    let jobs = args.jobs.max(1);
-    let batch = args.batch.max(1);
+    let workload = Workload {
+        jobs: args.jobs.max(1),
+        workers,
+        batch: args.batch.max(1),
+        warmup: args.warmup,
+        retention: args.retention,
+    };
+    let settle = Duration::from_millis(args.settle_ms);
     let mut figures = Vec::new();
     let mut emit = |f: Figure| {
         println!("{}", figure_line(&f, load1()));
@@ -234,21 +290,25 @@ pub fn run(args: &QueueArgs) -> Result<(), BenchError> {
     };
     let mut backend = "postgres";
     if !args.peers_only {
-        let (store, ledger, name) = open_ledgered(&args.url, workers)?;
+        let db = if args.url.starts_with("memory:") {
+            None
+        } else {
+            Some(Scratch::create(&args.url, "safejob", args.keep)?)
+        };
+        let counter = StatementCounter::default();
+        let url = db.as_ref().map_or(args.url.as_str(), Scratch::url);
+        let (store, ledger, name) = open_counted(url, workers, Some(counter.clone()))?;
         backend = name;
+        let meter = Meter::new(db.as_ref(), Some(counter), settle)?;
         let ours = Ours {
             store,
             ledger,
             ledger_mode: args.ledger,
             backend,
-            w: Workload {
-                jobs,
-                workers,
-                batch,
-                warmup: args.warmup,
-            },
+            w: workload,
             effects: args.effects,
             allow_duplicates: args.allow_duplicates,
+            meter: RefCell::new(meter),
         };
         let ran = if args.ledger == LedgerMode::Compare {
             ours.run_ledger_compare(args.guarded)
@@ -258,17 +318,16 @@ pub fn run(args: &QueueArgs) -> Result<(), BenchError> {
         for f in ran? {
             emit(f);
         }
+        drop(ours);
+        if let Some(db) = db {
+            print_tables("safejob", backend, &db, args.retention)?;
+            db.finish()?;
+        }
     }
     if !args.peers.is_empty() {
         let url = args.peer_url.as_deref().unwrap_or(&args.url);
-        let workload = Workload {
-            jobs,
-            workers,
-            batch,
-            warmup: args.warmup,
-        };
         for peer in dedup(&args.peers) {
-            for f in run_peer(peer, url, &workload)? {
+            for f in run_peer(peer, url, &workload, args.keep, settle)? {
                 emit(f);
             }
         }
@@ -277,6 +336,29 @@ pub fn run(args: &QueueArgs) -> Result<(), BenchError> {
         println!("{}", ledger_cost_line(&figures, backend, workers, load1()));
     }
     println!("{}", Verdict::of(&figures).line(backend, workers, load1()));
+    eprint!("{}", summary_table(&figures));
+    Ok(())
+}
+
+/// Prints the `queue_tables` line of `system`'s database.
+pub fn print_tables(
+    system: &str,
+    backend: &str,
+    db: &Scratch,
+    retention: Retention,
+) -> Result<(), BenchError> {
+    let sizes = table_sizes(db)?;
+    println!(
+        "{}",
+        tables_line(
+            system,
+            backend,
+            db.name(),
+            retention.as_str(),
+            &sizes,
+            load1()
+        )
+    );
     Ok(())
 }
 
@@ -302,19 +384,48 @@ pub struct Workload {
     pub batch: usize,
     /// Untimed jobs per enqueue step, enqueued and drained first.
     pub warmup: usize,
+    /// What happens to finished jobs.
+    pub retention: Retention,
 }
 
+/// Runs `peer` in a fresh database on the server of `url`, prints its tables, drops it.
 #[cfg(feature = "peers")]
-fn run_peer(peer: Peer, url: &str, w: &Workload) -> Result<Vec<Figure>, BenchError> {
-    let ran = match peer {
-        Peer::River => crate::peers::river::run(url, w),
-        Peer::Fang => crate::peers::fang::run(url, w),
-    };
-    ran.map_err(|e| format!("--peer {}: {e}", peer.as_str()).into())
+fn run_peer(
+    peer: Peer,
+    url: &str,
+    w: &Workload,
+    keep: bool,
+    settle: Duration,
+) -> Result<Vec<Figure>, BenchError> {
+    let named = |e: BenchError| -> BenchError { format!("--peer {}: {e}", peer.as_str()).into() };
+    use crate::scratch::Kind;
+    if Kind::of(url) != Some(Kind::Postgres) {
+        return Err(named(
+            "the peers run on PostgreSQL: give a postgres:// URL (--peer-url)".into(),
+        ));
+    }
+    let db = Scratch::create(url, peer.as_str(), keep).map_err(|e| named(e.into()))?;
+    let ran = (|| -> Result<Vec<Figure>, BenchError> {
+        let figures = match peer {
+            Peer::River => crate::peers::river::run(&db, w, settle)?,
+            Peer::Fang => crate::peers::fang::run(&db, w, settle)?,
+        };
+        print_tables(peer.as_str(), "postgres", &db, w.retention)?;
+        Ok(figures)
+    })();
+    let figures = ran.map_err(named)?;
+    db.finish().map_err(|e| named(e.into()))?;
+    Ok(figures)
 }
 
 #[cfg(not(feature = "peers"))]
-fn run_peer(peer: Peer, _url: &str, _w: &Workload) -> Result<Vec<Figure>, BenchError> {
+fn run_peer(
+    peer: Peer,
+    _url: &str,
+    _w: &Workload,
+    _keep: bool,
+    _settle: Duration,
+) -> Result<Vec<Figure>, BenchError> {
     Err(format!(
         "--peer {} needs safejob-bench built with the `peers` feature (--features peers, or \
          --all-features)",
@@ -341,16 +452,42 @@ pub type Ledgered = (Arc<dyn QueueStore>, Arc<dyn HistoryStore>, &'static str);
 
 /// [`open_ours`], with the same queue as a [`HistoryStore`] too.
 pub fn open_ledgered(url: &str, workers: usize) -> Result<Ledgered, BenchError> {
+    open_counted(url, workers, None)
+}
+
+/// [`open_ledgered`], with every pooled connection's statements counted by `counter`.
+pub fn open_counted(
+    url: &str,
+    workers: usize,
+    counter: Option<StatementCounter>,
+) -> Result<Ledgered, BenchError> {
     if url.starts_with("memory:") {
         let queue = Arc::new(safejob_core::queue::MemoryQueue::new());
         return Ok((queue.clone(), queue, "memory"));
     }
     let pool_size = u32::try_from(workers + 3)?;
-    let store = DieselStore::builder(url)
+    let mut builder = DieselStore::builder(url)
         .max_size(pool_size)
         .min_idle(pool_size)
-        .connection_timeout(Duration::from_secs(30))
-        .build()?;
+        .connection_timeout(Duration::from_secs(30));
+    if let Some(counter) = counter {
+        builder = builder.on_connect(move |conn| {
+            use diesel::Connection;
+            use safejob_diesel::ConnectionRef;
+            match conn {
+                #[cfg(feature = "sqlite")]
+                ConnectionRef::Sqlite(c) => c.set_instrumentation(counter.clone()),
+                #[cfg(feature = "postgres")]
+                ConnectionRef::Postgres(c) => c.set_instrumentation(counter.clone()),
+                #[cfg(feature = "mysql")]
+                ConnectionRef::Mysql(c) => c.set_instrumentation(counter.clone()),
+                // A backend added later: its statements go uncounted (`null`), never guessed.
+                _ => {}
+            }
+            Ok(())
+        });
+    }
+    let store = builder.build()?;
     store.migrate()?;
     let backend = store.backend().as_str();
     let queue = Arc::new(DieselQueue::new(Arc::new(store)));
@@ -414,6 +551,7 @@ struct Ours {
     w: Workload,
     effects: Effects,
     allow_duplicates: bool,
+    meter: RefCell<Meter>,
 }
 
 impl Ours {
@@ -432,12 +570,12 @@ impl Ours {
         };
         if self.w.warmup > 0 {
             for &mode in modes {
-                self.steps(mode, self.w.warmup)?;
+                self.steps(mode, self.w.warmup, false)?;
             }
         }
         let mut passes = Vec::with_capacity(3 * order.len());
         for &mode in order {
-            passes.extend(self.steps(mode, self.w.jobs)?);
+            passes.extend(self.steps(mode, self.w.jobs, true)?);
         }
         let mut figures = summed(passes, modes, |f| f.guarded);
         for f in &mut figures {
@@ -450,9 +588,9 @@ impl Ours {
     /// passes on, off, off, on; each mode's figures are its two passes summed, on first. Leaves
     /// the ledger on.
     fn run_ledger_compare(&self, guarded: bool) -> Result<Vec<Figure>, BenchError> {
-        let pass = |on: bool, jobs: usize| -> Result<Vec<Figure>, BenchError> {
+        let pass = |on: bool, jobs: usize, measured| -> Result<Vec<Figure>, BenchError> {
             self.ledger.set_ledger(on)?;
-            let mut figures = self.steps(guarded, jobs)?;
+            let mut figures = self.steps(guarded, jobs, measured)?;
             for f in &mut figures {
                 f.ledger = Some(on);
             }
@@ -460,12 +598,12 @@ impl Ours {
         };
         let ran = (|| {
             if self.w.warmup > 0 {
-                pass(true, self.w.warmup)?;
-                pass(false, self.w.warmup)?;
+                pass(true, self.w.warmup, false)?;
+                pass(false, self.w.warmup, false)?;
             }
             let mut passes = Vec::new();
             for on in [true, false, false, true] {
-                passes.extend(pass(on, self.w.jobs)?);
+                passes.extend(pass(on, self.w.jobs, true)?);
             }
             Ok(summed(passes, &[true, false], |f| f.ledger == Some(true)))
         })();
@@ -473,8 +611,28 @@ impl Ours {
         ran
     }
 
-    /// Enqueues `jobs` one by one, `jobs` more in batches, and drains the `2 × jobs`.
-    fn steps(&self, guarded: bool, jobs: usize) -> Result<Vec<Figure>, BenchError> {
+    /// Starts counting a step (`measured`), or notes unmeasured work (the warm-up).
+    fn begin(&self, measured: bool) -> Result<Option<crate::counters::Mark>, BenchError> {
+        let mut meter = self.meter.borrow_mut();
+        if measured {
+            Ok(Some(meter.begin()?))
+        } else {
+            meter.touch();
+            Ok(None)
+        }
+    }
+
+    /// The counts of the step begun at `mark` (none for an unmeasured one).
+    fn end(&self, mark: Option<crate::counters::Mark>) -> Result<Counts, BenchError> {
+        match mark {
+            Some(mark) => Ok(self.meter.borrow_mut().end(mark)?),
+            None => Ok(Counts::default()),
+        }
+    }
+
+    /// Enqueues `jobs` one by one, `jobs` more in batches, and drains the `2 × jobs`; with
+    /// `measured`, counts each step.
+    fn steps(&self, guarded: bool, jobs: usize, measured: bool) -> Result<Vec<Figure>, BenchError> {
         let prefix = run_prefix();
         let queue_name = format!("{prefix}-{}", if guarded { "g" } else { "u" });
         let options = EnqueueOptions::new().queue(queue_name.clone());
@@ -485,7 +643,7 @@ impl Ours {
         };
         let client = Queue::new(self.store.clone());
         let has_effects = self.effects != Effects::None;
-        let figure = |op, jobs, batch, elapsed| Figure {
+        let figure = |op, jobs, batch, elapsed, counts| Figure {
             system: "safejob",
             backend: self.backend,
             op,
@@ -498,10 +656,13 @@ impl Ours {
             note: None,
             passes: 1,
             ledger: None,
+            retention: self.w.retention.as_str(),
+            counts,
         };
         let key = |i: usize| format!("{queue_name}-{i}");
         let mut figures = Vec::with_capacity(3);
 
+        let mark = self.begin(measured)?;
         let start = Instant::now();
         for i in 0..jobs {
             if guarded {
@@ -516,8 +677,16 @@ impl Ours {
                 client.enqueue_with(&Noop { n: i as u64 }, &options)?;
             }
         }
-        figures.push(figure(Op::EnqueueSingle, jobs, None, start.elapsed()));
+        let elapsed = start.elapsed();
+        figures.push(figure(
+            Op::EnqueueSingle,
+            jobs,
+            None,
+            elapsed,
+            self.end(mark)?,
+        ));
 
+        let mark = self.begin(measured)?;
         let start = Instant::now();
         let mut i = jobs;
         while i < 2 * jobs {
@@ -540,11 +709,13 @@ impl Ours {
             self.store.enqueue_many(&rows)?;
             i = end;
         }
+        let elapsed = start.elapsed();
         figures.push(figure(
             Op::EnqueueBatched,
             jobs,
             Some(self.w.batch),
-            start.elapsed(),
+            elapsed,
+            self.end(mark)?,
         ));
 
         let total = 2 * jobs;
@@ -559,13 +730,29 @@ impl Ours {
             .concurrency(u32::try_from(self.w.workers)?)
             .effects(self.effects.mode());
         DONE.store(0, Ordering::SeqCst);
+        let client = Queue::new(self.store.clone());
+        let mark = self.begin(measured)?;
         let start = Instant::now();
         let pool = builder.start()?;
-        let waited = wait_for(drain_timeout(total), || {
-            DONE.load(Ordering::Acquire) >= total && pool.in_flight() == 0
+        let stop = AtomicBool::new(false);
+        let (waited, pruned) = thread::scope(|s| {
+            let pruner = (self.w.retention == Retention::Delete)
+                .then(|| s.spawn(|| prune_until(&client, &stop)));
+            let waited = wait_for(drain_timeout(total), || {
+                DONE.load(Ordering::Acquire) >= total && pool.in_flight() == 0
+            });
+            stop.store(true, Ordering::Release);
+            // With deletion, the drain ends once no finished job is left (as fang's).
+            let pruned = pruner.map_or(Ok(()), |p| {
+                p.join()
+                    .unwrap_or_else(|_| Err("the pruner panicked".into()))
+            });
+            (waited, pruned)
         });
         let elapsed = start.elapsed();
         pool.shutdown(Duration::from_secs(5));
+        let counts = self.end(mark)?;
+        pruned?;
         let done = DONE.load(Ordering::SeqCst);
         if !waited {
             return Err(format!("drain timed out: {done} of {total} jobs worked").into());
@@ -573,8 +760,23 @@ impl Ours {
         if done != total {
             return Err(format!("{done} jobs worked for {total} enqueued").into());
         }
-        figures.push(figure(Op::Drain, total, None, elapsed));
+        figures.push(figure(Op::Drain, total, None, elapsed, counts));
         Ok(figures)
+    }
+}
+
+/// `--retention delete` for our queue: prunes finished jobs (retention 0, 1,000 a call) beside
+/// the workers until `stop`, then until none is left.
+fn prune_until(client: &Queue, stop: &AtomicBool) -> Result<(), BenchError> {
+    loop {
+        let stopping = stop.load(Ordering::Acquire);
+        let pruned = client.prune(Duration::ZERO, 1_000)?;
+        if pruned.jobs == 0 {
+            if stopping {
+                return Ok(());
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
@@ -593,6 +795,7 @@ fn summed(passes: Vec<Figure>, modes: &[bool], mode_of: impl Fn(&Figure) -> bool
                     o.jobs += f.jobs;
                     o.elapsed += f.elapsed;
                     o.passes += 1;
+                    o.counts = o.counts.merged(&f.counts);
                 }
                 None => out.push(f.clone()),
             }
@@ -643,6 +846,8 @@ mod tests {
             note: None,
             passes: 1,
             ledger: None,
+            retention: "keep",
+            counts: Counts::default(),
         }
     }
 
@@ -653,7 +858,7 @@ mod tests {
         let l = figure_line(&f, Some(1.5));
         assert_eq!(
             l,
-            r#"{"bench":"queue","system":"safejob","backend":"postgres","op":"enqueue_batched","guarded":false,"effects":null,"jobs":10000,"workers":4,"batch":1000,"jobs_per_s":25000.0,"elapsed_s":0.4,"passes":1,"ledger":null,"load1":1.5}"#
+            r#"{"bench":"queue","system":"safejob","backend":"postgres","op":"enqueue_batched","guarded":false,"effects":null,"jobs":10000,"workers":4,"batch":1000,"jobs_per_s":25000.0,"elapsed_s":0.4,"passes":1,"ledger":null,"load1":1.5,"retention":"keep","commits":null,"rollbacks":null,"statements":null,"wal_bytes":null,"commits_per_job":null,"statements_per_job":null,"wal_bytes_per_job":null,"counted_by":{"commits":null,"statements":null,"wal_bytes":null}}"#
         );
         let mut f = figure("fang", Op::Drain, false, 3, 0);
         f.note = Some("one row per call");
@@ -754,9 +959,11 @@ mod tests {
                 workers: 2,
                 batch: 7,
                 warmup: 5,
+                retention: Retention::Keep,
             },
             effects: Effects::None,
             allow_duplicates: false,
+            meter: RefCell::new(Meter::new(None, None, Duration::ZERO).unwrap()),
         };
         let unguarded = ours.run(false).unwrap();
         let seen = |fs: &[Figure]| -> Vec<_> {
