@@ -36,7 +36,7 @@ use crate::{
 };
 
 /// How many times a deadlock or lock-wait timeout is retried before it is reported.
-const MAX_RETRIES: u32 = 6;
+pub(super) const MAX_RETRIES: u32 = 6;
 /// How many times acquire / claim re-read a row that changed between read and CAS.
 const MAX_ROUNDS: u32 = 64;
 
@@ -93,7 +93,7 @@ fn in_transaction<C: DbConnection>(conn: &mut C) -> bool {
 }
 
 /// 1, 2, 4 … ms plus up to 1 ms of jitter, so colliding workers do not collide again.
-fn backoff(attempt: u32) -> Duration {
+pub(super) fn backoff(attempt: u32) -> Duration {
     let jitter = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos() % 1_000_000);
