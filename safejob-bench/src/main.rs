@@ -143,7 +143,7 @@ struct GuardArgs {
     /// The store's group commit (`DieselStoreBuilder::group_commit`): `on`, `off`, or `compare`
     /// (two stores on the same database, one with and one without, timed in the same rounds as
     /// the baseline, in a balanced order: use a multiple of 6 rounds). Defaults to the store's
-    /// default.
+    /// default (on for SQLite, off for PostgreSQL and MySQL/MariaDB).
     #[arg(long, value_enum)]
     group_commit: Option<GroupCommitArg>,
 }
@@ -336,10 +336,10 @@ fn guard(args: &GuardArgs) -> Result<(), BenchError> {
     let guarded = guarded.summary();
     if run_guard {
         let line = bench_line("guard", &info, &guarded);
-        match group_commit.or(store.group_stats().map(|_| true)) {
-            Some(on) => println!("{}", with_group_commit(&line, on)),
-            None => println!("{line}"),
-        }
+        println!(
+            "{}",
+            with_group_commit(&line, store.group_stats().is_some())
+        );
     }
     let ungrouped = single.as_ref().map(|_| ungrouped.summary());
     if let Some(u) = &ungrouped {

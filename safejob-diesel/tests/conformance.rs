@@ -13,12 +13,11 @@ mod sqlite {
         safejob_test_kit::conformance::crash_between_group_commit_and_answers(&db);
     }
 
-    /// The whole suite with group commit on: every acquire, finalize and release through the
-    /// coalescers.
-    mod group_commit {
+    /// The whole suite with group commit off (SQLite's default is on): every primitive alone.
+    mod group_commit_off {
         safejob_test_kit::lease_store_conformance!(|| crate::common::sqlite_with(
-            "conformance-group",
-            |b| b.group_commit(true)
+            "conformance-nogroup",
+            |b| b.group_commit(false)
         ));
     }
 }

@@ -23,7 +23,11 @@
 //! A group of one is written as today's single autocommit statement: on an idle store group
 //! commit costs nothing.
 
-use std::{num::NonZeroUsize, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    num::NonZeroUsize,
+    time::Duration,
+};
 
 use diesel::{
     connection::{AnsiTransactionManager, TransactionManager},
@@ -32,13 +36,16 @@ use diesel::{
 use safejob_core::{
     FinalFailure, Fingerprint, KeyDigest, Retention,
     group::{Coalescer, GroupError, GroupStats},
-    store::{AcquireRequest, Acquired, FenceCheck, FinishRequest, Lease, StoreError},
+    store::{AcquireRequest, Acquired, EffectsState, FenceCheck, FinishRequest, Lease, StoreError},
 };
 use serde_json::Value;
 
-use super::ops::{Ctx, FinalizeEffects, MAX_RETRIES, backoff};
+use super::{
+    ops::{Ctx, FinalizeEffects, MAX_RETRIES, backoff, fence, lease, retain_us, run, ttl_us},
+    sql::{DigestRow, GrantRow, GroupGrantRow},
+};
 use crate::{
-    backend::{DbConnection, pool::PooledConn},
+    backend::{Bind, DbConnection, Stmt, pool::PooledConn},
     error::{is_connection_lost, is_retryable},
 };
 
@@ -350,6 +357,9 @@ impl Ctx<'_> {
         if reqs.len() < 2 {
             return reqs.iter().map(|req| self.acquire(c, req)).collect();
         }
+        if self.sql.multi_row() {
+            return self.acquire_many_in_one(c, reqs);
+        }
         let order = digest_order(reqs.iter().map(|r| &r.digest));
         let written = self.in_group(c, |c| {
             order.iter().map(|&i| self.acquire(c, &reqs[i])).collect()
@@ -371,6 +381,11 @@ impl Ctx<'_> {
         if finishes.len() < 2 {
             return finishes.iter().map(|f| self.finish_one(c, f)).collect();
         }
+        if self.sql.multi_row()
+            && let Some(answers) = self.succeed_many_in_one(c, finishes)
+        {
+            return answers;
+        }
         let order = digest_order(finishes.iter().map(|f| &f.lease().digest));
         let written = self.in_group(c, |c| {
             order
@@ -383,6 +398,143 @@ impl Ctx<'_> {
             Written::Unknown(cause) => lost_group(finishes.len(), &cause),
             Written::RolledBack => finishes.iter().map(|f| self.finish_one(c, f)).collect(),
         }
+    }
+
+    /// PostgreSQL: the group's fresh keys inserted by one statement in autocommit (in digest
+    /// order), and each key that exists (or appears twice) acquired alone after it, exactly as
+    /// `acquire` does. A key the insert granted is answered as `acquire`'s own insert would be.
+    fn acquire_many_in_one<C: DbConnection>(
+        &self,
+        c: &mut PooledConn<C>,
+        reqs: &[AcquireRequest<'_>],
+    ) -> Vec<Result<Acquired, StoreError>> {
+        let mut seen = HashSet::new();
+        let first: Vec<bool> = reqs.iter().map(|r| seen.insert(r.digest)).collect();
+        let ttls: Result<Vec<i64>, StoreError> = reqs.iter().map(|r| ttl_us(r.ttl)).collect();
+        let Ok(ttls) = ttls else {
+            return reqs.iter().map(|req| self.acquire(c, req)).collect();
+        };
+        let mut binds = Vec::with_capacity(4 * reqs.len());
+        let mut n = 0;
+        for ((req, ttl), _) in reqs.iter().zip(&ttls).zip(&first).filter(|(_, f)| **f) {
+            binds.push(Bind::Bytes(req.digest.as_bytes()));
+            binds.push(Bind::OptBytes(
+                req.fingerprint.as_ref().map(|f| f.as_bytes().as_slice()),
+            ));
+            binds.push(Bind::Text(req.owner));
+            binds.push(Bind::Int(*ttl));
+            n += 1;
+        }
+        let sql = self.sql.group_insert(n);
+        let stmt = Stmt::new(&sql, binds);
+        let grants = match run(c, |conn| conn.load::<GroupGrantRow>(&stmt)) {
+            Ok(rows) => rows,
+            // The insert may have committed: as for a single acquire, the outcome is unknown.
+            Err(e) if is_connection_lost(&e) => {
+                return lost_group(reqs.len(), &self.errors.secrets.scrub(&e).0);
+            }
+            Err(error) => {
+                tracing::debug!(%error, "safejob-diesel: a group insert failed; acquiring key by key");
+                return reqs.iter().map(|req| self.acquire(c, req)).collect();
+            }
+        };
+        let mut granted: HashMap<Vec<u8>, GroupGrantRow> =
+            grants.into_iter().map(|g| (g.digest.clone(), g)).collect();
+        reqs.iter()
+            .zip(first)
+            .map(|(req, first)| {
+                match first
+                    .then(|| granted.remove(req.digest.as_bytes().as_slice()))
+                    .flatten()
+                {
+                    Some(g) => {
+                        let grant = GrantRow {
+                            fence: g.fence,
+                            attempts: g.attempts,
+                            expires_us: g.expires_us,
+                        };
+                        lease(req.digest, req.owner, &grant).map(Acquired::Granted)
+                    }
+                    None => self.acquire(c, req),
+                }
+            })
+            .collect()
+    }
+
+    /// PostgreSQL: a group made only of succeeded finalizes of distinct keys, as one
+    /// `UPDATE … FROM (VALUES …)` in autocommit: each key `Applied` if the statement changed its
+    /// row (its fence matched a running row), else `Stale`, exactly as the single-key CAS.
+    /// `None` for any other group (written in one transaction instead), and when the statement
+    /// fails without losing the connection.
+    fn succeed_many_in_one<C: DbConnection>(
+        &self,
+        c: &mut PooledConn<C>,
+        finishes: &[FinishRequest<'_>],
+    ) -> Option<Vec<Result<FenceCheck, StoreError>>> {
+        let mut seen = HashSet::new();
+        let mut rows = Vec::with_capacity(finishes.len());
+        for finish in finishes {
+            let FinishRequest::Succeeded {
+                lease,
+                result,
+                effects_ttl,
+                retention,
+                effects_pending,
+            } = *finish
+            else {
+                return None;
+            };
+            if !seen.insert(lease.digest) {
+                return None;
+            }
+            let result = result.map(serde_json::to_string).transpose().ok()?;
+            let effects = if effects_pending {
+                EffectsState::Pending
+            } else {
+                EffectsState::Done
+            };
+            let (fence, ttl, retain) = (
+                fence(lease).ok()?,
+                ttl_us(effects_ttl).ok()?,
+                retain_us(retention).ok()?,
+            );
+            rows.push((lease.digest, fence, result, effects, ttl, retain));
+        }
+        let mut binds = Vec::with_capacity(6 * rows.len());
+        for (digest, fence, result, effects, ttl, retain) in &rows {
+            binds.extend([
+                Bind::Bytes(digest.as_bytes()),
+                Bind::Int(*fence),
+                Bind::OptText(result.as_deref()),
+                Bind::Text(effects.as_str()),
+                Bind::Int(*ttl),
+                Bind::OptInt(*retain),
+            ]);
+        }
+        let sql = self.sql.group_succeed(rows.len());
+        let stmt = Stmt::new(&sql, binds);
+        let changed: HashSet<Vec<u8>> = match run(c, |conn| conn.load::<DigestRow>(&stmt)) {
+            Ok(changed) => changed.into_iter().map(|r| r.digest).collect(),
+            // The statement may have committed: every key is settled by fence.
+            Err(e) if is_connection_lost(&e) => {
+                return Some(lost_group(rows.len(), &self.errors.secrets.scrub(&e).0));
+            }
+            Err(error) => {
+                tracing::debug!(%error, "safejob-diesel: a group finalize failed; writing it in a transaction");
+                return None;
+            }
+        };
+        Some(
+            rows.iter()
+                .map(|(digest, ..)| {
+                    Ok(if changed.contains(digest.as_bytes().as_slice()) {
+                        FenceCheck::Applied
+                    } else {
+                        FenceCheck::Stale
+                    })
+                })
+                .collect(),
+        )
     }
 
     /// One end written with the single-key primitive it stands for.

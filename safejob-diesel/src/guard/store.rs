@@ -84,7 +84,8 @@ impl fmt::Debug for DieselStore {
 pub struct DieselStoreBuilder {
     url: String,
     options: PoolOptions,
-    group_commit: bool,
+    /// `None`: the backend's default.
+    group_commit: Option<bool>,
     max_group: NonZeroUsize,
 }
 
@@ -96,9 +97,12 @@ impl fmt::Debug for DieselStoreBuilder {
 
 impl DieselStoreBuilder {
     /// Group commit for the guard: concurrent acquires through this store (every `Runner`
-    /// sharing it, on any thread) are written together, in one transaction with one commit,
-    /// and so are their finalizes and releases. Defaults to `false`: measured on PostgreSQL at 4 threads it
-    /// lowered throughput (see docs/BENCHMARKS.md, "Runner group commit (issue #18)").
+    /// sharing it, on any thread) are written together, one commit for the group, and so are
+    /// their finalizes and releases. Defaults to on for SQLite and off for PostgreSQL and
+    /// MySQL/MariaDB, as measured (docs/BENCHMARKS.md, "Runner group commit (issue #18)"):
+    /// SQLite commits one writer at a time, so sharing a commit multiplied the throughput at 4
+    /// threads; PostgreSQL and MariaDB already share one log flush among concurrent commits, and
+    /// there a group written by one thread at a time was slower than the threads' own commits.
     ///
     /// Leader and follower, no timer: a call that finds no group being written writes at once,
     /// alone, as the single autocommit statement it is without group commit; calls that arrive
@@ -110,7 +114,7 @@ impl DieselStoreBuilder {
     /// fence, as for a single finalize. A finalize with transactional effects (its hook runs
     /// inside the finalize transaction) is never grouped.
     pub fn group_commit(mut self, on: bool) -> Self {
-        self.group_commit = on;
+        self.group_commit = Some(on);
         self
     }
 
@@ -284,7 +288,10 @@ impl DieselStoreBuilder {
             sql: RwLock::new((0, Arc::new(Statements::render(url.kind, 0)))),
             errors,
             connection_timeout,
-            group: self.group_commit.then(|| GroupCommit::new(self.max_group)),
+            group: self
+                .group_commit
+                .unwrap_or(url.kind == BackendKind::Sqlite)
+                .then(|| GroupCommit::new(self.max_group)),
         })
     }
 }
@@ -354,7 +361,7 @@ impl DieselStore {
         DieselStoreBuilder {
             url: url.to_owned(),
             options: PoolOptions::default(),
-            group_commit: GROUP_COMMIT_DEFAULT,
+            group_commit: None,
             max_group: DEFAULT_MAX_GROUP,
         }
     }
@@ -637,6 +644,3 @@ fn finalized(check: FenceCheck) -> Finalized {
         FenceCheck::Stale => Finalized::Stale,
     }
 }
-
-/// Whether [`DieselStoreBuilder::group_commit`] is on unless the builder says otherwise.
-const GROUP_COMMIT_DEFAULT: bool = false;

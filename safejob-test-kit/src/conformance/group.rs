@@ -38,7 +38,9 @@ pub trait GroupCrashHarness: StoreHarness {
 /// (conflict), and the fresh key a second time (busy: the first request of the group holds it),
 /// each in its request's place and each exactly as `acquire` answers it alone. Catches answers
 /// handed to the wrong request (seen failing with safejob-diesel's answers left in the digest
-/// order the group wrote them in), and a group that changes the rows it only replays.
+/// order the group wrote them in), a key twice in a group granted twice (seen failing with
+/// PostgreSQL's one-statement insert handing its grant to both requests), and a group that
+/// changes the rows it only replays.
 pub fn group_acquire_answers_each_key(harness: &dyn StoreHarness) {
     let case = Case::new("group_acquire_answers_each_key", harness);
     let (fresh, held, done, failed, other) = (
@@ -167,9 +169,10 @@ pub fn group_acquire_answers_each_key(harness: &dyn StoreHarness) {
 /// with after-commit effects (`Applied`, effects pending), one without effects (`Applied`,
 /// effects done), a failed finalize (`Applied`, its failure stored) and a release (`Applied`,
 /// the next acquire takes the key at once), each in its request's place. Catches a stale fence
-/// answered applied (the test kit's buggy store), answers in the wrong places (seen failing with
-/// safejob-diesel's answers left in digest order), and a group that writes one kind of end for
-/// all.
+/// answered applied (the test kit's buggy store; and seen failing with PostgreSQL's
+/// one-statement `UPDATE … FROM (VALUES …)` answering every key `Applied`), answers in the wrong
+/// places (seen failing with safejob-diesel's answers left in digest order), and a group that
+/// writes one kind of end for all.
 pub fn group_finalize_answers_each_key(harness: &dyn StoreHarness) {
     let case = Case::new("group_finalize_answers_each_key", harness);
     let (stale, pending, done, failed, released) = (
@@ -270,6 +273,42 @@ pub fn group_finalize_answers_each_key(harness: &dyn StoreHarness) {
         case,
         next.fence == leases[3].fence + 1,
         "grant after a grouped release: {next:?}"
+    );
+    // A group of succeeded finalizes only (a store may write those as one statement): one
+    // stale fence, one current.
+    let (late, on_time) = (case.key("late"), case.key("on-time"));
+    let mut late_old = case.grant(late, fingerprint(1), "w1");
+    let r = case.ok("release", case.store.release(&late_old, None));
+    ensure!(case, r == FenceCheck::Applied, "release: {r:?}");
+    late_old.fence = case.grant(late, fingerprint(1), "w2").fence - 1;
+    let late_before = case.row(late);
+    let on_time_lease = case.grant(on_time, fingerprint(1), "w1");
+    let succeed = |lease| FinishRequest::Succeeded {
+        lease,
+        result: Some(&result),
+        effects_ttl: TTL,
+        retention: Retention::Forever,
+        effects_pending: false,
+    };
+    let answers: Vec<FenceCheck> = case
+        .store
+        .finalize_many(&[succeed(&on_time_lease), succeed(&late_old)])
+        .into_iter()
+        .map(|a| case.ok("finalize_many", a))
+        .collect();
+    ensure!(
+        case,
+        answers == [Applied, Stale],
+        "finalize_many of succeeded finalizes answered {answers:?}, expected [Applied, Stale (old fence)]"
+    );
+    case.expect_unchanged("a stale finalize in a group of finalizes", &late_before);
+    let row = case.row(on_time);
+    ensure!(
+        case,
+        row.state == JobState::Succeeded
+            && row.effects == EffectsState::Done
+            && row.fence == on_time_lease.fence,
+        "row after a group of succeeded finalizes: {row:?}"
     );
     // The terminal rows now refuse every further end, grouped or not.
     let again: Vec<_> = case
