@@ -142,6 +142,23 @@ struct GuardArgs {
     /// pool that commits without waiting for the disk; PostgreSQL and SQLite only).
     #[arg(long)]
     relaxed_effects_marks: bool,
+    /// The store's group commit (`DieselStoreBuilder::group_commit`): `on`, `off`, or `compare`
+    /// (two stores on the same database, one with and one without, timed in the same rounds as
+    /// the baseline, in a balanced order: use a multiple of 6 rounds). Defaults to the store's
+    /// default (on for SQLite, off for PostgreSQL and MySQL/MariaDB).
+    #[arg(long, value_enum)]
+    group_commit: Option<GroupCommitArg>,
+}
+
+/// `--group-commit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum GroupCommitArg {
+    /// Group commit on.
+    On,
+    /// Group commit off: every acquire and finalize commits alone.
+    Off,
+    /// Both, in one run: lines for each, and their ratios.
+    Compare,
 }
 
 fn main() -> ExitCode {
@@ -177,6 +194,66 @@ fn run_prefix() -> String {
     format!("sjb-{}", scratch::random_hex(16))
 }
 
+/// What one round times, in the order the round runs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// The guard (with group commit, under `--group-commit compare`).
+    Guard,
+    /// The guard without group commit (`--group-commit compare` only).
+    Single,
+    /// The hand-written baseline.
+    Baseline,
+}
+
+/// The order of `round` for `sides`: two sides alternate (ABBA: the guard first in even rounds,
+/// the baseline in odd ones); three go through their six permutations, so over 6 rounds each
+/// side runs in each position twice.
+fn round_order(round: usize, sides: &[Side]) -> Vec<Side> {
+    match sides {
+        [a, b] => {
+            if baseline_first(round) {
+                vec![*b, *a]
+            } else {
+                vec![*a, *b]
+            }
+        }
+        [a, b, c] => {
+            const PERMS: [[usize; 3]; 6] = [
+                [0, 1, 2],
+                [2, 1, 0],
+                [1, 2, 0],
+                [0, 2, 1],
+                [2, 0, 1],
+                [1, 0, 2],
+            ];
+            let all = [*a, *b, *c];
+            PERMS[round % 6].iter().map(|&i| all[i]).collect()
+        }
+        other => other.to_vec(),
+    }
+}
+
+fn guard_store(
+    args: &GuardArgs,
+    pool_size: u32,
+    group_commit: Option<bool>,
+) -> Result<Arc<DieselStore>, BenchError> {
+    let mut builder = DieselStore::builder(&args.url)
+        .max_size(pool_size)
+        .min_idle(pool_size)
+        .connection_timeout(Duration::from_secs(30))
+        .relaxed_effects_marks(args.relaxed_effects_marks);
+    if let Some(on) = group_commit {
+        builder = builder.group_commit(on);
+    }
+    if let Some(sql) = args.on_connect.clone() {
+        builder = builder.on_connect(move |conn| conn.batch_execute(&sql));
+    }
+    let store = builder.build()?;
+    store.migrate()?;
+    Ok(Arc::new(store))
+}
+
 fn guard(args: &GuardArgs) -> Result<(), BenchError> {
     let threads = args.threads.max(1);
     let rounds = args.rounds.clamp(1, args.jobs.max(1));
@@ -184,22 +261,21 @@ fn guard(args: &GuardArgs) -> Result<(), BenchError> {
         Some(n) => n.max(1),
         None => u32::try_from(threads + 1)?,
     };
-    let mut builder = DieselStore::builder(&args.url)
-        .max_size(pool_size)
-        .min_idle(pool_size)
-        .connection_timeout(Duration::from_secs(30))
-        .relaxed_effects_marks(args.relaxed_effects_marks);
-    if let Some(sql) = args.on_connect.clone() {
-        builder = builder.on_connect(move |conn| conn.batch_execute(&sql));
-    }
-    let store = builder.build()?;
-    store.migrate()?;
-    let store = Arc::new(store);
-    let runner = Guard::new(
-        store.clone(),
-        args.effects.mode(),
-        args.effects != Effects::None,
-    )?;
+    let compare = args.group_commit == Some(GroupCommitArg::Compare);
+    let group_commit = match args.group_commit {
+        Some(GroupCommitArg::On | GroupCommitArg::Compare) => Some(true),
+        Some(GroupCommitArg::Off) => Some(false),
+        None => None,
+    };
+    let store = guard_store(args, pool_size, group_commit)?;
+    let has_effects = args.effects != Effects::None;
+    let runner = Guard::new(store.clone(), args.effects.mode(), has_effects)?;
+    let single = if compare {
+        let store = guard_store(args, pool_size, Some(false))?;
+        Some(Guard::new(store, args.effects.mode(), has_effects)?)
+    } else {
+        None
+    };
     let run_guard = !args.baseline_only;
     let baseline = if args.baseline || args.baseline_only {
         Some(Baseline::prepare(&store)?)
@@ -218,39 +294,115 @@ fn guard(args: &GuardArgs) -> Result<(), BenchError> {
     if run_guard {
         runner.run(&format!("{prefix}-wg"), warmup, threads)?;
     }
+    if let Some(s) = &single {
+        s.run(&format!("{prefix}-ws"), warmup, threads)?;
+    }
     if let Some(b) = &baseline {
         b.run(&format!("{prefix}-wb"), warmup, threads)?;
     }
+    let grouped_before = store.group_stats();
 
+    let mut sides = Vec::new();
+    if run_guard {
+        sides.push(Side::Guard);
+    }
+    if single.is_some() {
+        sides.push(Side::Single);
+    }
+    if baseline.is_some() {
+        sides.push(Side::Baseline);
+    }
     let mut guarded = Measured::default();
+    let mut ungrouped = Measured::default();
     let mut hand_written = Measured::default();
     for round in 0..rounds {
         // Spread the remainder over the first rounds so the total is exactly --jobs.
         let n = args.jobs / rounds + usize::from(round < args.jobs % rounds);
-        let baseline_leads = baseline_first(round);
-        if let Some(b) = baseline.as_ref().filter(|_| baseline_leads) {
-            hand_written.merge(b.run(&format!("{prefix}-b{round}"), n, threads)?);
-        }
-        if run_guard {
-            guarded.merge(runner.run(&format!("{prefix}-g{round}"), n, threads)?);
-        }
-        if let Some(b) = baseline.as_ref().filter(|_| !baseline_leads) {
-            hand_written.merge(b.run(&format!("{prefix}-b{round}"), n, threads)?);
+        for side in round_order(round, &sides) {
+            match (side, &single, &baseline) {
+                (Side::Guard, _, _) => {
+                    guarded.merge(runner.run(&format!("{prefix}-g{round}"), n, threads)?);
+                }
+                (Side::Single, Some(s), _) => {
+                    ungrouped.merge(s.run(&format!("{prefix}-s{round}"), n, threads)?);
+                }
+                (Side::Baseline, _, Some(b)) => {
+                    hand_written.merge(b.run(&format!("{prefix}-b{round}"), n, threads)?);
+                }
+                _ => {}
+            }
         }
     }
 
     let guarded = guarded.summary();
     if run_guard {
-        println!("{}", bench_line("guard", &info, &guarded));
+        let line = bench_line("guard", &info, &guarded);
+        println!(
+            "{}",
+            with_group_commit(&line, store.group_stats().is_some())
+        );
     }
-    if baseline.is_some() {
-        let hand_written = hand_written.summary();
-        println!("{}", bench_line("baseline", &info, &hand_written));
+    let ungrouped = single.as_ref().map(|_| ungrouped.summary());
+    if let Some(u) = &ungrouped {
+        println!(
+            "{}",
+            with_group_commit(&bench_line("guard", &info, u), false)
+        );
+    }
+    let hand_written = baseline.as_ref().map(|_| hand_written.summary());
+    if let Some(h) = &hand_written {
+        println!("{}", bench_line("baseline", &info, h));
         if run_guard {
-            println!("{}", ratio_line(&info, &guarded, &hand_written));
+            println!("{}", ratio_line(&info, &guarded, h));
         }
     }
+    if let (Some(u), true) = (&ungrouped, run_guard) {
+        let groups = match (grouped_before, store.group_stats()) {
+            (Some(before), Some(after)) => Some((
+                mean_group(before.acquires, after.acquires),
+                mean_group(before.finishes, after.finishes),
+            )),
+            _ => None,
+        };
+        println!(
+            "{}",
+            serde_json::json!({
+                "bench": "group_commit",
+                "backend": info.backend,
+                "effects": info.effects,
+                "threads": threads,
+                "grouped_over_single": ratio(guarded.jobs_per_s, u.jobs_per_s),
+                "grouped_over_baseline": hand_written.as_ref().and_then(|h| ratio(guarded.jobs_per_s, h.jobs_per_s)),
+                "single_over_baseline": hand_written.as_ref().and_then(|h| ratio(u.jobs_per_s, h.jobs_per_s)),
+                "mean_acquire_group": groups.and_then(|g| g.0),
+                "mean_finish_group": groups.and_then(|g| g.1),
+            })
+        );
+    }
     Ok(())
+}
+
+/// A result line with `"group_commit":on` first.
+fn with_group_commit(line: &str, on: bool) -> String {
+    match line.strip_prefix('{') {
+        Some(rest) => format!("{{\"group_commit\":{on},{rest}"),
+        None => line.to_owned(),
+    }
+}
+
+/// `a / b` to three decimals, if `b` is not zero.
+fn ratio(a: f64, b: f64) -> Option<f64> {
+    (b > 0.0).then(|| (a / b * 1000.0).round() / 1000.0)
+}
+
+/// Requests per group between two readings of a coalescer's counters.
+fn mean_group(
+    before: safejob_core::group::GroupStats,
+    after: safejob_core::group::GroupStats,
+) -> Option<f64> {
+    let groups = after.groups.saturating_sub(before.groups);
+    let items = after.items.saturating_sub(before.items);
+    (groups > 0).then(|| (items as f64 / groups as f64 * 100.0).round() / 100.0)
 }
 
 #[cfg(test)]
@@ -315,6 +467,41 @@ mod tests {
             "--baseline-only",
         ]);
         assert!(parsed.is_err());
+    }
+
+    /// Over 6 rounds each of three sides runs in each position twice; two sides alternate.
+    /// Catches an order that always times one side first.
+    #[test]
+    fn three_sides_are_balanced_over_six_rounds() {
+        let sides = [Side::Guard, Side::Single, Side::Baseline];
+        for side in sides {
+            for position in 0..3 {
+                let n = (0..6)
+                    .filter(|&r| round_order(r, &sides)[position] == side)
+                    .count();
+                assert_eq!(n, 2, "{side:?} at position {position}");
+            }
+        }
+        let two = [Side::Guard, Side::Baseline];
+        assert_eq!(round_order(0, &two), vec![Side::Guard, Side::Baseline]);
+        assert_eq!(round_order(1, &two), vec![Side::Baseline, Side::Guard]);
+    }
+
+    #[test]
+    fn group_commit_parses() {
+        let cli = Cli::try_parse_from([
+            "safejob-bench",
+            "guard",
+            "--url",
+            "sqlite://x.db",
+            "--group-commit",
+            "compare",
+        ])
+        .unwrap();
+        let Command::Guard(args) = cli.command else {
+            panic!("not the guard subcommand");
+        };
+        assert_eq!(args.group_commit, Some(GroupCommitArg::Compare));
     }
 
     #[test]

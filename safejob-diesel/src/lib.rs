@@ -119,6 +119,7 @@ pub use backend::{
 };
 pub use error::{BoxError, ConnectError, MigrateError};
 pub use guard::{
-    DieselStore, DieselStoreBuilder, EffectsTx, EffectsTxError, SqlValue, TransactionExt, TxError,
+    DEFAULT_MAX_GROUP, DieselStore, DieselStoreBuilder, EffectsTx, EffectsTxError, GroupCommitLost,
+    GroupCommitStats, SqlValue, TransactionExt, TxError,
 };
 pub use queue::DieselQueue;

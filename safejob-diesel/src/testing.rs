@@ -62,7 +62,7 @@ use std::{
 };
 
 use safejob_core::{LeaseStore, store::StoreError};
-use safejob_test_kit::{BackendRequired, StoreHarness};
+use safejob_test_kit::{BackendRequired, StoreHarness, conformance::GroupCrashHarness};
 
 use crate::{
     BackendKind, ConnectError, ConnectionRef, DieselStore, DieselStoreBuilder, MigrateError,
@@ -179,6 +179,18 @@ impl StoreHarness for TestDb {
     /// with the memory store's manual clock).
     fn advance(&self, by: Duration) {
         self.store.advance_clock_for_tests(by);
+    }
+}
+
+/// The store's group commit crashes on demand (a store built with group commit off never
+/// crashes, and the conformance case says so).
+impl GroupCrashHarness for TestDb {
+    fn crash_after_next_group_commit(&self) {
+        self.store.crash_after_next_group_commit_for_tests();
+    }
+
+    fn group_crashes(&self) -> u64 {
+        self.store.group_crashes_for_tests()
     }
 }
 

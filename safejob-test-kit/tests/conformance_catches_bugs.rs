@@ -11,8 +11,8 @@ use safejob_core::Retention;
 use safejob_core::{
     FinalFailure, JobRecord, KeyDigest, LeaseStore,
     store::{
-        AcquireRequest, Acquired, EffectsClaim, EffectsOutcome, FenceCheck, Finalized, Lease,
-        ListFilter, ListQuery, Renewed, StoreError, TxEffects,
+        AcquireRequest, Acquired, EffectsClaim, EffectsOutcome, FenceCheck, Finalized,
+        FinishRequest, Lease, ListFilter, ListQuery, Renewed, StoreError, TxEffects,
     },
 };
 use safejob_test_kit::{MemoryHarness, StoreHarness, conformance};
@@ -36,6 +36,10 @@ enum Bug {
     FailedKeptForever,
     /// Prune deletes nothing (a stub that answers 0).
     PrunesNothing,
+    /// `acquire_many` hands its answers back in another order than the requests'.
+    GroupAnswersOutOfOrder,
+    /// `finalize_many` answers a stale fence as applied.
+    GroupCallsStaleApplied,
 }
 
 struct Buggy {
@@ -74,6 +78,25 @@ impl LeaseStore for Buggy {
             }
             other => Ok(other),
         }
+    }
+
+    fn acquire_many(&self, reqs: &[AcquireRequest<'_>]) -> Vec<Result<Acquired, StoreError>> {
+        let mut answers: Vec<_> = reqs.iter().map(|r| self.acquire(r)).collect();
+        if self.bug == Bug::GroupAnswersOutOfOrder {
+            answers.reverse();
+        }
+        answers
+    }
+
+    fn finalize_many(&self, finishes: &[FinishRequest<'_>]) -> Vec<Result<FenceCheck, StoreError>> {
+        let answers = self.inner.finalize_many(finishes);
+        if self.bug != Bug::GroupCallsStaleApplied {
+            return answers;
+        }
+        answers
+            .into_iter()
+            .map(|a| a.map(|_| FenceCheck::Applied))
+            .collect()
     }
 
     fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Renewed, StoreError> {
@@ -295,6 +318,30 @@ fn a_prune_that_deletes_nothing_fails() {
 }
 
 #[test]
+fn group_answers_out_of_order_fail() {
+    let message = failure(
+        Bug::GroupAnswersOutOfOrder,
+        conformance::group_acquire_answers_each_key,
+    );
+    assert!(
+        message.contains("succeeded key in a group: expected AlreadySucceeded, got Busy"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_group_that_applies_a_stale_fence_fails() {
+    let message = failure(
+        Bug::GroupCallsStaleApplied,
+        conformance::group_finalize_answers_each_key,
+    );
+    assert!(
+        message.contains("finalize_many answered [Applied, Applied, Applied, Applied, Applied]"),
+        "{message}"
+    );
+}
+
+#[test]
 fn each_bug_fails_the_whole_suite_the_memory_store_passes_it() {
     // The memory store passes every case; each bug above fails at least one in run_all.
     conformance::run_all(&MemoryHarness::new());
@@ -307,6 +354,8 @@ fn each_bug_fails_the_whole_suite_the_memory_store_passes_it() {
         Bug::LeavesNoEffectsPending,
         Bug::FailedKeptForever,
         Bug::PrunesNothing,
+        Bug::GroupAnswersOutOfOrder,
+        Bug::GroupCallsStaleApplied,
     ] {
         let harness = buggy(bug);
         let failed = catch_unwind(AssertUnwindSafe(|| conformance::run_all(&harness)));

@@ -8,5 +8,5 @@ safejob_test_kit::lease_store_conformance!(MemoryHarness::new);
 #[test]
 fn all_cases_pass_on_one_shared_store() {
     conformance::run_all(&MemoryHarness::new());
-    assert_eq!(conformance::CASES.len(), 24);
+    assert_eq!(conformance::CASES.len(), 27);
 }

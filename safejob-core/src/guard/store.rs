@@ -389,6 +389,97 @@ pub enum EffectsClaim {
     },
 }
 
+/// One fenced end of a lease, for [`LeaseStore::finalize_many`]: each variant is one of the
+/// single-key primitives, with exactly its semantics.
+#[derive(Debug, Clone, Copy)]
+pub enum FinishRequest<'a> {
+    /// [`LeaseStore::finalize_succeeded`] with no hook when `effects_pending` (after-commit
+    /// effects follow: effects `pending`, expiry now + `effects_ttl`), else
+    /// [`LeaseStore::finalize_succeeded_without_effects`] (effects `done`). A transactional hook
+    /// never joins a group: it runs in its own finalize transaction.
+    Succeeded {
+        /// The lease whose fence the row must carry.
+        lease: &'a Lease,
+        /// The result to store.
+        result: Option<&'a Value>,
+        /// The effects window.
+        effects_ttl: Duration,
+        /// How long the terminal row is kept.
+        retention: Retention,
+        /// Whether after-commit effects follow.
+        effects_pending: bool,
+    },
+    /// [`LeaseStore::finalize_failed`].
+    Failed {
+        /// The lease whose fence the row must carry.
+        lease: &'a Lease,
+        /// The failure to store.
+        failure: &'a FinalFailure,
+        /// How long the terminal row is kept.
+        retention: Retention,
+    },
+    /// [`LeaseStore::release`].
+    Release {
+        /// The lease whose fence the row must carry.
+        lease: &'a Lease,
+        /// The last error to record.
+        error: Option<&'a str>,
+    },
+}
+
+impl FinishRequest<'_> {
+    /// The lease this end is for.
+    pub fn lease(&self) -> &Lease {
+        match self {
+            Self::Succeeded { lease, .. }
+            | Self::Failed { lease, .. }
+            | Self::Release { lease, .. } => lease,
+        }
+    }
+
+    /// Writes this end alone with the single-key primitive it stands for: `Applied` for a
+    /// finalize that committed (or a release that applied), `Stale` for a fence that no longer
+    /// matched. The default of [`LeaseStore::finalize_many`], and a group's fallback.
+    pub fn write_alone<S: LeaseStore + ?Sized>(&self, store: &S) -> Result<FenceCheck, StoreError> {
+        match *self {
+            Self::Succeeded {
+                lease,
+                result,
+                effects_ttl,
+                retention,
+                effects_pending,
+            } => {
+                let finalized = if effects_pending {
+                    store.finalize_succeeded(lease, result, effects_ttl, retention, None)
+                } else {
+                    store.finalize_succeeded_without_effects(lease, result, effects_ttl, retention)
+                };
+                finalized.and_then(Finalized::fence_check)
+            }
+            Self::Failed {
+                lease,
+                failure,
+                retention,
+            } => store.finalize_failed(lease, failure, retention),
+            Self::Release { lease, error } => store.release(lease, error),
+        }
+    }
+}
+
+impl Finalized {
+    /// A finalize without a hook as a [`FenceCheck`]: `Committed` is `Applied`, `Stale` is
+    /// `Stale`. `EffectsAborted` (only a hook can abort) is a store error.
+    pub fn fence_check(self) -> Result<FenceCheck, StoreError> {
+        match self {
+            Self::Committed => Ok(FenceCheck::Applied),
+            Self::Stale => Ok(FenceCheck::Stale),
+            Self::EffectsAborted => Err(StoreError::backend(
+                "the store aborted a finalize that ran no effects hook",
+            )),
+        }
+    }
+}
+
 /// Which rows an operator listing returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListFilter {
@@ -502,6 +593,25 @@ pub trait LeaseStore: Send + Sync {
     ///
     /// Of N concurrent calls on one key that find it free, exactly one is granted.
     fn acquire(&self, req: &AcquireRequest<'_>) -> Result<Acquired, StoreError>;
+
+    /// Takes the leases of a group of keys: one answer per request, in the requests' order,
+    /// each exactly what [`acquire`](LeaseStore::acquire) would answer for it (granted, busy,
+    /// replayed success or failure, key conflict, or its own error). A key twice in one group
+    /// is answered as two callers in sequence would be: the second finds the first's lease
+    /// (`Busy`). The default calls `acquire` once per request; a SQL store writes the group in
+    /// one transaction (one commit for k keys).
+    fn acquire_many(&self, reqs: &[AcquireRequest<'_>]) -> Vec<Result<Acquired, StoreError>> {
+        reqs.iter().map(|req| self.acquire(req)).collect()
+    }
+
+    /// Ends a group of leases: one answer per request, in the requests' order, each exactly what
+    /// the single-key primitive it stands for would answer ([`FinishRequest::write_alone`]):
+    /// `Applied` (committed), `Stale` (nothing changed), or its own error. An error that leaves
+    /// the outcome unknown (`AmbiguousCommit`) is settled per key, as for a single finalize.
+    /// The default writes each alone; a SQL store writes the group in one transaction.
+    fn finalize_many(&self, finishes: &[FinishRequest<'_>]) -> Vec<Result<FenceCheck, StoreError>> {
+        finishes.iter().map(|f| f.write_alone(self)).collect()
+    }
 
     /// Extends the lease to now + ttl, only if the row is `running` with `lease.fence`.
     /// An expired lease that nobody took over yet may still be renewed: the fence, not the

@@ -36,7 +36,7 @@ use crate::{
 };
 
 /// How many times a deadlock or lock-wait timeout is retried before it is reported.
-const MAX_RETRIES: u32 = 6;
+pub(super) const MAX_RETRIES: u32 = 6;
 /// How many times acquire / claim re-read a row that changed between read and CAS.
 const MAX_ROUNDS: u32 = 64;
 
@@ -62,7 +62,7 @@ pub(crate) enum FinalizeEffects<'h, 'a> {
 /// completion transactions) nothing is retried: a deadlock has rolled back the whole transaction
 /// (MySQL goes on in autocommit, PostgreSQL refuses every statement), so only the transaction's
 /// owner can start over.
-fn run<C: DbConnection, T>(
+pub(super) fn run<C: DbConnection, T>(
     c: &mut PooledConn<C>,
     mut f: impl FnMut(&mut C) -> QueryResult<T>,
 ) -> QueryResult<T> {
@@ -93,14 +93,14 @@ fn in_transaction<C: DbConnection>(conn: &mut C) -> bool {
 }
 
 /// 1, 2, 4 … ms plus up to 1 ms of jitter, so colliding workers do not collide again.
-fn backoff(attempt: u32) -> Duration {
+pub(super) fn backoff(attempt: u32) -> Duration {
     let jitter = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos() % 1_000_000);
     Duration::from_millis(1 << attempt.min(6)) + Duration::from_nanos(u64::from(jitter))
 }
 
-fn ttl_us(ttl: Duration) -> Result<i64, StoreError> {
+pub(super) fn ttl_us(ttl: Duration) -> Result<i64, StoreError> {
     i64::try_from(ttl.as_micros())
         .ok()
         .filter(|us| *us <= 366 * 24 * 3600 * 1_000_000)
@@ -205,7 +205,7 @@ pub(crate) fn lease(digest: KeyDigest, owner: &str, grant: &GrantRow) -> Result<
     })
 }
 
-fn fence(lease: &Lease) -> Result<i64, StoreError> {
+pub(super) fn fence(lease: &Lease) -> Result<i64, StoreError> {
     i64::try_from(lease.fence).map_err(|_| StoreError::backend("fence out of range"))
 }
 

@@ -13,6 +13,10 @@ use crate::backend::{BackendKind, Dialect, render};
 #[derive(Debug)]
 pub(crate) struct Statements {
     pub(crate) returning: bool,
+    /// The backend and test clock offset these were rendered for (group statements are rendered
+    /// per group size, on demand: [`Statements::group_insert`], [`Statements::group_succeed`]).
+    pub(crate) kind: BackendKind,
+    pub(crate) offset_us: i64,
     /// Database now. No binds.
     pub(crate) now: String,
     /// Fresh acquire: digest, fingerprint, owner, ttl_us. With `returning`, returns a `GrantRow`
@@ -144,6 +148,8 @@ impl Statements {
         };
         Self {
             returning: d.returning,
+            kind,
+            offset_us,
             now: r("SELECT {now_us} AS us"),
             insert,
             grant_of: r(
@@ -254,6 +260,81 @@ pub(crate) struct RawRow {
     pub retain_us: Option<i64>,
     #[diesel(sql_type = BigInt)]
     pub now_us: i64,
+}
+
+impl Statements {
+    /// Whether a group is written as multi-row statements (PostgreSQL) rather than the
+    /// single-key statements in one transaction.
+    pub(crate) fn multi_row(&self) -> bool {
+        self.kind == BackendKind::Postgres
+    }
+
+    /// PostgreSQL: the fresh acquires of `n` keys in one statement, inserted in digest order.
+    /// Binds per key: digest, fingerprint, owner, ttl_us. Returns a [`GroupGrantRow`] for each
+    /// key it inserted, nothing for a key that exists.
+    pub(crate) fn group_insert(&self, n: usize) -> String {
+        let values =
+            vec!["(CAST(? AS bytea), CAST(? AS bytea), CAST(? AS text), CAST(? AS float8))"; n]
+                .join(", ");
+        render(
+            self.kind,
+            self.offset_us,
+            &format!(
+                "INSERT INTO safe_jobs (digest, fingerprint, state, fence, attempts, owner, \
+                 lease_expires_at, effects, created_at, updated_at) \
+                 SELECT v.digest, v.fingerprint, 'running', 1, 1, v.owner, \
+                 {{now}} + v.ttl * interval '1 microsecond', 'none', {{now}}, {{now}} \
+                 FROM (VALUES {values}) AS v (digest, fingerprint, owner, ttl) ORDER BY v.digest \
+                 ON CONFLICT (digest) DO NOTHING \
+                 RETURNING digest, fence, attempts, {{us:lease_expires_at}} AS expires_us"
+            ),
+        )
+    }
+
+    /// PostgreSQL: `n` finalize-succeeded CASes in one statement. Binds per key: digest, fence,
+    /// result, effects, ttl_us, retain_us (NULL: kept forever). Returns the digest of each row it
+    /// finalized.
+    pub(crate) fn group_succeed(&self, n: usize) -> String {
+        let values = vec![
+            "(CAST(? AS bytea), CAST(? AS int8), CAST(? AS text), CAST(? AS text), \
+             CAST(? AS float8), CAST(? AS float8))";
+            n
+        ]
+        .join(", ");
+        render(
+            self.kind,
+            self.offset_us,
+            &format!(
+                "UPDATE safe_jobs AS j SET state = 'succeeded', result = v.result, \
+                 effects = v.effects, lease_expires_at = {{now}} + v.ttl * interval '1 microsecond', \
+                 updated_at = {{now}}, finalized_at = {{now}}, \
+                 retain_until = {{now}} + v.retain * interval '1 microsecond' \
+                 FROM (VALUES {values}) AS v (digest, fence, result, effects, ttl, retain) \
+                 WHERE j.digest = v.digest AND j.fence = v.fence AND j.state = 'running' \
+                 RETURNING j.digest"
+            ),
+        )
+    }
+}
+
+/// A grant of a group insert: the key, and its new fence, attempt and expiry.
+#[derive(Debug, QueryableByName)]
+pub(crate) struct GroupGrantRow {
+    #[diesel(sql_type = Binary)]
+    pub digest: Vec<u8>,
+    #[diesel(sql_type = BigInt)]
+    pub fence: i64,
+    #[diesel(sql_type = BigInt)]
+    pub attempts: i64,
+    #[diesel(sql_type = BigInt)]
+    pub expires_us: i64,
+}
+
+/// A key a group statement changed.
+#[derive(Debug, QueryableByName)]
+pub(crate) struct DigestRow {
+    #[diesel(sql_type = Binary)]
+    pub digest: Vec<u8>,
 }
 
 /// What a grant returns: the new fence, attempt and expiry.

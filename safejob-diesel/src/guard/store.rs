@@ -2,6 +2,7 @@
 
 use std::{
     fmt,
+    num::NonZeroUsize,
     sync::{Arc, PoisonError, RwLock},
     time::Duration,
 };
@@ -10,13 +11,14 @@ use chrono::{DateTime, Utc};
 use safejob_core::{
     FinalFailure, KeyDigest, Retention,
     store::{
-        AcquireRequest, Acquired, EffectsClaim, EffectsOutcome, FenceCheck, Finalized, JobRecord,
-        Lease, LeaseStore, ListQuery, Renewed, StoreError, TxEffects,
+        AcquireRequest, Acquired, EffectsClaim, EffectsOutcome, FenceCheck, Finalized,
+        FinishRequest, JobRecord, Lease, LeaseStore, ListQuery, Renewed, StoreError, TxEffects,
     },
 };
 use serde_json::Value;
 
 use super::{
+    group::{DEFAULT_MAX_GROUP, GroupCommit, GroupCommitStats},
     ops::{Ctx, FinalizeEffects},
     sql::Statements,
 };
@@ -58,6 +60,8 @@ pub struct DieselStore {
     sql: RwLock<(i64, Arc<Statements>)>,
     errors: ErrorContext,
     connection_timeout: Duration,
+    /// The coalescers of group commit; `None` when the builder turned it off.
+    group: Option<GroupCommit>,
 }
 
 impl fmt::Debug for DieselStore {
@@ -80,6 +84,9 @@ impl fmt::Debug for DieselStore {
 pub struct DieselStoreBuilder {
     url: String,
     options: PoolOptions,
+    /// `None`: the backend's default.
+    group_commit: Option<bool>,
+    max_group: NonZeroUsize,
 }
 
 impl fmt::Debug for DieselStoreBuilder {
@@ -89,6 +96,34 @@ impl fmt::Debug for DieselStoreBuilder {
 }
 
 impl DieselStoreBuilder {
+    /// Group commit for the guard: concurrent acquires through this store (every `Runner`
+    /// sharing it, on any thread) are written together, one commit for the group, and so are
+    /// their finalizes and releases. Defaults to on for SQLite and off for PostgreSQL and
+    /// MySQL/MariaDB, as measured (docs/BENCHMARKS.md, "Runner group commit (issue #18)"):
+    /// SQLite commits one writer at a time, so sharing a commit multiplied the throughput at 4
+    /// threads; PostgreSQL and MariaDB already share one log flush among concurrent commits, and
+    /// there a group written by one thread at a time was slower than the threads' own commits.
+    ///
+    /// Leader and follower, no timer: a call that finds no group being written writes at once,
+    /// alone, as the single autocommit statement it is without group commit; calls that arrive
+    /// while a group is being written wait for it and form the next one. So a lone job pays
+    /// nothing, and under load a group grows with the threads waiting on the disk flush. Every
+    /// key is answered on its own, with exactly the answer it gets alone (granted, busy,
+    /// replayed, key conflict; committed or stale); a statement that fails rolls the group back
+    /// and its keys are written one by one; a COMMIT whose outcome is lost is settled per key by
+    /// fence, as for a single finalize. A finalize with transactional effects (its hook runs
+    /// inside the finalize transaction) is never grouped.
+    pub fn group_commit(mut self, on: bool) -> Self {
+        self.group_commit = Some(on);
+        self
+    }
+
+    /// The most keys one group commit writes. Defaults to [`DEFAULT_MAX_GROUP`] (64).
+    pub fn max_group(mut self, max: NonZeroUsize) -> Self {
+        self.max_group = max;
+        self
+    }
+
     /// The most connections the pool opens. Defaults to 10.
     pub fn max_size(mut self, max_size: u32) -> Self {
         self.options.max_size = max_size;
@@ -253,6 +288,10 @@ impl DieselStoreBuilder {
             sql: RwLock::new((0, Arc::new(Statements::render(url.kind, 0)))),
             errors,
             connection_timeout,
+            group: self
+                .group_commit
+                .unwrap_or(url.kind == BackendKind::Sqlite)
+                .then(|| GroupCommit::new(self.max_group)),
         })
     }
 }
@@ -322,6 +361,8 @@ impl DieselStore {
         DieselStoreBuilder {
             url: url.to_owned(),
             options: PoolOptions::default(),
+            group_commit: None,
+            max_group: DEFAULT_MAX_GROUP,
         }
     }
 
@@ -334,6 +375,77 @@ impl DieselStore {
     /// never the password.
     pub fn target(&self) -> &str {
         &self.errors.target
+    }
+
+    /// How much grouping group commit did so far; `None` when it is off.
+    pub fn group_stats(&self) -> Option<GroupCommitStats> {
+        self.group.as_ref().map(GroupCommit::stats)
+    }
+
+    /// Makes the next group of two or more finalizes panic in the thread writing it, right
+    /// after it committed and before its answers reach their threads: a crash between group
+    /// commit and acknowledgement. A testing aid (`test-util` feature) for the conformance case
+    /// `safejob_test_kit::conformance::crash_between_group_commit_and_answers`. Returns `false`
+    /// (and arms nothing) when group commit is off.
+    #[cfg(feature = "test-util")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+    pub fn crash_after_next_group_commit_for_tests(&self) -> bool {
+        self.group.as_ref().is_some_and(|g| {
+            g.crash_armed
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            true
+        })
+    }
+
+    /// How many groups [`crash_after_next_group_commit_for_tests`] crashed so far.
+    ///
+    /// [`crash_after_next_group_commit_for_tests`]: DieselStore::crash_after_next_group_commit_for_tests
+    #[cfg(feature = "test-util")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+    pub fn group_crashes_for_tests(&self) -> u64 {
+        self.group
+            .as_ref()
+            .map_or(0, |g| g.crashes.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    /// A group of acquires written now, on one connection (no coalescing). If no connection can
+    /// be had, each request is tried alone, so each gets its own error.
+    fn write_acquires(&self, reqs: &[AcquireRequest<'_>]) -> Vec<Result<Acquired, StoreError>> {
+        let ctx = self.ctx();
+        let grouped = || -> Result<_, StoreError> {
+            with_conn!(self, conn => Ok(ctx.acquire_many(conn, reqs)))
+        };
+        grouped().unwrap_or_else(|_| reqs.iter().map(|r| self.acquire_alone(r)).collect())
+    }
+
+    /// A group of finalizes written now, on one connection (no coalescing).
+    fn write_finishes(
+        &self,
+        finishes: &[FinishRequest<'_>],
+    ) -> Vec<Result<FenceCheck, StoreError>> {
+        let ctx = self.ctx();
+        let grouped = || -> Result<_, StoreError> {
+            with_conn!(self, conn => Ok(ctx.finalize_many(conn, finishes)))
+        };
+        grouped().unwrap_or_else(|_| finishes.iter().map(|f| self.finish_alone(f)).collect())
+    }
+
+    fn acquire_alone(&self, req: &AcquireRequest<'_>) -> Result<Acquired, StoreError> {
+        let ctx = self.ctx();
+        with_conn!(self, conn => ctx.acquire(conn, req))
+    }
+
+    fn finish_alone(&self, finish: &FinishRequest<'_>) -> Result<FenceCheck, StoreError> {
+        let ctx = self.ctx();
+        with_conn!(self, conn => ctx.finish_one(conn, finish))
+    }
+
+    /// `finish` through group commit when it is on, else alone.
+    fn finish(&self, finish: &FinishRequest<'_>) -> Result<FenceCheck, StoreError> {
+        match &self.group {
+            Some(group) => group.finish(finish, |group| self.write_finishes(group)),
+            None => self.finish_alone(finish),
+        }
     }
 
     pub(crate) fn ctx(&self) -> Ctx<'_> {
@@ -418,8 +530,18 @@ impl LeaseStore for DieselStore {
     }
 
     fn acquire(&self, req: &AcquireRequest<'_>) -> Result<Acquired, StoreError> {
-        let ctx = self.ctx();
-        with_conn!(self, conn => ctx.acquire(conn, req))
+        match &self.group {
+            Some(group) => group.acquire(req, |group| self.write_acquires(group)),
+            None => self.acquire_alone(req),
+        }
+    }
+
+    fn acquire_many(&self, reqs: &[AcquireRequest<'_>]) -> Vec<Result<Acquired, StoreError>> {
+        self.write_acquires(reqs)
+    }
+
+    fn finalize_many(&self, finishes: &[FinishRequest<'_>]) -> Vec<Result<FenceCheck, StoreError>> {
+        self.write_finishes(finishes)
     }
 
     fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Renewed, StoreError> {
@@ -435,11 +557,19 @@ impl LeaseStore for DieselStore {
         retention: Retention,
         hook: Option<&mut TxEffects<'_>>,
     ) -> Result<Finalized, StoreError> {
-        let ctx = self.ctx();
-        let effects = match hook {
-            Some(hook) => FinalizeEffects::Transactional(hook),
-            None => FinalizeEffects::AfterCommit,
+        let Some(hook) = hook else {
+            return self
+                .finish(&FinishRequest::Succeeded {
+                    lease,
+                    result,
+                    effects_ttl,
+                    retention,
+                    effects_pending: true,
+                })
+                .map(finalized);
         };
+        let ctx = self.ctx();
+        let effects = FinalizeEffects::Transactional(hook);
         with_conn!(self, conn => ctx.finalize_succeeded(conn, lease, result, effects_ttl, retention, effects))
     }
 
@@ -450,8 +580,14 @@ impl LeaseStore for DieselStore {
         effects_ttl: Duration,
         retention: Retention,
     ) -> Result<Finalized, StoreError> {
-        let ctx = self.ctx();
-        with_conn!(self, conn => ctx.finalize_succeeded(conn, lease, result, effects_ttl, retention, FinalizeEffects::None))
+        self.finish(&FinishRequest::Succeeded {
+            lease,
+            result,
+            effects_ttl,
+            retention,
+            effects_pending: false,
+        })
+        .map(finalized)
     }
 
     fn finalize_failed(
@@ -460,13 +596,15 @@ impl LeaseStore for DieselStore {
         failure: &FinalFailure,
         retention: Retention,
     ) -> Result<FenceCheck, StoreError> {
-        let ctx = self.ctx();
-        with_conn!(self, conn => ctx.finalize_failed(conn, lease, failure, retention))
+        self.finish(&FinishRequest::Failed {
+            lease,
+            failure,
+            retention,
+        })
     }
 
     fn release(&self, lease: &Lease, error: Option<&str>) -> Result<FenceCheck, StoreError> {
-        let ctx = self.ctx();
-        with_conn!(self, conn => ctx.release(conn, lease, error))
+        self.finish(&FinishRequest::Release { lease, error })
     }
 
     fn finish_effects(
@@ -496,5 +634,13 @@ impl LeaseStore for DieselStore {
     fn prune(&self, limit: usize) -> Result<u64, StoreError> {
         let ctx = self.ctx();
         with_conn!(self, conn => ctx.prune(conn, limit))
+    }
+}
+
+/// A grouped finalize's answer as the single-key primitive gives it.
+fn finalized(check: FenceCheck) -> Finalized {
+    match check {
+        FenceCheck::Applied => Finalized::Committed,
+        FenceCheck::Stale => Finalized::Stale,
     }
 }

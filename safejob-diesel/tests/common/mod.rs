@@ -18,7 +18,7 @@ use safejob_core::{
 #[allow(unused_imports)] // only swallowed_errors.rs names its keys with it
 pub use safejob_diesel::testing::unique_name;
 use safejob_diesel::{BackendKind, DieselStore, DieselStoreBuilder, testing};
-use safejob_test_kit::StoreHarness;
+use safejob_test_kit::{StoreHarness, conformance::GroupCrashHarness};
 
 /// One test's database and its store.
 pub struct TestDb {
@@ -47,6 +47,16 @@ impl Deref for TestDb {
 
     fn deref(&self) -> &testing::TestDb {
         &self.db
+    }
+}
+
+impl GroupCrashHarness for TestDb {
+    fn crash_after_next_group_commit(&self) {
+        self.db.crash_after_next_group_commit();
+    }
+
+    fn group_crashes(&self) -> u64 {
+        self.db.group_crashes()
     }
 }
 

@@ -22,7 +22,10 @@
 //! The cases live one file per area, as River splits its driver suite: `acquire.rs` (grants,
 //! replays, busy keys, takeovers, fingerprints, races), `fence.rs` (zombies, release, renew,
 //! terminal states), `effects.rs` (effects windows, claims and transactional hooks),
-//! `listing.rs` and `retention.rs` (retain_until and pruning), with what they share in
+//! `listing.rs` and `retention.rs` (retain_until and pruning), `group.rs` (`acquire_many` and
+//! `finalize_many`, racing groups, and — for stores with group commit, through
+//! [`GroupCrashHarness`] — a crash between a group's commit and its answers), with what they
+//! share in
 //! `fixtures.rs`. This file holds the harness, the one list
 //! of cases and the macros.
 
@@ -62,6 +65,7 @@ mod acquire;
 mod effects;
 mod fence;
 mod fixtures;
+mod group;
 mod listing;
 mod retention;
 
@@ -79,6 +83,10 @@ pub use effects::{
 pub use fence::{
     release_lets_next_acquire_in, renew_extends_lease, terminal_states_are_immutable,
     zombie_effects_rejected_after_claim, zombie_writes_rejected_after_takeover,
+};
+pub use group::{
+    GroupCrashHarness, crash_between_group_commit_and_answers, group_acquire_answers_each_key,
+    group_finalize_answers_each_key, racing_group_commits_one_success_per_key,
 };
 pub use listing::{get_missing_is_none, list_filters_and_paging};
 pub use retention::prune_deletes_settled_rows_past_their_retention;
@@ -115,6 +123,9 @@ macro_rules! __lease_store_conformance_cases {
             list_filters_and_paging
             get_missing_is_none
             prune_deletes_settled_rows_past_their_retention
+            group_acquire_answers_each_key
+            group_finalize_answers_each_key
+            racing_group_commits_one_success_per_key
         }
     };
 }
