@@ -3,6 +3,7 @@
 
 use std::{
     collections::{HashMap, VecDeque},
+    num::NonZeroUsize,
     sync::{
         Arc, Condvar, Mutex, MutexGuard,
         atomic::{AtomicU64, Ordering},
@@ -15,9 +16,11 @@ use tracing::{debug, info, warn};
 
 use crate::{
     Clock, SystemClock,
+    group::GroupStats,
     queue::{
         AttemptError, ClaimRequest, Claimed, CompleteAs, Completion, ErrorKind, GuardFinish,
         Heartbeat, JobId, QueueLease, QueueStore, Reaped, Registry, Waker,
+        completer::{Completer, DEFAULT_COMPLETION_GROUP},
         exec::{Exec, Ran, Worked},
         job::Signals,
     },
@@ -64,6 +67,9 @@ pub enum WorkerConfigError {
         /// Which interval.
         name: &'static str,
     },
+    /// A completion group size of 0.
+    #[error("the completion group size must be at least 1")]
+    ZeroCompletionGroup,
     /// A thread could not be spawned.
     #[error("could not spawn a worker thread: {0}")]
     Spawn(#[source] std::io::Error),
@@ -73,7 +79,8 @@ pub enum WorkerConfigError {
 ///
 /// Defaults: id `worker-<pid>-<n>`; the queues of the registered kinds; concurrency 4; lease TTL
 /// 30 s; poll interval 1 s; heartbeats, renewals and reaping every TTL ÷ 3; progress written at
-/// most every second; the system clock; effects after commit; guard rows kept forever.
+/// most every second; the system clock; effects after commit; guard rows kept forever; a pool's
+/// completions written in groups of at most [`DEFAULT_COMPLETION_GROUP`].
 #[must_use]
 pub struct WorkerBuilder {
     store: Arc<dyn QueueStore>,
@@ -89,6 +96,8 @@ pub struct WorkerBuilder {
     clock: Arc<dyn Clock>,
     effects: EffectsMode,
     retention: Retention,
+    batch_completions: bool,
+    completion_group: usize,
 }
 
 impl WorkerBuilder {
@@ -168,6 +177,28 @@ impl WorkerBuilder {
         self
     }
 
+    /// Whether a [`WorkerPool`]'s threads hand their completions to one completer that writes
+    /// them in groups, one [`QueueStore::complete_many`] each (on the diesel stores: one
+    /// transaction, one commit for the group). Defaults to `true`.
+    ///
+    /// There is no timer and no maximum wait: a thread that finds no group being written writes
+    /// at once, so a lone completion on an idle pool is written immediately, and under load a
+    /// group holds the completions that arrived while the previous group was being written. A
+    /// job's completion is acknowledged, and its after-commit effects run, only once its group
+    /// committed. Completions whose job runs transactional effects are always written by their
+    /// own thread. [`Worker::run_once`] completes on its one thread and never groups.
+    pub fn batch_completions(mut self, enabled: bool) -> Self {
+        self.batch_completions = enabled;
+        self
+    }
+
+    /// The most completions one group holds (at least 1; a larger group waits for no one, it
+    /// only caps what one commit carries). Defaults to [`DEFAULT_COMPLETION_GROUP`].
+    pub fn completion_group_size(mut self, size: usize) -> Self {
+        self.completion_group = size;
+        self
+    }
+
     /// A worker that runs jobs on the calling thread.
     pub fn build(self) -> Result<Worker, WorkerConfigError> {
         static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -188,6 +219,8 @@ impl WorkerBuilder {
         if queues.is_empty() {
             return Err(WorkerConfigError::NoQueues);
         }
+        let completion_group = NonZeroUsize::new(self.completion_group)
+            .ok_or(WorkerConfigError::ZeroCompletionGroup)?;
         let lease_ttl = validate_ttl(self.lease_ttl)?;
         let maintenance_interval = self.maintenance_interval.unwrap_or(lease_ttl / 3);
         for (name, interval) in [
@@ -220,6 +253,7 @@ impl WorkerBuilder {
                 clock: self.clock,
                 effects: self.effects,
                 retention: self.retention.validated()?,
+                completion_group: self.batch_completions.then_some(completion_group),
             }),
         })
     }
@@ -244,6 +278,8 @@ struct Shared {
     clock: Arc<dyn Clock>,
     effects: EffectsMode,
     retention: Retention,
+    /// A pool's largest completion group; `None`: batched completions off.
+    completion_group: Option<NonZeroUsize>,
 }
 
 /// Claims jobs and runs them on the calling thread: the deterministic way to drive a queue in
@@ -309,6 +345,8 @@ impl Worker {
             clock: Arc::new(SystemClock),
             effects: EffectsMode::AfterCommit,
             retention: Retention::Forever,
+            batch_completions: true,
+            completion_group: DEFAULT_COMPLETION_GROUP,
         }
     }
 
@@ -380,6 +418,16 @@ impl Worker {
         claimed: &Claimed,
         signals: Arc<Signals>,
     ) -> Result<Worked, StoreError> {
+        self.execute_with(claimed, signals, None)
+    }
+
+    /// [`Worker::execute`], completing through `completer` when given.
+    fn execute_with(
+        &self,
+        claimed: &Claimed,
+        signals: Arc<Signals>,
+        completer: Option<&Completer>,
+    ) -> Result<Worked, StoreError> {
         let s = &*self.shared;
         let exec = Exec {
             store: &*s.store,
@@ -390,6 +438,7 @@ impl Worker {
             effects: s.effects,
             retention: s.retention,
             ttl: s.lease_ttl,
+            completer,
         };
         let ran = s.registry.run(&exec)?;
         debug!(job = %claimed.job.id, kind = %claimed.job.kind, ?ran, "job handled");
@@ -514,6 +563,8 @@ struct PoolShared {
     changed: Condvar,
     waker: Waker,
     maintenance: Waker,
+    /// Where runners hand their completions, with batched completions on.
+    completer: Option<Completer>,
 }
 
 impl PoolShared {
@@ -551,7 +602,9 @@ impl WorkerPool {
         if let Err(error) = worker.store().subscribe(waker.clone()) {
             warn!(%error, "no wake-ups from the store; polling only");
         }
+        let completer = worker.shared.completion_group.map(Completer::new);
         let shared = Arc::new(PoolShared {
+            completer,
             worker,
             state: Mutex::new(PoolState::default()),
             changed: Condvar::new(),
@@ -619,6 +672,12 @@ impl WorkerPool {
     /// snoozed...), counting those whose completion could not be written.
     pub fn handled(&self) -> u64 {
         self.shared.lock().handled
+    }
+
+    /// How the pool's completions were grouped so far (`items / groups` is the mean group
+    /// size); `None` with batched completions off.
+    pub fn completion_groups(&self) -> Option<GroupStats> {
+        self.shared.completer.as_ref().map(Completer::stats)
     }
 
     /// Waits until the pool is idle, at most `timeout` (real time); returns whether it is.
@@ -819,7 +878,8 @@ fn run_jobs(shared: &PoolShared) {
                     .unwrap_or_else(|p| p.into_inner());
             }
         };
-        let again = match shared.worker.execute(&claimed, signals) {
+        let completer = shared.completer.as_ref();
+        let again = match shared.worker.execute_with(&claimed, signals, completer) {
             Ok(worked) => match worked.ran {
                 Ran::Snoozed { delay } | Ran::Retrying { delay, .. }
                     if delay < shared.worker.shared.poll_interval =>

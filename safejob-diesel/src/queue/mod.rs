@@ -111,7 +111,7 @@ use std::{
 use chrono::{DateTime, Utc};
 use safejob_core::{
     queue::{
-        ClaimRequest, Claimed, Completed, Completion, Enqueued, Heartbeat, JobFilter, JobId,
+        ClaimRequest, Claimed, Completed, Completion, Enqueued, GroupMember, Heartbeat, JobFilter, JobId,
         JobQuery, NewJob, OpResult, Progress, QueueLease, QueueStore, QueuedJob, Reaped, Snapshot,
         Waker,
     },
@@ -402,6 +402,34 @@ impl QueueStore for DieselQueue {
             self.wake_in_process();
         }
         Ok(done)
+    }
+
+    fn complete_many(
+        &self,
+        group: &mut [GroupMember<'_, '_>],
+    ) -> Vec<Result<Completed, StoreError>> {
+        let q = self.ctx();
+        let mut written = || -> Result<Vec<Result<Completed, StoreError>>, StoreError> {
+            Ok(with_conn!(self.store, conn => q.complete_many(conn, group)))
+        };
+        let answers = match written() {
+            Ok(answers) => answers,
+            // No connection: every member's error, nothing written.
+            Err(error) => safejob_core::group::each_member(error, group.len())
+                .into_iter()
+                .map(Err)
+                .collect(),
+        };
+        // Members' completions may have unlocked others (PostgreSQL notified in the
+        // transaction).
+        if group
+            .iter()
+            .zip(&answers)
+            .any(|(m, a)| m.completion.batch.is_some() && matches!(a, Ok(Completed::Applied)))
+        {
+            self.wake_in_process();
+        }
+        answers
     }
 
     fn heartbeat(&self, hb: &Heartbeat<'_>) -> Result<(), StoreError> {
