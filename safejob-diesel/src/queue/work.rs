@@ -378,7 +378,8 @@ impl QCtx<'_> {
         let mut scratch = Vec::new();
         // PostgreSQL's one statement runs inside the transaction only when a hook follows it;
         // otherwise it runs first, in autocommit.
-        let step = self.step(completion, progress.as_deref(), &mut scratch, hook.is_some())?;
+        let hooked = hook.is_some();
+        let step = self.step(completion, progress.as_deref(), &mut scratch, hooked, hooked)?;
         let Some(guard) = step.guard else {
             if let Some(batch) = step.settle {
                 return self.complete_member(c, step.id, &step.job_update, batch);
@@ -397,13 +398,15 @@ impl QCtx<'_> {
 
     /// The statements of one completion, ready to run: the job's fenced update, the guard's half,
     /// the batch to settle, and on PostgreSQL (with `one_statement`) a guarded success as one
-    /// statement run inside a transaction instead of the update and the guard's finalize.
+    /// statement run inside a transaction instead of the update and the guard's finalize
+    /// (`hooked`: a transactional hook runs after it).
     fn step<'a>(
         &'a self,
         completion: &'a Completion<'_>,
         progress: Option<&'a str>,
         scratch: &'a mut Vec<String>,
         one_statement: bool,
+        hooked: bool,
     ) -> Result<Step<'a>, StoreError> {
         // A batch member's end settles its batch in the same transaction.
         let settle = completion
@@ -417,7 +420,7 @@ impl QCtx<'_> {
             .map(|b| b.0);
         let success = match (completion.guard, settle) {
             (Some(guard), None) if one_statement => {
-                self.success_of(completion, progress, guard, true)?
+                self.success_of(completion, progress, guard, hooked)?
             }
             _ => None,
         };
@@ -508,17 +511,18 @@ impl QCtx<'_> {
         }
         let mut scratch: Vec<Vec<String>> = (0..n).map(|_| Vec::new()).collect();
         let mut steps = Vec::with_capacity(n);
-        for (((m, p), sc), answer) in completions
+        for ((((m, p), sc), answer), hook) in completions
             .iter()
             .zip(&progress)
             .zip(&mut scratch)
             .zip(&mut answers)
+            .zip(&hooks)
         {
             if answer.is_some() {
                 steps.push(None);
                 continue;
             }
-            match self.step(m, p.as_deref(), sc, true) {
+            match self.step(m, p.as_deref(), sc, true, hook.is_some()) {
                 Ok(step) => steps.push(Some(step)),
                 Err(e) => {
                     steps.push(None);
