@@ -427,7 +427,10 @@ mod tests {
         );
         assert_eq!(copies.len(), 3);
         for copy in &copies {
-            assert!(matches!(copy, StoreError::AmbiguousCommit { .. }), "{copy:?}");
+            assert!(
+                matches!(copy, StoreError::AmbiguousCommit { .. }),
+                "{copy:?}"
+            );
             assert!(copy.to_string().contains("commit outcome unknown"));
         }
         let pool = each_member(
@@ -436,7 +439,10 @@ mod tests {
             },
             2,
         );
-        assert!(pool.iter().all(|e| matches!(e, StoreError::PoolExhausted { .. })));
+        assert!(
+            pool.iter()
+                .all(|e| matches!(e, StoreError::PoolExhausted { .. }))
+        );
         assert!(matches!(
             StoreError::from(GroupError::WriterPanicked),
             StoreError::AmbiguousCommit { .. }

@@ -76,8 +76,7 @@ pub use state::QueueState;
 pub use store::{
     AttemptError, ClaimRequest, Claimed, CompleteAs, Completed, Completion, Enqueued, ErrorKind,
     GroupMember, GuardFinish, GuardSpec, Heartbeat, JobFilter, JobId, JobQuery, KindStats,
-    MAX_ERROR_HISTORY,
-    NewJob, OpResult, Progress, QueueLease, QueueStore, QueuedJob, Reaped, RecordedError, RunAt,
-    Snapshot, StateCount, Waker, WorkerInfo,
+    MAX_ERROR_HISTORY, NewJob, OpResult, Progress, QueueLease, QueueStore, QueuedJob, Reaped,
+    RecordedError, RunAt, Snapshot, StateCount, Waker, WorkerInfo,
 };
 pub use worker::{ShutdownReport, Worker, WorkerBuilder, WorkerConfigError, WorkerPool};

@@ -829,7 +829,10 @@ pub trait QueueStore: Send + Sync {
     ///
     /// The default completes the members one after the other with
     /// [`complete`](QueueStore::complete): correct for every store, one commit per member.
-    fn complete_many(&self, group: &mut [GroupMember<'_, '_>]) -> Vec<Result<Completed, StoreError>> {
+    fn complete_many(
+        &self,
+        group: &mut [GroupMember<'_, '_>],
+    ) -> Vec<Result<Completed, StoreError>> {
         group
             .iter_mut()
             .map(|m| self.complete(&m.completion, m.hook.as_deref_mut()))

@@ -379,14 +379,22 @@ impl QCtx<'_> {
         // PostgreSQL's one statement runs inside the transaction only when a hook follows it;
         // otherwise it runs first, in autocommit.
         let hooked = hook.is_some();
-        let step = self.step(completion, progress.as_deref(), &mut scratch, hooked, hooked)?;
+        let step = self.step(
+            completion,
+            progress.as_deref(),
+            &mut scratch,
+            hooked,
+            hooked,
+        )?;
         let Some(guard) = step.guard else {
             if let Some(batch) = step.settle {
                 return self.complete_member(c, step.id, &step.job_update, batch);
             }
             return self.complete_unguarded(c, step.id, &step.job_update);
         };
-        if step.success.is_none()
+        // Without a hook to run after it and outside a batch: the one statement in autocommit.
+        if !hooked
+            && step.settle.is_none()
             && let Some(sql) = &self.sql.guarded_succeeded
             && let Some(success) = self.success_of(completion, progress.as_deref(), guard, false)?
             && let Some(done) = self.complete_guarded_at_once(c, sql, &success)?
@@ -498,7 +506,8 @@ impl QCtx<'_> {
                 .iter_mut()
                 .map(|GroupMember { completion, hook }| (&*completion, hook.as_deref_mut()))
                 .unzip();
-        let mut answers: Vec<Option<Result<Completed, StoreError>>> = (0..n).map(|_| None).collect();
+        let mut answers: Vec<Option<Result<Completed, StoreError>>> =
+            (0..n).map(|_| None).collect();
         let mut progress = Vec::with_capacity(n);
         for (m, answer) in completions.iter().zip(&mut answers) {
             match m.progress.map(progress_text).transpose() {
@@ -532,62 +541,66 @@ impl QCtx<'_> {
         }
         let hooked = hooks.iter().any(Option::is_some);
         let mut hooks_ran = vec![false; n];
-        let written = self.transaction(c, if hooked { Begin::Effects } else { Begin::Write }, |c| {
-            if hooks_ran.iter().any(|ran| *ran) {
-                // Never run effects twice: a deadlock after a hook ran fails the group.
-                return Err(StoreError::backend("a completion group failed after effects ran").into());
-            }
-            let mut got: Vec<Option<Result<Completed, StoreError>>> = (0..n).map(|_| None).collect();
-            for (i, (step, hook)) in steps.iter().zip(hooks.iter_mut()).enumerate() {
-                let Some(step) = step else { continue };
-                let Some(hook) = hook.as_deref_mut() else {
-                    match self.apply(c, step, None, &mut hooks_ran[i]) {
-                        Ok(Applied::Commit(done) | Applied::Unchanged(done)) => {
-                            got[i] = Some(Ok(done));
+        let written =
+            self.transaction(c, if hooked { Begin::Effects } else { Begin::Write }, |c| {
+                if hooks_ran.iter().any(|ran| *ran) {
+                    // Never run effects twice: a deadlock after a hook ran fails the group.
+                    return Err(
+                        StoreError::backend("a completion group failed after effects ran").into(),
+                    );
+                }
+                let mut got: Vec<Option<Result<Completed, StoreError>>> =
+                    (0..n).map(|_| None).collect();
+                for (i, (step, hook)) in steps.iter().zip(hooks.iter_mut()).enumerate() {
+                    let Some(step) = step else { continue };
+                    let Some(hook) = hook.as_deref_mut() else {
+                        match self.apply(c, step, None, &mut hooks_ran[i]) {
+                            Ok(Applied::Commit(done) | Applied::Unchanged(done)) => {
+                                got[i] = Some(Ok(done));
+                            }
+                            // Undoing this member needs a savepoint it does not have: roll the group
+                            // back and complete its members one by one.
+                            Ok(Applied::Undo(_)) => return Ok(End::Rollback(None)),
+                            Err(Fail::Store(e)) if !is_retryable_store_error(&e) => {
+                                return Ok(End::Rollback(None));
+                            }
+                            Err(Fail::Db(e)) if !is_retryable(&e) && !is_connection_lost(&e) => {
+                                return Ok(End::Rollback(None));
+                            }
+                            // A lost connection, a deadlock: the whole group.
+                            Err(other) => return Err(other),
                         }
-                        // Undoing this member needs a savepoint it does not have: roll the group
-                        // back and complete its members one by one.
-                        Ok(Applied::Undo(_)) => return Ok(End::Rollback(None)),
+                        continue;
+                    };
+                    c.conn.batch_execute(SAVEPOINT)?;
+                    let answer = match self.apply(c, step, Some(hook), &mut hooks_ran[i]) {
+                        Ok(Applied::Commit(done)) => {
+                            c.conn.batch_execute(RELEASE)?;
+                            Ok(done)
+                        }
+                        Ok(Applied::Undo(done) | Applied::Unchanged(done)) => {
+                            c.conn.batch_execute(ROLLBACK_TO)?;
+                            c.conn.batch_execute(RELEASE)?;
+                            Ok(done)
+                        }
+                        // The member's own failure: undone alone.
                         Err(Fail::Store(e)) if !is_retryable_store_error(&e) => {
-                            return Ok(End::Rollback(None));
+                            c.conn.batch_execute(ROLLBACK_TO)?;
+                            c.conn.batch_execute(RELEASE)?;
+                            Err(e)
                         }
                         Err(Fail::Db(e)) if !is_retryable(&e) && !is_connection_lost(&e) => {
-                            return Ok(End::Rollback(None));
+                            c.conn.batch_execute(ROLLBACK_TO)?;
+                            c.conn.batch_execute(RELEASE)?;
+                            Err(self.err(e))
                         }
-                        // A lost connection, a deadlock: the whole group.
+                        // A lost connection, a deadlock, a panic: the whole group.
                         Err(other) => return Err(other),
-                    }
-                    continue;
-                };
-                c.conn.batch_execute(SAVEPOINT)?;
-                let answer = match self.apply(c, step, Some(hook), &mut hooks_ran[i]) {
-                    Ok(Applied::Commit(done)) => {
-                        c.conn.batch_execute(RELEASE)?;
-                        Ok(done)
-                    }
-                    Ok(Applied::Undo(done) | Applied::Unchanged(done)) => {
-                        c.conn.batch_execute(ROLLBACK_TO)?;
-                        c.conn.batch_execute(RELEASE)?;
-                        Ok(done)
-                    }
-                    // The member's own failure: undone alone.
-                    Err(Fail::Store(e)) if !is_retryable_store_error(&e) => {
-                        c.conn.batch_execute(ROLLBACK_TO)?;
-                        c.conn.batch_execute(RELEASE)?;
-                        Err(e)
-                    }
-                    Err(Fail::Db(e)) if !is_retryable(&e) && !is_connection_lost(&e) => {
-                        c.conn.batch_execute(ROLLBACK_TO)?;
-                        c.conn.batch_execute(RELEASE)?;
-                        Err(self.err(e))
-                    }
-                    // A lost connection, a deadlock, a panic: the whole group.
-                    Err(other) => return Err(other),
-                };
-                got[i] = Some(answer);
-            }
-            Ok(End::Commit(Some(got)))
-        });
+                    };
+                    got[i] = Some(answer);
+                }
+                Ok(End::Commit(Some(got)))
+            });
         match written {
             Ok(Some(got)) => {
                 for (answer, g) in answers.iter_mut().zip(got) {
@@ -597,7 +610,10 @@ impl QCtx<'_> {
                 }
             }
             Ok(None) => {
-                tracing::debug!(members = n, "safejob-diesel queue: a completion group needed undoing; completing its members one by one");
+                tracing::debug!(
+                    members = n,
+                    "safejob-diesel queue: a completion group needed undoing; completing its members one by one"
+                );
                 for (i, ((m, hook), answer)) in completions
                     .iter()
                     .zip(hooks.iter_mut())
@@ -627,7 +643,9 @@ impl QCtx<'_> {
         }
         answers
             .into_iter()
-            .map(|a| a.unwrap_or_else(|| Err(StoreError::backend("a group member was not answered"))))
+            .map(|a| {
+                a.unwrap_or_else(|| Err(StoreError::backend("a group member was not answered")))
+            })
             .collect()
     }
 
@@ -737,10 +755,12 @@ impl QCtx<'_> {
                 // Never run the effects twice: a failure after them is reported, not retried.
                 return Err(StoreError::backend("completion failed after its effects ran").into());
             }
-            Ok(match self.apply(c, step, hook.as_deref_mut(), &mut hook_ran)? {
-                Applied::Commit(done) => End::Commit(done),
-                Applied::Undo(done) | Applied::Unchanged(done) => End::Rollback(done),
-            })
+            Ok(
+                match self.apply(c, step, hook.as_deref_mut(), &mut hook_ran)? {
+                    Applied::Commit(done) => End::Commit(done),
+                    Applied::Undo(done) | Applied::Unchanged(done) => End::Rollback(done),
+                },
+            )
         })
     }
 

@@ -17,8 +17,8 @@ use safejob_core::{
     Retention,
     queue::{
         ClaimRequest, Claimed, CompleteAs, Completed, Completion, Enqueued, ErrorKind, GroupMember,
-        GuardFinish, Heartbeat, JobFilter, JobId, JobQuery, NewJob, OpResult, Progress,
-        QueueLease, QueueState, QueueStore, QueuedJob, Reaped, Registry, Snapshot, Worker,
+        GuardFinish, Heartbeat, JobFilter, JobId, JobQuery, NewJob, OpResult, Progress, QueueLease,
+        QueueState, QueueStore, QueuedJob, Reaped, Registry, Snapshot, Worker,
     },
     store::{
         Acquired, EffectsAborted, EffectsState, FenceCheck, JobState, Lease, LeaseStore, Renewed,
@@ -30,7 +30,7 @@ use serde_json::Value;
 
 use super::{
     QueueHarness,
-    fixtures::{Case, POOL_PATIENCE, PAST_TTL, TTL, count, error},
+    fixtures::{Case, PAST_TTL, POOL_PATIENCE, TTL, count, error},
     guarded::guard_spec,
     pool::Counting,
     worker::Charge,
@@ -141,19 +141,17 @@ pub fn complete_many_answers_each_member(harness: &dyn QueueHarness) {
         Ok(Completed::GuardStale),
         Ok(Completed::Applied),
     ];
-    ensure!(
-        c,
-        answers == want,
-        "answers {answers:?}, expected {want:?}"
-    );
+    ensure!(c, answers == want, "answers {answers:?}, expected {want:?}");
     let row = c.get(paid_id);
     let guard_row = c.ok("guards().get", c.store.guards().get(&paid.digest));
     ensure!(
         c,
         row.state == QueueState::Succeeded
-            && guard_row.as_ref().is_some_and(|g| g.state == JobState::Succeeded
-                && g.fence == paid_lease.fence
-                && g.effects == EffectsState::Pending),
+            && guard_row
+                .as_ref()
+                .is_some_and(|g| g.state == JobState::Succeeded
+                    && g.fence == paid_lease.fence
+                    && g.effects == EffectsState::Pending),
         "the applied guarded success: {row:?} / {guard_row:?}"
     );
     let row = c.get(stale_id);
@@ -249,11 +247,7 @@ pub fn a_failing_hook_rolls_back_only_its_member(harness: &dyn QueueHarness) {
         Ok(Completed::EffectsAborted),
         Ok(Completed::Applied),
     ];
-    ensure!(
-        c,
-        answers == want,
-        "answers {answers:?}, expected {want:?}"
-    );
+    ensure!(c, answers == want, "answers {answers:?}, expected {want:?}");
     let runs: Vec<u32> = ran.iter().map(Cell::get).collect();
     ensure!(c, runs == [1, 1, 1], "each hook runs once: {runs:?}");
     for (i, ((id, claim, lease), spec)) in claims.iter().zip(&specs).enumerate() {
@@ -276,8 +270,9 @@ pub fn a_failing_hook_rolls_back_only_its_member(harness: &dyn QueueHarness) {
             ensure!(
                 c,
                 row.state == QueueState::Succeeded
-                    && guard_row.as_ref().is_some_and(|g| g.state == JobState::Succeeded
-                        && g.effects == EffectsState::Done),
+                    && guard_row.as_ref().is_some_and(
+                        |g| g.state == JobState::Succeeded && g.effects == EffectsState::Done
+                    ),
                 "member {i} (hook ok) applies with effects done: {row:?} / {guard_row:?}"
             );
         }
@@ -334,11 +329,14 @@ impl QueueStore for LosesGroups {
     ) -> Result<Completed, StoreError> {
         self.inner.complete(c, hook)
     }
-    fn complete_many(&self, group: &mut [GroupMember<'_, '_>]) -> Vec<Result<Completed, StoreError>> {
+    fn complete_many(
+        &self,
+        group: &mut [GroupMember<'_, '_>],
+    ) -> Vec<Result<Completed, StoreError>> {
         // Only groups finalizing a guard count, so each lost group holds a key's success.
-        let finalizes = group.iter().any(|m| {
-            matches!(m.completion.guard, Some(GuardFinish::Succeeded { .. }))
-        });
+        let finalizes = group
+            .iter()
+            .any(|m| matches!(m.completion.guard, Some(GuardFinish::Succeeded { .. })));
         if !finalizes {
             return self.inner.complete_many(group);
         }
@@ -579,7 +577,12 @@ pub fn pool_with_grouped_completions_completes_each_job_once(harness: &dyn Queue
     );
     let charged: Vec<(u32, u32)> = charges
         .iter()
-        .map(|t| (count(&format!("{t}:perform")), count(&format!("{t}:effects"))))
+        .map(|t| {
+            (
+                count(&format!("{t}:perform")),
+                count(&format!("{t}:effects")),
+            )
+        })
         .collect();
     ensure!(
         c,
