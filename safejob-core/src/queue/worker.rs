@@ -965,6 +965,10 @@ mod tests {
             Err(WorkerConfigError::ZeroConcurrency)
         ));
         assert!(matches!(
+            builder().completion_group_size(0).build(),
+            Err(WorkerConfigError::ZeroCompletionGroup)
+        ));
+        assert!(matches!(
             builder().id("").build(),
             Err(WorkerConfigError::InvalidWorkerId { len: 0 })
         ));
@@ -994,6 +998,20 @@ mod tests {
                 .is_ok(),
             "half the TTL is accepted"
         );
+    }
+
+    /// Batched completions are on by default and off when asked: a pool with them off has no
+    /// completer. Catches a switch that is not passed on to the pool.
+    #[test]
+    fn batched_completions_can_be_turned_off() {
+        let on = builder().id("on").start().unwrap();
+        assert_eq!(on.completion_groups().map(|g| g.groups), Some(0));
+        let off = builder()
+            .id("off")
+            .batch_completions(false)
+            .start()
+            .unwrap();
+        assert_eq!(off.completion_groups(), None);
     }
 
     #[test]
