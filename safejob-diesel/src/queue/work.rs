@@ -487,8 +487,8 @@ impl QCtx<'_> {
     /// confirm that fails) rolls back only its member. Any other member that would have to be
     /// undone (its guard went stale between the job's update and the guard's, or a statement
     /// failed) rolls the group back instead, and every member is then completed on its own, as
-    /// without grouping: that is rare, and cheaper than a savepoint around every member (two
-    /// more statements each). A hooked member whose hook ran in the rolled-back group is not
+    /// without grouping: that is rare, whereas a savepoint around every member costs every
+    /// member two more statements (round trips). A hooked member whose hook ran in the rolled-back group is not
     /// run again: it is answered with an error, and its job's lease expires.
     pub(crate) fn complete_many<C: DbConnection>(
         &self,
