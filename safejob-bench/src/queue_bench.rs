@@ -178,6 +178,11 @@ pub struct QueueArgs {
     /// database-wide; the run leaves the ledger on.
     #[arg(long, value_enum, default_value_t = LedgerMode::On)]
     pub ledger: LedgerMode,
+    /// Our pool writes its completions in groups, one commit per group
+    /// (`WorkerBuilder::batch_completions`); `--batch-completions false` writes one per job.
+    /// Completions of jobs with transactional effects are never grouped.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub batch_completions: bool,
 }
 
 /// What `--ledger` asks for.
@@ -309,6 +314,7 @@ pub fn run(args: &QueueArgs) -> Result<(), BenchError> {
             effects: args.effects,
             allow_duplicates: args.allow_duplicates,
             meter: RefCell::new(meter),
+            batch_completions: args.batch_completions,
         };
         let ran = if args.ledger == LedgerMode::Compare {
             ours.run_ledger_compare(args.guarded)
@@ -552,6 +558,7 @@ struct Ours {
     effects: Effects,
     allow_duplicates: bool,
     meter: RefCell<Meter>,
+    batch_completions: bool,
 }
 
 impl Ours {
@@ -728,7 +735,8 @@ impl Ours {
         let builder = Worker::builder(self.store.clone(), registry)
             .queues([queue_name.as_str()])
             .concurrency(u32::try_from(self.w.workers)?)
-            .effects(self.effects.mode());
+            .effects(self.effects.mode())
+            .batch_completions(self.batch_completions);
         DONE.store(0, Ordering::SeqCst);
         let client = Queue::new(self.store.clone());
         let mark = self.begin(measured)?;
@@ -964,6 +972,7 @@ mod tests {
             effects: Effects::None,
             allow_duplicates: false,
             meter: RefCell::new(Meter::new(None, None, Duration::ZERO).unwrap()),
+            batch_completions: true,
         };
         let unguarded = ours.run(false).unwrap();
         let seen = |fs: &[Figure]| -> Vec<_> {

@@ -187,6 +187,55 @@ impl<Req, Resp> Coalescer<Req, Resp> {
     }
 }
 
+impl From<GroupError> for crate::store::StoreError {
+    /// A writer that panicked may have committed its group: an ambiguous commit. A short answer
+    /// is a bug in the writer, reported as a backend error.
+    fn from(error: GroupError) -> Self {
+        match error {
+            GroupError::WriterPanicked => Self::AmbiguousCommit {
+                source: Box::new(error),
+            },
+            GroupError::Unanswered { .. } => Self::backend(error),
+        }
+    }
+}
+
+/// A store error that a whole group met (its commit failed, its connection was lost), once
+/// per member: each copy has the original's variant, so each member's caller reads it exactly
+/// as if its own write had failed that way (an [`AmbiguousCommit`] stays ambiguous).
+///
+/// [`AmbiguousCommit`]: crate::store::StoreError::AmbiguousCommit
+pub fn each_member(
+    error: crate::store::StoreError,
+    members: usize,
+) -> Vec<crate::store::StoreError> {
+    use crate::store::StoreError as E;
+    let shared = std::sync::Arc::new(error);
+    (0..members)
+        .map(|_| match &*shared {
+            E::MissingTable { hint } => E::MissingTable { hint: hint.clone() },
+            E::CorruptRow { digest, detail } => E::CorruptRow {
+                digest: digest.clone(),
+                detail: detail.clone(),
+            },
+            E::PoolExhausted { waited } => E::PoolExhausted { waited: *waited },
+            E::Unreachable { target, .. } => E::Unreachable {
+                target: target.clone(),
+                source: Box::new(GroupFailed(shared.clone())),
+            },
+            E::AmbiguousCommit { .. } => E::AmbiguousCommit {
+                source: Box::new(GroupFailed(shared.clone())),
+            },
+            _ => E::backend(GroupFailed(shared.clone())),
+        })
+        .collect()
+}
+
+/// The error of a group that one of its members reports (see [`each_member`]).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the group this request was written in failed: {0}")]
+pub struct GroupFailed(pub std::sync::Arc<crate::store::StoreError>);
+
 #[cfg(test)]
 mod tests {
     use std::{
@@ -362,6 +411,42 @@ mod tests {
         let told: Vec<_> = results.into_iter().filter_map(Result::ok).collect();
         assert_eq!(panicked, 1, "the follower that led panics");
         assert_eq!(told, vec![Err(GroupError::WriterPanicked)]);
+    }
+
+    /// A group's error told to each member keeps its variant: an ambiguous commit stays
+    /// ambiguous for every member. Catches a fan-out that turns it into a plain backend error
+    /// (the guard's pipeline would then not know the finalize may have committed).
+    #[test]
+    fn a_group_error_reaches_each_member_with_its_variant() {
+        use crate::store::StoreError;
+        let copies = each_member(
+            StoreError::AmbiguousCommit {
+                source: "connection reset".into(),
+            },
+            3,
+        );
+        assert_eq!(copies.len(), 3);
+        for copy in &copies {
+            assert!(
+                matches!(copy, StoreError::AmbiguousCommit { .. }),
+                "{copy:?}"
+            );
+            assert!(copy.to_string().contains("commit outcome unknown"));
+        }
+        let pool = each_member(
+            StoreError::PoolExhausted {
+                waited: std::time::Duration::from_secs(1),
+            },
+            2,
+        );
+        assert!(
+            pool.iter()
+                .all(|e| matches!(e, StoreError::PoolExhausted { .. }))
+        );
+        assert!(matches!(
+            StoreError::from(GroupError::WriterPanicked),
+            StoreError::AmbiguousCommit { .. }
+        ));
     }
 
     /// A writer that answers too few requests leaves the rest with a typed error. Catches

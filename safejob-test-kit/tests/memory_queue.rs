@@ -8,7 +8,7 @@ safejob_test_kit::queue_store_conformance!(MemoryQueueHarness::new);
 #[test]
 fn all_cases_pass_on_one_shared_queue() {
     queue_conformance::run_all(&MemoryQueueHarness::new());
-    assert_eq!(queue_conformance::CASES.len(), 46);
+    assert_eq!(queue_conformance::CASES.len(), 50);
 }
 
 /// The memory queue on the system clock: the pool case that needs real time.

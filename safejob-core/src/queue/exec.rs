@@ -10,6 +10,7 @@ use crate::{
     queue::{
         AttemptError, Claimed, CompleteAs, Completed, Completion, ErrorKind, GuardFinish, Progress,
         QueueStore, RetryPolicy, WorkContext,
+        completer::Completer,
         job::{Signals, StopReason},
     },
     runner::EffectsMode,
@@ -70,6 +71,9 @@ pub(crate) struct Exec<'a> {
     pub(crate) ttl: Duration,
     /// The worker's observer: hears the guard's answers of guarded jobs.
     pub(crate) observer: &'a dyn Observer,
+    /// The pool's completer, when completions are written in groups (a pool with batched
+    /// completions on); `None`: each completion is written by its own thread.
+    pub(crate) completer: Option<&'a Completer>,
 }
 
 impl<'a> Exec<'a> {
@@ -127,8 +131,10 @@ impl<'a> Exec<'a> {
         }
     }
 
-    /// Completes the job (and the guard's half) and says how it ended. On a stale completion, a
-    /// guard lease this attempt still holds is released so the next attempt needs not wait for it.
+    /// Completes the job (and the guard's half) and says how it ended. With the pool's completer
+    /// the completion is written in a group, and this returns once that group was written
+    /// (committed). On a stale completion, a guard lease this attempt still holds is released
+    /// so the next attempt needs not wait for it.
     pub(crate) fn finish(
         &self,
         outcome: CompleteAs,
@@ -143,7 +149,12 @@ impl<'a> Exec<'a> {
             guard,
             batch: self.claimed.job.batch,
         };
-        let completed = self.store.complete(&completion, hook)?;
+        // A hooked completion is written by this thread: its hook borrows this thread's stack
+        // (see `completer`). Everything else waits for its group's commit.
+        let completed = match (self.completer, hook) {
+            (Some(completer), None) => completer.complete(self.store, &completion)?,
+            (_, hook) => self.store.complete(&completion, hook)?,
+        };
         let ran = match completed {
             Completed::Applied => match completion.outcome {
                 CompleteAs::Succeeded => Ran::Succeeded,

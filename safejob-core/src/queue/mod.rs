@@ -51,6 +51,7 @@
 //! ```
 
 mod client;
+mod completer;
 mod exec;
 mod guarded;
 mod job;
@@ -63,6 +64,7 @@ pub mod store;
 mod worker;
 
 pub use client::{Pruned, Queue};
+pub use completer::DEFAULT_COMPLETION_GROUP;
 pub use exec::{Ran, Worked};
 pub use job::{
     DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, EnqueueError, EnqueueOptions, GuardedJob, KindOptions,
@@ -75,8 +77,8 @@ pub use retry::{ExponentialBuilder, RetryPolicy};
 pub use state::QueueState;
 pub use store::{
     AttemptError, ClaimRequest, Claimed, CompleteAs, Completed, Completion, Enqueued, ErrorKind,
-    FinishedMinute, GuardFinish, GuardSpec, Heartbeat, JobFilter, JobId, JobQuery, KindStats,
-    MAX_ERROR_HISTORY, NewJob, OpResult, Progress, QueueLease, QueueStore, QueuedJob, Reaped,
-    RecordedError, RunAt, Snapshot, StateCount, Waker, WorkerInfo,
+    FinishedMinute, GroupMember, GuardFinish, GuardSpec, Heartbeat, JobFilter, JobId, JobQuery,
+    KindStats, MAX_ERROR_HISTORY, NewJob, OpResult, Progress, QueueLease, QueueStore, QueuedJob,
+    Reaped, RecordedError, RunAt, Snapshot, StateCount, Waker, WorkerInfo,
 };
 pub use worker::{ShutdownReport, Worker, WorkerBuilder, WorkerConfigError, WorkerPool};

@@ -423,6 +423,34 @@ pub struct Completion<'a> {
     pub batch: Option<BatchId>,
 }
 
+/// One member of a group of completions written together by [`QueueStore::complete_many`]: the
+/// completion, and its transactional effects hook when it has one.
+pub struct GroupMember<'c, 'h> {
+    /// The completion, exactly as [`QueueStore::complete`] takes it.
+    pub completion: Completion<'c>,
+    /// Its transactional effects hook, as [`QueueStore::complete`] takes it.
+    pub hook: Option<&'h mut TxEffects<'h>>,
+}
+
+impl<'c> GroupMember<'c, '_> {
+    /// A member without a hook.
+    pub fn new(completion: Completion<'c>) -> Self {
+        Self {
+            completion,
+            hook: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for GroupMember<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupMember")
+            .field("completion", &self.completion)
+            .field("hook", &self.hook.is_some())
+            .finish()
+    }
+}
+
 /// The answer of [`QueueStore::complete`]. Anything but `Applied` changed nothing at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Completed {
@@ -801,6 +829,31 @@ pub trait QueueStore: Send + Sync {
         c: &Completion<'_>,
         hook: Option<&mut TxEffects<'_>>,
     ) -> Result<Completed, StoreError>;
+
+    /// A group of completions, each answered on its own, in order: one answer per member, the
+    /// answer [`complete`](QueueStore::complete) would give it (`Applied`, `Stale`,
+    /// `GuardStale`, `EffectsAborted`, or its own error). A member that is not applied changes
+    /// nothing, and its failure (a stale fence, a stale guard, an aborting hook, an error of its
+    /// own) changes nothing for the others.
+    ///
+    /// A store may write the whole group in one transaction, one commit (the diesel stores do,
+    /// each member in its own savepoint and each hook in its member's). A failure of the group as
+    /// a whole (its commit, a lost connection) is every member's error, and leaves each member's
+    /// outcome unknown exactly as the same failure of one [`complete`](QueueStore::complete)
+    /// would: the job's lease expires, and its fence keeps a late answer from changing anything.
+    /// A hook that panics rolls back the whole group, and the panic goes on in the caller.
+    ///
+    /// The default completes the members one after the other with
+    /// [`complete`](QueueStore::complete): correct for every store, one commit per member.
+    fn complete_many(
+        &self,
+        group: &mut [GroupMember<'_, '_>],
+    ) -> Vec<Result<Completed, StoreError>> {
+        group
+            .iter_mut()
+            .map(|m| self.complete(&m.completion, m.hook.as_deref_mut()))
+            .collect()
+    }
 
     /// Records that `hb.worker` is alive (upsert, stamped with the store clock).
     fn heartbeat(&self, hb: &Heartbeat<'_>) -> Result<(), StoreError>;

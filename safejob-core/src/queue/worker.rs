@@ -3,6 +3,7 @@
 
 use std::{
     collections::{HashMap, VecDeque},
+    num::NonZeroUsize,
     sync::{
         Arc, Condvar, Mutex, MutexGuard,
         atomic::{AtomicU64, Ordering},
@@ -15,10 +16,12 @@ use tracing::{debug, info, warn};
 
 use crate::{
     Clock, SystemClock,
+    group::GroupStats,
     observe::{Ending, NoObserver, Observer},
     queue::{
         AttemptError, ClaimRequest, Claimed, CompleteAs, Completion, ErrorKind, GuardFinish,
         Heartbeat, JobId, QueueLease, QueueStore, Reaped, Registry, Waker,
+        completer::{Completer, DEFAULT_COMPLETION_GROUP},
         exec::{Exec, Ran, Worked},
         job::Signals,
     },
@@ -65,6 +68,9 @@ pub enum WorkerConfigError {
         /// Which interval.
         name: &'static str,
     },
+    /// A completion group size of 0.
+    #[error("the completion group size must be at least 1")]
+    ZeroCompletionGroup,
     /// A thread could not be spawned.
     #[error("could not spawn a worker thread: {0}")]
     Spawn(#[source] std::io::Error),
@@ -74,7 +80,8 @@ pub enum WorkerConfigError {
 ///
 /// Defaults: id `worker-<pid>-<n>`; the queues of the registered kinds; concurrency 4; lease TTL
 /// 30 s; poll interval 1 s; heartbeats, renewals and reaping every TTL ÷ 3; progress written at
-/// most every second; the system clock; effects after commit; guard rows kept forever.
+/// most every second; the system clock; effects after commit; guard rows kept forever; a pool's
+/// completions written in groups of at most [`DEFAULT_COMPLETION_GROUP`].
 #[must_use]
 pub struct WorkerBuilder {
     store: Arc<dyn QueueStore>,
@@ -91,6 +98,8 @@ pub struct WorkerBuilder {
     effects: EffectsMode,
     retention: Retention,
     observer: Arc<dyn Observer>,
+    batch_completions: bool,
+    completion_group: usize,
 }
 
 impl WorkerBuilder {
@@ -178,6 +187,28 @@ impl WorkerBuilder {
         self
     }
 
+    /// Whether a [`WorkerPool`]'s threads hand their completions to one completer that writes
+    /// them in groups, one [`QueueStore::complete_many`] each (on the diesel stores: one
+    /// transaction, one commit for the group). Defaults to `true`.
+    ///
+    /// There is no timer and no maximum wait: a thread that finds no group being written writes
+    /// at once, so a lone completion on an idle pool is written immediately, and under load a
+    /// group holds the completions that arrived while the previous group was being written. A
+    /// job's completion is acknowledged, and its after-commit effects run, only once its group
+    /// committed. Completions whose job runs transactional effects are always written by their
+    /// own thread. [`Worker::run_once`] completes on its one thread and never groups.
+    pub fn batch_completions(mut self, enabled: bool) -> Self {
+        self.batch_completions = enabled;
+        self
+    }
+
+    /// The most completions one group holds (at least 1; a larger group waits for no one, it
+    /// only caps what one commit carries). Defaults to [`DEFAULT_COMPLETION_GROUP`].
+    pub fn completion_group_size(mut self, size: usize) -> Self {
+        self.completion_group = size;
+        self
+    }
+
     /// A worker that runs jobs on the calling thread.
     pub fn build(self) -> Result<Worker, WorkerConfigError> {
         static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -198,6 +229,8 @@ impl WorkerBuilder {
         if queues.is_empty() {
             return Err(WorkerConfigError::NoQueues);
         }
+        let completion_group = NonZeroUsize::new(self.completion_group)
+            .ok_or(WorkerConfigError::ZeroCompletionGroup)?;
         let lease_ttl = validate_ttl(self.lease_ttl)?;
         let maintenance_interval = self.maintenance_interval.unwrap_or(lease_ttl / 3);
         for (name, interval) in [
@@ -231,6 +264,7 @@ impl WorkerBuilder {
                 effects: self.effects,
                 retention: self.retention.validated()?,
                 observer: self.observer,
+                completion_group: self.batch_completions.then_some(completion_group),
             }),
         })
     }
@@ -256,6 +290,8 @@ struct Shared {
     effects: EffectsMode,
     retention: Retention,
     observer: Arc<dyn Observer>,
+    /// A pool's largest completion group; `None`: batched completions off.
+    completion_group: Option<NonZeroUsize>,
 }
 
 /// Claims jobs and runs them on the calling thread: the deterministic way to drive a queue in
@@ -322,6 +358,8 @@ impl Worker {
             effects: EffectsMode::AfterCommit,
             retention: Retention::Forever,
             observer: Arc::new(NoObserver),
+            batch_completions: true,
+            completion_group: DEFAULT_COMPLETION_GROUP,
         }
     }
 
@@ -393,6 +431,16 @@ impl Worker {
         claimed: &Claimed,
         signals: Arc<Signals>,
     ) -> Result<Worked, StoreError> {
+        self.execute_with(claimed, signals, None)
+    }
+
+    /// [`Worker::execute`], completing through `completer` when given.
+    fn execute_with(
+        &self,
+        claimed: &Claimed,
+        signals: Arc<Signals>,
+        completer: Option<&Completer>,
+    ) -> Result<Worked, StoreError> {
         let s = &*self.shared;
         let exec = Exec {
             store: &*s.store,
@@ -404,6 +452,7 @@ impl Worker {
             retention: s.retention,
             ttl: s.lease_ttl,
             observer: &*s.observer,
+            completer,
         };
         let started = Instant::now();
         let ran = s.registry.run(&exec)?;
@@ -532,6 +581,8 @@ struct PoolShared {
     changed: Condvar,
     waker: Waker,
     maintenance: Waker,
+    /// Where runners hand their completions, with batched completions on.
+    completer: Option<Completer>,
 }
 
 impl PoolShared {
@@ -569,7 +620,9 @@ impl WorkerPool {
         if let Err(error) = worker.store().subscribe(waker.clone()) {
             warn!(%error, "no wake-ups from the store; polling only");
         }
+        let completer = worker.shared.completion_group.map(Completer::new);
         let shared = Arc::new(PoolShared {
+            completer,
             worker,
             state: Mutex::new(PoolState::default()),
             changed: Condvar::new(),
@@ -637,6 +690,12 @@ impl WorkerPool {
     /// snoozed...), counting those whose completion could not be written.
     pub fn handled(&self) -> u64 {
         self.shared.lock().handled
+    }
+
+    /// How the pool's completions were grouped so far (`items / groups` is the mean group
+    /// size); `None` with batched completions off.
+    pub fn completion_groups(&self) -> Option<GroupStats> {
+        self.shared.completer.as_ref().map(Completer::stats)
     }
 
     /// Waits until the pool is idle, at most `timeout` (real time); returns whether it is.
@@ -837,7 +896,8 @@ fn run_jobs(shared: &PoolShared) {
                     .unwrap_or_else(|p| p.into_inner());
             }
         };
-        let again = match shared.worker.execute(&claimed, signals) {
+        let completer = shared.completer.as_ref();
+        let again = match shared.worker.execute_with(&claimed, signals, completer) {
             Ok(worked) => match worked.ran {
                 Ran::Snoozed { delay } | Ran::Retrying { delay, .. }
                     if delay < shared.worker.shared.poll_interval =>
@@ -923,6 +983,10 @@ mod tests {
             Err(WorkerConfigError::ZeroConcurrency)
         ));
         assert!(matches!(
+            builder().completion_group_size(0).build(),
+            Err(WorkerConfigError::ZeroCompletionGroup)
+        ));
+        assert!(matches!(
             builder().id("").build(),
             Err(WorkerConfigError::InvalidWorkerId { len: 0 })
         ));
@@ -952,6 +1016,20 @@ mod tests {
                 .is_ok(),
             "half the TTL is accepted"
         );
+    }
+
+    /// Batched completions are on by default and off when asked: a pool with them off has no
+    /// completer. Catches a switch that is not passed on to the pool.
+    #[test]
+    fn batched_completions_can_be_turned_off() {
+        let on = builder().id("on").start().unwrap();
+        assert_eq!(on.completion_groups().map(|g| g.groups), Some(0));
+        let off = builder()
+            .id("off")
+            .batch_completions(false)
+            .start()
+            .unwrap();
+        assert_eq!(off.completion_groups(), None);
     }
 
     #[test]

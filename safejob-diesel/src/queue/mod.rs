@@ -61,6 +61,7 @@
 //! | complete succeeded, guarded, no hook | 1 statement in autocommit: the job's update and the guard's finalize | `BEGIN`, fenced `UPDATE`, the guard's fenced `UPDATE`, `COMMIT` | same |
 //! | complete succeeded, guarded, transactional effects | `BEGIN`, that statement, the hook, 1 confirming `SELECT`, `COMMIT` | `BEGIN`, fenced `UPDATE`, the guard's fenced `UPDATE`, the hook, 1 confirming `SELECT`, `COMMIT` | same |
 //! | complete otherwise, guarded | `BEGIN`, fenced `UPDATE`, the guard's fenced `UPDATE`, `COMMIT` | same | same |
+//! | complete a group of k (`complete_many`, a pool with batched completions) | `BEGIN`, each member's statements as above but all inside (a guarded success: its one statement), a hooked member between `SAVEPOINT` and `RELEASE`, `COMMIT`: one commit for k jobs | `BEGIN IMMEDIATE`, each member's statements, `COMMIT` | `BEGIN`, each member's statements, `COMMIT` |
 //! | after-commit effects, once they ran | + 1 fenced `UPDATE` of the guard row (`finish_effects`), its own commit | same | same |
 //! | reap | 1 `SELECT`, then 1 conditional `UPDATE` per expired job | same | same |
 //! | retry, cancel | 1 conditional `UPDATE` (+ `pg_notify`) | 1 | 1 |
@@ -111,9 +112,9 @@ use std::{
 use chrono::{DateTime, Utc};
 use safejob_core::{
     queue::{
-        ClaimRequest, Claimed, Completed, Completion, Enqueued, FinishedMinute, Heartbeat,
-        JobFilter, JobId, JobQuery, NewJob, OpResult, Progress, QueueLease, QueueStore, QueuedJob,
-        Reaped, Snapshot, Waker,
+        ClaimRequest, Claimed, Completed, Completion, Enqueued, FinishedMinute, GroupMember,
+        Heartbeat, JobFilter, JobId, JobQuery, NewJob, OpResult, Progress, QueueLease, QueueStore,
+        QueuedJob, Reaped, Snapshot, Waker,
     },
     store::{FenceCheck, Lease, LeaseStore, Renewed, StoreError, TxEffects},
     workflow::{BatchId, BatchInfo, BatchMember, BatchState, NewBatch},
@@ -402,6 +403,34 @@ impl QueueStore for DieselQueue {
             self.wake_in_process();
         }
         Ok(done)
+    }
+
+    fn complete_many(
+        &self,
+        group: &mut [GroupMember<'_, '_>],
+    ) -> Vec<Result<Completed, StoreError>> {
+        let q = self.ctx();
+        let mut written = || -> Result<Vec<Result<Completed, StoreError>>, StoreError> {
+            Ok(with_conn!(self.store, conn => q.complete_many(conn, group)))
+        };
+        let answers = match written() {
+            Ok(answers) => answers,
+            // No connection: every member's error, nothing written.
+            Err(error) => safejob_core::group::each_member(error, group.len())
+                .into_iter()
+                .map(Err)
+                .collect(),
+        };
+        // Members' completions may have unlocked others (PostgreSQL notified in the
+        // transaction).
+        if group
+            .iter()
+            .zip(&answers)
+            .any(|(m, a)| m.completion.batch.is_some() && matches!(a, Ok(Completed::Applied)))
+        {
+            self.wake_in_process();
+        }
+        answers
     }
 
     fn heartbeat(&self, hb: &Heartbeat<'_>) -> Result<(), StoreError> {

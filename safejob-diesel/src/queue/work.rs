@@ -15,8 +15,8 @@ use std::{
 use safejob_core::{
     Retention,
     queue::{
-        ClaimRequest, Claimed, CompleteAs, Completed, Completion, ErrorKind, GuardFinish, Progress,
-        QueueLease, QueuedJob,
+        ClaimRequest, Claimed, CompleteAs, Completed, Completion, ErrorKind, GroupMember,
+        GuardFinish, Progress, QueueLease, QueuedJob,
     },
     store::{
         AcquireRequest, Acquired, EffectsState, FenceCheck, Finalized, Lease, Renewed, StoreError,
@@ -29,10 +29,11 @@ use super::{
     sql::{
         ClaimSql, ClaimedRow, GuardedDoneRow, GuardedSucceeded, IdRow, JobRow, QueueSql, padded,
     },
-    tx::{Begin, End, Fail, QCtx},
+    tx::{Begin, End, Fail, QCtx, is_retryable_store_error},
 };
 use crate::{
     backend::{Bind, DbConnection, Dialect, Stmt, pool::PooledConn},
+    error::{is_connection_lost, is_retryable},
     guard::{
         ops::{FinalizeEffects, lease, retain_us},
         sql::{GrantRow, MicrosRow},
@@ -373,29 +374,85 @@ impl QCtx<'_> {
         completion: &Completion<'_>,
         hook: Option<&mut TxEffects<'_>>,
     ) -> Result<Completed, StoreError> {
-        let lease = completion.lease;
         let progress = completion.progress.map(progress_text).transpose()?;
         let mut scratch = Vec::new();
-        let job_update = self.job_update(completion, progress.as_deref(), &mut scratch)?;
-        // A batch member's end settles its batch in the same transaction.
-        let settle = completion.batch.filter(|_| {
-            matches!(
-                completion.outcome,
-                CompleteAs::Succeeded | CompleteAs::Dead { .. } | CompleteAs::Cancelled { .. }
-            )
-        });
-        let Some(guard) = completion.guard else {
-            if let Some(batch) = settle {
-                return self.complete_member(c, lease.id.0, &job_update, batch.0);
+        // PostgreSQL's one statement runs inside the transaction only when a hook follows it;
+        // otherwise it runs first, in autocommit.
+        let hooked = hook.is_some();
+        let step = self.step(
+            completion,
+            progress.as_deref(),
+            &mut scratch,
+            hooked,
+            hooked,
+        )?;
+        let Some(guard) = step.guard else {
+            if let Some(batch) = step.settle {
+                return self.complete_member(c, step.id, &step.job_update, batch);
             }
-            return self.complete_unguarded(c, lease.id.0, &job_update);
+            return self.complete_unguarded(c, step.id, &step.job_update);
         };
+        // Without a hook to run after it and outside a batch: the one statement in autocommit.
+        if !hooked
+            && step.settle.is_none()
+            && let Some(sql) = &self.sql.guarded_succeeded
+            && let Some(success) = self.success_of(completion, progress.as_deref(), guard, false)?
+            && let Some(done) = self.complete_guarded_at_once(c, sql, &success)?
+        {
+            return Ok(done);
+        }
+        self.complete_in_transaction(c, &step, hook)
+    }
 
-        // PostgreSQL: a guarded success is one statement, in autocommit (no hook, or no effects)
-        // or inside the transaction, before the hook (transactional effects).
-        let mut in_transaction = None;
-        if let (
-            Some(sql),
+    /// The statements of one completion, ready to run: the job's fenced update, the guard's half,
+    /// the batch to settle, and on PostgreSQL (with `one_statement`) a guarded success as one
+    /// statement run inside a transaction instead of the update and the guard's finalize
+    /// (`hooked`: a transactional hook runs after it).
+    fn step<'a>(
+        &'a self,
+        completion: &'a Completion<'_>,
+        progress: Option<&'a str>,
+        scratch: &'a mut Vec<String>,
+        one_statement: bool,
+        hooked: bool,
+    ) -> Result<Step<'a>, StoreError> {
+        // A batch member's end settles its batch in the same transaction.
+        let settle = completion
+            .batch
+            .filter(|_| {
+                matches!(
+                    completion.outcome,
+                    CompleteAs::Succeeded | CompleteAs::Dead { .. } | CompleteAs::Cancelled { .. }
+                )
+            })
+            .map(|b| b.0);
+        let success = match (completion.guard, settle) {
+            (Some(guard), None) if one_statement => {
+                self.success_of(completion, progress, guard, hooked)?
+            }
+            _ => None,
+        };
+        Ok(Step {
+            id: completion.lease.id.0,
+            settle,
+            job_update: self.job_update(completion, progress, scratch)?,
+            guard: completion.guard,
+            success,
+        })
+    }
+
+    /// PostgreSQL: the binds of a guarded success's one statement, for a completion that is one
+    /// (`None` otherwise). Its guard's effects are `done` for a job without effects, or when
+    /// `hooked` (transactional effects run after it in its transaction), else `pending`.
+    fn success_of<'a>(
+        &self,
+        completion: &'a Completion<'_>,
+        progress: Option<&'a str>,
+        guard: GuardFinish<'a>,
+        hooked: bool,
+    ) -> Result<Option<GuardedSuccess<'a>>, StoreError> {
+        let (
+            Some(_),
             CompleteAs::Succeeded,
             GuardFinish::Succeeded {
                 lease: g,
@@ -405,39 +462,191 @@ impl QCtx<'_> {
                 retention,
             },
         ) = (&self.sql.guarded_succeeded, &completion.outcome, guard)
-            && settle.is_none()
-        {
-            let progress = progress.as_deref();
-            let finalize = Finalize {
-                result,
-                effects_ttl,
-                retention,
-            };
-            if has_effects && hook.is_some() {
-                let success =
-                    GuardedSuccess::new(progress, lease, g, &finalize, EffectsState::Done)?;
-                in_transaction = Some((sql.in_transaction.as_str(), success));
-            } else {
-                let effects = if has_effects {
-                    EffectsState::Pending
-                } else {
-                    EffectsState::Done
-                };
-                let success = GuardedSuccess::new(progress, lease, g, &finalize, effects)?;
-                if let Some(done) = self.complete_guarded_at_once(c, sql, &success)? {
-                    return Ok(done);
+        else {
+            return Ok(None);
+        };
+        let finalize = Finalize {
+            result,
+            effects_ttl,
+            retention,
+        };
+        let effects = if has_effects && !hooked {
+            EffectsState::Pending
+        } else {
+            EffectsState::Done
+        };
+        GuardedSuccess::new(progress, completion.lease, g, &finalize, effects).map(Some)
+    }
+
+    /// Completes a group in one write transaction, one commit, answering each member on its own
+    /// ([`QueueStore::complete_many`](safejob_core::queue::QueueStore::complete_many)). A group
+    /// of one is [`QCtx::complete`].
+    ///
+    /// A member that changes nothing (a stale fence: its first statement matched no row) needs
+    /// no undoing. A member with a hook runs in its own savepoint, so a hook that aborts (or a
+    /// confirm that fails) rolls back only its member. Any other member that would have to be
+    /// undone (its guard went stale between the job's update and the guard's, or a statement
+    /// failed) rolls the group back instead, and every member is then completed on its own, as
+    /// without grouping: that is rare, whereas a savepoint around every member costs every
+    /// member two more statements (round trips). A hooked member whose hook ran in the rolled-back group is not
+    /// run again: it is answered with an error, and its job's lease expires.
+    pub(crate) fn complete_many<C: DbConnection>(
+        &self,
+        c: &mut PooledConn<C>,
+        group: &mut [GroupMember<'_, '_>],
+    ) -> Vec<Result<Completed, StoreError>> {
+        if let [member] = group {
+            return vec![self.complete(c, &member.completion, member.hook.as_deref_mut())];
+        }
+        let n = group.len();
+        // The completions and the hooks apart: the steps borrow the first, the transaction
+        // calls the second.
+        let (completions, mut hooks): (Vec<&Completion<'_>>, Vec<Option<&mut TxEffects<'_>>>) =
+            group
+                .iter_mut()
+                .map(|GroupMember { completion, hook }| (&*completion, hook.as_deref_mut()))
+                .unzip();
+        let mut answers: Vec<Option<Result<Completed, StoreError>>> =
+            (0..n).map(|_| None).collect();
+        let mut progress = Vec::with_capacity(n);
+        for (m, answer) in completions.iter().zip(&mut answers) {
+            match m.progress.map(progress_text).transpose() {
+                Ok(text) => progress.push(text),
+                Err(e) => {
+                    progress.push(None);
+                    *answer = Some(Err(e));
                 }
             }
         }
-        let settle = settle.map(|b| b.0);
-        self.complete_in_transaction(
-            c,
-            (lease.id.0, settle),
-            &job_update,
-            guard,
-            in_transaction,
-            hook,
-        )
+        let mut scratch: Vec<Vec<String>> = (0..n).map(|_| Vec::new()).collect();
+        let mut steps = Vec::with_capacity(n);
+        for ((((m, p), sc), answer), hook) in completions
+            .iter()
+            .zip(&progress)
+            .zip(&mut scratch)
+            .zip(&mut answers)
+            .zip(&hooks)
+        {
+            if answer.is_some() {
+                steps.push(None);
+                continue;
+            }
+            match self.step(m, p.as_deref(), sc, true, hook.is_some()) {
+                Ok(step) => steps.push(Some(step)),
+                Err(e) => {
+                    steps.push(None);
+                    *answer = Some(Err(e));
+                }
+            }
+        }
+        let hooked = hooks.iter().any(Option::is_some);
+        let mut hooks_ran = vec![false; n];
+        let written =
+            self.transaction(c, if hooked { Begin::Effects } else { Begin::Write }, |c| {
+                if hooks_ran.iter().any(|ran| *ran) {
+                    // Never run effects twice: a deadlock after a hook ran fails the group.
+                    return Err(
+                        StoreError::backend("a completion group failed after effects ran").into(),
+                    );
+                }
+                let mut got: Vec<Option<Result<Completed, StoreError>>> =
+                    (0..n).map(|_| None).collect();
+                for (i, (step, hook)) in steps.iter().zip(hooks.iter_mut()).enumerate() {
+                    let Some(step) = step else { continue };
+                    let Some(hook) = hook.as_deref_mut() else {
+                        match self.apply(c, step, None, &mut hooks_ran[i]) {
+                            Ok(Applied::Commit(done) | Applied::Unchanged(done)) => {
+                                got[i] = Some(Ok(done));
+                            }
+                            // Undoing this member needs a savepoint it does not have: roll the group
+                            // back and complete its members one by one.
+                            Ok(Applied::Undo(_)) => return Ok(End::Rollback(None)),
+                            Err(Fail::Store(e)) if !is_retryable_store_error(&e) => {
+                                return Ok(End::Rollback(None));
+                            }
+                            Err(Fail::Db(e)) if !is_retryable(&e) && !is_connection_lost(&e) => {
+                                return Ok(End::Rollback(None));
+                            }
+                            // A lost connection, a deadlock: the whole group.
+                            Err(other) => return Err(other),
+                        }
+                        continue;
+                    };
+                    c.conn.batch_execute(SAVEPOINT)?;
+                    let answer = match self.apply(c, step, Some(hook), &mut hooks_ran[i]) {
+                        Ok(Applied::Commit(done)) => {
+                            c.conn.batch_execute(RELEASE)?;
+                            Ok(done)
+                        }
+                        Ok(Applied::Undo(done) | Applied::Unchanged(done)) => {
+                            c.conn.batch_execute(ROLLBACK_TO)?;
+                            c.conn.batch_execute(RELEASE)?;
+                            Ok(done)
+                        }
+                        // The member's own failure: undone alone.
+                        Err(Fail::Store(e)) if !is_retryable_store_error(&e) => {
+                            c.conn.batch_execute(ROLLBACK_TO)?;
+                            c.conn.batch_execute(RELEASE)?;
+                            Err(e)
+                        }
+                        Err(Fail::Db(e)) if !is_retryable(&e) && !is_connection_lost(&e) => {
+                            c.conn.batch_execute(ROLLBACK_TO)?;
+                            c.conn.batch_execute(RELEASE)?;
+                            Err(self.err(e))
+                        }
+                        // A lost connection, a deadlock, a panic: the whole group.
+                        Err(other) => return Err(other),
+                    };
+                    got[i] = Some(answer);
+                }
+                Ok(End::Commit(Some(got)))
+            });
+        match written {
+            Ok(Some(got)) => {
+                for (answer, g) in answers.iter_mut().zip(got) {
+                    if answer.is_none() {
+                        *answer = g;
+                    }
+                }
+            }
+            Ok(None) => {
+                tracing::debug!(
+                    members = n,
+                    "safejob-diesel queue: a completion group needed undoing; completing its members one by one"
+                );
+                for (i, ((m, hook), answer)) in completions
+                    .iter()
+                    .zip(hooks.iter_mut())
+                    .zip(&mut answers)
+                    .enumerate()
+                {
+                    if answer.is_some() {
+                        continue;
+                    }
+                    *answer = Some(if hooks_ran[i] {
+                        Err(StoreError::backend(
+                            "the completion's group was rolled back after its effects ran; its lease will expire",
+                        ))
+                    } else {
+                        self.complete(c, m, hook.as_deref_mut())
+                    });
+                }
+            }
+            Err(error) => {
+                let mut each = safejob_core::group::each_member(error, n).into_iter();
+                for answer in &mut answers {
+                    if answer.is_none() {
+                        *answer = each.next().map(Err);
+                    }
+                }
+            }
+        }
+        answers
+            .into_iter()
+            .map(|a| {
+                a.unwrap_or_else(|| Err(StoreError::backend("a group member was not answered")))
+            })
+            .collect()
     }
 
     /// The job's fenced update for `completion` (binds: the outcome's, then id, fence). Text
@@ -526,19 +735,13 @@ impl QCtx<'_> {
         })
     }
 
-    /// A guarded job in one transaction: the job's update (or, PostgreSQL with transactional
-    /// effects, `in_transaction`: the job's update and the guard's finalize in one statement),
-    /// then the guard's half, with the effects hook and the confirm when there is a hook. Begun
-    /// with [`Begin::Effects`] when a hook is given; retried as a whole after a deadlock, but
-    /// never once the hook ran. A batch member's end (the batch id beside the job's) settles
-    /// the batch before the commit.
+    /// A guarded job in one transaction: [`QCtx::apply`] of its step, begun with
+    /// [`Begin::Effects`] when a hook is given; retried as a whole after a deadlock, but never
+    /// once the hook ran.
     fn complete_in_transaction<C: DbConnection>(
         &self,
         c: &mut PooledConn<C>,
-        (id, settle): (i64, Option<i64>),
-        job_update: &Stmt<'_>,
-        guard: GuardFinish<'_>,
-        in_transaction: Option<(&str, GuardedSuccess<'_>)>,
+        step: &Step<'_>,
         mut hook: Option<&mut TxEffects<'_>>,
     ) -> Result<Completed, StoreError> {
         let begin = if hook.is_some() {
@@ -552,16 +755,46 @@ impl QCtx<'_> {
                 // Never run the effects twice: a failure after them is reported, not retried.
                 return Err(StoreError::backend("completion failed after its effects ran").into());
             }
-            if let Some((sql, success)) = &in_transaction {
-                let rows: Vec<GuardedDoneRow> = c.conn.load(&success.stmt(sql))?;
-                match success.answer(&rows)? {
-                    Completed::Applied => {}
-                    other => return Ok(End::Rollback(other)),
+            Ok(
+                match self.apply(c, step, hook.as_deref_mut(), &mut hook_ran)? {
+                    Applied::Commit(done) => End::Commit(done),
+                    Applied::Undo(done) | Applied::Unchanged(done) => End::Rollback(done),
+                },
+            )
+        })
+    }
+
+    /// One completion's statements inside an open transaction: the job's update (or,
+    /// PostgreSQL, the one statement of a guarded success), then the guard's half, with the
+    /// effects hook and the confirm when there is a hook, then a batch member's settle.
+    fn apply<C: DbConnection>(
+        &self,
+        c: &mut PooledConn<C>,
+        step: &Step<'_>,
+        hook: Option<&mut TxEffects<'_>>,
+        hook_ran: &mut bool,
+    ) -> Result<Applied, Fail> {
+        if let Some(success) = &step.success {
+            let sql = self
+                .sql
+                .guarded_succeeded
+                .as_ref()
+                .map(|s| s.in_transaction.as_str())
+                .ok_or_else(|| StoreError::backend("no one-statement guarded success here"))?;
+            let rows: Vec<GuardedDoneRow> = c.conn.load(&success.stmt(sql))?;
+            match success.answer(&rows)? {
+                Completed::Applied => {}
+                // The job's half applied alone (the guard was taken over under the statement).
+                other if rows.first().is_some_and(|r| r.applied > 0) => {
+                    return Ok(Applied::Undo(other));
                 }
-            } else if !exactly_one(c.conn.exec(job_update)?, id)? {
-                return Ok(End::Rollback(Completed::Stale));
+                other => return Ok(Applied::Unchanged(other)),
             }
-            let applied = match (guard, hook.as_deref_mut()) {
+        } else if !exactly_one(c.conn.exec(&step.job_update)?, step.id)? {
+            return Ok(Applied::Unchanged(Completed::Stale));
+        }
+        if let Some(guard) = step.guard {
+            match (guard, hook) {
                 (
                     GuardFinish::Succeeded {
                         lease: g,
@@ -577,26 +810,27 @@ impl QCtx<'_> {
                         effects_ttl,
                         retention,
                     };
-                    if in_transaction.is_none() && !self.finalize_done(c, g, &finalize)? {
-                        return Ok(End::Rollback(Completed::GuardStale));
+                    if step.success.is_none() && !self.finalize_done(c, g, &finalize)? {
+                        return Ok(Applied::Undo(Completed::GuardStale));
                     }
-                    hook_ran = true;
-                    let end = self.effects_then_confirm(c, g, hook)?;
-                    if let (End::Commit(Completed::Applied), Some(batch)) = (&end, settle) {
-                        self.settle(&mut c.conn, batch)?;
+                    *hook_ran = true;
+                    if let End::Rollback(done) = self.effects_then_confirm(c, g, hook)? {
+                        return Ok(Applied::Undo(done));
                     }
-                    return Ok(end);
                 }
-                (guard, _) => self.finish_guard(c, guard)?,
-            };
-            if !applied {
-                return Ok(End::Rollback(Completed::GuardStale));
+                // The one statement finalized the guard already.
+                _ if step.success.is_some() => {}
+                (guard, _) => {
+                    if !self.finish_guard(c, guard)? {
+                        return Ok(Applied::Undo(Completed::GuardStale));
+                    }
+                }
             }
-            if let Some(batch) = settle {
-                self.settle(&mut c.conn, batch)?;
-            }
-            Ok(End::Commit(Completed::Applied))
-        })
+        }
+        if let Some(batch) = step.settle {
+            self.settle(&mut c.conn, batch)?;
+        }
+        Ok(Applied::Commit(Completed::Applied))
     }
 
     /// An unguarded batch member's end: the job's update and its batch's settle in one write
@@ -742,6 +976,33 @@ impl QCtx<'_> {
             .into()),
         }
     }
+}
+
+/// A group member's savepoint (one at a time: each is released before the next is taken).
+const SAVEPOINT: &str = "SAVEPOINT safejob_member";
+const ROLLBACK_TO: &str = "ROLLBACK TO SAVEPOINT safejob_member";
+const RELEASE: &str = "RELEASE SAVEPOINT safejob_member";
+
+/// One completion's statements, ready to run in a transaction (see [`QCtx::step`]).
+struct Step<'a> {
+    id: i64,
+    /// The batch a member's end settles.
+    settle: Option<i64>,
+    job_update: Stmt<'a>,
+    guard: Option<GuardFinish<'a>>,
+    /// PostgreSQL: the guarded success as one statement, instead of `job_update` and the guard's
+    /// finalize.
+    success: Option<GuardedSuccess<'a>>,
+}
+
+/// How one completion's statements ended inside a transaction ([`QCtx::apply`]).
+enum Applied {
+    /// Everything applied: commit.
+    Commit(Completed),
+    /// Not applied, after something was written: roll back what it wrote.
+    Undo(Completed),
+    /// Not applied, and nothing was written (its first statement matched no row).
+    Unchanged(Completed),
 }
 
 /// What a guard's `succeeded` stores besides its effects state, from [`GuardFinish::Succeeded`].

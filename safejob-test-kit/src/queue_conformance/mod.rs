@@ -25,7 +25,7 @@
 //!
 //! The cases live one file per area, as River splits its driver suite: `enqueue.rs`,
 //! `claim.rs`, `complete.rs` (completion, retries, dead letters, the reaper), `operate.rs`,
-//! `guarded.rs` (guarded jobs at the port), `worker.rs`, `retention.rs` (guard retention through
+//! `guarded.rs` (guarded jobs at the port), `group.rs` (completions written in groups), `worker.rs`, `retention.rs` (guard retention through
 //! the queue), `workflow.rs` (batches) and `pool.rs` (end to end), with what they share in `fixtures.rs`. This file holds the harness, the one list of cases and the macros.
 
 use std::{sync::Arc, time::Duration};
@@ -102,6 +102,7 @@ mod claim;
 mod complete;
 mod enqueue;
 mod fixtures;
+mod group;
 mod guarded;
 mod operate;
 mod pool;
@@ -120,6 +121,11 @@ pub use complete::{
 pub use enqueue::{
     enqueue_many_answers_in_order, enqueue_stores_jobs_pending_or_scheduled,
     unique_key_returns_the_live_job,
+};
+pub use group::{
+    a_failing_hook_rolls_back_only_its_member, complete_many_answers_each_member,
+    pool_group_lost_around_its_commit_leaves_each_outcome_single,
+    pool_with_grouped_completions_completes_each_job_once,
 };
 pub use guarded::{
     guarded_claim_acquires_the_guard, guarded_claim_answers_each_job_for_its_key,
@@ -205,6 +211,10 @@ macro_rules! __queue_store_conformance_cases {
             fan_in_reads_dependency_results
             pool_runs_every_job_once
             pool_shutdown_releases_claimed_work
+            complete_many_answers_each_member
+            a_failing_hook_rolls_back_only_its_member
+            pool_group_lost_around_its_commit_leaves_each_outcome_single
+            pool_with_grouped_completions_completes_each_job_once
         }
     };
 }

@@ -82,6 +82,12 @@ pub(super) struct Counting {
     tag: String,
 }
 
+impl Counting {
+    pub(super) fn new(tag: String) -> Self {
+        Self { tag }
+    }
+}
+
 impl QueueJob for Counting {
     const KIND: &'static str = "conformance.counting";
     type Error = CaseError;
