@@ -18,7 +18,7 @@
 //!   [`StoreError::AmbiguousCommit`], which the runner settles per key by fence exactly as it
 //!   settles a single finalize whose COMMIT was lost;
 //! * the leading thread panics while writing: the group's other threads get
-//!   `AmbiguousCommit` too (the coalescer's [`GroupError`]), settled the same way.
+//!   `AmbiguousCommit` too (the coalescer's [`GroupError`](safejob_core::group::GroupError)), settled the same way.
 //!
 //! A group of one is written as today's single autocommit statement: on an idle store group
 //! commit costs nothing.
@@ -35,7 +35,7 @@ use diesel::{
 };
 use safejob_core::{
     FinalFailure, Fingerprint, KeyDigest, Retention,
-    group::{Coalescer, GroupError, GroupStats},
+    group::{Coalescer, GroupStats},
     store::{AcquireRequest, Acquired, EffectsState, FenceCheck, FinishRequest, Lease, StoreError},
 };
 use serde_json::Value;
@@ -231,7 +231,7 @@ impl GroupCommit {
                 let reqs: Vec<_> = group.iter().map(OwnedAcquire::request).collect();
                 write(&reqs)
             })
-            .unwrap_or_else(|e| Err(unanswered(e)))
+            .unwrap_or_else(|e| Err(e.into()))
     }
 
     /// `finish` written in the next group of finalizes, by whichever thread leads it.
@@ -256,14 +256,7 @@ impl GroupCommit {
                 }
                 answers
             })
-            .unwrap_or_else(|e| Err(unanswered(e)))
-    }
-}
-
-/// A request its group's writer never answered (it panicked): the outcome is unknown.
-fn unanswered(error: GroupError) -> StoreError {
-    StoreError::AmbiguousCommit {
-        source: Box::new(error),
+            .unwrap_or_else(|e| Err(e.into()))
     }
 }
 
@@ -571,15 +564,15 @@ impl Ctx<'_> {
 
 /// Every key of a group whose COMMIT was lost: ambiguous, each on its own.
 fn lost_group<T>(size: usize, cause: &str) -> Vec<Result<T, StoreError>> {
-    (0..size)
-        .map(|_| {
-            Err(StoreError::AmbiguousCommit {
-                source: Box::new(GroupCommitLost {
-                    size,
-                    cause: cause.to_owned(),
-                }),
-            })
-        })
+    let lost = StoreError::AmbiguousCommit {
+        source: Box::new(GroupCommitLost {
+            size,
+            cause: cause.to_owned(),
+        }),
+    };
+    safejob_core::group::each_member(lost, size)
+        .into_iter()
+        .map(Err)
         .collect()
 }
 
