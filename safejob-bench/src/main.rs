@@ -59,8 +59,8 @@ enum Command {
     /// Runs N no-op guarded jobs on T threads and prints one JSON line (plus the baseline's and
     /// the ratio with --baseline).
     Guard(GuardArgs),
-    /// Enqueue (single and batched) and drain rates of our queue, guarded and not, and of River
-    /// and fang with --peer; JSON lines.
+    /// Enqueue (single and batched) and drain rates of our queue, guarded and not, and of River,
+    /// fang and apalis with --peer; JSON lines.
     Queue(queue_bench::QueueArgs),
     /// K guarded payouts enqueued C times each, drained by W workers: the drain's wall time (one
     /// JSON line). Every copy must succeed and the effects run K times.

@@ -21,8 +21,8 @@
 //! gains from going first. The last line compares the figures with the targets of issue 5
 //! (guarded drain at least 1.0 × unguarded and 1.5 × the faster peer, batched enqueue at least
 //! 20,000 jobs/s).
-//! Peers (`--peer river`, `--peer fang`, crate feature `peers`) run in their own databases on
-//! the same server (see [`crate::peers`]).
+//! Peers (`--peer river`, `--peer fang`, `--peer apalis`, crate feature `peers`) run in their own
+//! databases on the same server (see [`crate::peers`]).
 
 use std::{
     sync::{
@@ -68,6 +68,8 @@ pub enum Peer {
     River,
     /// fang (`fang` crate), its blocking diesel queue and worker pool, its `fang_tasks` table.
     Fang,
+    /// apalis (`apalis-postgres` crate): tokio + sqlx, its `apalis.jobs` table.
+    Apalis,
 }
 
 impl Peer {
@@ -76,6 +78,7 @@ impl Peer {
         match self {
             Self::River => "river",
             Self::Fang => "fang",
+            Self::Apalis => "apalis",
         }
     }
 }
@@ -116,7 +119,7 @@ pub struct QueueArgs {
     #[arg(long = "peer", value_enum)]
     pub peers: Vec<Peer>,
     /// PostgreSQL server for the peers (defaults to --url). Each peer gets its own database
-    /// there, created if missing: bench_river (schema river_bench) and bench_fang.
+    /// there, created if missing: bench_river (schema river_bench), bench_fang and bench_apalis.
     #[arg(long)]
     pub peer_url: Option<String>,
     /// Measure only the peers, not our queue.
@@ -309,6 +312,7 @@ fn run_peer(peer: Peer, url: &str, w: &Workload) -> Result<Vec<Figure>, BenchErr
     let ran = match peer {
         Peer::River => crate::peers::river::run(url, w),
         Peer::Fang => crate::peers::fang::run(url, w),
+        Peer::Apalis => crate::peers::apalis::run(url, w),
     };
     ran.map_err(|e| format!("--peer {}: {e}", peer.as_str()).into())
 }

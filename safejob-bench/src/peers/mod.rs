@@ -4,12 +4,16 @@
 //! * [`river`] — River for Rust (`riverqueue` 0.5: tokio + sqlx), database `bench_river`, schema
 //!   `river_bench` dropped and re-created by River's own migrations at every run;
 //! * [`fang`] — fang 0.11's blocking queue (diesel + r2d2) and worker pool, database
-//!   `bench_fang`, table `fang_tasks` from fang's own embedded migrations, emptied at every run.
+//!   `bench_fang`, table `fang_tasks` from fang's own embedded migrations, emptied at every run;
+//! * [`apalis`] — apalis 1.0's PostgreSQL storage (`apalis-postgres`: tokio + sqlx), database
+//!   `bench_apalis`, schema `apalis` from apalis' own migrations, `apalis.jobs` emptied at every
+//!   run.
 
 use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl, sql_types::BigInt};
 
 use crate::driver::BenchError;
 
+pub mod apalis;
 pub mod fang;
 pub mod river;
 
