@@ -22,6 +22,7 @@ mod driver;
 mod duplicates;
 mod figure;
 mod guard;
+mod latency;
 #[cfg(feature = "peers")]
 mod peers;
 mod queue_bench;
@@ -62,6 +63,8 @@ enum Command {
     /// Enqueue (single and batched) and drain rates of our queue, guarded and not, and of River,
     /// fang and apalis with --peer; JSON lines.
     Queue(queue_bench::QueueArgs),
+    /// Enqueue-to-start latency on an idle queue: p50, p90, p99 and max per system.
+    Latency(latency::LatencyArgs),
     /// K guarded payouts enqueued C times each, drained by W workers: the drain's wall time (one
     /// JSON line). Every copy must succeed and the effects run K times.
     Duplicates(duplicates::DuplicatesArgs),
@@ -147,6 +150,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Guard(args) => guard(&args),
         Command::Queue(args) => queue_bench::run(&args),
+        Command::Latency(args) => latency::run(&args),
         Command::Duplicates(args) => duplicates::run(&args, &run_prefix()),
     };
     match result {

@@ -167,12 +167,12 @@ async fn steps(pool: &PgPool, w: &Workload, jobs: usize) -> Result<Vec<Figure>, 
     Ok(figures)
 }
 
-fn schema() -> Result<SchemaName, BenchError> {
+pub(crate) fn schema() -> Result<SchemaName, BenchError> {
     Ok(SchemaName::new(SCHEMA)?)
 }
 
 /// Drops River's schema and re-creates it with River's own migrations, so every run starts empty.
-async fn reset_schema(pool: &PgPool) -> Result<(), BenchError> {
+pub(crate) async fn reset_schema(pool: &PgPool) -> Result<(), BenchError> {
     // sqlx takes only static SQL: the schema is spelled out (it is SCHEMA).
     sqlx::query("DROP SCHEMA IF EXISTS river_bench CASCADE")
         .execute(pool)
