@@ -26,6 +26,7 @@ mod latency;
 #[cfg(feature = "peers")]
 mod peers;
 mod queue_bench;
+mod soak;
 mod stats;
 
 use std::{
@@ -65,6 +66,8 @@ enum Command {
     Queue(queue_bench::QueueArgs),
     /// Enqueue-to-start latency on an idle queue: p50, p90, p99 and max per system.
     Latency(latency::LatencyArgs),
+    /// A long drain (1,000,000 jobs by default) printing RSS and CPU time every 100,000 jobs.
+    Soak(soak::SoakArgs),
     /// K guarded payouts enqueued C times each, drained by W workers: the drain's wall time (one
     /// JSON line). Every copy must succeed and the effects run K times.
     Duplicates(duplicates::DuplicatesArgs),
@@ -151,6 +154,7 @@ fn main() -> ExitCode {
         Command::Guard(args) => guard(&args),
         Command::Queue(args) => queue_bench::run(&args),
         Command::Latency(args) => latency::run(&args),
+        Command::Soak(args) => soak::run(&args),
         Command::Duplicates(args) => duplicates::run(&args, &run_prefix()),
     };
     match result {
