@@ -275,10 +275,7 @@ pub fn started(n: u64) {
 
 /// When sample `n` started, waiting for it at most `timeout`; forgets it.
 fn wait_started(n: u64, timeout: Duration) -> Option<Instant> {
-    let map = PROBE
-        .started
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
+    let map = PROBE.started.lock().unwrap_or_else(PoisonError::into_inner);
     let (mut map, _) = PROBE
         .changed
         .wait_timeout_while(map, timeout, |m| !m.contains_key(&n))
@@ -364,8 +361,9 @@ fn ours(
     registry.register::<LatencyProbe>();
     let mut builder = match poll {
         None => Worker::builder(store.clone(), registry),
-        Some(interval) => Worker::builder(Arc::new(PollOnly(store.clone())), registry)
-            .poll_interval(interval),
+        Some(interval) => {
+            Worker::builder(Arc::new(PollOnly(store.clone())), registry).poll_interval(interval)
+        }
     };
     builder = builder.queues([queue.as_str()]).concurrency(1);
     let pool = builder.start()?;
@@ -565,7 +563,8 @@ mod tests {
             gap: Duration::ZERO,
             jitter: Duration::from_millis(2),
         };
-        let (backend, samples) = ours("memory://", &pacing, Some(Duration::from_millis(1))).unwrap();
+        let (backend, samples) =
+            ours("memory://", &pacing, Some(Duration::from_millis(1))).unwrap();
         assert_eq!(backend, "memory");
         assert_eq!(samples.len(), 5);
     }
@@ -593,8 +592,8 @@ mod tests {
         assert_eq!(args.systems, [System::SafejobPoll, System::Apalis]);
         assert_eq!(args.samples, 500);
         assert_eq!(args.gap_ms, 20);
-        let defaults = Cli::try_parse_from(["safejob-bench", "latency", "--url", "memory://"])
-            .unwrap();
+        let defaults =
+            Cli::try_parse_from(["safejob-bench", "latency", "--url", "memory://"]).unwrap();
         let Command::Latency(args) = defaults.command else {
             panic!("not the latency subcommand");
         };

@@ -231,7 +231,10 @@ fn checkpoint_line(backend: &str, prev: &Checkpoint, now: &Checkpoint, workers: 
         ("jobs", json!(now.jobs)),
         ("rss_kb", json!(now.usage.rss_kb)),
         ("cpu_s", json!(round3(now.usage.cpu.as_secs_f64()))),
-        ("chunk_cpu_per_job_us", json!(cpu_per_job_us(prev, now).map(round1))),
+        (
+            "chunk_cpu_per_job_us",
+            json!(cpu_per_job_us(prev, now).map(round1)),
+        ),
         (
             "chunk_jobs_per_s",
             json!(round1(rate(
@@ -256,10 +259,18 @@ fn summary_line(backend: &str, guarded: bool, points: &[Checkpoint]) -> String {
         ("rss_first_chunk_kb", json!(first.map(|p| p.usage.rss_kb))),
         ("rss_last_kb", json!(last.map(|p| p.usage.rss_kb))),
         ("rss_growth", json!(growth.map(round3))),
-        ("rss_within_10pct", json!(growth.map(|g| g <= RSS_GROWTH_TARGET))),
+        (
+            "rss_within_10pct",
+            json!(growth.map(|g| g <= RSS_GROWTH_TARGET)),
+        ),
         (
             "cpu_per_job_us",
-            json!(start.zip(last).and_then(|(s, l)| cpu_per_job_us(s, l)).map(round1)),
+            json!(
+                start
+                    .zip(last)
+                    .and_then(|(s, l)| cpu_per_job_us(s, l))
+                    .map(round1)
+            ),
         ),
         (
             "jobs_per_s",
@@ -423,10 +434,8 @@ mod tests {
         assert_eq!(cpu_per_job_us(&first, &first), None);
         assert_eq!(rss_growth(&first, &last), Some(1.075));
 
-        let v: Value = serde_json::from_str(&summary_line("postgres", false, &[
-            start, first, last,
-        ]))
-        .unwrap();
+        let v: Value =
+            serde_json::from_str(&summary_line("postgres", false, &[start, first, last])).unwrap();
         assert_eq!(v["bench"], "soak_summary");
         assert_eq!(v["rss_first_chunk_kb"], 40_000);
         assert_eq!(v["rss_growth"], 1.075);
@@ -434,10 +443,8 @@ mod tests {
         assert_eq!(v["cpu_per_job_us"], 100.0);
 
         let grown = point(1_000_000, 44_001, 100_100);
-        let v: Value = serde_json::from_str(&summary_line("postgres", false, &[
-            start, first, grown,
-        ]))
-        .unwrap();
+        let v: Value =
+            serde_json::from_str(&summary_line("postgres", false, &[start, first, grown])).unwrap();
         assert_eq!(v["rss_within_10pct"], false);
     }
 

@@ -33,7 +33,10 @@ pub fn measure(url: &str, pacing: &Pacing) -> Result<Vec<u64>, BenchError> {
         .enable_all()
         .build()?;
     let pool = runtime.block_on(async {
-        let pool = PgPoolOptions::new().max_connections(4).connect(&url).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .connect(&url)
+            .await?;
         reset_schema(&pool).await?;
         Ok::<_, BenchError>(pool)
     })?;

@@ -33,6 +33,7 @@ use crate::{
     driver::BenchError,
     figure::{Figure, Op},
     queue_bench::{Workload, drain_timeout},
+    run_prefix,
 };
 
 /// apalis' database on the server.
@@ -138,7 +139,10 @@ async fn steps(pool: &PgPool, w: &Workload, jobs: usize) -> Result<Vec<Figure>, 
 
     let total = 2 * jobs;
     let backend = storage::<ApalisNoop>(pool).poll_with_strategy(Strategy::new().interval(POLL));
-    let ctx = WorkerContext::new("safejob-bench-apalis");
+    // A name per worker: apalis registers it under a session advisory lock that its pooled
+    // connection keeps, so a second worker of the same name (the timed one, after the warm-up's)
+    // would be refused as `WorkerAlreadyExists`.
+    let ctx = WorkerContext::new(&format!("safejob-bench-apalis-{}", run_prefix()));
     let worker = WorkerBuilder::new(&ctx)
         .backend(backend)
         .concurrency(w.workers)
