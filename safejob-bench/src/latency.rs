@@ -473,6 +473,7 @@ impl QueueStore for PollOnly {
 mod tests {
     use super::*;
 
+    // Catches a percentile read at the wrong rank (p90 taken at 99 was tried: this fails).
     #[test]
     fn percentiles_of_a_run() {
         // 1..=200 ms: nearest rank, so p50 is the 100th sample, p90 the 180th, p99 the 198th.
@@ -489,6 +490,8 @@ mod tests {
         assert_eq!(Latencies::of(Vec::new()), None);
     }
 
+    // Catches an exclusive bound (`<` for `<=` on p50 was tried: this fails) and a target that
+    // checks one percentile only.
     #[test]
     fn the_target_needs_both_percentiles() {
         let at = |p50_ms: u64, p99_ms: u64| Latencies {

@@ -367,6 +367,7 @@ mod tests {
         VmPeak:\t  123456 kB\nVmSize:\t  120000 kB\nVmHWM:\t   40000 kB\nVmRSS:\t   38912 kB\n\
         RssAnon:\t   30000 kB\nThreads:\t9\n";
 
+    // Catches reading another Vm* line (VmHWM or VmSize for VmRSS was tried: this fails).
     #[test]
     fn rss_is_read_from_the_vmrss_line_not_its_neighbours() {
         assert_eq!(rss_kb(STATUS).unwrap(), 38_912);
@@ -380,6 +381,9 @@ mod tests {
         ));
     }
 
+    // Catches counting fields from the first ')' instead of the last (a command name holding
+    // ')' then shifts them) and an off-by-one field index (stime read from cutime): both tried,
+    // both fail here.
     #[test]
     fn cpu_ticks_add_utime_and_stime_after_the_command_name() {
         // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
