@@ -24,12 +24,14 @@ mod driver;
 mod duplicates;
 mod figure;
 mod guard;
+mod latency;
 #[cfg(feature = "peers")]
 mod peers;
 mod queue_bench;
 mod report;
 mod scratch;
 mod sizes;
+mod soak;
 mod stats;
 mod wal;
 
@@ -59,9 +61,13 @@ enum Command {
     /// Runs N no-op guarded jobs on T threads and prints one JSON line (plus the baseline's and
     /// the ratio with --baseline).
     Guard(GuardArgs),
-    /// Enqueue (single and batched) and drain rates of our queue, guarded and not, and of River
-    /// and fang with --peer; JSON lines.
+    /// Enqueue (single and batched) and drain rates of our queue, guarded and not, and of River,
+    /// fang and apalis with --peer; JSON lines.
     Queue(queue_bench::QueueArgs),
+    /// Enqueue-to-start latency on an idle queue: p50, p90, p99 and max per system.
+    Latency(latency::LatencyArgs),
+    /// A long drain (1,000,000 jobs by default) printing RSS and CPU time every 100,000 jobs.
+    Soak(soak::SoakArgs),
     /// K guarded payouts enqueued C times each, drained by W workers: the drain's wall time (one
     /// JSON line). Every copy must succeed and the effects run K times.
     Duplicates(duplicates::DuplicatesArgs),
@@ -166,6 +172,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Guard(args) => guard(&args),
         Command::Queue(args) => queue_bench::run(&args),
+        Command::Latency(args) => latency::run(&args),
+        Command::Soak(args) => soak::run(&args),
         Command::Duplicates(args) => duplicates::run(&args, &run_prefix()),
         Command::Report(args) => report::run(&args).map_err(BenchError::from),
     };

@@ -21,7 +21,7 @@
 //! gains from going first. The last line compares the figures with the targets of issue 5
 //! (guarded drain at least 1.0 × unguarded and 1.5 × the faster peer, batched enqueue at least
 //! 20,000 jobs/s).
-//! Peers (`--peer river`, `--peer fang`, crate feature `peers`) run in their own databases on
+//! Peers (`--peer river`, `--peer fang`, `--peer apalis`, crate feature `peers`) run in their own databases on
 //! the same server (see [`crate::peers`]).
 //!
 //! Every system runs in a database of its own created for this run ([`crate::scratch`]: named
@@ -80,6 +80,8 @@ pub enum Peer {
     River,
     /// fang (`fang` crate), its blocking diesel queue and worker pool, its `fang_tasks` table.
     Fang,
+    /// apalis (`apalis-postgres` crate): tokio + sqlx, its `apalis.jobs` table.
+    Apalis,
 }
 
 impl Peer {
@@ -88,6 +90,7 @@ impl Peer {
         match self {
             Self::River => "river",
             Self::Fang => "fang",
+            Self::Apalis => "apalis",
         }
     }
 }
@@ -165,7 +168,7 @@ pub struct QueueArgs {
     pub peers: Vec<Peer>,
     /// PostgreSQL server and database for the peers (defaults to --url). Each peer gets a fresh
     /// database named after it there: `<database>_river_<random>` (schema river_bench) and
-    /// `<database>_fang_<random>`.
+    /// `<database>_fang_<random>` and `<database>_apalis_<random>`.
     #[arg(long)]
     pub peer_url: Option<String>,
     /// Measure only the peers, not our queue.
@@ -415,6 +418,7 @@ fn run_peer(
         let figures = match peer {
             Peer::River => crate::peers::river::run(&db, w, settle)?,
             Peer::Fang => crate::peers::fang::run(&db, w, settle)?,
+            Peer::Apalis => crate::peers::apalis::run(&db, w, settle)?,
         };
         print_tables(peer.as_str(), "postgres", &db, w.retention)?;
         Ok(figures)

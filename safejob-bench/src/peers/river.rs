@@ -212,12 +212,12 @@ async fn steps(
     Ok(figures)
 }
 
-fn schema() -> Result<SchemaName, BenchError> {
+pub(crate) fn schema() -> Result<SchemaName, BenchError> {
     Ok(SchemaName::new(SCHEMA)?)
 }
 
 /// Creates River's schema in its fresh database, with River's own migrations.
-async fn create_schema(pool: &PgPool) -> Result<(), BenchError> {
+pub(crate) async fn create_schema(pool: &PgPool) -> Result<(), BenchError> {
     // sqlx takes only static SQL: the schema is spelled out (it is SCHEMA).
     sqlx::query("CREATE SCHEMA river_bench")
         .execute(pool)
