@@ -72,8 +72,12 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// A system whose latency is measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum System {
-    /// Our queue, woken by the store's notifications (PostgreSQL `LISTEN`).
+    /// Our queue, enqueued through the pool's own store: woken in-process at the enqueue's
+    /// commit (and by PostgreSQL's `LISTEN` thread).
     SafejobNotify,
+    /// Our queue, enqueued through a second store, as another process would: woken only by
+    /// the store's notifications (PostgreSQL's `LISTEN` thread; other backends poll).
+    SafejobListen,
     /// Our queue, polling only (at `--poll-ms`).
     SafejobPoll,
     /// River (`riverqueue`), `LISTEN`/`NOTIFY`. Needs the `peers` feature.
@@ -87,6 +91,7 @@ impl System {
     fn names(self) -> (&'static str, &'static str) {
         match self {
             Self::SafejobNotify => ("safejob", "notify"),
+            Self::SafejobListen => ("safejob", "listen"),
             Self::SafejobPoll => ("safejob", "poll"),
             Self::River => ("river", "notify"),
             Self::Apalis => ("apalis", "notify"),
@@ -101,7 +106,7 @@ pub struct LatencyArgs {
     #[arg(long)]
     pub url: String,
     /// The systems to measure, in this order (repeat the flag).
-    #[arg(long = "system", value_enum, default_values_t = [System::SafejobNotify, System::SafejobPoll])]
+    #[arg(long = "system", value_enum, default_values_t = [System::SafejobNotify, System::SafejobListen, System::SafejobPoll])]
     pub systems: Vec<System>,
     /// Samples counted per system.
     #[arg(long, default_value_t = 500)]
@@ -148,12 +153,14 @@ pub fn run(args: &LatencyArgs) -> Result<(), BenchError> {
     let peer_url = args.peer_url.as_deref().unwrap_or(&args.url);
     for &system in &args.systems {
         let (backend, samples) = match system {
-            System::SafejobNotify => ours(&args.url, &pacing, None)?,
-            System::SafejobPoll => ours(&args.url, &pacing, Some(poll))?,
+            System::SafejobNotify => ours(&args.url, &pacing, None, false)?,
+            System::SafejobListen => ours(&args.url, &pacing, None, true)?,
+            System::SafejobPoll => ours(&args.url, &pacing, Some(poll), false)?,
             System::River | System::Apalis => ("postgres", peer(system, peer_url, &pacing)?),
         };
         let latencies = Latencies::of(samples);
-        let meets = (system == System::SafejobNotify && backend == "postgres")
+        let meets = (matches!(system, System::SafejobNotify | System::SafejobListen)
+            && backend == "postgres")
             .then(|| latencies.as_ref().is_some_and(Latencies::meets_target));
         let poll_ms = (system == System::SafejobPoll).then_some(args.poll_ms);
         println!(
@@ -353,13 +360,20 @@ impl QueueJob for LatencyProbe {
 }
 
 /// Our queue on `url` with one worker: woken by the store (`poll: None`, the default poll
-/// interval as fallback), or polling every `poll` with no wake-ups. The backend's name and the
-/// samples.
+/// interval as fallback), or polling every `poll` with no wake-ups; enqueued through the pool's
+/// store or, with `second_store`, through another one on the same database. The backend's name
+/// and the samples.
 fn ours(
     url: &str,
     pacing: &Pacing,
     poll: Option<Duration>,
+    second_store: bool,
 ) -> Result<(&'static str, Vec<u64>), BenchError> {
+    if second_store && url.starts_with("memory:") {
+        return Err("--system safejob-listen needs a database: a second memory:// store is \
+                    another queue, whose jobs the pool would never see"
+            .into());
+    }
     let (store, backend) = open_ours(url, 1)?;
     let queue = format!("{}-latency", run_prefix());
     let options = EnqueueOptions::new().queue(queue.clone());
@@ -373,7 +387,13 @@ fn ours(
     };
     builder = builder.queues([queue.as_str()]).concurrency(1);
     let pool = builder.start()?;
-    let client = Queue::new(store);
+    // A second store has wakers of its own: its enqueues reach the pool only through the
+    // database (as another process's would).
+    let client = if second_store {
+        Queue::new(open_ours(url, 1)?.0)
+    } else {
+        Queue::new(store)
+    };
     let samples = measure(pacing, |n| {
         client.enqueue_with(&LatencyProbe { n }, &options)?;
         Ok(())
@@ -585,9 +605,24 @@ mod tests {
             jitter: Duration::from_millis(2),
         };
         let (backend, samples) =
-            ours("memory://", &pacing, Some(Duration::from_millis(1))).unwrap();
+            ours("memory://", &pacing, Some(Duration::from_millis(1)), false).unwrap();
         assert_eq!(backend, "memory");
         assert_eq!(samples.len(), 5);
+    }
+
+    /// A second memory store is another queue: refused with a clear error rather than a pool
+    /// waiting for jobs it can never see. Catches the check's removal (the first sample then
+    /// fails with "did not start within", not this error).
+    #[test]
+    fn a_second_memory_store_is_refused() {
+        let pacing = Pacing {
+            samples: 1,
+            warmup: 0,
+            gap: Duration::ZERO,
+            jitter: Duration::ZERO,
+        };
+        let err = ours("memory://", &pacing, None, true).unwrap_err();
+        assert!(err.to_string().contains("needs a database"), "{err}");
     }
 
     #[test]
@@ -618,6 +653,13 @@ mod tests {
         let Command::Latency(args) = defaults.command else {
             panic!("not the latency subcommand");
         };
-        assert_eq!(args.systems, [System::SafejobNotify, System::SafejobPoll]);
+        assert_eq!(
+            args.systems,
+            [
+                System::SafejobNotify,
+                System::SafejobListen,
+                System::SafejobPoll
+            ]
+        );
     }
 }

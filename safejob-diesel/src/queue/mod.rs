@@ -342,13 +342,14 @@ impl QCtx<'_> {
 }
 
 impl DieselQueue {
-    /// Wakes the pools subscribed to this queue after a commit that made jobs claimable. On
-    /// PostgreSQL the listener does that (for every process); the other backends have no
-    /// notifications, so this wakes the pools of this process at least.
+    /// Wakes this process's pools subscribed to this queue after a commit that made jobs
+    /// claimable, at once. On PostgreSQL the listener also wakes them (and every other
+    /// process's) when the notification arrives, up to [`listen::POLL`] later: a pool in this
+    /// process then claims without waiting for that. The other backends have no notifications,
+    /// so this is how their pools hear of this process's jobs (other processes' jobs are found
+    /// by polling).
     fn wake_in_process(&self) {
-        if self.store.backend() != BackendKind::Postgres {
-            listen::wake_all(&self.wakers);
-        }
+        listen::wake_all(&self.wakers);
     }
 }
 
