@@ -370,9 +370,11 @@ fn ours(
     second_store: bool,
 ) -> Result<(&'static str, Vec<u64>), BenchError> {
     if second_store && url.starts_with("memory:") {
-        return Err("--system safejob-listen needs a database: a second memory:// store is \
+        return Err(
+            "--system safejob-listen needs a database: a second memory:// store is \
                     another queue, whose jobs the pool would never see"
-            .into());
+                .into(),
+        );
     }
     let (store, backend) = open_ours(url, 1)?;
     let queue = format!("{}-latency", run_prefix());

@@ -182,10 +182,11 @@ pub struct QueueArgs {
     #[arg(long, value_enum, default_value_t = LedgerMode::On)]
     pub ledger: LedgerMode,
     /// Our pool writes its completions in groups, one commit per group
-    /// (`WorkerBuilder::batch_completions`); `--batch-completions false` writes one per job.
-    /// Completions of jobs with transactional effects are never grouped.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    pub batch_completions: bool,
+    /// (`WorkerBuilder::batch_completions`: `true` or `false`); unset, the store's default (on
+    /// for SQLite, off for PostgreSQL and MariaDB). Completions of jobs with transactional
+    /// effects are never grouped.
+    #[arg(long, action = clap::ArgAction::Set)]
+    pub batch_completions: Option<bool>,
 }
 
 /// What `--ledger` asks for.
@@ -562,7 +563,7 @@ struct Ours {
     effects: Effects,
     allow_duplicates: bool,
     meter: RefCell<Meter>,
-    batch_completions: bool,
+    batch_completions: Option<bool>,
 }
 
 impl Ours {
@@ -736,11 +737,13 @@ impl Ours {
         } else {
             registry.register::<Noop>();
         }
-        let builder = Worker::builder(self.store.clone(), registry)
+        let mut builder = Worker::builder(self.store.clone(), registry)
             .queues([queue_name.as_str()])
             .concurrency(u32::try_from(self.w.workers)?)
-            .effects(self.effects.mode())
-            .batch_completions(self.batch_completions);
+            .effects(self.effects.mode());
+        if let Some(batch) = self.batch_completions {
+            builder = builder.batch_completions(batch);
+        }
         DONE.store(0, Ordering::SeqCst);
         let client = Queue::new(self.store.clone());
         let mark = self.begin(measured)?;
@@ -976,7 +979,7 @@ mod tests {
             effects: Effects::None,
             allow_duplicates: false,
             meter: RefCell::new(Meter::new(None, None, Duration::ZERO).unwrap()),
-            batch_completions: true,
+            batch_completions: None,
         };
         let unguarded = ours.run(false).unwrap();
         let seen = |fs: &[Figure]| -> Vec<_> {

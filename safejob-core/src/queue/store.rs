@@ -949,6 +949,14 @@ pub trait QueueStore: Send + Sync {
     /// `NotFound` for an unknown one.
     fn cancel_batch(&self, id: BatchId) -> Result<OpResult, StoreError>;
 
+    /// Whether a worker pool should group its completions on this store by default
+    /// ([`WorkerBuilder::batch_completions`](crate::queue::WorkerBuilder::batch_completions)):
+    /// true where each commit pays a disk flush of its own that grouping saves. The default
+    /// says no (the memory queue has no commits to save).
+    fn groups_completions(&self) -> bool {
+        false
+    }
+
     /// Registers a waker to call when jobs may have become claimable (enqueue, retry). The
     /// default does nothing: the pool then polls at its interval.
     fn subscribe(&self, waker: Waker) -> Result<(), StoreError> {

@@ -98,7 +98,7 @@ pub struct WorkerBuilder {
     effects: EffectsMode,
     retention: Retention,
     observer: Arc<dyn Observer>,
-    batch_completions: bool,
+    batch_completions: Option<bool>,
     completion_group: usize,
 }
 
@@ -189,7 +189,10 @@ impl WorkerBuilder {
 
     /// Whether a [`WorkerPool`]'s threads hand their completions to one completer that writes
     /// them in groups, one [`QueueStore::complete_many`] each (on the diesel stores: one
-    /// transaction, one commit for the group). Defaults to `true`.
+    /// transaction, one commit for the group). Defaults to what the store prefers
+    /// ([`QueueStore::groups_completions`]: on for SQLite, off for PostgreSQL and MariaDB, whose
+    /// servers already share one log flush among concurrent commits — measured in
+    /// docs/BENCHMARKS.md, "Batched completions").
     ///
     /// There is no timer and no maximum wait: a thread that finds no group being written writes
     /// at once, so a lone completion on an idle pool is written immediately, and under load a
@@ -198,7 +201,7 @@ impl WorkerBuilder {
     /// committed. Completions whose job runs transactional effects are always written by their
     /// own thread. [`Worker::run_once`] completes on its one thread and never groups.
     pub fn batch_completions(mut self, enabled: bool) -> Self {
-        self.batch_completions = enabled;
+        self.batch_completions = Some(enabled);
         self
     }
 
@@ -231,6 +234,9 @@ impl WorkerBuilder {
         }
         let completion_group = NonZeroUsize::new(self.completion_group)
             .ok_or(WorkerConfigError::ZeroCompletionGroup)?;
+        let batch_completions = self
+            .batch_completions
+            .unwrap_or_else(|| self.store.groups_completions());
         let lease_ttl = validate_ttl(self.lease_ttl)?;
         let maintenance_interval = self.maintenance_interval.unwrap_or(lease_ttl / 3);
         for (name, interval) in [
@@ -264,7 +270,7 @@ impl WorkerBuilder {
                 effects: self.effects,
                 retention: self.retention.validated()?,
                 observer: self.observer,
-                completion_group: self.batch_completions.then_some(completion_group),
+                completion_group: batch_completions.then_some(completion_group),
             }),
         })
     }
@@ -358,7 +364,7 @@ impl Worker {
             effects: EffectsMode::AfterCommit,
             retention: Retention::Forever,
             observer: Arc::new(NoObserver),
-            batch_completions: true,
+            batch_completions: None,
             completion_group: DEFAULT_COMPLETION_GROUP,
         }
     }
@@ -1018,11 +1024,18 @@ mod tests {
         );
     }
 
-    /// Batched completions are on by default and off when asked: a pool with them off has no
-    /// completer. Catches a switch that is not passed on to the pool.
+    /// Batched completions follow the store's preference unless set (the memory queue prefers
+    /// none), and are on or off when asked: a pool with them off has no completer. Catches a
+    /// switch that is not passed on to the pool, and a default that ignores the store.
     #[test]
-    fn batched_completions_can_be_turned_off() {
-        let on = builder().id("on").start().unwrap();
+    fn batched_completions_can_be_turned_on_and_off() {
+        let default = builder().id("default").start().unwrap();
+        assert_eq!(
+            default.completion_groups(),
+            None,
+            "the memory queue's preference"
+        );
+        let on = builder().id("on").batch_completions(true).start().unwrap();
         assert_eq!(on.completion_groups().map(|g| g.groups), Some(0));
         let off = builder()
             .id("off")

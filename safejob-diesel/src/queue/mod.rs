@@ -354,6 +354,13 @@ impl DieselQueue {
 }
 
 impl QueueStore for DieselQueue {
+    /// SQLite: yes, each commit is its own fsync (batching measured ×2–2.5 on the drain).
+    /// PostgreSQL and MariaDB: no, their servers already share one log flush among concurrent
+    /// commits, and grouping measured 0.95× on a quiet machine (docs/BENCHMARKS.md).
+    fn groups_completions(&self) -> bool {
+        self.store.backend() == BackendKind::Sqlite
+    }
+
     fn now(&self) -> Result<DateTime<Utc>, StoreError> {
         LeaseStore::now(&*self.store)
     }

@@ -567,6 +567,7 @@ pub fn pool_with_grouped_completions_completes_each_job_once(harness: &dyn Queue
         .concurrency(8)
         .lease_ttl(TTL)
         .poll_interval(Duration::from_millis(10))
+        .batch_completions(true)
         .completion_group_size(16)
         .start()
         .unwrap_or_else(|e| c.fail(format_args!("pool start: {e}")));
