@@ -31,8 +31,9 @@ use apalis_postgres::{Config, PostgresStorage};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, postgres::PgPoolOptions};
 
+use super::{begin, end};
 use crate::{
-    counters::{Counts, Mark, Meter},
+    counters::Meter,
     driver::BenchError,
     figure::{Figure, Op},
     queue_bench::{Retention, Workload, drain_timeout},
@@ -87,19 +88,6 @@ async fn run_async(url: &str, w: &Workload, meter: &mut Meter) -> Result<Vec<Fig
     let figures = steps(&pool, w, w.jobs, Some(meter)).await?;
     pool.close().await;
     Ok(figures)
-}
-
-/// Starts counting a step, if it is measured.
-fn begin(meter: &mut Option<&mut Meter>) -> Result<Option<Mark>, BenchError> {
-    Ok(meter.as_mut().map(|m| m.begin()).transpose()?)
-}
-
-/// The counts since `mark`.
-fn end(meter: &mut Option<&mut Meter>, mark: Option<Mark>) -> Result<Counts, BenchError> {
-    match (meter.as_mut(), mark) {
-        (Some(m), Some(mark)) => Ok(m.end(mark)?),
-        _ => Ok(Counts::default()),
-    }
 }
 
 /// A pool of `size` connections to apalis' database, migrated by apalis and with its jobs table

@@ -16,3 +16,24 @@
 pub mod apalis;
 pub mod fang;
 pub mod river;
+
+use crate::{
+    counters::{Counts, Mark, Meter},
+    driver::BenchError,
+};
+
+/// Starts counting a step, if it is measured (`meter` is `None` during the warm-up).
+pub(crate) fn begin(meter: &mut Option<&mut Meter>) -> Result<Option<Mark>, BenchError> {
+    Ok(meter.as_mut().map(|m| m.begin()).transpose()?)
+}
+
+/// The counts since `mark` (nothing counted when the step is not measured).
+pub(crate) fn end(
+    meter: &mut Option<&mut Meter>,
+    mark: Option<Mark>,
+) -> Result<Counts, BenchError> {
+    match (meter.as_mut(), mark) {
+        (Some(m), Some(mark)) => Ok(m.end(mark)?),
+        _ => Ok(Counts::default()),
+    }
+}

@@ -27,8 +27,9 @@ use riverqueue::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::{begin, end};
 use crate::{
-    counters::{Counts, Mark, Meter},
+    counters::Meter,
     driver::BenchError,
     figure::{Figure, Op},
     queue_bench::{Retention, Workload, drain_timeout},
@@ -68,19 +69,6 @@ async fn run_async(url: &str, w: &Workload, meter: &mut Meter) -> Result<Vec<Fig
     let figures = steps(&pool, w, w.jobs, Some(meter)).await?;
     pool.close().await;
     Ok(figures)
-}
-
-/// Starts counting a step, if it is measured.
-fn begin(meter: &mut Option<&mut Meter>) -> Result<Option<Mark>, BenchError> {
-    Ok(meter.as_mut().map(|m| m.begin()).transpose()?)
-}
-
-/// The counts since `mark`.
-fn end(meter: &mut Option<&mut Meter>, mark: Option<Mark>) -> Result<Counts, BenchError> {
-    match (meter.as_mut(), mark) {
-        (Some(m), Some(mark)) => Ok(m.end(mark)?),
-        _ => Ok(Counts::default()),
-    }
 }
 
 /// A client whose no-op worker counts into `done`, with one queue of `max_workers = T`.
