@@ -94,6 +94,7 @@
 mod action;
 mod admin;
 mod batch;
+mod complete;
 mod enqueue;
 mod history;
 mod listen;
